@@ -1,0 +1,187 @@
+//! What a connector implements: sources made of splits, and sinks.
+//!
+//! A [`Source`] plans its input into [`Split`]s (a Parquet row-group range, a
+//! file, later a Kafka partition). The runtime assigns splits to source
+//! subtasks in event-time order and reads each as a stream of record batches.
+//! A [`Sink`] opens one [`SinkWriter`] per subtask.
+//!
+//! Connectors are found by name (`'connector' = 'filesystem'`) in a
+//! [`ConnectorRegistry`], which `sluice-connectors` fills.
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+use futures::future::BoxFuture;
+use futures::stream::BoxStream;
+
+use crate::error::{Result, SluiceError};
+use crate::sql::{Mode, TableDef};
+use crate::time::Millis;
+
+/// What a source is asked to produce.
+#[derive(Debug, Clone)]
+pub struct ScanRequest {
+    /// Indices of the table's columns to read, in the table's order.
+    pub projection: Vec<usize>,
+    /// The projected schema the batches must have.
+    pub schema: SchemaRef,
+    /// The rowtime column's name, so a source can order splits by it.
+    pub time_column: Option<String>,
+    /// Rows per batch the source should aim for.
+    pub batch_size: usize,
+}
+
+/// A source created from a table's options.
+pub trait Source: Send + Sync + Debug {
+    /// Lists the splits to read (files, row groups), with what is known of
+    /// their event time.
+    fn plan_splits(&self, request: ScanRequest) -> BoxFuture<'_, Result<Vec<Arc<dyn Split>>>>;
+}
+
+/// One independently readable piece of a source.
+pub trait Split: Send + Sync + Debug {
+    /// Names the split in messages, e.g. `file:///data/bid/part-0.parquet row groups 0..4`.
+    fn describe(&self) -> String;
+
+    /// The smallest event time in the split, when statistics tell it.
+    fn min_event_time(&self) -> Option<Millis> {
+        None
+    }
+
+    /// How many rows the split holds, when known (for progress).
+    fn estimated_rows(&self) -> Option<u64> {
+        None
+    }
+
+    /// Reads the split.
+    fn open(self: Arc<Self>) -> BoxStream<'static, Result<RecordBatch>>;
+}
+
+/// A sink created from a table's options.
+pub trait Sink: Send + Sync + Debug {
+    /// Opens the writer of subtask `subtask` of `parallelism`.
+    fn open_writer(
+        &self,
+        subtask: usize,
+        parallelism: usize,
+    ) -> BoxFuture<'_, Result<Box<dyn SinkWriter>>>;
+
+    /// Called once after every writer has finished successfully: makes the
+    /// output visible (e.g. moves staged files into place).
+    fn commit(&self) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    /// A short human description for `explain` and the summary.
+    fn describe(&self) -> String;
+}
+
+pub trait SinkWriter: Send {
+    fn write(&mut self, batch: RecordBatch) -> BoxFuture<'_, Result<()>>;
+
+    /// Flushes and closes; the output is staged until [`Sink::commit`].
+    fn finish(self: Box<Self>) -> BoxFuture<'static, Result<()>>;
+}
+
+/// Everything a connector factory may use to build a source or sink.
+#[derive(Debug, Clone)]
+pub struct ConnectorContext {
+    pub mode: Mode,
+    pub parallelism: usize,
+}
+
+pub trait SourceFactory: Send + Sync {
+    /// Builds a source for `table`. Must take every option it understands
+    /// from `options` and leave the rest, so unknown ones can be reported.
+    fn create_source(
+        &self,
+        table: &TableDef,
+        options: &mut crate::sql::Options,
+        context: &ConnectorContext,
+    ) -> Result<Arc<dyn Source>>;
+}
+
+pub trait SinkFactory: Send + Sync {
+    fn create_sink(
+        &self,
+        table: &TableDef,
+        options: &mut crate::sql::Options,
+        context: &ConnectorContext,
+    ) -> Result<Arc<dyn Sink>>;
+}
+
+/// Connectors by name.
+#[derive(Default, Clone)]
+pub struct ConnectorRegistry {
+    sources: BTreeMap<String, Arc<dyn SourceFactory>>,
+    sinks: BTreeMap<String, Arc<dyn SinkFactory>>,
+}
+
+impl ConnectorRegistry {
+    pub fn register_source(&mut self, name: &str, factory: Arc<dyn SourceFactory>) {
+        self.sources.insert(name.to_string(), factory);
+    }
+
+    pub fn register_sink(&mut self, name: &str, factory: Arc<dyn SinkFactory>) {
+        self.sinks.insert(name.to_string(), factory);
+    }
+
+    pub fn create_source(
+        &self,
+        table: &TableDef,
+        context: &ConnectorContext,
+    ) -> Result<Arc<dyn Source>> {
+        let mut options = table.options.clone();
+        let name = connector_name(table, &mut options)?;
+        let factory = self.sources.get(&name).ok_or_else(|| {
+            SluiceError::config(format!(
+                "{}: table `{}`: no source connector '{name}' (sources: {})",
+                table.declared_at,
+                table.name,
+                self.sources.keys().cloned().collect::<Vec<_>>().join(", ")
+            ))
+        })?;
+        let source = factory
+            .create_source(table, &mut options, context)
+            .map_err(|e| locate(table, e))?;
+        options.finish(&name).map_err(|e| locate(table, e))?;
+        Ok(source)
+    }
+
+    pub fn create_sink(&self, table: &TableDef, context: &ConnectorContext) -> Result<Arc<dyn Sink>> {
+        let mut options = table.options.clone();
+        let name = connector_name(table, &mut options)?;
+        let factory = self.sinks.get(&name).ok_or_else(|| {
+            SluiceError::config(format!(
+                "{}: table `{}`: no sink connector '{name}' (sinks: {})",
+                table.declared_at,
+                table.name,
+                self.sinks.keys().cloned().collect::<Vec<_>>().join(", ")
+            ))
+        })?;
+        let sink = factory
+            .create_sink(table, &mut options, context)
+            .map_err(|e| locate(table, e))?;
+        options.finish(&name).map_err(|e| locate(table, e))?;
+        Ok(sink)
+    }
+}
+
+fn connector_name(table: &TableDef, options: &mut crate::sql::Options) -> Result<String> {
+    options.take("connector").ok_or_else(|| {
+        SluiceError::config(format!(
+            "{}: table `{}` has no 'connector' option",
+            table.declared_at, table.name
+        ))
+    })
+}
+
+fn locate(table: &TableDef, e: SluiceError) -> SluiceError {
+    match e {
+        SluiceError::Config(m) => SluiceError::Config(format!("{}: {m}", table.declared_at)),
+        other => other,
+    }
+}

@@ -1,0 +1,358 @@
+//! One subtask: its input, its chain of operators, and its exits.
+//!
+//! Messages go through the chain synchronously (operators are CPU-only);
+//! what reaches an exit (an exchange or a sink) is buffered and then sent
+//! or written, which is where a subtask waits. A source subtask reads its
+//! splits in order and tracks their watermarks; any other subtask merges its
+//! input channels and forwards the minimum of their watermarks.
+
+use std::sync::Arc;
+
+use arrow::record_batch::RecordBatch;
+use futures::StreamExt;
+use futures::stream::select_all;
+
+use super::channel::{Receiver, Sender};
+use super::exchange::hash_partition;
+use crate::connector::{SinkWriter, Split};
+use crate::error::{ExecContext, Result, SluiceError};
+use crate::metrics::JobMetrics;
+use crate::ops::aggregate::event_times;
+use crate::ops::{Message, Operator, OperatorContext, Output};
+use crate::plan::{JobGraph, NodeKind, Partitioning, Stage};
+use crate::time::{END_OF_TIME, InputWatermarks, SplitWatermarks};
+use datafusion::physical_expr::PhysicalExpr;
+
+/// Words of the error a subtask raises when its downstream has gone away;
+/// the downstream's own error is the one to report.
+pub const STOPPED: &str = "stopped before this subtask finished";
+
+pub enum Input {
+    Source {
+        splits: Vec<Arc<dyn Split>>,
+        watermark: Option<Arc<dyn PhysicalExpr>>,
+    },
+    Channels(Vec<Receiver>),
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Target {
+    Node(usize),
+    Exit(usize),
+}
+
+struct ChainNode {
+    op: Box<dyn Operator>,
+    outputs: Vec<Target>,
+}
+
+enum Exit {
+    Exchange {
+        partitioning: Partitioning,
+        senders: Vec<Sender>,
+        next: usize,
+        hashes: Vec<u64>,
+    },
+    Sink {
+        table: String,
+        schema: arrow::datatypes::SchemaRef,
+        writer: Option<Box<dyn SinkWriter>>,
+        metrics: Arc<JobMetrics>,
+    },
+}
+
+pub struct Chain {
+    nodes: Vec<ChainNode>,
+    entry: Vec<Target>,
+    exits: Vec<Exit>,
+    pending: Vec<Vec<Message>>,
+    context: OperatorContext,
+}
+
+impl Chain {
+    /// Instantiates `stage` for the subtask in `context`, taking its exchange
+    /// senders from `senders` (keyed by edge index and subtask).
+    pub async fn build(
+        graph: &JobGraph,
+        stage: &Stage,
+        context: &OperatorContext,
+        senders: &mut std::collections::BTreeMap<(usize, usize), Vec<Sender>>,
+    ) -> Result<Self> {
+        let mut nodes = Vec::new();
+        let mut exits = Vec::new();
+        let mut target_of = std::collections::HashMap::new();
+        for &id in &stage.nodes {
+            let node = graph.node(id);
+            match &node.kind {
+                NodeKind::Source(_) => {}
+                NodeKind::Operator(factory) => {
+                    target_of.insert(id, Target::Node(nodes.len()));
+                    nodes.push(ChainNode {
+                        op: factory.create(context)?,
+                        outputs: Vec::new(),
+                    });
+                }
+                NodeKind::Sink(sink) => {
+                    target_of.insert(id, Target::Exit(exits.len()));
+                    exits.push(Exit::Sink {
+                        table: sink.table.name.clone(),
+                        schema: Arc::clone(&sink.table.schema),
+                        writer: Some(sink.sink.open_writer(context.subtask, context.parallelism).await?),
+                        metrics: Arc::clone(&context.metrics),
+                    });
+                }
+            }
+        }
+        let mut entry = Vec::new();
+        for &id in &stage.nodes {
+            let mut outputs = Vec::new();
+            for (e, edge) in graph.edges.iter().enumerate() {
+                if edge.from != id {
+                    continue;
+                }
+                if graph.is_chained(edge) {
+                    outputs.push(target_of[&edge.to]);
+                } else {
+                    let senders = senders.remove(&(e, context.subtask)).unwrap_or_default();
+                    outputs.push(Target::Exit(exits.len()));
+                    exits.push(Exit::Exchange {
+                        partitioning: edge.partitioning.clone(),
+                        senders,
+                        next: context.subtask,
+                        hashes: Vec::new(),
+                    });
+                }
+            }
+            match target_of.get(&id) {
+                Some(Target::Node(n)) => nodes[*n].outputs = outputs,
+                // A source root feeds the chain's entry; a sink has no outputs.
+                _ if id == stage.root => entry = outputs,
+                _ => {}
+            }
+        }
+        if let Some(root) = target_of.get(&stage.root) {
+            entry = vec![*root];
+        }
+        let pending = exits.iter().map(|_| Vec::new()).collect();
+        Ok(Self {
+            nodes,
+            entry,
+            exits,
+            pending,
+            context: context.clone(),
+        })
+    }
+
+    pub fn open(&mut self) -> Result<()> {
+        for node in &mut self.nodes {
+            node.op.open(&self.context)?;
+        }
+        Ok(())
+    }
+
+    fn push(&mut self, message: Message) -> Result<()> {
+        let entry = self.entry.clone();
+        self.fan_out(&entry, message)
+    }
+
+    fn fan_out(&mut self, targets: &[Target], message: Message) -> Result<()> {
+        if let Some((last, rest)) = targets.split_last() {
+            for target in rest {
+                self.deliver(*target, message.clone())?;
+            }
+            self.deliver(*last, message)?;
+        }
+        Ok(())
+    }
+
+    fn deliver(&mut self, target: Target, message: Message) -> Result<()> {
+        let n = match target {
+            Target::Exit(i) => {
+                self.pending[i].push(message);
+                return Ok(());
+            }
+            Target::Node(n) => n,
+        };
+        let mut out = Output::default();
+        let node = &mut self.nodes[n];
+        let end = matches!(message, Message::End);
+        match message {
+            Message::Data(batch) => node.op.on_batch(batch, &mut out)?,
+            Message::Watermark(w) => node.op.on_watermark(w, &mut out)?,
+            Message::End => node.op.close(&mut out)?,
+        }
+        let outputs = node.outputs.clone();
+        let mut produced: Vec<Message> = out.drain().collect();
+        if end {
+            produced.push(Message::End);
+        }
+        for message in produced {
+            self.fan_out(&outputs, message)?;
+        }
+        Ok(())
+    }
+
+    /// Sends and writes what the chain produced.
+    async fn flush(&mut self) -> Result<()> {
+        for (exit, pending) in self.exits.iter_mut().zip(self.pending.iter_mut()) {
+            for message in pending.drain(..) {
+                exit.send(message).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Exit {
+    async fn send(&mut self, message: Message) -> Result<()> {
+        match self {
+            Exit::Exchange {
+                partitioning,
+                senders,
+                next,
+                hashes,
+            } => {
+                let stopped = |_| SluiceError::Runtime(format!("a downstream subtask {STOPPED}"));
+                match message {
+                    Message::Data(batch) => match partitioning {
+                        Partitioning::Hash(keys) => {
+                            for (subtask, part) in hash_partition(&batch, keys, senders.len(), hashes)? {
+                                senders[subtask].send(Message::Data(part)).await.map_err(stopped)?;
+                            }
+                        }
+                        Partitioning::Rebalance => {
+                            *next = (*next + 1) % senders.len();
+                            senders[*next].send(Message::Data(batch)).await.map_err(stopped)?;
+                        }
+                        Partitioning::Forward | Partitioning::Single => {
+                            senders[0].send(Message::Data(batch)).await.map_err(stopped)?;
+                        }
+                    },
+                    control => {
+                        for sender in senders.iter() {
+                            sender.send(control.clone()).await.map_err(stopped)?;
+                        }
+                    }
+                }
+            }
+            Exit::Sink {
+                table,
+                schema,
+                writer,
+                metrics,
+            } => match message {
+                Message::Data(batch) => {
+                    let rows = batch.num_rows() as u64;
+                    let batch = RecordBatch::try_new(Arc::clone(schema), batch.columns().to_vec())
+                        .map_err(|e| {
+                            SluiceError::Data(format!("rows for table `{table}` do not fit it: {e}"))
+                        })?;
+                    if let Some(w) = writer.as_mut() {
+                        w.write(batch).await?;
+                    }
+                    JobMetrics::add(&metrics.rows_out, rows);
+                }
+                Message::Watermark(_) => {}
+                Message::End => {
+                    if let Some(w) = writer.take() {
+                        w.finish().await?;
+                    }
+                }
+            },
+        }
+        Ok(())
+    }
+}
+
+pub async fn run(chain: &mut Chain, input: Input, metrics: &JobMetrics) -> Result<()> {
+    match input {
+        Input::Source { splits, watermark } => read_splits(chain, splits, watermark, metrics).await,
+        Input::Channels(receivers) => merge_channels(chain, receivers).await,
+    }
+}
+
+async fn read_splits(
+    chain: &mut Chain,
+    splits: Vec<Arc<dyn Split>>,
+    watermark: Option<Arc<dyn PhysicalExpr>>,
+    metrics: &JobMetrics,
+) -> Result<()> {
+    let mut watermarks = SplitWatermarks::new(splits.iter().map(|s| s.min_event_time()));
+    for (i, split) in splits.into_iter().enumerate() {
+        watermarks.start(i);
+        let mut batches = split.open();
+        while let Some(batch) = batches.next().await {
+            let batch = batch?;
+            JobMetrics::add(&metrics.rows_in, batch.num_rows() as u64);
+            let candidate = match &watermark {
+                Some(expr) => max_watermark(expr, &batch)?,
+                None => None,
+            };
+            chain.push(Message::Data(batch))?;
+            if let Some(candidate) = candidate {
+                watermarks.observe(i, candidate);
+            }
+            if let Some(w) = watermarks.advance() {
+                chain.push(Message::Watermark(w))?;
+            }
+            chain.flush().await?;
+        }
+        watermarks.finish(i);
+        JobMetrics::add(&metrics.splits_done, 1);
+        if let Some(w) = watermarks.advance() {
+            chain.push(Message::Watermark(w))?;
+            chain.flush().await?;
+        }
+    }
+    if let Some(w) = watermarks.advance() {
+        chain.push(Message::Watermark(w))?;
+    }
+    chain.push(Message::End)?;
+    chain.flush().await
+}
+
+/// The largest value of the watermark expression over a batch.
+fn max_watermark(expr: &Arc<dyn PhysicalExpr>, batch: &RecordBatch) -> Result<Option<i64>> {
+    let values = expr
+        .evaluate(batch)
+        .and_then(|v| v.into_array(batch.num_rows()))
+        .exec_context(|| format!("evaluating the watermark {expr}"))?;
+    Ok(arrow::compute::max(&event_times(&values)?))
+}
+
+async fn merge_channels(chain: &mut Chain, receivers: Vec<Receiver>) -> Result<()> {
+    let mut open = receivers.len();
+    let mut watermarks = InputWatermarks::new(receivers.len());
+    let mut merged = select_all(receivers.into_iter().enumerate().map(|(i, rx)| {
+        Box::pin(futures::stream::unfold(rx, move |mut rx| async move {
+            rx.recv().await.map(|m| ((i, m), rx))
+        }))
+    }));
+    if open == 0 {
+        chain.push(Message::Watermark(END_OF_TIME))?;
+        chain.push(Message::End)?;
+        return chain.flush().await;
+    }
+    while let Some((i, message)) = merged.next().await {
+        match message {
+            Message::Data(batch) => chain.push(Message::Data(batch))?,
+            Message::Watermark(w) => {
+                if let Some(w) = watermarks.update(i, w) {
+                    chain.push(Message::Watermark(w))?;
+                }
+            }
+            Message::End => {
+                if let Some(w) = watermarks.update(i, END_OF_TIME) {
+                    chain.push(Message::Watermark(w))?;
+                }
+                open -= 1;
+                if open == 0 {
+                    chain.push(Message::End)?;
+                    return chain.flush().await;
+                }
+            }
+        }
+        chain.flush().await?;
+    }
+    Err(SluiceError::Runtime(format!("an upstream subtask {STOPPED}")))
+}

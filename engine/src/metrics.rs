@@ -1,0 +1,49 @@
+//! Job metrics, named as Prometheus names them (`sluice_…`).
+//!
+//! Counters are plain atomics shared by every subtask; [`JobMetrics::render`]
+//! writes them in the Prometheus text format.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+#[derive(Debug, Default)]
+pub struct JobMetrics {
+    /// Rows read by all sources.
+    pub rows_in: AtomicU64,
+    /// Rows written to all sinks.
+    pub rows_out: AtomicU64,
+    /// Rows that arrived behind the watermark, counted at window operators.
+    pub late_rows: AtomicU64,
+    /// Rows the sources expect to read in all (0 when unknown).
+    pub rows_expected: AtomicU64,
+    /// Splits finished by all sources.
+    pub splits_done: AtomicU64,
+}
+
+impl JobMetrics {
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+
+    pub fn render(&self, job: &str) -> String {
+        let mut out = String::new();
+        for (name, help, counter) in [
+            ("sluice_source_rows_total", "Rows read by sources.", &self.rows_in),
+            ("sluice_sink_rows_total", "Rows written by sinks.", &self.rows_out),
+            (
+                "sluice_late_rows_total",
+                "Rows behind the watermark, sent to the late-data output.",
+                &self.late_rows,
+            ),
+            ("sluice_source_splits_done_total", "Source splits finished.", &self.splits_done),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            let _ = writeln!(out, "{name}{{job=\"{job}\"}} {}", Self::get(counter));
+        }
+        out
+    }
+}

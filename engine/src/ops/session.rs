@@ -1,0 +1,227 @@
+//! Session windows: per key, rows closer than the gap form one session.
+//!
+//! As in Flink, a session window of a row at `t` is `[t, t + gap)` and two
+//! sessions merge when their windows overlap or touch. The operator keeps the
+//! rows of sessions that may still grow; when the watermark passes a
+//! session's end it sorts the buffered rows by key and time, cuts them into
+//! sessions, aggregates the closed ones (vectorised, one group per session)
+//! and keeps the rest.
+
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, AsArray, TimestampMillisecondArray, UInt32Array};
+use arrow::compute::{SortColumn, concat_batches, lexsort_to_indices, take_record_batch};
+use arrow::datatypes::{DataType, Field, Schema, TimeUnit, TimestampMillisecondType};
+use arrow::record_batch::RecordBatch;
+use arrow::row::{RowConverter, SortField};
+
+use super::aggregate::{AggregateSpec, Groups, Windows, event_times};
+use super::{Operator, OperatorContext, OperatorFactory, Output};
+use crate::error::{ExecContext, Result};
+use crate::metrics::JobMetrics;
+use crate::time::{BEFORE_TIME, END_OF_TIME, Millis};
+
+#[derive(Debug, Clone)]
+pub struct SessionAggregate {
+    pub gap: Millis,
+    pub time_index: usize,
+    pub spec: Arc<AggregateSpec>,
+}
+
+impl OperatorFactory for SessionAggregate {
+    fn name(&self) -> &str {
+        "SessionWindowAggregate"
+    }
+
+    fn describe(&self) -> String {
+        let keys: Vec<String> = self.spec.keys.iter().map(|k| k.to_string()).collect();
+        format!(
+            "SESSION(gap {}) keys [{}]",
+            crate::plan::explain::duration(self.gap),
+            keys.join(", ")
+        )
+    }
+
+    fn create(&self, context: &OperatorContext) -> Result<Box<dyn Operator>> {
+        Ok(Box::new(Sessions {
+            plan: self.clone(),
+            buffer: Vec::new(),
+            watermark: BEFORE_TIME,
+            next_close: END_OF_TIME,
+            metrics: Arc::clone(&context.metrics),
+        }))
+    }
+}
+
+struct Sessions {
+    plan: SessionAggregate,
+    /// Rows of sessions that have not closed.
+    buffer: Vec<RecordBatch>,
+    watermark: Millis,
+    /// No buffered session can close before the watermark reaches this.
+    next_close: Millis,
+    metrics: Arc<JobMetrics>,
+}
+
+impl Sessions {
+    fn close_sessions(&mut self, out: &mut Output) -> Result<()> {
+        let Some(first) = self.buffer.first() else {
+            return Ok(());
+        };
+        let schema = first.schema();
+        let batch = concat_batches(&schema, &self.buffer)
+            .exec_context(|| "gathering session rows".to_string())?;
+        self.buffer.clear();
+        let spec = &self.plan.spec;
+        let evaluated = spec.evaluate(&batch)?;
+        let times = event_times(batch.column(self.plan.time_index))?;
+        let mut sort: Vec<SortColumn> = evaluated
+            .keys
+            .iter()
+            .map(|k| SortColumn {
+                values: Arc::clone(k),
+                options: None,
+            })
+            .collect();
+        sort.push(SortColumn {
+            values: Arc::new(times.clone()),
+            options: None,
+        });
+        let order = lexsort_to_indices(&sort, None).exec_context(|| "sorting sessions".to_string())?;
+        // Keys as comparable rows, to see where one key's rows end.
+        let key_rows = if evaluated.keys.is_empty() {
+            None
+        } else {
+            let converter = RowConverter::new(
+                evaluated
+                    .keys
+                    .iter()
+                    .map(|k| SortField::new(k.data_type().clone()))
+                    .collect(),
+            )
+            .exec_context(|| "comparing session keys".to_string())?;
+            Some(
+                converter
+                    .convert_columns(&evaluated.keys)
+                    .exec_context(|| "comparing session keys".to_string())?,
+            )
+        };
+        // Walk rows in (key, time) order and cut sessions.
+        let gap = self.plan.gap;
+        let mut closed_rows: Vec<u32> = Vec::new();
+        let mut closed_bounds: Vec<(Millis, Millis)> = Vec::new();
+        let mut open_rows: Vec<u32> = Vec::new();
+        let mut next_close = END_OF_TIME;
+        let order = order.values();
+        let mut i = 0;
+        while i < order.len() {
+            let first_row = order[i] as usize;
+            let start = times.value(first_row);
+            let mut last = start;
+            let mut j = i + 1;
+            while j < order.len() {
+                let row = order[j] as usize;
+                let same_key = key_rows
+                    .as_ref()
+                    .is_none_or(|k| k.row(row) == k.row(first_row));
+                if !same_key || times.value(row) > last + gap {
+                    break;
+                }
+                last = times.value(row);
+                j += 1;
+            }
+            let end = last + gap;
+            if end - 1 <= self.watermark {
+                closed_rows.extend_from_slice(&order[i..j]);
+                closed_bounds.extend(std::iter::repeat_n((start, end), j - i));
+            } else {
+                open_rows.extend_from_slice(&order[i..j]);
+                next_close = next_close.min(end - 1);
+            }
+            i = j;
+        }
+        self.next_close = next_close;
+        if !open_rows.is_empty() {
+            let open = take_record_batch(&batch, &UInt32Array::from(open_rows))
+                .exec_context(|| "keeping open sessions".to_string())?;
+            self.buffer.push(open);
+        }
+        if closed_rows.is_empty() {
+            return Ok(());
+        }
+        // Aggregate closed sessions: the group key is (keys..., start, end).
+        let indices = UInt32Array::from(closed_rows);
+        let mut rows = evaluated.take(&indices)?;
+        let starts: ArrayRef = Arc::new(TimestampMillisecondArray::from(
+            closed_bounds.iter().map(|b| b.0).collect::<Vec<_>>(),
+        ));
+        let ends: ArrayRef = Arc::new(TimestampMillisecondArray::from(
+            closed_bounds.iter().map(|b| b.1).collect::<Vec<_>>(),
+        ));
+        rows.keys.push(starts);
+        rows.keys.push(ends);
+        let mut fields: Vec<Field> = spec
+            .key_schema
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        let ts = DataType::Timestamp(TimeUnit::Millisecond, None);
+        fields.push(Field::new("session_start", ts.clone(), false));
+        fields.push(Field::new("session_end", ts, false));
+        let mut groups = Groups::new(&Arc::new(Schema::new(fields)), &spec.aggregates)?;
+        groups.update(&rows)?;
+        let (mut keys, values) = groups.evaluate()?;
+        let ends = keys.pop();
+        let starts = keys.pop();
+        let (Some(starts), Some(ends)) = (starts, ends) else {
+            return Ok(());
+        };
+        let starts = starts.as_primitive::<TimestampMillisecondType>();
+        let ends = ends.as_primitive::<TimestampMillisecondType>();
+        let batch = spec.output_batch(keys, values, Windows::PerRow(starts, ends))?;
+        out.batch(batch);
+        Ok(())
+    }
+}
+
+impl Operator for Sessions {
+    fn on_batch(&mut self, batch: RecordBatch, _out: &mut Output) -> Result<()> {
+        let times = event_times(batch.column(self.plan.time_index))?;
+        let gap = self.plan.gap;
+        let watermark = self.watermark;
+        // A row whose own session would already have closed is late.
+        let keep: arrow::array::BooleanArray = times
+            .iter()
+            .map(|t| Some(t.is_some_and(|t| t + gap - 1 > watermark)))
+            .collect();
+        let kept = keep.true_count();
+        let late = batch.num_rows() - kept;
+        if late > 0 {
+            JobMetrics::add(&self.metrics.late_rows, late as u64);
+        }
+        let batch = if late > 0 {
+            arrow::compute::filter_record_batch(&batch, &keep)
+                .exec_context(|| "setting late rows aside".to_string())?
+        } else {
+            batch
+        };
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        if let Some(min) = arrow::compute::min(&event_times(batch.column(self.plan.time_index))?) {
+            self.next_close = self.next_close.min(min + gap - 1);
+        }
+        self.buffer.push(batch);
+        Ok(())
+    }
+
+    fn on_watermark(&mut self, watermark: Millis, out: &mut Output) -> Result<()> {
+        self.watermark = self.watermark.max(watermark);
+        if self.watermark >= self.next_close {
+            self.close_sessions(out)?;
+        }
+        out.watermark(self.watermark);
+        Ok(())
+    }
+}

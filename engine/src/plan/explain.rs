@@ -1,0 +1,98 @@
+//! `sluice explain`: the job graph as text or Graphviz dot.
+
+use std::fmt::Write;
+
+use super::{JobGraph, NodeKind};
+use crate::time::Millis;
+
+/// One line per node, grouped by stage, with the exchanges between stages.
+pub fn text(graph: &JobGraph) -> String {
+    let mut out = String::new();
+    let stages = graph.stages();
+    let stage_of = |node: usize| stages.iter().position(|s| s.nodes.contains(&node));
+    let _ = writeln!(out, "Job `{}` ({} mode)", graph.name, graph.mode);
+    for stage in &stages {
+        let _ = writeln!(
+            out,
+            "Stage {} (parallelism {}):",
+            stage.id, stage.parallelism
+        );
+        for &id in &stage.nodes {
+            let node = graph.node(id);
+            let _ = writeln!(out, "  {}", describe_node(graph, id));
+            for edge in graph.outputs(id) {
+                if !graph.is_chained(edge) {
+                    let _ = writeln!(
+                        out,
+                        "    └─ {} ─> stage {} ({})",
+                        edge.partitioning,
+                        stage_of(edge.to).unwrap_or_default(),
+                        graph.node(edge.to).name()
+                    );
+                }
+            }
+            let _ = node;
+        }
+    }
+    out
+}
+
+fn describe_node(graph: &JobGraph, id: usize) -> String {
+    let node = graph.node(id);
+    match &node.kind {
+        NodeKind::Source(s) => {
+            let columns: Vec<&str> = node.schema.fields().iter().map(|f| f.name().as_str()).collect();
+            let watermark = s
+                .watermark
+                .as_ref()
+                .map(|w| format!("; watermark {w}"))
+                .unwrap_or_default();
+            format!(
+                "Source[{}] {} columns [{}]{watermark}",
+                s.table.name,
+                s.table.options.peek("connector").unwrap_or("?"),
+                columns.join(", ")
+            )
+        }
+        NodeKind::Operator(op) => format!("{}[{}]", op.name(), op.describe()),
+        NodeKind::Sink(s) => format!("Sink[{}] {}", s.table.name, s.sink.describe()),
+    }
+}
+
+/// The graph in Graphviz dot: one cluster per stage (chained operators).
+pub fn dot(graph: &JobGraph) -> String {
+    let mut out = String::from("digraph sluice {\n  rankdir=LR;\n  node [shape=box, fontname=\"monospace\"];\n");
+    for stage in graph.stages() {
+        let _ = writeln!(
+            out,
+            "  subgraph cluster_{} {{\n    label=\"stage {} × {}\";",
+            stage.id, stage.id, stage.parallelism
+        );
+        for id in &stage.nodes {
+            let label = describe_node(graph, *id).replace('"', "\\\"");
+            let _ = writeln!(out, "    n{id} [label=\"{label}\"];");
+        }
+        out.push_str("  }\n");
+    }
+    for edge in &graph.edges {
+        let style = if graph.is_chained(edge) {
+            " [style=dashed, label=\"chained\"]".to_string()
+        } else {
+            format!(" [label=\"{}\"]", edge.partitioning.to_string().replace('"', "\\\""))
+        };
+        let _ = writeln!(out, "  n{} -> n{}{style};", edge.from, edge.to);
+    }
+    out.push_str("}\n");
+    out
+}
+
+/// Formats a duration of milliseconds the way a person would write it.
+pub fn duration(ms: Millis) -> String {
+    const UNITS: [(Millis, &str); 4] = [(86_400_000, "d"), (3_600_000, "h"), (60_000, "min"), (1_000, "s")];
+    for (size, unit) in UNITS {
+        if ms != 0 && ms % size == 0 {
+            return format!("{}{unit}", ms / size);
+        }
+    }
+    format!("{ms}ms")
+}

@@ -1,0 +1,170 @@
+//! The job graph: operators, the exchanges between them, and their parallelism.
+//!
+//! [`translate`] builds a [`JobGraph`] from a compiled job: one source node per
+//! table however many `INSERT`s read it, stateless operators with forward
+//! edges, a hash exchange on the group keys before every keyed aggregation,
+//! and one sink node per `INSERT`. [`JobGraph::stages`] then chains every
+//! node that has a single forward input of the same parallelism into its
+//! upstream's subtask: no channel and no copy between them.
+
+pub mod explain;
+pub mod translate;
+
+use std::fmt;
+use std::sync::Arc;
+
+use arrow::datatypes::SchemaRef;
+use datafusion::physical_expr::PhysicalExpr;
+
+use crate::connector::{Sink, Source};
+use crate::ops::OperatorFactory;
+use crate::sql::{Mode, TableDef};
+
+pub use translate::translate;
+
+pub type NodeId = usize;
+
+#[derive(Debug)]
+pub struct JobGraph {
+    pub name: String,
+    pub mode: Mode,
+    pub nodes: Vec<Node>,
+    pub edges: Vec<Edge>,
+}
+
+#[derive(Debug)]
+pub struct Node {
+    pub id: NodeId,
+    pub kind: NodeKind,
+    pub parallelism: usize,
+    /// The schema of the rows this node emits.
+    pub schema: SchemaRef,
+}
+
+#[derive(Debug)]
+pub enum NodeKind {
+    Source(SourceNode),
+    Operator(Arc<dyn OperatorFactory>),
+    Sink(SinkNode),
+}
+
+#[derive(Debug)]
+pub struct SourceNode {
+    pub table: Arc<TableDef>,
+    pub source: Arc<dyn Source>,
+    /// The table's columns this source reads (for every consumer together).
+    pub projection: Vec<usize>,
+    /// The table's watermark expression over the projected columns.
+    pub watermark: Option<Arc<dyn PhysicalExpr>>,
+}
+
+#[derive(Debug)]
+pub struct SinkNode {
+    pub table: Arc<TableDef>,
+    pub sink: Arc<dyn Sink>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Edge {
+    pub from: NodeId,
+    pub to: NodeId,
+    pub partitioning: Partitioning,
+}
+
+/// How rows of one node's subtasks reach the next node's subtasks.
+#[derive(Debug, Clone)]
+pub enum Partitioning {
+    /// Subtask i sends to subtask i (same parallelism); chained when possible.
+    Forward,
+    /// By hash of these expressions over the sender's rows, through key groups.
+    Hash(Vec<Arc<dyn PhysicalExpr>>),
+    /// Round-robin over the receivers.
+    Rebalance,
+    /// Everything to the one receiver.
+    Single,
+}
+
+impl fmt::Display for Partitioning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Forward => f.write_str("forward"),
+            Self::Hash(keys) => {
+                let keys: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
+                write!(f, "hash({})", keys.join(", "))
+            }
+            Self::Rebalance => f.write_str("rebalance"),
+            Self::Single => f.write_str("single"),
+        }
+    }
+}
+
+/// A chain of nodes that run together in one subtask.
+#[derive(Debug, Clone)]
+pub struct Stage {
+    pub id: usize,
+    /// The chain's first node: a source or the receiver of exchanges.
+    pub root: NodeId,
+    /// All nodes of the chain, root first, each after its upstream.
+    pub nodes: Vec<NodeId>,
+    pub parallelism: usize,
+}
+
+impl JobGraph {
+    pub fn node(&self, id: NodeId) -> &Node {
+        &self.nodes[id]
+    }
+
+    pub fn inputs(&self, id: NodeId) -> impl Iterator<Item = &Edge> {
+        self.edges.iter().filter(move |e| e.to == id)
+    }
+
+    pub fn outputs(&self, id: NodeId) -> impl Iterator<Item = &Edge> {
+        self.edges.iter().filter(move |e| e.from == id)
+    }
+
+    /// Whether `edge` is a chain link rather than an exchange.
+    pub fn is_chained(&self, edge: &Edge) -> bool {
+        matches!(edge.partitioning, Partitioning::Forward)
+            && self.inputs(edge.to).count() == 1
+            && self.node(edge.from).parallelism == self.node(edge.to).parallelism
+    }
+
+    /// Groups the nodes into chains.
+    pub fn stages(&self) -> Vec<Stage> {
+        let mut stages = Vec::new();
+        for node in &self.nodes {
+            let chained_input = self.inputs(node.id).any(|e| self.is_chained(e));
+            if chained_input {
+                continue;
+            }
+            let mut nodes = vec![node.id];
+            let mut i = 0;
+            while i < nodes.len() {
+                let current = nodes[i];
+                for edge in self.outputs(current) {
+                    if self.is_chained(edge) {
+                        nodes.push(edge.to);
+                    }
+                }
+                i += 1;
+            }
+            stages.push(Stage {
+                id: stages.len(),
+                root: node.id,
+                nodes,
+                parallelism: node.parallelism,
+            });
+        }
+        stages
+    }
+}
+
+impl Node {
+    pub fn name(&self) -> String {
+        match &self.kind {
+            NodeKind::Source(s) => format!("Source[{}]", s.table.name),
+            NodeKind::Operator(op) => op.name().to_string(),
+            NodeKind::Sink(s) => format!("Sink[{}]", s.table.name),
+        }
+    }
+}

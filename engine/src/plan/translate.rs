@@ -1,0 +1,755 @@
+//! From DataFusion logical plans to Sluice's job graph.
+//!
+//! The walk is bottom-up over each `INSERT`'s plan. A window TVF does not
+//! become an operator by itself: it yields a *pending window* (its input plus
+//! the window kind), and what consumes it decides: an aggregate grouped by
+//! `window_start, window_end` becomes a sliced window aggregation; anything
+//! else materializes the window columns with a `WindowAssign` operator.
+//! Projections and filters between the TVF and the aggregate are applied to
+//! the TVF's input, as long as they do not compute on window columns.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use arrow::datatypes::{Schema, SchemaRef};
+use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::{Column, DFSchema, DFSchemaRef};
+use datafusion::logical_expr::execution_props::ExecutionProps;
+use datafusion::logical_expr::{Expr, ExprSchemable, LogicalPlan};
+use datafusion::physical_expr::{PhysicalExpr, create_physical_expr};
+use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
+use datafusion::physical_expr::aggregate::LoweredAggregateBuilder;
+
+use super::{Edge, JobGraph, Node, NodeId, NodeKind, Partitioning, SinkNode, SourceNode};
+use crate::connector::{ConnectorContext, ConnectorRegistry};
+use crate::error::{Result, SluiceError};
+use crate::ops::OperatorFactory;
+use crate::ops::aggregate::{AggregateSpec, OutputColumn, key_schema};
+use crate::ops::session::SessionAggregate;
+use crate::ops::stateless::{Filter, Project, Union};
+use crate::ops::window_aggregate::WindowAggregate;
+use crate::ops::window_assign::WindowAssign;
+use crate::sql::catalog::DeclaredTable;
+use crate::sql::window_tvf::WindowTvf;
+use crate::sql::{CompiledJob, TableDef};
+use crate::time::{WindowColumn, WindowKind};
+
+/// Builds the job graph of `job` at `parallelism`.
+pub fn translate(
+    job: &CompiledJob,
+    registry: &ConnectorRegistry,
+    parallelism: usize,
+) -> Result<JobGraph> {
+    let parallelism = parallelism.max(1);
+    let mut t = Translator {
+        graph: JobGraph {
+            name: job.name.clone(),
+            mode: job.mode,
+            nodes: Vec::new(),
+            edges: Vec::new(),
+        },
+        registry,
+        context: ConnectorContext {
+            mode: job.mode,
+            parallelism,
+        },
+        parallelism,
+        sources: HashMap::new(),
+        props: ExecutionProps::new(),
+        location: String::new(),
+    };
+    // Every INSERT reading a table shares one source that reads the union of
+    // the columns they need.
+    let mut needed: HashMap<String, BTreeSet<usize>> = HashMap::new();
+    for insert in &job.inserts {
+        collect_scans(&insert.query, &mut needed);
+    }
+    let mut tables: Vec<_> = needed.into_iter().collect();
+    tables.sort_by(|a, b| a.0.cmp(&b.0));
+    for (name, columns) in tables {
+        let table = job
+            .tables
+            .get(&name)
+            .ok_or_else(|| SluiceError::plan(format!("table `{name}` is not declared")))?;
+        t.add_source(table, columns)?;
+    }
+    for insert in &job.inserts {
+        t.location = insert.location.clone();
+        let planned = t.plan(&insert.query)?;
+        let stream = t.materialize(planned)?;
+        t.add_sink(&insert.sink, stream)?;
+    }
+    Ok(t.graph)
+}
+
+/// Columns of each table that some scan needs.
+fn collect_scans(plan: &LogicalPlan, needed: &mut HashMap<String, BTreeSet<usize>>) {
+    let _ = plan.apply(|node| {
+        if let LogicalPlan::TableScan(scan) = node
+            && let Some(table) = (scan.source.as_ref() as &dyn std::any::Any).downcast_ref::<DeclaredTable>()
+        {
+            let entry = needed.entry(table.0.name.clone()).or_default();
+            match &scan.projection {
+                Some(p) => entry.extend(p.iter().copied()),
+                None => entry.extend(0..table.0.schema.fields().len()),
+            }
+        }
+        if let LogicalPlan::Extension(ext) = node
+            && let Some(tvf) = ext.node.as_any().downcast_ref::<WindowTvf>()
+        {
+            collect_scans(&tvf.input, needed);
+        }
+        Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
+    });
+}
+
+/// Rows with a known layout: the output of `node`, described by `schema`.
+#[derive(Debug, Clone)]
+struct Stream {
+    node: NodeId,
+    schema: DFSchemaRef,
+}
+
+/// A window TVF not yet turned into an operator.
+#[derive(Debug, Clone)]
+struct PendingWindow {
+    input: Stream,
+    kind: WindowKind,
+    time_index: usize,
+    /// Where each column of `schema` comes from.
+    layout: Vec<Col>,
+    schema: DFSchemaRef,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Col {
+    Input(usize),
+    Window(WindowColumn),
+}
+
+enum Planned {
+    Stream(Stream),
+    Window(PendingWindow),
+}
+
+struct Translator<'a> {
+    graph: JobGraph,
+    registry: &'a ConnectorRegistry,
+    context: ConnectorContext,
+    parallelism: usize,
+    /// Source node and its columns (table indices) per table.
+    sources: HashMap<String, (NodeId, Vec<usize>)>,
+    props: ExecutionProps,
+    /// `file:line` of the INSERT being translated, for messages.
+    location: String,
+}
+
+impl Translator<'_> {
+    fn error(&self, message: impl std::fmt::Display) -> SluiceError {
+        SluiceError::plan(format!("{}: {message}", self.location))
+    }
+
+    fn add_node(&mut self, kind: NodeKind, parallelism: usize, schema: SchemaRef) -> NodeId {
+        let id = self.graph.nodes.len();
+        self.graph.nodes.push(Node {
+            id,
+            kind,
+            parallelism,
+            schema,
+        });
+        id
+    }
+
+    fn connect(&mut self, from: NodeId, to: NodeId, partitioning: Partitioning) {
+        let partitioning = match partitioning {
+            Partitioning::Forward
+                if self.graph.node(from).parallelism != self.graph.node(to).parallelism =>
+            {
+                if self.graph.node(to).parallelism == 1 {
+                    Partitioning::Single
+                } else {
+                    Partitioning::Rebalance
+                }
+            }
+            p => p,
+        };
+        self.graph.edges.push(Edge {
+            from,
+            to,
+            partitioning,
+        });
+    }
+
+    /// Adds `op` after `input`, chained (forward) unless told otherwise.
+    fn add_operator(
+        &mut self,
+        input: NodeId,
+        op: Arc<dyn OperatorFactory>,
+        schema: SchemaRef,
+        partitioning: Partitioning,
+        parallelism: usize,
+    ) -> NodeId {
+        let id = self.add_node(NodeKind::Operator(op), parallelism, schema);
+        self.connect(input, id, partitioning);
+        id
+    }
+
+    fn add_source(&mut self, table: &Arc<TableDef>, mut columns: BTreeSet<usize>) -> Result<()> {
+        let schema = &table.schema;
+        // The rowtime column and whatever the watermark reads are always read.
+        if let Some(wm) = &table.watermark {
+            for c in wm.expr.column_refs().into_iter().chain([&Column::from_name(&wm.column)]) {
+                if let Ok(i) = schema.index_of(&c.name) {
+                    columns.insert(i);
+                }
+            }
+        }
+        let projection: Vec<usize> = columns.into_iter().collect();
+        let projected = Arc::new(schema.project(&projection).map_err(|e| {
+            SluiceError::plan(format!("table `{}`: {e}", table.name))
+        })?);
+        let watermark = match &table.watermark {
+            Some(wm) => {
+                let df_schema =
+                    DFSchema::try_from_qualified_schema(table.name.as_str(), &projected)
+                        .map_err(|e| SluiceError::plan(e.to_string()))?;
+                Some(
+                    create_physical_expr(&wm.expr, &df_schema, &self.props, &PhysicalPlanningContext::default()).map_err(|e| {
+                        SluiceError::plan(format!(
+                            "{}: WATERMARK FOR `{}`: {}",
+                            table.declared_at,
+                            wm.column,
+                            crate::sql::df_message(&e)
+                        ))
+                    })?,
+                )
+            }
+            None => None,
+        };
+        let source = self.registry.create_source(table, &self.context)?;
+        let id = self.add_node(
+            NodeKind::Source(SourceNode {
+                table: Arc::clone(table),
+                source,
+                projection: projection.clone(),
+                watermark,
+            }),
+            self.parallelism,
+            projected,
+        );
+        self.sources.insert(table.name.clone(), (id, projection));
+        Ok(())
+    }
+
+    fn add_sink(&mut self, table: &Arc<TableDef>, stream: Stream) -> Result<()> {
+        let sink = self.registry.create_sink(table, &self.context)?;
+        let from = stream.schema.inner();
+        if from.fields().len() != table.schema.fields().len() {
+            return Err(self.error(format!(
+                "the query yields {} columns but table `{}` has {}",
+                from.fields().len(),
+                table.name,
+                table.schema.fields().len()
+            )));
+        }
+        let parallelism = self.graph.node(stream.node).parallelism;
+        let id = self.add_node(
+            NodeKind::Sink(SinkNode {
+                table: Arc::clone(table),
+                sink,
+            }),
+            parallelism,
+            Arc::clone(&table.schema),
+        );
+        self.connect(stream.node, id, Partitioning::Forward);
+        Ok(())
+    }
+
+    fn physical(&self, expr: &Expr, schema: &DFSchema) -> Result<Arc<dyn PhysicalExpr>> {
+        create_physical_expr(expr, schema, &self.props, &PhysicalPlanningContext::default())
+            .map_err(|e| self.error(format!("{expr}: {}", crate::sql::df_message(&e))))
+    }
+
+    fn plan(&mut self, plan: &LogicalPlan) -> Result<Planned> {
+        match plan {
+            LogicalPlan::TableScan(scan) => {
+                let Some(table) = (scan.source.as_ref() as &dyn std::any::Any).downcast_ref::<DeclaredTable>() else {
+                    return Err(self.error(format!("cannot read `{}`", scan.table_name)));
+                };
+                if !scan.filters.is_empty() || scan.fetch.is_some() {
+                    return Err(self.error("filters and limits pushed into scans are not supported"));
+                }
+                let (node, read) = self
+                    .sources
+                    .get(&table.0.name)
+                    .cloned()
+                    .ok_or_else(|| self.error(format!("no source for `{}`", table.0.name)))?;
+                let wanted: Vec<usize> = scan
+                    .projection
+                    .clone()
+                    .unwrap_or_else(|| (0..table.0.schema.fields().len()).collect());
+                let stream = Stream {
+                    node,
+                    schema: Arc::clone(&scan.projected_schema),
+                };
+                if wanted == read {
+                    return Ok(Planned::Stream(stream));
+                }
+                // Select this scan's columns from what the shared source reads.
+                let source_schema = self.graph.node(node).schema.clone();
+                let exprs: Vec<Arc<dyn PhysicalExpr>> = wanted
+                    .iter()
+                    .map(|c| {
+                        let at = read.iter().position(|r| r == c).unwrap_or_default();
+                        Arc::new(datafusion::physical_expr::expressions::Column::new(
+                            source_schema.field(at).name(),
+                            at,
+                        )) as Arc<dyn PhysicalExpr>
+                    })
+                    .collect();
+                let schema = Arc::clone(scan.projected_schema.inner());
+                let project = Project::new(exprs, Arc::clone(&schema));
+                let id = self.add_operator(
+                    node,
+                    Arc::new(project),
+                    schema,
+                    Partitioning::Forward,
+                    self.parallelism,
+                );
+                Ok(Planned::Stream(Stream {
+                    node: id,
+                    schema: Arc::clone(&scan.projected_schema),
+                }))
+            }
+            LogicalPlan::Projection(p) => match self.plan(&p.input)? {
+                Planned::Stream(input) => {
+                    let exprs = p
+                        .expr
+                        .iter()
+                        .map(|e| self.physical(e, &input.schema))
+                        .collect::<Result<Vec<_>>>()?;
+                    let identity = exprs.len() == input.schema.fields().len()
+                        && exprs.iter().enumerate().all(|(i, e)| {
+                            e.downcast_ref::<datafusion::physical_expr::expressions::Column>()
+                                .is_some_and(|c| c.index() == i)
+                        })
+                        && p.schema.fields().iter().zip(input.schema.fields()).all(|(a, b)| a.name() == b.name());
+                    if identity {
+                        return Ok(Planned::Stream(Stream {
+                            node: input.node,
+                            schema: Arc::clone(&p.schema),
+                        }));
+                    }
+                    let schema = Arc::clone(p.schema.inner());
+                    let parallelism = self.graph.node(input.node).parallelism;
+                    let id = self.add_operator(
+                        input.node,
+                        Arc::new(Project::new(exprs, Arc::clone(&schema))),
+                        schema,
+                        Partitioning::Forward,
+                        parallelism,
+                    );
+                    Ok(Planned::Stream(Stream {
+                        node: id,
+                        schema: Arc::clone(&p.schema),
+                    }))
+                }
+                Planned::Window(window) => self.project_window(window, &p.expr, &p.schema),
+            },
+            LogicalPlan::Filter(f) => match self.plan(&f.input)? {
+                Planned::Stream(input) => {
+                    let predicate = self.physical(&f.predicate, &input.schema)?;
+                    let id = self.add_filter(&input, predicate);
+                    Ok(Planned::Stream(Stream {
+                        node: id,
+                        schema: Arc::clone(f.input.schema()),
+                    }))
+                }
+                Planned::Window(mut window) => {
+                    let predicate = self.to_window_input(&f.predicate, &window)?;
+                    let predicate = self.physical(&predicate, &window.input.schema)?;
+                    window.input.node = self.add_filter(&window.input, predicate);
+                    window.schema = Arc::clone(f.input.schema());
+                    Ok(Planned::Window(window))
+                }
+            },
+            LogicalPlan::SubqueryAlias(a) => Ok(match self.plan(&a.input)? {
+                Planned::Stream(s) => Planned::Stream(Stream {
+                    node: s.node,
+                    schema: Arc::clone(&a.schema),
+                }),
+                Planned::Window(mut w) => {
+                    w.schema = Arc::clone(&a.schema);
+                    Planned::Window(w)
+                }
+            }),
+            LogicalPlan::Extension(ext) => {
+                let Some(tvf) = ext.node.as_any().downcast_ref::<WindowTvf>() else {
+                    return Err(self.error(format!("unsupported plan node {}", ext.node.name())));
+                };
+                let input = match self.plan(&tvf.input)? {
+                    Planned::Stream(s) => s,
+                    Planned::Window(_) => {
+                        return Err(self.error(
+                            "a window TVF directly over another window TVF: aggregate the first one before windowing again",
+                        ));
+                    }
+                };
+                let width = tvf.input_width();
+                let layout = (0..width)
+                    .map(Col::Input)
+                    .chain(WindowColumn::ALL.into_iter().map(Col::Window))
+                    .collect();
+                Ok(Planned::Window(PendingWindow {
+                    time_index: tvf.time_index(),
+                    input,
+                    kind: tvf.kind,
+                    layout,
+                    schema: Arc::clone(ext.node.schema()),
+                }))
+            }
+            LogicalPlan::Aggregate(agg) => {
+                let planned = self.plan(&agg.input)?;
+                self.aggregate(planned, &agg.group_expr, &agg.aggr_expr, &agg.schema)
+            }
+            LogicalPlan::Union(u) => {
+                let mut inputs = Vec::new();
+                for input in &u.inputs {
+                    let planned = self.plan(input)?;
+                    inputs.push(self.materialize(planned)?);
+                }
+                let schema = Arc::clone(u.schema.inner());
+                let id = self.add_node(
+                    NodeKind::Operator(Arc::new(Union)),
+                    self.parallelism,
+                    schema,
+                );
+                for input in inputs {
+                    self.connect(input.node, id, Partitioning::Forward);
+                }
+                Ok(Planned::Stream(Stream {
+                    node: id,
+                    schema: Arc::clone(&u.schema),
+                }))
+            }
+            other => Err(self.error(format!(
+                "{} is not supported in Sluice jobs yet",
+                describe_unsupported(other)
+            ))),
+        }
+    }
+
+    fn add_filter(&mut self, input: &Stream, predicate: Arc<dyn PhysicalExpr>) -> NodeId {
+        let parallelism = self.graph.node(input.node).parallelism;
+        let schema = Arc::clone(input.schema.inner());
+        self.add_operator(
+            input.node,
+            Arc::new(Filter::new(predicate)),
+            schema,
+            Partitioning::Forward,
+            parallelism,
+        )
+    }
+
+    /// Rewrites `expr` over a pending window's columns into one over its input.
+    fn to_window_input(&self, expr: &Expr, window: &PendingWindow) -> Result<Expr> {
+        let input_schema = Arc::clone(&window.input.schema);
+        let mut bad = None;
+        let rewritten = expr
+            .clone()
+            .transform_up(|e| {
+                let Expr::Column(c) = &e else {
+                    return Ok(Transformed::no(e));
+                };
+                let Ok(i) = window.schema.index_of_column(c) else {
+                    return Ok(Transformed::no(e));
+                };
+                match window.layout[i] {
+                    Col::Input(j) => Ok(Transformed::yes(Expr::Column(Column::from(
+                        input_schema.qualified_field(j),
+                    )))),
+                    Col::Window(w) => {
+                        bad = Some(w);
+                        Ok(Transformed::no(e))
+                    }
+                }
+            })
+            .map_err(|e| self.error(crate::sql::df_message(&e)))?
+            .data;
+        if let Some(w) = bad {
+            return Err(self.error(format!(
+                "`{expr}` computes on {} before the window is aggregated; Sluice supports window columns there only as plain GROUP BY keys",
+                w.name()
+            )));
+        }
+        Ok(rewritten)
+    }
+
+    fn project_window(
+        &mut self,
+        mut window: PendingWindow,
+        exprs: &[Expr],
+        schema: &DFSchemaRef,
+    ) -> Result<Planned> {
+        let mut layout = Vec::with_capacity(exprs.len());
+        let mut computed: Vec<Expr> = Vec::new();
+        for expr in exprs {
+            if let Expr::Column(c) = unalias(expr)
+                && let Ok(i) = window.schema.index_of_column(c)
+            {
+                layout.push(Some(window.layout[i]));
+            } else {
+                computed.push(self.to_window_input(expr, &window)?);
+                layout.push(None);
+            }
+        }
+        if !computed.is_empty() {
+            // Compute the new columns on the input, after its own.
+            let input = &window.input;
+            let width = input.schema.fields().len();
+            let mut all: Vec<Expr> = (0..width)
+                .map(|i| Expr::Column(Column::from(input.schema.qualified_field(i))))
+                .collect();
+            let mut names = Vec::new();
+            for (k, e) in computed.iter().enumerate() {
+                let name = format!("__sluice_computed_{k}");
+                names.push(name.clone());
+                all.push(e.clone().alias(name));
+            }
+            let fields = all
+                .iter()
+                .map(|e| {
+                    e.to_field(&input.schema)
+                        .map_err(|err| self.error(crate::sql::df_message(&err)))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let new_schema = Arc::new(
+                DFSchema::new_with_metadata(
+                    fields,
+                    Default::default(),
+                )
+                .map_err(|e| self.error(crate::sql::df_message(&e)))?,
+            );
+            let physical = all
+                .iter()
+                .map(|e| self.physical(e, &input.schema))
+                .collect::<Result<Vec<_>>>()?;
+            let parallelism = self.graph.node(input.node).parallelism;
+            let node = self.add_operator(
+                input.node,
+                Arc::new(Project::new(physical, Arc::clone(new_schema.inner()))),
+                Arc::clone(new_schema.inner()),
+                Partitioning::Forward,
+                parallelism,
+            );
+            window.input = Stream {
+                node,
+                schema: new_schema,
+            };
+            let mut next = width;
+            for slot in &mut layout {
+                if slot.is_none() {
+                    *slot = Some(Col::Input(next));
+                    next += 1;
+                }
+            }
+        }
+        window.layout = layout.into_iter().flatten().collect();
+        window.schema = Arc::clone(schema);
+        Ok(Planned::Window(window))
+    }
+
+    /// Turns a pending window into rows: `WindowAssign`, then the layout.
+    fn materialize(&mut self, planned: Planned) -> Result<Stream> {
+        let window = match planned {
+            Planned::Stream(s) => return Ok(s),
+            Planned::Window(w) => w,
+        };
+        if matches!(window.kind, WindowKind::Session { .. }) {
+            return Err(self.error(
+                "a SESSION window must be aggregated: GROUP BY window_start, window_end (and keys)",
+            ));
+        }
+        let input = &window.input;
+        let width = input.schema.fields().len();
+        let mut fields: Vec<_> = input.schema.inner().fields().iter().cloned().collect();
+        for w in WindowColumn::ALL {
+            fields.push(Arc::new(arrow::datatypes::Field::new(
+                w.name(),
+                arrow::datatypes::DataType::Timestamp(arrow::datatypes::TimeUnit::Millisecond, None),
+                false,
+            )));
+        }
+        let assigned_schema = Arc::new(Schema::new(fields));
+        let parallelism = self.graph.node(input.node).parallelism;
+        let assign = self.add_operator(
+            input.node,
+            Arc::new(WindowAssign {
+                kind: window.kind,
+                time_index: window.time_index,
+                schema: Arc::clone(&assigned_schema),
+            }),
+            Arc::clone(&assigned_schema),
+            Partitioning::Forward,
+            parallelism,
+        );
+        let exprs: Vec<Arc<dyn PhysicalExpr>> = window
+            .layout
+            .iter()
+            .map(|c| {
+                let i = match c {
+                    Col::Input(i) => *i,
+                    Col::Window(w) => width + WindowColumn::ALL.iter().position(|x| x == w).unwrap_or(0),
+                };
+                Arc::new(datafusion::physical_expr::expressions::Column::new(
+                    assigned_schema.field(i).name(),
+                    i,
+                )) as Arc<dyn PhysicalExpr>
+            })
+            .collect();
+        let schema = Arc::clone(window.schema.inner());
+        let node = self.add_operator(
+            assign,
+            Arc::new(Project::new(exprs, Arc::clone(&schema))),
+            schema,
+            Partitioning::Forward,
+            parallelism,
+        );
+        Ok(Stream {
+            node,
+            schema: window.schema,
+        })
+    }
+
+    fn aggregate(
+        &mut self,
+        planned: Planned,
+        group_expr: &[Expr],
+        aggr_expr: &[Expr],
+        schema: &DFSchemaRef,
+    ) -> Result<Planned> {
+        let (input, window) = match planned {
+            Planned::Stream(s) => (s, None),
+            Planned::Window(w) => (w.input.clone(), Some(w)),
+        };
+        let mut output = Vec::new();
+        let mut keys = Vec::new();
+        for expr in group_expr {
+            let column = match (&window, unalias(expr)) {
+                (Some(w), Expr::Column(c)) => w.schema.index_of_column(c).ok().map(|i| w.layout[i]),
+                _ => None,
+            };
+            if let Some(Col::Window(w)) = column {
+                output.push(OutputColumn::Window(w));
+                continue;
+            }
+            let expr = match &window {
+                Some(w) => self.to_window_input(expr, w)?,
+                None => expr.clone(),
+            };
+            output.push(OutputColumn::Key(keys.len()));
+            keys.push(expr);
+        }
+        let has = |c| output.contains(&OutputColumn::Window(c));
+        if window.is_some() && !(has(WindowColumn::Start) && has(WindowColumn::End)) {
+            return Err(self.error(
+                "a window aggregation must GROUP BY both window_start and window_end",
+            ));
+        }
+        let input_schema = Arc::clone(&input.schema);
+        let physical_keys = keys
+            .iter()
+            .map(|k| self.physical(k, &input_schema))
+            .collect::<Result<Vec<_>>>()?;
+        let mut aggregates = Vec::new();
+        let mut filters = Vec::new();
+        for (j, expr) in aggr_expr.iter().enumerate() {
+            let expr = match &window {
+                Some(w) => self.to_window_input(expr, w)?,
+                None => expr.clone(),
+            };
+            let name = match &expr {
+                Expr::Alias(a) => a.name.clone(),
+                e => e.schema_name().to_string(),
+            };
+            let lowered = LoweredAggregateBuilder::new(
+                &expr,
+                &input_schema,
+                input_schema.inner(),
+                &self.props,
+                &PhysicalPlanningContext::default(),
+            )
+            .with_name(name)
+            .build()
+            .map_err(|e| self.error(format!("{expr}: {}", crate::sql::df_message(&e))))?;
+            let (aggregate, filter) = (lowered.aggregate, lowered.filter);
+            if !lowered.order_bys.is_empty() {
+                return Err(self.error(format!(
+                    "{expr}: ORDER BY inside an aggregate is not supported yet"
+                )));
+            }
+            aggregates.push(aggregate);
+            filters.push(filter);
+            output.push(OutputColumn::Aggregate(j));
+        }
+        let spec = Arc::new(AggregateSpec {
+            key_schema: key_schema(&physical_keys, input_schema.inner())?,
+            keys: physical_keys.clone(),
+            aggregates,
+            filters,
+            output,
+            output_schema: Arc::clone(schema.inner()),
+        });
+        let (kind, time_index) = match &window {
+            Some(w) => (w.kind, Some(w.time_index)),
+            None => (WindowKind::Global, None),
+        };
+        let op: Arc<dyn OperatorFactory> = match (kind, time_index) {
+            (WindowKind::Session { gap }, Some(time_index)) => Arc::new(SessionAggregate {
+                gap,
+                time_index,
+                spec,
+            }),
+            _ => Arc::new(WindowAggregate {
+                kind,
+                time_index,
+                spec,
+            }),
+        };
+        let (partitioning, parallelism) = if physical_keys.is_empty() {
+            (Partitioning::Single, 1)
+        } else {
+            (Partitioning::Hash(physical_keys), self.parallelism)
+        };
+        let node = self.add_operator(
+            input.node,
+            op,
+            Arc::clone(schema.inner()),
+            partitioning,
+            parallelism,
+        );
+        Ok(Planned::Stream(Stream {
+            node,
+            schema: Arc::clone(schema),
+        }))
+    }
+}
+
+fn unalias(expr: &Expr) -> &Expr {
+    match expr {
+        Expr::Alias(a) => unalias(&a.expr),
+        e => e,
+    }
+}
+
+fn describe_unsupported(plan: &LogicalPlan) -> String {
+    match plan {
+        LogicalPlan::Sort(_) => "ORDER BY".to_string(),
+        LogicalPlan::Limit(_) => "LIMIT".to_string(),
+        LogicalPlan::Join(_) => "JOIN".to_string(),
+        LogicalPlan::Window(_) => "OVER (window functions)".to_string(),
+        LogicalPlan::Values(_) => "VALUES".to_string(),
+        LogicalPlan::Subquery(_) => "a subquery".to_string(),
+        other => format!("`{}`", other.display()),
+    }
+}

@@ -1,0 +1,274 @@
+//! Job files: parsing (Flink dialect) and planning with DataFusion.
+//!
+//! [`compile`] turns a [`JobFile`] into a [`CompiledJob`]: the declared tables
+//! with their options resolved for the mode, and one optimized DataFusion
+//! `LogicalPlan` per `INSERT INTO`. The [`crate::plan`] module then turns
+//! those plans into one operator graph.
+
+pub mod catalog;
+pub mod functions;
+pub mod options;
+pub mod parser;
+pub mod window_tvf;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use datafusion::common::DFSchema;
+use datafusion::error::DataFusionError;
+use datafusion::logical_expr::{LogicalPlan, ScalarUDF, WriteOp};
+use datafusion::optimizer::analyzer::Analyzer;
+use datafusion::optimizer::optimizer::{Optimizer, OptimizerContext, OptimizerRule};
+use datafusion::sql::planner::{PlannerContext, SqlToRel};
+use datafusion::sql::sqlparser::ast::{Query, Statement};
+
+pub use catalog::{Catalog, TableDef, Watermark};
+pub use options::{Mode, Options};
+pub use parser::{JobFile, JobStatement, parse_job};
+
+use crate::error::{Result, SluiceError};
+
+/// A job planned for one mode.
+#[derive(Debug)]
+pub struct CompiledJob {
+    /// From `SET 'pipeline.name'`, else the job file's stem.
+    pub name: String,
+    pub mode: Mode,
+    pub tables: BTreeMap<String, Arc<TableDef>>,
+    pub inserts: Vec<PlannedInsert>,
+    /// `SET 'key' = 'value'` statements.
+    pub settings: BTreeMap<String, String>,
+}
+
+/// One `INSERT INTO` statement, planned and optimized.
+#[derive(Debug)]
+pub struct PlannedInsert {
+    pub sink: Arc<TableDef>,
+    /// The query, its columns already cast to the sink's.
+    pub query: LogicalPlan,
+    /// `file:line` of the statement.
+    pub location: String,
+}
+
+/// Compiles a parsed job for `mode`. `functions` are user-defined scalar
+/// functions to add to Flink's and DataFusion's.
+pub fn compile(job: &JobFile, mode: Mode, functions: &[Arc<ScalarUDF>]) -> Result<CompiledJob> {
+    let mut catalog = Catalog::new(functions);
+    let mut tables = BTreeMap::new();
+    let mut inserts = Vec::new();
+    let mut settings = BTreeMap::new();
+    let file = &job.source_name;
+    for statement in &job.statements {
+        match statement {
+            JobStatement::CreateTable(t) => {
+                let at = format!("{file}:{}", t.line);
+                let table = Arc::new(declare_table(&t.item, mode, &catalog, &at)?);
+                catalog
+                    .add_table(Arc::clone(&table))
+                    .map_err(|e| prefix(&at, e))?;
+                tables.insert(table.name.clone(), table);
+            }
+            JobStatement::CreateView(v) => {
+                let at = format!("{file}:{}", v.line);
+                let plan = plan_query(&catalog, &v.item.query)
+                    .map_err(|e| planning_error(file, v.line, v.column, e))?;
+                catalog
+                    .add_view(&v.item.name, plan)
+                    .map_err(|e| prefix(&at, e))?;
+            }
+            JobStatement::Insert(i) => {
+                let at = format!("{file}:{}", i.line);
+                let planner = SqlToRel::new_with_options(&catalog, parser_options(&catalog));
+                let plan = planner
+                    .sql_statement_to_plan(i.item.clone())
+                    .map_err(|e| planning_error(file, i.line, i.column, e))?;
+                let LogicalPlan::Dml(dml) = plan else {
+                    return Err(SluiceError::plan(format!("{at}: expected INSERT INTO")));
+                };
+                if !matches!(dml.op, WriteOp::Insert(_)) {
+                    return Err(SluiceError::plan(format!("{at}: only INSERT INTO is supported")));
+                }
+                let sink = catalog
+                    .table(dml.table_name.table())
+                    .cloned()
+                    .ok_or_else(|| {
+                        SluiceError::plan(format!(
+                            "{at}: `{}` is a view; INSERT INTO needs a table",
+                            dml.table_name
+                        ))
+                    })?;
+                let query = optimize(&catalog, Arc::unwrap_or_clone(dml.input))
+                    .map_err(|e| planning_error(file, i.line, i.column, e))?;
+                inserts.push(PlannedInsert {
+                    sink,
+                    query,
+                    location: at,
+                });
+            }
+            JobStatement::Set(s) => {
+                settings.insert(s.item.0.clone(), s.item.1.clone());
+            }
+        }
+    }
+    if inserts.is_empty() {
+        return Err(SluiceError::plan(format!(
+            "{file}: the job has no INSERT INTO statement, so it would produce nothing"
+        )));
+    }
+    let name = settings
+        .get("pipeline.name")
+        .cloned()
+        .unwrap_or_else(|| job_name_from_path(file));
+    Ok(CompiledJob {
+        name,
+        mode,
+        tables,
+        inserts,
+        settings,
+    })
+}
+
+fn job_name_from_path(path: &str) -> String {
+    std::path::Path::new(path)
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("job")
+        .to_string()
+}
+
+fn parser_options(catalog: &Catalog) -> datafusion::sql::planner::ParserOptions {
+    let o = &catalog.config().sql_parser;
+    datafusion::sql::planner::ParserOptions {
+        enable_ident_normalization: o.enable_ident_normalization,
+        collect_spans: o.collect_spans,
+        parse_float_as_decimal: o.parse_float_as_decimal,
+        support_varchar_with_length: o.support_varchar_with_length,
+        enable_options_value_normalization: false,
+        map_string_types_to_utf8view: false,
+        default_null_ordering: datafusion::sql::planner::NullOrdering::NullsMax,
+    }
+}
+
+fn plan_query(catalog: &Catalog, query: &Query) -> datafusion::error::Result<LogicalPlan> {
+    let planner = SqlToRel::new_with_options(catalog, parser_options(catalog));
+    planner.sql_statement_to_plan(Statement::Query(Box::new(query.clone())))
+}
+
+/// Type coercion, then the optimizer rules whose rewrites keep streaming
+/// semantics. Rules that turn `COUNT(DISTINCT)` into a two-level aggregation
+/// or reorder joins are left out: a window aggregation must stay one node.
+fn optimize(catalog: &Catalog, plan: LogicalPlan) -> datafusion::error::Result<LogicalPlan> {
+    use datafusion::optimizer::{
+        eliminate_filter::EliminateFilter, optimize_projections::OptimizeProjections,
+        optimize_unions::OptimizeUnions, push_down_filter::PushDownFilter,
+        replace_distinct_aggregate::ReplaceDistinctWithAggregate,
+        simplify_expressions::SimplifyExpressions,
+    };
+    let plan = Analyzer::new().execute_and_check(plan, catalog.config(), |_, _| {})?;
+    let rules: Vec<Arc<dyn OptimizerRule + Send + Sync>> = vec![
+        Arc::new(OptimizeUnions::new()),
+        Arc::new(SimplifyExpressions::new()),
+        Arc::new(ReplaceDistinctWithAggregate::new()),
+        Arc::new(EliminateFilter::new()),
+        Arc::new(PushDownFilter::new()),
+        Arc::new(OptimizeProjections::new()),
+    ];
+    let context = OptimizerContext::new().with_max_passes(3);
+    Optimizer::with_rules(rules).optimize(plan, &context, |_, _| {})
+}
+
+fn declare_table(
+    decl: &parser::TableDecl,
+    mode: Mode,
+    catalog: &Catalog,
+    at: &str,
+) -> Result<TableDef> {
+    let schema = catalog::table_schema(decl).map_err(|e| prefix(at, e))?;
+    let options = Options::resolve(&decl.name, &decl.options, mode);
+    let mut def = TableDef {
+        name: decl.name.clone(),
+        schema,
+        watermark: None,
+        options,
+        declared_at: at.to_string(),
+    };
+    if let Some(wm) = &decl.watermark {
+        let Some(column) = def.schema.fields().iter().find(|f| f.name() == &wm.column) else {
+            return Err(SluiceError::plan(format!(
+                "{at}: WATERMARK FOR `{}`: table `{}` has no such column",
+                wm.column, decl.name
+            )));
+        };
+        if !matches!(column.data_type(), arrow::datatypes::DataType::Timestamp(..)) {
+            return Err(SluiceError::plan(format!(
+                "{at}: WATERMARK FOR `{}`: the column must be a TIMESTAMP, not {}",
+                wm.column,
+                column.data_type()
+            )));
+        }
+        let df_schema = catalog::qualified_schema(&def)?;
+        let planner = SqlToRel::new_with_options(catalog, parser_options(catalog));
+        let expr = planner
+            .sql_to_expr(wm.expr.clone(), &df_schema, &mut PlannerContext::new())
+            .map_err(|e| {
+                SluiceError::plan(format!(
+                    "{at}: WATERMARK FOR `{}`: {}",
+                    wm.column,
+                    df_message(&e)
+                ))
+            })?;
+        check_watermark_type(&expr, &df_schema).map_err(|m| {
+            SluiceError::plan(format!("{at}: WATERMARK FOR `{}`: {m}", wm.column))
+        })?;
+        def.watermark = Some(Watermark {
+            column: wm.column.clone(),
+            expr,
+            decl: wm.clone(),
+        });
+    }
+    Ok(def)
+}
+
+fn check_watermark_type(expr: &datafusion::logical_expr::Expr, schema: &DFSchema) -> Result<(), String> {
+    use datafusion::logical_expr::ExprSchemable;
+    match expr.get_type(schema) {
+        Ok(arrow::datatypes::DataType::Timestamp(..)) => Ok(()),
+        Ok(other) => Err(format!("the watermark expression must be a TIMESTAMP, not {other}")),
+        Err(e) => Err(df_message(&e)),
+    }
+}
+
+fn prefix(at: &str, e: SluiceError) -> SluiceError {
+    match e {
+        SluiceError::Plan(m) => SluiceError::Plan(format!("{at}: {m}")),
+        SluiceError::Config(m) => SluiceError::Config(format!("{at}: {m}")),
+        other => other,
+    }
+}
+
+/// A planning error, located at the spot DataFusion points to when it does,
+/// else at the statement.
+fn planning_error(file: &str, line: u64, column: u64, e: DataFusionError) -> SluiceError {
+    let (line, column) = e
+        .diagnostic()
+        .and_then(|d| d.span)
+        .filter(|s| s.start.line > 0)
+        .map_or((line, column), |s| (s.start.line, s.start.column));
+    SluiceError::Plan(format!("{file}:{line}:{column}: {}", df_message(&e)))
+}
+
+/// DataFusion's message without its "Error during planning:" preamble.
+pub fn df_message(e: &DataFusionError) -> String {
+    match e {
+        DataFusionError::Diagnostic(_, inner) => df_message(inner),
+        DataFusionError::Context(context, inner) => format!("{context}: {}", df_message(inner)),
+        DataFusionError::Plan(m) | DataFusionError::NotImplemented(m) => {
+            m.split("\n\nbacktrace").next().unwrap_or(m).trim().to_string()
+        }
+        DataFusionError::SchemaError(..) => {
+            let s = e.strip_backtrace();
+            s.strip_prefix("Schema error: ").unwrap_or(&s).to_string()
+        }
+        other => other.strip_backtrace(),
+    }
+}

@@ -1,0 +1,229 @@
+//! Connector options of a table, resolved for the mode the job runs in.
+//!
+//! Options use Flink's names. An option prefixed `batch.` or `stream.`
+//! applies only in that mode and overrides the unprefixed one. A connector
+//! [takes](Options::take) the options it understands; whatever is left when it
+//! is done is an unknown option and an error that names it.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use crate::error::{Result, SluiceError};
+
+/// Batch (bounded inputs, results at the end) or stream (continuous).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Mode {
+    Batch,
+    Stream,
+}
+
+impl Mode {
+    pub fn prefix(self) -> &'static str {
+        match self {
+            Self::Batch => "batch.",
+            Self::Stream => "stream.",
+        }
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Batch => "batch",
+            Self::Stream => "stream",
+        })
+    }
+}
+
+impl FromStr for Mode {
+    type Err = SluiceError;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "batch" => Ok(Self::Batch),
+            "stream" | "streaming" => Ok(Self::Stream),
+            other => Err(SluiceError::config(format!(
+                "unknown mode `{other}`: use `batch` or `stream`"
+            ))),
+        }
+    }
+}
+
+/// The options of one table in one mode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Options {
+    table: String,
+    values: BTreeMap<String, String>,
+}
+
+impl Options {
+    /// Resolves the `WITH` options of `table` for `mode`.
+    pub fn resolve(table: &str, written: &[(String, String)], mode: Mode) -> Self {
+        let mut values = BTreeMap::new();
+        let mut overrides = BTreeMap::new();
+        let other = match mode {
+            Mode::Batch => Mode::Stream.prefix(),
+            Mode::Stream => Mode::Batch.prefix(),
+        };
+        for (key, value) in written {
+            if let Some(key) = key.strip_prefix(mode.prefix()) {
+                overrides.insert(key.to_string(), value.clone());
+            } else if !key.starts_with(other) {
+                values.insert(key.clone(), value.clone());
+            }
+        }
+        values.extend(overrides);
+        Self {
+            table: table.to_string(),
+            values,
+        }
+    }
+
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    pub fn peek(&self, key: &str) -> Option<&str> {
+        self.values.get(key).map(String::as_str)
+    }
+
+    /// Takes an optional option.
+    pub fn take(&mut self, key: &str) -> Option<String> {
+        self.values.remove(key)
+    }
+
+    /// Takes an option that must be there.
+    pub fn require(&mut self, key: &str) -> Result<String> {
+        self.take(key).ok_or_else(|| {
+            SluiceError::config(format!(
+                "table `{}`: option '{key}' is required",
+                self.table
+            ))
+        })
+    }
+
+    /// Takes and parses an option, naming it when the value does not parse.
+    pub fn take_parsed<T: FromStr>(&mut self, key: &str, expected: &str) -> Result<Option<T>> {
+        match self.take(key) {
+            None => Ok(None),
+            Some(v) => v.trim().parse().map(Some).map_err(|_| {
+                SluiceError::config(format!(
+                    "table `{}`: option '{key}' = '{v}' is not {expected}",
+                    self.table
+                ))
+            }),
+        }
+    }
+
+    /// Takes a duration such as `10s`, `500 ms`, `5 min` or `1h`.
+    pub fn take_duration(&mut self, key: &str) -> Result<Option<Duration>> {
+        match self.take(key) {
+            None => Ok(None),
+            Some(v) => parse_duration(&v).map(Some).ok_or_else(|| {
+                SluiceError::config(format!(
+                    "table `{}`: option '{key}' = '{v}' is not a duration (e.g. '10 s', '500 ms')",
+                    self.table
+                ))
+            }),
+        }
+    }
+
+    /// Takes every option under `prefix`, with the prefix removed.
+    pub fn take_prefixed(&mut self, prefix: &str) -> BTreeMap<String, String> {
+        let keys: Vec<String> = self
+            .values
+            .keys()
+            .filter(|k| k.starts_with(prefix))
+            .cloned()
+            .collect();
+        keys.into_iter()
+            .filter_map(|k| {
+                let v = self.values.remove(&k)?;
+                Some((k[prefix.len()..].to_string(), v))
+            })
+            .collect()
+    }
+
+    /// Fails, naming them, if options are left that nobody took.
+    pub fn finish(self, connector: &str) -> Result<()> {
+        if self.values.is_empty() {
+            return Ok(());
+        }
+        let names: Vec<String> = self.values.keys().map(|k| format!("'{k}'")).collect();
+        Err(SluiceError::config(format!(
+            "table `{}`: unknown option{} {} for connector '{connector}'",
+            self.table,
+            if names.len() == 1 { "" } else { "s" },
+            names.join(", ")
+        )))
+    }
+}
+
+/// Parses `10s`, `10 s`, `500ms`, `2 min`, `1h`, `1 d`, or a bare number of milliseconds.
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let ms = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "ms" | "milli" | "millis" | "millisecond" | "milliseconds" => 1.0,
+        "s" | "sec" | "secs" | "second" | "seconds" => 1e3,
+        "m" | "min" | "mins" | "minute" | "minutes" => 60e3,
+        "h" | "hour" | "hours" => 3_600e3,
+        "d" | "day" | "days" => 86_400e3,
+        _ => return None,
+    };
+    Some(Duration::from_secs_f64(number * ms / 1e3))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn written() -> Vec<(String, String)> {
+        [
+            ("connector", "filesystem"),
+            ("path", "/a"),
+            ("batch.path", "/b"),
+            ("stream.connector", "kafka"),
+            ("stream.topic", "t"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    }
+
+    #[test]
+    fn mode_prefixes_override_and_filter() {
+        let batch = Options::resolve("t", &written(), Mode::Batch);
+        assert_eq!(batch.peek("connector"), Some("filesystem"));
+        assert_eq!(batch.peek("path"), Some("/b"));
+        assert_eq!(batch.peek("topic"), None);
+        let stream = Options::resolve("t", &written(), Mode::Stream);
+        assert_eq!(stream.peek("connector"), Some("kafka"));
+        assert_eq!(stream.peek("path"), Some("/a"));
+        assert_eq!(stream.peek("topic"), Some("t"));
+    }
+
+    #[test]
+    fn leftover_options_are_named() {
+        let mut o = Options::resolve("bids", &written(), Mode::Stream);
+        o.take("connector");
+        o.take("topic");
+        let err = o.finish("kafka").unwrap_err().to_string();
+        assert_eq!(err, "table `bids`: unknown option 'path' for connector 'kafka'");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("10s"), Some(Duration::from_secs(10)));
+        assert_eq!(parse_duration("500 ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2 min"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_duration("250"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_duration("soon"), None);
+    }
+}

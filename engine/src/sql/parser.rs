@@ -1,0 +1,507 @@
+//! The Flink SQL dialect of job files, as an extension of sqlparser.
+//!
+//! A job file is a list of statements separated by `;`:
+//!
+//! - `CREATE TABLE name (col TYPE, ..., WATERMARK FOR col AS expr) WITH ('k' = 'v', ...)`
+//! - `CREATE [TEMPORARY] VIEW name AS query`
+//! - `INSERT INTO table query`
+//! - `SET 'key' = 'value'`
+//!
+//! `CREATE TABLE` and `SET` are parsed here with the parser's own primitives
+//! (identifiers, data types, expressions); the rest goes to sqlparser as is.
+//! Inside queries, [`FlinkDialect`] teaches the expression parser Flink's
+//! table arguments, so that `TABLE(TUMBLE(TABLE bid, DESCRIPTOR(ts), INTERVAL
+//! '10' SECOND))` parses to a table function whose first argument is the call
+//! `__sluice_table(bid)` (or `__sluice_table(bid, key...)` with `PARTITION BY`).
+//!
+//! `${NAME}` and `${NAME:-default}` inside string literals are replaced before
+//! parsing, token by token, so positions in error messages stay true.
+
+use datafusion::sql::sqlparser::ast::{
+    DataType, Expr, Function, FunctionArg, FunctionArgExpr, FunctionArgumentList,
+    FunctionArguments, Ident, ObjectName, Query, Statement,
+};
+use datafusion::sql::sqlparser::dialect::Dialect;
+use datafusion::sql::sqlparser::keywords::Keyword;
+use datafusion::sql::sqlparser::parser::{Parser, ParserError};
+use datafusion::sql::sqlparser::tokenizer::{Location, Token, TokenWithSpan, Tokenizer};
+
+use crate::error::{Result, SluiceError};
+
+/// The name of the marker call that stands for `TABLE t [PARTITION BY ...]`.
+pub const TABLE_ARG: &str = "__sluice_table";
+
+/// A parsed job file.
+#[derive(Debug, Clone)]
+pub struct JobFile {
+    /// How the file is named in messages (its path, or `<inline>`).
+    pub source_name: String,
+    pub statements: Vec<JobStatement>,
+}
+
+/// One statement and the line it starts on.
+#[derive(Debug, Clone)]
+pub struct Located<T> {
+    pub line: u64,
+    pub column: u64,
+    pub item: T,
+}
+
+#[derive(Debug, Clone)]
+pub enum JobStatement {
+    CreateTable(Located<TableDecl>),
+    CreateView(Located<ViewDecl>),
+    Insert(Located<Statement>),
+    Set(Located<(String, String)>),
+}
+
+#[derive(Debug, Clone)]
+pub struct TableDecl {
+    pub name: String,
+    pub columns: Vec<ColumnDecl>,
+    pub watermark: Option<WatermarkDecl>,
+    pub primary_key: Vec<String>,
+    /// `WITH` options in the order written.
+    pub options: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ColumnDecl {
+    pub name: String,
+    pub data_type: DataType,
+    pub nullable: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct WatermarkDecl {
+    pub column: String,
+    pub expr: Expr,
+}
+
+#[derive(Debug, Clone)]
+pub struct ViewDecl {
+    pub name: String,
+    pub query: Box<Query>,
+}
+
+/// Flink's SQL dialect: backtick-quoted identifiers, `=>` named arguments,
+/// and `TABLE t` as a function argument.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct FlinkDialect;
+
+impl Dialect for FlinkDialect {
+    fn is_identifier_start(&self, ch: char) -> bool {
+        ch.is_alphabetic() || ch == '_' || ch == '$'
+    }
+
+    fn is_identifier_part(&self, ch: char) -> bool {
+        ch.is_alphanumeric() || ch == '_' || ch == '$'
+    }
+
+    fn is_delimited_identifier_start(&self, ch: char) -> bool {
+        ch == '`' || ch == '"'
+    }
+
+    fn supports_named_fn_args_with_rarrow_operator(&self) -> bool {
+        true
+    }
+
+    fn supports_filter_during_aggregation(&self) -> bool {
+        true
+    }
+
+    fn supports_group_by_expr(&self) -> bool {
+        true
+    }
+
+    fn parse_prefix(&self, parser: &mut Parser) -> Option<Result<Expr, ParserError>> {
+        if !parser.peek_keyword(Keyword::TABLE) {
+            return None;
+        }
+        parser.next_token();
+        Some(parse_table_argument(parser))
+    }
+}
+
+/// `TABLE name [PARTITION BY key | PARTITION BY (key, ...)]`, after `TABLE`.
+fn parse_table_argument(parser: &mut Parser) -> Result<Expr, ParserError> {
+    let name = parser.parse_object_name(false)?;
+    let mut args = vec![Expr::CompoundIdentifier(
+        name.0
+            .iter()
+            .filter_map(|part| part.as_ident().cloned())
+            .collect(),
+    )];
+    if parser.parse_keywords(&[Keyword::PARTITION, Keyword::BY]) {
+        if parser.consume_token(&Token::LParen) {
+            args.extend(parser.parse_comma_separated(Parser::parse_expr)?);
+            parser.expect_token(&Token::RParen)?;
+        } else {
+            args.push(parser.parse_expr()?);
+        }
+    }
+    Ok(call(TABLE_ARG, args))
+}
+
+fn call(name: &str, args: Vec<Expr>) -> Expr {
+    Expr::Function(Function {
+        name: ObjectName::from(vec![Ident::new(name)]),
+        uses_odbc_syntax: false,
+        parameters: FunctionArguments::None,
+        args: FunctionArguments::List(FunctionArgumentList {
+            duplicate_treatment: None,
+            args: args
+                .into_iter()
+                .map(|e| FunctionArg::Unnamed(FunctionArgExpr::Expr(e)))
+                .collect(),
+            clauses: vec![],
+        }),
+        filter: None,
+        null_treatment: None,
+        over: None,
+        within_group: vec![],
+    })
+}
+
+/// Parses a job file. `lookup` resolves `${NAME}` variables.
+pub fn parse_job(
+    source_name: &str,
+    text: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<JobFile> {
+    let dialect = FlinkDialect;
+    let tokens = Tokenizer::new(&dialect, text)
+        .tokenize_with_location()
+        .map_err(|e| SluiceError::Parse(format!("{source_name}:{e}")))?;
+    let tokens = substitute_variables(source_name, tokens, lookup)?;
+    let mut parser = Parser::new(&dialect).with_tokens_with_locations(tokens);
+    let mut statements = Vec::new();
+    loop {
+        while parser.consume_token(&Token::SemiColon) {}
+        if parser.peek_token_ref().token == Token::EOF {
+            break;
+        }
+        let start = parser.peek_token_ref().span.start;
+        let statement = parse_statement(&mut parser, start)
+            .map_err(|e| parse_error(source_name, start, e))?;
+        statements.push(statement);
+        let next = parser.peek_token();
+        if next.token != Token::SemiColon && next.token != Token::EOF {
+            return Err(SluiceError::Parse(format!(
+                "{source_name}:{}:{}: expected `;` after the statement, found `{}`",
+                next.span.start.line, next.span.start.column, next.token
+            )));
+        }
+    }
+    Ok(JobFile {
+        source_name: source_name.to_string(),
+        statements,
+    })
+}
+
+fn parse_error(source_name: &str, start: Location, error: ParserError) -> SluiceError {
+    let message = match error {
+        ParserError::ParserError(m) | ParserError::TokenizerError(m) => m,
+        ParserError::RecursionLimitExceeded => "the statement nests too deeply".to_string(),
+    };
+    // sqlparser puts the position at the end ("... at Line: 3, Column: 14");
+    // lead with it instead, as compilers do.
+    if let Some((text, position)) = message.rsplit_once(" at Line: ")
+        && let Some((line, column)) = position.split_once(", Column: ")
+    {
+        return SluiceError::Parse(format!("{source_name}:{line}:{column}: {text}"));
+    }
+    SluiceError::Parse(format!(
+        "{source_name}:{}:{}: {message}",
+        start.line, start.column
+    ))
+}
+
+fn parse_statement(parser: &mut Parser, start: Location) -> Result<JobStatement, ParserError> {
+    fn located<T>(start: Location, item: T) -> Located<T> {
+        Located {
+            line: start.line,
+            column: start.column,
+            item,
+        }
+    }
+    if parser.parse_keywords(&[Keyword::CREATE, Keyword::TABLE]) {
+        return Ok(JobStatement::CreateTable(located(start, parse_create_table(parser)?)));
+    }
+    if parser.peek_keyword(Keyword::CREATE) {
+        let is_view = matches!(
+            parser.peek_tokens::<3>(),
+            [_, Token::Word(w), _] if w.keyword == Keyword::VIEW
+        ) || matches!(
+            parser.peek_tokens::<3>(),
+            [_, Token::Word(t), Token::Word(v)]
+                if t.keyword == Keyword::TEMPORARY && v.keyword == Keyword::VIEW
+        );
+        if is_view {
+            parser.next_token();
+            let _temporary = parser.parse_keyword(Keyword::TEMPORARY);
+            parser.expect_keyword(Keyword::VIEW)?;
+            let name = parser.parse_object_name(false)?;
+            parser.expect_keyword(Keyword::AS)?;
+            let query = parser.parse_query()?;
+            return Ok(JobStatement::CreateView(located(start, ViewDecl {
+                name: object_name(&name),
+                query,
+            })));
+        }
+    }
+    if parser.parse_keyword(Keyword::SET) {
+        let key = parse_string(parser)?;
+        parser.expect_token(&Token::Eq)?;
+        let value = parse_string(parser)?;
+        return Ok(JobStatement::Set(located(start, (key, value))));
+    }
+    let statement = parser.parse_statement()?;
+    match statement {
+        Statement::Insert(_) => Ok(JobStatement::Insert(located(start, statement))),
+        other => Err(ParserError::ParserError(format!(
+            "a job file holds CREATE TABLE, CREATE VIEW, INSERT INTO and SET statements, not `{}`",
+            first_words(&other.to_string())
+        ))),
+    }
+}
+
+fn first_words(sql: &str) -> String {
+    sql.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+}
+
+/// The rest of `CREATE TABLE` after the keywords.
+fn parse_create_table(parser: &mut Parser) -> Result<TableDecl, ParserError> {
+    let _if_not_exists = parser.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
+    let name = object_name(&parser.parse_object_name(false)?);
+    parser.expect_token(&Token::LParen)?;
+    let mut columns = Vec::new();
+    let mut watermark = None;
+    let mut primary_key = Vec::new();
+    loop {
+        if parse_word(parser, "WATERMARK") {
+            parser.expect_keyword(Keyword::FOR)?;
+            let column = parser.parse_identifier()?.value;
+            parser.expect_keyword(Keyword::AS)?;
+            let expr = parser.parse_expr()?;
+            watermark = Some(WatermarkDecl { column, expr });
+        } else if parser.parse_keywords(&[Keyword::PRIMARY, Keyword::KEY]) {
+            primary_key = parser
+                .parse_parenthesized_column_list(
+                    datafusion::sql::sqlparser::parser::IsOptional::Mandatory,
+                    false,
+                )?
+                .into_iter()
+                .map(|i| i.value)
+                .collect();
+            if parser.parse_keyword(Keyword::NOT) {
+                parser.expect_keyword(Keyword::ENFORCED)?;
+            }
+        } else {
+            let column = parser.parse_identifier()?.value;
+            let data_type = parser.parse_data_type()?;
+            let mut nullable = true;
+            loop {
+                if parser.parse_keywords(&[Keyword::NOT, Keyword::NULL]) {
+                    nullable = false;
+                } else if parser.parse_keyword(Keyword::NULL) {
+                    nullable = true;
+                } else if parser.parse_keyword(Keyword::COMMENT) {
+                    parse_string(parser)?;
+                } else {
+                    break;
+                }
+            }
+            columns.push(ColumnDecl {
+                name: column,
+                data_type,
+                nullable,
+            });
+        }
+        if !parser.consume_token(&Token::Comma) {
+            break;
+        }
+    }
+    parser.expect_token(&Token::RParen)?;
+    if parser.parse_keyword(Keyword::COMMENT) {
+        parse_string(parser)?;
+    }
+    let mut options = Vec::new();
+    if parser.parse_keyword(Keyword::WITH) {
+        parser.expect_token(&Token::LParen)?;
+        if !parser.consume_token(&Token::RParen) {
+            loop {
+                let key = parse_string(parser)?;
+                parser.expect_token(&Token::Eq)?;
+                let value = parse_string(parser)?;
+                options.push((key, value));
+                if !parser.consume_token(&Token::Comma) {
+                    break;
+                }
+            }
+            parser.expect_token(&Token::RParen)?;
+        }
+    }
+    Ok(TableDecl {
+        name,
+        columns,
+        watermark,
+        primary_key,
+        options,
+    })
+}
+
+/// Consumes the next token if it is the (non-reserved) word `word`.
+fn parse_word(parser: &mut Parser, word: &str) -> bool {
+    match &parser.peek_token_ref().token {
+        Token::Word(w) if w.quote_style.is_none() && w.value.eq_ignore_ascii_case(word) => {
+            parser.next_token();
+            true
+        }
+        _ => false,
+    }
+}
+
+fn parse_string(parser: &mut Parser) -> Result<String, ParserError> {
+    let token = parser.next_token();
+    match token.token {
+        Token::SingleQuotedString(s) => Ok(s),
+        other => Err(ParserError::ParserError(format!(
+            "expected a quoted string, found `{other}` at Line: {}, Column: {}",
+            token.span.start.line, token.span.start.column
+        ))),
+    }
+}
+
+pub(crate) fn object_name(name: &ObjectName) -> String {
+    name.0
+        .iter()
+        .filter_map(|p| p.as_ident().map(|i| i.value.clone()))
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+/// Replaces `${NAME}` and `${NAME:-default}` inside string literals.
+fn substitute_variables(
+    source_name: &str,
+    mut tokens: Vec<TokenWithSpan>,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<Vec<TokenWithSpan>> {
+    for token in &mut tokens {
+        if let Token::SingleQuotedString(s) = &mut token.token
+            && s.contains("${")
+        {
+            *s = expand(s, lookup).map_err(|name| {
+                SluiceError::Config(format!(
+                    "{source_name}:{}:{}: variable `{name}` is not set: pass `--set {name}=...`, set it in the environment, or write `${{{name}:-default}}`",
+                    token.span.start.line, token.span.start.column
+                ))
+            })?;
+        }
+    }
+    Ok(tokens)
+}
+
+/// Expands variables in `text`; on failure returns the unset variable's name.
+pub fn expand(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("${") {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 2..];
+        let Some(close) = after.find('}') else {
+            // An unclosed `${` is plain text.
+            out.push_str(&rest[at..]);
+            rest = "";
+            break;
+        };
+        let body = &after[..close];
+        let (name, default) = match body.split_once(":-") {
+            Some((n, d)) => (n, Some(d)),
+            None => (body, None),
+        };
+        match lookup(name).or_else(|| default.map(str::to_string)) {
+            Some(value) => out.push_str(&value),
+            None => return Err(name.to_string()),
+        }
+        rest = &after[close + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(name: &str) -> Option<String> {
+        match name {
+            "DATA" => Some("/data".into()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn expands_variables_with_defaults() {
+        assert_eq!(expand("${DATA}/bid", &vars).as_deref(), Ok("/data/bid"));
+        assert_eq!(expand("${OUT:-/tmp/o}", &vars).as_deref(), Ok("/tmp/o"));
+        assert_eq!(expand("${OUT}", &vars), Err("OUT".to_string()));
+        assert_eq!(expand("a${b", &vars).as_deref(), Ok("a${b"));
+    }
+
+    #[test]
+    fn parses_flink_create_table_with_watermark_and_options() {
+        let job = parse_job(
+            "job.sql",
+            "CREATE TABLE bid (\n  auction BIGINT, price BIGINT NOT NULL, date_time TIMESTAMP(3),\n  WATERMARK FOR date_time AS date_time - INTERVAL '4' SECOND\n) WITH ('connector' = 'filesystem', 'batch.path' = '${DATA}/bid');",
+            &vars,
+        )
+        .expect("parses");
+        let JobStatement::CreateTable(t) = &job.statements[0] else {
+            panic!("not a table: {:?}", job.statements[0]);
+        };
+        assert_eq!(t.item.name, "bid");
+        assert_eq!(t.item.columns.len(), 3);
+        assert!(!t.item.columns[1].nullable);
+        let wm = t.item.watermark.as_ref().expect("watermark");
+        assert_eq!(wm.column, "date_time");
+        assert_eq!(wm.expr.to_string(), "date_time - INTERVAL '4' SECOND");
+        assert_eq!(
+            t.item.options,
+            vec![
+                ("connector".to_string(), "filesystem".to_string()),
+                ("batch.path".to_string(), "/data/bid".to_string())
+            ]
+        );
+    }
+
+    #[test]
+    fn parses_window_tvfs_with_table_arguments() {
+        let job = parse_job(
+            "job.sql",
+            "INSERT INTO o SELECT * FROM TABLE(SESSION(TABLE bid PARTITION BY auction, DESCRIPTOR(date_time), INTERVAL '10' SECOND));\n\
+             INSERT INTO o SELECT * FROM TABLE(TUMBLE(TABLE bid, DESCRIPTOR(date_time), INTERVAL '10' SECOND))",
+            &vars,
+        )
+        .expect("parses");
+        assert_eq!(job.statements.len(), 2);
+        let JobStatement::Insert(i) = &job.statements[0] else {
+            panic!("not an insert");
+        };
+        assert!(i.item.to_string().contains("__sluice_table(bid, auction)"));
+    }
+
+    #[test]
+    fn unset_variable_is_named_with_its_position() {
+        let err = parse_job("job.sql", "SET 'a' = '${NOPE}'", &vars).unwrap_err();
+        assert!(err.to_string().starts_with("job.sql:1:11: variable `NOPE` is not set"), "{err}");
+    }
+
+    #[test]
+    fn parse_errors_lead_with_file_line_and_column() {
+        let err = parse_job("job.sql", "CREATE TABLE t (a BIGINT,\n  b FROB(3))", &vars).unwrap_err();
+        assert!(err.to_string().starts_with("job.sql:2:"), "{err}");
+        let err = parse_job("job.sql", "DROP TABLE t", &vars).unwrap_err();
+        assert!(err.to_string().contains("not `DROP TABLE t`"), "{err}");
+    }
+}

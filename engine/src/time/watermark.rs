@@ -1,0 +1,181 @@
+//! Watermark bookkeeping, as plain types with no I/O.
+//!
+//! A source subtask reads its splits one after another in event-time order.
+//! [`SplitWatermarks`] keeps its watermark at the minimum over the splits it
+//! has not finished, counting splits it has not *started* at just below their
+//! smallest event time (known from Parquet statistics) or at the beginning of
+//! time (when nothing is known). So moving on to a file whose rows are older
+//! than what was read before never turns those rows into late data.
+//!
+//! An operator with several input channels keeps the minimum over them with
+//! [`InputWatermarks`].
+
+use super::{BEFORE_TIME, END_OF_TIME, Millis};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SplitState {
+    /// Not opened yet; none of its rows is older than this bound.
+    Pending { lower_bound: Millis },
+    /// Being read; its watermark so far.
+    Active { watermark: Millis },
+    Finished,
+}
+
+/// The watermark of one source subtask over the splits assigned to it.
+#[derive(Debug, Clone)]
+pub struct SplitWatermarks {
+    splits: Vec<SplitState>,
+    emitted: Millis,
+}
+
+impl SplitWatermarks {
+    /// `min_event_times[i]` is split `i`'s smallest event time, when known.
+    pub fn new(min_event_times: impl IntoIterator<Item = Option<Millis>>) -> Self {
+        let splits = min_event_times
+            .into_iter()
+            .map(|min| SplitState::Pending {
+                // A row at exactly `min` must stay on time, so hold the
+                // watermark one millisecond below it.
+                lower_bound: min.map_or(BEFORE_TIME, |m| m.saturating_sub(1)),
+            })
+            .collect();
+        Self {
+            splits,
+            emitted: BEFORE_TIME,
+        }
+    }
+
+    pub fn start(&mut self, split: usize) {
+        if let SplitState::Pending { lower_bound } = self.splits[split] {
+            self.splits[split] = SplitState::Active {
+                watermark: lower_bound,
+            };
+        }
+    }
+
+    /// Records a watermark candidate observed in `split` (the maximum of the
+    /// table's watermark expression over a batch).
+    pub fn observe(&mut self, split: usize, candidate: Millis) {
+        if let SplitState::Active { watermark } = &mut self.splits[split] {
+            *watermark = (*watermark).max(candidate);
+        }
+    }
+
+    pub fn finish(&mut self, split: usize) {
+        self.splits[split] = SplitState::Finished;
+    }
+
+    /// The subtask's watermark now: the minimum over unfinished splits, or
+    /// [`END_OF_TIME`] when all are finished.
+    pub fn current(&self) -> Millis {
+        self.splits
+            .iter()
+            .filter_map(|s| match *s {
+                SplitState::Pending { lower_bound } => Some(lower_bound),
+                SplitState::Active { watermark } => Some(watermark),
+                SplitState::Finished => None,
+            })
+            .min()
+            .unwrap_or(END_OF_TIME)
+    }
+
+    /// Returns the watermark to emit, if it moved forward since the last call.
+    /// Watermarks never go backwards.
+    pub fn advance(&mut self) -> Option<Millis> {
+        let now = self.current();
+        (now > self.emitted).then(|| {
+            self.emitted = now;
+            now
+        })
+    }
+}
+
+/// The minimum watermark over an operator's input channels.
+#[derive(Debug, Clone)]
+pub struct InputWatermarks {
+    inputs: Vec<Millis>,
+    current: Millis,
+}
+
+impl InputWatermarks {
+    pub fn new(inputs: usize) -> Self {
+        Self {
+            inputs: vec![BEFORE_TIME; inputs],
+            current: if inputs == 0 { END_OF_TIME } else { BEFORE_TIME },
+        }
+    }
+
+    /// Records input `i`'s watermark; returns the combined watermark if it advanced.
+    pub fn update(&mut self, input: usize, watermark: Millis) -> Option<Millis> {
+        let slot = &mut self.inputs[input];
+        *slot = (*slot).max(watermark);
+        let min = self.inputs.iter().copied().min().unwrap_or(END_OF_TIME);
+        (min > self.current).then(|| {
+            self.current = min;
+            min
+        })
+    }
+
+    pub fn current(&self) -> Millis {
+        self.current
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pending_splits_hold_the_watermark_below_their_rows() {
+        // Two time-ranged files read in order: [100, 200) and [200, 300).
+        let mut w = SplitWatermarks::new([Some(100), Some(200)]);
+        assert_eq!(w.advance(), Some(99));
+        w.start(0);
+        w.observe(0, 180);
+        // The second file's rows start at 200, so the watermark may reach 180.
+        assert_eq!(w.advance(), Some(180));
+        w.observe(0, 250); // disorder inside the first file beyond the second's start
+        assert_eq!(w.advance(), Some(199), "held below the unread file's first row");
+        w.finish(0);
+        w.start(1);
+        assert_eq!(w.advance(), None, "never goes backwards");
+        w.observe(1, 290);
+        assert_eq!(w.advance(), Some(290));
+        w.finish(1);
+        assert_eq!(w.advance(), Some(END_OF_TIME));
+        assert_eq!(w.advance(), None);
+    }
+
+    #[test]
+    fn unknown_statistics_hold_the_watermark_until_the_split_starts() {
+        let mut w = SplitWatermarks::new([None, None]);
+        assert_eq!(w.advance(), None);
+        w.start(0);
+        w.observe(0, 1_000);
+        assert_eq!(w.advance(), None, "split 1 may still hold any time");
+        w.finish(0);
+        w.start(1);
+        w.observe(1, 500);
+        assert_eq!(w.advance(), Some(500));
+    }
+
+    #[test]
+    fn no_splits_means_ended() {
+        let mut w = SplitWatermarks::new([]);
+        assert_eq!(w.advance(), Some(END_OF_TIME));
+    }
+
+    #[test]
+    fn operator_watermark_is_the_minimum_over_inputs() {
+        let mut w = InputWatermarks::new(3);
+        assert_eq!(w.update(0, 10), None);
+        assert_eq!(w.update(1, 20), None);
+        assert_eq!(w.update(2, 5), Some(5));
+        assert_eq!(w.update(2, 30), Some(10));
+        assert_eq!(w.update(0, 8), None, "an input going backwards changes nothing");
+        assert_eq!(w.update(0, END_OF_TIME), Some(20));
+        assert_eq!(w.update(1, END_OF_TIME), Some(30));
+        assert_eq!(w.update(2, END_OF_TIME), Some(END_OF_TIME));
+        assert_eq!(w.current(), END_OF_TIME);
+    }
+}
