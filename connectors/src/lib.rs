@@ -1,1 +1,28 @@
-//! placeholder
+//! # sluice-connectors
+//!
+//! Sources and sinks for Sluice jobs, found by the `connector` option:
+//!
+//! - `filesystem`: Parquet, JSON lines and CSV files on any object store
+//!   (`file://` or a plain path, `s3://`, `gs://`, `az://`), as a source
+//!   (row-group splits, projection pushdown, statistics-ordered reading) and
+//!   as a sink (part files per subtask, visible once the job commits).
+//! - `print`: rows to standard output, as Flink prints them (`+I[...]`).
+//! - `blackhole`: discards rows (for benchmarks).
+
+pub mod filesystem;
+pub mod print;
+pub mod store;
+
+use std::sync::Arc;
+
+use sluice_engine::connector::ConnectorRegistry;
+
+/// A registry with every connector of this crate.
+pub fn registry() -> ConnectorRegistry {
+    let mut registry = ConnectorRegistry::default();
+    registry.register_source("filesystem", Arc::new(filesystem::FileSystemFactory));
+    registry.register_sink("filesystem", Arc::new(filesystem::FileSystemFactory));
+    registry.register_sink("print", Arc::new(print::PrintFactory));
+    registry.register_sink("blackhole", Arc::new(print::BlackholeFactory));
+    registry
+}

@@ -1,1 +1,296 @@
-fn main() {}
+//! `sluice`: run, explain and feed Sluice jobs.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use sluice::generate::{self, FileFormat};
+use sluice::{JobSpec, default_parallelism};
+use sluice_engine::metrics::JobMetrics;
+use sluice_engine::sql::Mode;
+
+#[derive(Parser)]
+#[command(name = "sluice", version, about = "One job file, batch or stream: a columnar engine on Apache Arrow")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a job file.
+    Run {
+        job: PathBuf,
+        #[command(flatten)]
+        common: JobArgs,
+    },
+    /// Show the operator graph of a job: chaining, exchanges, parallelism.
+    Explain {
+        job: PathBuf,
+        #[command(flatten)]
+        common: JobArgs,
+        /// Print Graphviz dot instead of text.
+        #[arg(long)]
+        dot: bool,
+    },
+    /// Generate a data set.
+    Gen {
+        #[arg(value_enum)]
+        dataset: Dataset,
+        /// How many events.
+        #[arg(long, default_value_t = 1_000_000)]
+        events: u64,
+        /// Directory to write into (one subdirectory per table).
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, value_enum, default_value_t = GenFormat::Parquet)]
+        format: GenFormat,
+        /// Part files per table.
+        #[arg(long, default_value_t = 8)]
+        files: usize,
+        /// Days of event time (game only).
+        #[arg(long, default_value_t = 3)]
+        days: u32,
+    },
+    /// Run the game analytics demo end to end on a small generated data set.
+    Demo {
+        /// Where the generated input goes (made if missing).
+        #[arg(long, default_value = "data/game")]
+        data: PathBuf,
+        /// Where the results go.
+        #[arg(long, default_value = "out/game_daily")]
+        out: PathBuf,
+        /// How many events to generate when there is no data yet.
+        #[arg(long, default_value_t = 200_000)]
+        events: u64,
+        #[arg(long, value_enum, default_value_t = ModeArg::Batch)]
+        mode: ModeArg,
+    },
+}
+
+#[derive(clap::Args)]
+struct JobArgs {
+    #[arg(long, value_enum, default_value_t = ModeArg::Batch)]
+    mode: ModeArg,
+    /// A job variable: `${NAME}` in the job file becomes VALUE.
+    #[arg(long = "set", value_name = "NAME=VALUE")]
+    set: Vec<String>,
+    /// Subtasks per operator (default: the number of cores).
+    #[arg(long)]
+    parallelism: Option<usize>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ModeArg {
+    Batch,
+    Stream,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Dataset {
+    Nexmark,
+    Game,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum GenFormat {
+    Parquet,
+    Json,
+}
+
+impl From<ModeArg> for Mode {
+    fn from(m: ModeArg) -> Self {
+        match m {
+            ModeArg::Batch => Mode::Batch,
+            ModeArg::Stream => Mode::Stream,
+        }
+    }
+}
+
+impl JobArgs {
+    fn spec(&self, path: &Path) -> Result<JobSpec> {
+        let mut spec = JobSpec::from_file(path)?
+            .with_mode(self.mode.into())
+            .with_parallelism(self.parallelism.unwrap_or_else(default_parallelism));
+        for pair in &self.set {
+            let (name, value) = pair
+                .split_once('=')
+                .with_context(|| format!("--set {pair}: expected NAME=VALUE"))?;
+            spec = spec.with_var(name.trim(), value);
+        }
+        Ok(spec)
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    match real_main() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn real_main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(default_parallelism())
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    match cli.command {
+        Command::Run { job, common } => {
+            let spec = common.spec(&job)?;
+            runtime.block_on(run_job(&spec))?;
+        }
+        Command::Explain { job, common, dot } => {
+            let graph = common.spec(&job)?.graph()?;
+            if dot {
+                print!("{}", sluice_engine::plan::explain::dot(&graph));
+            } else {
+                print!("{}", sluice_engine::plan::explain::text(&graph));
+            }
+        }
+        Command::Gen {
+            dataset,
+            events,
+            out,
+            format,
+            files,
+            days,
+        } => {
+            let format = match format {
+                GenFormat::Parquet => FileFormat::Parquet,
+                GenFormat::Json => FileFormat::Json,
+            };
+            match dataset {
+                Dataset::Nexmark => {
+                    let counts = generate::nexmark::generate(&out, events, files, format)?;
+                    println!(
+                        "wrote {} bids, {} auctions, {} persons to {}",
+                        counts.bids,
+                        counts.auctions,
+                        counts.persons,
+                        out.display()
+                    );
+                }
+                Dataset::Game => {
+                    let n = generate::game::generate(&out, events, days, files, format)?;
+                    println!("wrote {n} game events over {days} days to {}", out.join("events").display());
+                }
+            }
+        }
+        Command::Demo {
+            data,
+            out,
+            events,
+            mode,
+        } => runtime.block_on(demo(&data, &out, events, mode.into()))?,
+    }
+    Ok(())
+}
+
+/// Runs a job with a progress bar on a terminal, then prints one summary line.
+async fn run_job(spec: &JobSpec) -> Result<sluice_engine::JobResult> {
+    let metrics = Arc::new(JobMetrics::default());
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} rows ({per_sec}, ETA {eta})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let watcher = {
+        let metrics = Arc::clone(&metrics);
+        let bar = bar.clone();
+        tokio::spawn(async move {
+            loop {
+                bar.set_length(JobMetrics::get(&metrics.rows_expected));
+                bar.set_position(JobMetrics::get(&metrics.rows_in));
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+    };
+    let result = sluice::run_with_metrics(spec, metrics).await;
+    watcher.abort();
+    bar.finish_and_clear();
+    let result = result?;
+    let seconds = result.elapsed.as_secs_f64();
+    eprintln!(
+        "sluice: {} finished: {} rows in, {} rows out, {} late rows, {:.2} s, {:.0} events/s",
+        spec.name,
+        result.rows_in,
+        result.rows_out,
+        result.late_rows,
+        seconds,
+        result.rows_in as f64 / seconds.max(1e-9)
+    );
+    Ok(result)
+}
+
+const GAME_DAILY: &str = include_str!("../sql/game_daily.sql");
+
+async fn demo(data: &Path, out: &Path, events: u64, mode: Mode) -> Result<()> {
+    if !data.join("events").exists() {
+        eprintln!("sluice demo: generating {events} game events into {}", data.display());
+        generate::game::generate(data, events, 3, 4, FileFormat::Parquet)?;
+    }
+    if out.exists() {
+        std::fs::remove_dir_all(out).with_context(|| format!("clearing {}", out.display()))?;
+    }
+    let spec = JobSpec::from_text("jobs/sql/game_daily.sql", GAME_DAILY)
+        .with_mode(mode)
+        .with_var("DATA", &data.display().to_string())
+        .with_var("OUT", &out.display().to_string());
+    run_job(&spec).await?;
+    for table in ["daily_app_stats", "playtime_distribution", "bad_events"] {
+        let dir = out.join(table);
+        let batches = read_parquet_dir(&dir)?;
+        let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+        println!("\n{table}: {rows} rows in {}", dir.display());
+        let mut shown = Vec::new();
+        let mut left = 5;
+        for b in &batches {
+            if left == 0 {
+                break;
+            }
+            let n = left.min(b.num_rows());
+            shown.push(b.slice(0, n));
+            left -= n;
+        }
+        println!("{}", arrow::util::pretty::pretty_format_batches(&shown)?);
+    }
+    Ok(())
+}
+
+fn read_parquet_dir(dir: &Path) -> Result<Vec<arrow::record_batch::RecordBatch>> {
+    let mut batches = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(batches);
+    };
+    let mut paths: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "parquet"))
+        .collect();
+    paths.sort();
+    for path in paths {
+        let file = std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)?.build()?;
+        for batch in reader {
+            batches.push(batch?);
+        }
+    }
+    if batches.is_empty() && !dir.exists() {
+        bail!("{} was not written", dir.display());
+    }
+    Ok(batches)
+}

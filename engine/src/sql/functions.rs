@@ -2,6 +2,8 @@
 //!
 //! - `DATE_FORMAT(ts, 'yyyy-MM-dd HH:mm')`: Java `SimpleDateFormat` patterns.
 //! - `SPLIT_INDEX(s, sep, i)`: the `i`-th (0-based) piece of `s` split on `sep`, or NULL.
+//! - `MOD(a, b)`: the remainder of integer division, NULL when `b` is 0.
+//! - `REGEXP_EXTRACT(s, regex, group)`: the group's text of the first match, or NULL.
 //! - `HOUR(ts)`, `MINUTE(ts)`, `SECOND(ts)`: parts of a timestamp as BIGINT.
 
 use std::sync::Arc;
@@ -29,6 +31,20 @@ pub fn flink_functions() -> Vec<Arc<ScalarUDF>> {
             DataType::Utf8,
             Volatility::Immutable,
             Arc::new(split_index),
+        )),
+        Arc::new(create_udf(
+            "mod",
+            vec![DataType::Int64, DataType::Int64],
+            DataType::Int64,
+            Volatility::Immutable,
+            Arc::new(modulo),
+        )),
+        Arc::new(create_udf(
+            "regexp_extract",
+            vec![DataType::Utf8, DataType::Utf8, DataType::Int64],
+            DataType::Utf8,
+            Volatility::Immutable,
+            Arc::new(regexp_extract),
         )),
     ];
     for (name, divisor, modulus) in [
@@ -66,6 +82,14 @@ fn wrap(like: &ColumnarValue, array: ArrayRef) -> ColumnarValue {
             .map(ColumnarValue::Scalar)
             .unwrap_or(ColumnarValue::Array(array)),
         ColumnarValue::Array(_) => ColumnarValue::Array(array),
+    }
+}
+
+/// A scalar when every argument is one, else the array.
+fn wrap_all(args: &[ColumnarValue], array: ArrayRef) -> ColumnarValue {
+    match args.iter().find(|a| matches!(a, ColumnarValue::Array(_))) {
+        Some(array_arg) => wrap(array_arg, array),
+        None => wrap(&args[0], array),
     }
 }
 
@@ -128,6 +152,57 @@ fn java_to_chrono(pattern: &str) -> String {
     out
 }
 
+fn modulo(args: &[ColumnarValue]) -> DfResult<ColumnarValue> {
+    let [a, b] = args else {
+        return exec_err!("MOD expects (a, b)");
+    };
+    let len = [a, b]
+        .iter()
+        .find_map(|v| match v {
+            ColumnarValue::Array(x) => Some(x.len()),
+            ColumnarValue::Scalar(_) => None,
+        })
+        .unwrap_or(1);
+    let (x, y) = (a.to_array(len)?, b.to_array(len)?);
+    let (x, y) = (
+        x.as_primitive::<arrow::datatypes::Int64Type>(),
+        y.as_primitive::<arrow::datatypes::Int64Type>(),
+    );
+    let out: Int64Array = x
+        .iter()
+        .zip(y.iter())
+        .map(|(x, y)| match (x, y) {
+            (Some(x), Some(y)) if y != 0 => Some(x.wrapping_rem(y)),
+            _ => None,
+        })
+        .collect();
+    Ok(wrap_all(args, Arc::new(out)))
+}
+
+fn regexp_extract(args: &[ColumnarValue]) -> DfResult<ColumnarValue> {
+    let [text, pattern, group] = args else {
+        return exec_err!("REGEXP_EXTRACT expects (string, regex, group)");
+    };
+    let ColumnarValue::Scalar(ScalarValue::Utf8(Some(pattern))) = pattern else {
+        return exec_err!("REGEXP_EXTRACT's regex must be a string literal");
+    };
+    let ColumnarValue::Scalar(ScalarValue::Int64(Some(group))) = group else {
+        return exec_err!("REGEXP_EXTRACT's group must be an integer literal");
+    };
+    let regex = match regex::Regex::new(pattern) {
+        Ok(r) => r,
+        Err(e) => return exec_err!("REGEXP_EXTRACT: bad regex '{pattern}': {e}"),
+    };
+    let group = usize::try_from(*group).unwrap_or(usize::MAX);
+    let array = text.to_array(1)?;
+    let values = array.as_string::<i32>();
+    let mut out = StringBuilder::with_capacity(values.len(), 0);
+    for v in values.iter() {
+        out.append_option(v.and_then(|s| regex.captures(s)).and_then(|c| c.get(group)).map(|m| m.as_str()));
+    }
+    Ok(wrap(text, Arc::new(out.finish())))
+}
+
 fn split_index(args: &[ColumnarValue]) -> DfResult<ColumnarValue> {
     let [text, separator, index] = args else {
         return exec_err!("SPLIT_INDEX expects (string, separator, index)");
@@ -153,12 +228,7 @@ fn split_index(args: &[ColumnarValue]) -> DfResult<ColumnarValue> {
             .and_then(|i| text.value(row).split(separator.value(row)).nth(i));
         out.append_option(piece);
     }
-    let array: ArrayRef = Arc::new(out.finish());
-    Ok(if args.iter().all(|a| matches!(a, ColumnarValue::Scalar(_))) {
-        ColumnarValue::Scalar(ScalarValue::try_from_array(&array, 0)?)
-    } else {
-        ColumnarValue::Array(array)
-    })
+    Ok(wrap_all(args, Arc::new(out.finish())))
 }
 
 #[cfg(test)]

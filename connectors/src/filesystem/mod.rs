@@ -1,0 +1,112 @@
+//! The `filesystem` connector: files on any object store.
+//!
+//! Options (Flink's names): `path` (a file, a directory, or a glob such as
+//! `/data/bid/*.parquet`; names starting with `.` or `_` are skipped, as
+//! Flink and Hadoop skip staged and marker files), `format` (`parquet`,
+//! `json`, `csv`), `csv.field-delimiter`, and Sluice's `csv.header`
+//! (`'true'` when the first line names the columns; Flink's CSV has none).
+
+mod listing;
+mod parquet;
+mod sink;
+mod text;
+
+use std::sync::Arc;
+
+use sluice_engine::connector::{
+    ConnectorContext, Sink, SinkFactory, Source, SourceFactory,
+};
+use sluice_engine::sql::{Options, TableDef};
+use sluice_engine::{Result, SluiceError};
+
+pub use listing::FileSet;
+
+/// The file formats the connector reads and writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Parquet,
+    Json,
+    Csv { delimiter: u8, header: bool },
+}
+
+impl Format {
+    fn from_options(options: &mut Options) -> Result<Self> {
+        let name = options.require("format")?;
+        let format = match name.to_ascii_lowercase().as_str() {
+            "parquet" => Self::Parquet,
+            "json" => Self::Json,
+            "csv" => {
+                let delimiter = match options.take("csv.field-delimiter") {
+                    None => b',',
+                    Some(d) if d.len() == 1 => d.as_bytes()[0],
+                    Some(d) if d == "\\t" => b'\t',
+                    Some(d) => {
+                        return Err(SluiceError::config(format!(
+                            "table `{}`: option 'csv.field-delimiter' = '{d}' must be one character",
+                            options.table()
+                        )));
+                    }
+                };
+                let header = options
+                    .take_parsed::<bool>("csv.header", "'true' or 'false'")?
+                    .unwrap_or(false);
+                Self::Csv { delimiter, header }
+            }
+            other => {
+                return Err(SluiceError::config(format!(
+                    "table `{}`: option 'format' = '{other}' is not supported by the filesystem connector (use 'parquet', 'json' or 'csv')",
+                    options.table()
+                )));
+            }
+        };
+        Ok(format)
+    }
+
+    fn extension(&self) -> &'static str {
+        match self {
+            Self::Parquet => "parquet",
+            Self::Json => "json",
+            Self::Csv { .. } => "csv",
+        }
+    }
+}
+
+/// Creates filesystem sources and sinks.
+pub struct FileSystemFactory;
+
+impl SourceFactory for FileSystemFactory {
+    fn create_source(
+        &self,
+        table: &TableDef,
+        options: &mut Options,
+        _context: &ConnectorContext,
+    ) -> Result<Arc<dyn Source>> {
+        let path = options.require("path")?;
+        let format = Format::from_options(options)?;
+        let files = FileSet::parse(&path, &table.name)?;
+        Ok(match format {
+            Format::Parquet => Arc::new(parquet::ParquetSource::new(files, table)),
+            _ => Arc::new(text::TextSource::new(files, table, format)),
+        })
+    }
+}
+
+impl SinkFactory for FileSystemFactory {
+    fn create_sink(
+        &self,
+        table: &TableDef,
+        options: &mut Options,
+        _context: &ConnectorContext,
+    ) -> Result<Arc<dyn Sink>> {
+        let path = options.require("path")?;
+        let format = Format::from_options(options)?;
+        if matches!(format, Format::Csv { .. }) {
+            return Err(SluiceError::config(format!(
+                "table `{}`: the filesystem sink writes 'parquet' or 'json', not 'csv' yet",
+                table.name
+            )));
+        }
+        let location = crate::store::resolve(&path, &table.name, "path")?;
+        Ok(Arc::new(sink::FileSink::new(location, format, table)))
+    }
+}

@@ -1,0 +1,27 @@
+-- Nexmark q2: selection of the bids of a few auctions.
+SET 'pipeline.name' = 'nexmark_q2';
+
+CREATE TABLE bid (
+  auction   BIGINT,
+  bidder    BIGINT,
+  price     BIGINT,
+  channel   STRING,
+  url       STRING,
+  date_time TIMESTAMP(3),
+  extra     STRING,
+  WATERMARK FOR date_time AS date_time - INTERVAL '4' SECOND
+) WITH (
+  'connector' = 'filesystem',
+  'path' = '${DATA:-data/nexmark}/bid',
+  'format' = 'parquet'
+);
+
+CREATE TABLE q2 (
+  auction BIGINT, price BIGINT
+) WITH (
+  'connector' = 'filesystem',
+  'path' = '${OUT:-out/nexmark}/q2',
+  'format' = 'parquet'
+);
+
+INSERT INTO q2 SELECT auction, price FROM bid WHERE MOD(auction, 123) = 0;
