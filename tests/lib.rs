@@ -1,1 +1,71 @@
+//! Helpers for Sluice's workspace tests: reading what jobs wrote, and
+//! formatting rows so results compare as sorted text.
 
+use std::path::Path;
+
+use arrow::array::RecordBatch;
+use arrow::util::display::{ArrayFormatter, FormatOptions};
+
+pub mod case;
+
+/// Reads every visible Parquet file under `dir` (skipping `.`/`_` names, as
+/// readers of Sluice's output do).
+pub fn read_parquet_dir(dir: &Path) -> Result<Vec<RecordBatch>, String> {
+    let mut batches = Vec::new();
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(_) => return Ok(batches),
+    };
+    let mut paths: Vec<_> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| !n.starts_with('.') && !n.starts_with('_'))
+        })
+        .collect();
+    paths.sort();
+    for path in paths {
+        let file = std::fs::File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+            .and_then(|b| b.build())
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        for batch in reader {
+            batches.push(batch.map_err(|e| format!("{}: {e}", path.display()))?);
+        }
+    }
+    Ok(batches)
+}
+
+/// Files under `dir` whose names mark them as staged (not yet committed).
+pub fn staged_files(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .filter_map(|e| e.file_name().to_str().map(str::to_string))
+                .filter(|n| n.starts_with('.'))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Each row as `v1, v2, ...` (NULL for nulls), sorted.
+pub fn sorted_rows(batches: &[RecordBatch]) -> Result<Vec<String>, String> {
+    let options = FormatOptions::default().with_null("NULL");
+    let mut rows = Vec::new();
+    for batch in batches {
+        let formatters = batch
+            .columns()
+            .iter()
+            .map(|c| ArrayFormatter::try_new(c.as_ref(), &options))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| e.to_string())?;
+        for row in 0..batch.num_rows() {
+            let values: Vec<String> = formatters.iter().map(|f| f.value(row).to_string()).collect();
+            rows.push(values.join(", "));
+        }
+    }
+    rows.sort();
+    Ok(rows)
+}

@@ -102,7 +102,14 @@ pub async fn run(graph: &JobGraph, options: &RunOptions, metrics: Arc<JobMetrics
             for (i, split) in splits.into_iter().enumerate() {
                 assigned[i % stage.parallelism].push(split);
             }
-            watermark = source.watermark.clone();
+            watermark = match (&source.watermark, &source.table.watermark) {
+                (Some(expr), Some(decl)) => root
+                    .schema
+                    .index_of(&decl.column)
+                    .ok()
+                    .map(|i| (Arc::clone(expr), i)),
+                _ => None,
+            };
         }
         for (subtask, splits) in assigned.into_iter().enumerate() {
             let context = OperatorContext {

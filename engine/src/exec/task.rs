@@ -8,6 +8,7 @@
 
 use std::sync::Arc;
 
+use arrow::array::Array;
 use arrow::record_batch::RecordBatch;
 use futures::StreamExt;
 use futures::stream::select_all;
@@ -30,7 +31,8 @@ pub const STOPPED: &str = "stopped before this subtask finished";
 pub enum Input {
     Source {
         splits: Vec<Arc<dyn Split>>,
-        watermark: Option<Arc<dyn PhysicalExpr>>,
+        /// The watermark expression and the rowtime column it is for.
+        watermark: Option<(Arc<dyn PhysicalExpr>, usize)>,
     },
     Channels(Vec<Receiver>),
 }
@@ -274,7 +276,7 @@ pub async fn run(chain: &mut Chain, input: Input, metrics: &JobMetrics) -> Resul
 async fn read_splits(
     chain: &mut Chain,
     splits: Vec<Arc<dyn Split>>,
-    watermark: Option<Arc<dyn PhysicalExpr>>,
+    watermark: Option<(Arc<dyn PhysicalExpr>, usize)>,
     metrics: &JobMetrics,
 ) -> Result<()> {
     let mut watermarks = SplitWatermarks::new(splits.iter().map(|s| s.min_event_time()));
@@ -284,13 +286,11 @@ async fn read_splits(
         while let Some(batch) = batches.next().await {
             let batch = batch?;
             JobMetrics::add(&metrics.rows_in, batch.num_rows() as u64);
-            let candidate = match &watermark {
-                Some(expr) => max_watermark(expr, &batch)?,
-                None => None,
-            };
-            chain.push(Message::Data(batch))?;
-            if let Some(candidate) = candidate {
-                watermarks.observe(i, candidate);
+            match &watermark {
+                Some((expr, time_index)) => {
+                    push_with_watermarks(chain, &mut watermarks, i, batch, expr, *time_index)?
+                }
+                None => chain.push(Message::Data(batch))?,
             }
             if let Some(w) = watermarks.advance() {
                 chain.push(Message::Watermark(w))?;
@@ -311,13 +311,51 @@ async fn read_splits(
     chain.flush().await
 }
 
-/// The largest value of the watermark expression over a batch.
-fn max_watermark(expr: &Arc<dyn PhysicalExpr>, batch: &RecordBatch) -> Result<Option<i64>> {
+/// Pushes a batch read from split `split`, with watermarks as if one were
+/// emitted after every row.
+///
+/// A watermark is emitted after each batch. Should a row be behind the
+/// watermark the rows before it in the same batch would have raised (data
+/// out of order by more than the watermark allows), the batch is cut there
+/// and that watermark emitted first, so the row meets the same watermark
+/// whatever the batch size. In-order data is never cut.
+fn push_with_watermarks(
+    chain: &mut Chain,
+    watermarks: &mut SplitWatermarks,
+    split: usize,
+    batch: RecordBatch,
+    expr: &Arc<dyn PhysicalExpr>,
+    time_index: usize,
+) -> Result<()> {
     let values = expr
-        .evaluate(batch)
+        .evaluate(&batch)
         .and_then(|v| v.into_array(batch.num_rows()))
         .exec_context(|| format!("evaluating the watermark {expr}"))?;
-    Ok(arrow::compute::max(&event_times(&values)?))
+    let values = event_times(&values)?;
+    let times = event_times(batch.column(time_index))?;
+    let mut running = watermarks.split_watermark(split);
+    let mut start = 0;
+    for row in 0..batch.num_rows() {
+        // Cheap test first: only a row behind its split's running watermark
+        // may need one emitted before it.
+        if row > start && times.is_valid(row) && times.value(row) <= running && {
+            let would_emit = watermarks.current_with(split, running);
+            would_emit > watermarks.emitted() && times.value(row) <= would_emit
+        } {
+            chain.push(Message::Data(batch.slice(start, row - start)))?;
+            watermarks.observe(split, running);
+            if let Some(w) = watermarks.advance() {
+                chain.push(Message::Watermark(w))?;
+            }
+            start = row;
+        }
+        if values.is_valid(row) {
+            running = running.max(values.value(row));
+        }
+    }
+    chain.push(Message::Data(batch.slice(start, batch.num_rows() - start)))?;
+    watermarks.observe(split, running);
+    Ok(())
 }
 
 async fn merge_channels(chain: &mut Chain, receivers: Vec<Receiver>) -> Result<()> {

@@ -79,6 +79,27 @@ impl SplitWatermarks {
             .unwrap_or(END_OF_TIME)
     }
 
+    /// The subtask's watermark if `split` had reached `candidate`.
+    pub fn current_with(&self, split: usize, candidate: Millis) -> Millis {
+        let mut with = self.clone();
+        with.observe(split, candidate);
+        with.current()
+    }
+
+    /// The watermark of one split alone.
+    pub fn split_watermark(&self, split: usize) -> Millis {
+        match self.splits[split] {
+            SplitState::Pending { lower_bound } => lower_bound,
+            SplitState::Active { watermark } => watermark,
+            SplitState::Finished => END_OF_TIME,
+        }
+    }
+
+    /// The last watermark [`SplitWatermarks::advance`] returned.
+    pub fn emitted(&self) -> Millis {
+        self.emitted
+    }
+
     /// Returns the watermark to emit, if it moved forward since the last call.
     /// Watermarks never go backwards.
     pub fn advance(&mut self) -> Option<Millis> {

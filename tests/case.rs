@@ -1,0 +1,301 @@
+//! Case files: SQL, input rows and expected output rows, run through the
+//! real executor.
+//!
+//! ```text
+//! # What the case shows.
+//! input bid (auction BIGINT, ts TIMESTAMP(3), WATERMARK FOR ts AS ts - INTERVAL '1' SECOND)
+//! 1, 2026-01-01 00:00:01
+//! ---                                   (starts the table's next file)
+//! 2, 2026-01-01 00:00:12
+//!
+//! output counts (auction BIGINT, window_start TIMESTAMP(3), bids BIGINT)
+//! 1, 2026-01-01 00:00:00, 1
+//!
+//! sql
+//! INSERT INTO counts SELECT ... ;
+//!
+//! late 0                                (optional: rows behind the watermark)
+//! error                                 (instead of output rows: a message part)
+//! unknown column
+//! ```
+//!
+//! Every case runs in every mode unless it says `modes: batch` with a
+//! `reason:`, because batch and stream giving the same rows is Sluice's core
+//! promise. Inputs are written as Parquet files; until the Kafka connector
+//! lands, stream mode reads the same files as bounded streams (the job's
+//! `stream.` options apply), and then it will read them from a topic.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use sluice_engine::sql::{JobStatement, Mode, parse_job};
+
+/// A parsed case file.
+#[derive(Debug, Clone)]
+pub struct Case {
+    pub name: String,
+    pub modes: Vec<Mode>,
+    pub parallelism: Vec<usize>,
+    pub inputs: Vec<Table>,
+    pub outputs: Vec<Table>,
+    pub sql: String,
+    pub error: Option<String>,
+    pub late: Option<u64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Table {
+    pub name: String,
+    /// The column list as DDL, watermark included.
+    pub columns: String,
+    /// Rows as written, one inner list per file.
+    pub files: Vec<Vec<String>>,
+}
+
+impl Case {
+    pub fn parse(name: &str, text: &str) -> Result<Self, String> {
+        let mut case = Case {
+            name: name.to_string(),
+            modes: vec![Mode::Batch, Mode::Stream],
+            parallelism: vec![1, 2],
+            inputs: Vec::new(),
+            outputs: Vec::new(),
+            sql: String::new(),
+            error: None,
+            late: None,
+        };
+        let mut reason = None;
+        enum Section {
+            None,
+            Input,
+            Output,
+            Sql,
+            Error,
+        }
+        let mut section = Section::None;
+        for (n, line) in text.lines().enumerate() {
+            let at = |m: &str| format!("{name}:{}: {m}", n + 1);
+            let trimmed = line.trim();
+            if let Some(rest) = trimmed.strip_prefix("modes:") {
+                case.modes = rest
+                    .split([',', ' '])
+                    .filter(|m| !m.is_empty())
+                    .map(|m| m.parse().map_err(|e| at(&format!("{e}"))))
+                    .collect::<Result<_, _>>()?;
+            } else if let Some(rest) = trimmed.strip_prefix("reason:") {
+                reason = Some(rest.trim().to_string());
+            } else if let Some(rest) = trimmed.strip_prefix("parallelism:") {
+                case.parallelism = rest
+                    .split([',', ' '])
+                    .filter(|p| !p.is_empty())
+                    .map(|p| p.parse().map_err(|_| at("parallelism must be numbers")))
+                    .collect::<Result<_, _>>()?;
+            } else if let Some(rest) = line.strip_prefix("input ") {
+                case.inputs.push(table_header(rest).ok_or_else(|| at("expected `input name (columns)`"))?);
+                section = Section::Input;
+            } else if let Some(rest) = line.strip_prefix("output ") {
+                case.outputs.push(table_header(rest).ok_or_else(|| at("expected `output name (columns)`"))?);
+                section = Section::Output;
+            } else if trimmed == "sql" && !line.starts_with(' ') {
+                section = Section::Sql;
+            } else if trimmed == "error" && !line.starts_with(' ') {
+                section = Section::Error;
+                case.error = Some(String::new());
+            } else if let Some(rest) = line.strip_prefix("late ") {
+                case.late = Some(rest.trim().parse().map_err(|_| at("late takes a number"))?);
+                section = Section::None;
+            } else {
+                match section {
+                    Section::Sql => {
+                        case.sql.push_str(line);
+                        case.sql.push('\n');
+                    }
+                    Section::Error if !trimmed.is_empty() => {
+                        let e = case.error.get_or_insert_default();
+                        if !e.is_empty() {
+                            e.push(' ');
+                        }
+                        e.push_str(trimmed);
+                    }
+                    Section::Input | Section::Output if !trimmed.is_empty() && !trimmed.starts_with('#') => {
+                        let table = match section {
+                            Section::Input => case.inputs.last_mut(),
+                            _ => case.outputs.last_mut(),
+                        }
+                        .ok_or_else(|| at("rows before a table header"))?;
+                        if trimmed == "---" {
+                            table.files.push(Vec::new());
+                        } else {
+                            table.files.last_mut().ok_or_else(|| at("no file"))?.push(trimmed.to_string());
+                        }
+                    }
+                    _ if trimmed.is_empty() || trimmed.starts_with('#') => {}
+                    _ => return Err(at(&format!("unexpected line `{trimmed}`"))),
+                }
+            }
+        }
+        if case.sql.trim().is_empty() {
+            return Err(format!("{name}: no `sql` section"));
+        }
+        let all = [Mode::Batch, Mode::Stream];
+        if all.iter().any(|m| !case.modes.contains(m)) && reason.is_none() {
+            return Err(format!(
+                "{name}: a case that skips a mode must say why with `reason:` (batch and stream must agree)"
+            ));
+        }
+        Ok(case)
+    }
+
+    /// Runs the case once; `Err` describes how it failed.
+    pub fn run(&self, mode: Mode, parallelism: usize, dir: &Path) -> Result<(), String> {
+        let mut job = String::new();
+        for input in &self.inputs {
+            let path = dir.join("in").join(&input.name);
+            job.push_str(&format!(
+                "CREATE TABLE {} ({}) WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'parquet');\n",
+                input.name,
+                input.columns,
+                path.display()
+            ));
+        }
+        for output in &self.outputs {
+            let path = dir.join("out").join(&output.name);
+            job.push_str(&format!(
+                "CREATE TABLE {} ({}) WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'parquet');\n",
+                output.name,
+                output.columns,
+                path.display()
+            ));
+        }
+        let header_lines = job.lines().count();
+        job.push_str(&self.sql);
+        for input in &self.inputs {
+            let schema = schema_of(input)?;
+            let table_dir = dir.join("in").join(&input.name);
+            std::fs::create_dir_all(&table_dir).map_err(|e| e.to_string())?;
+            for (i, rows) in input.files.iter().enumerate() {
+                let batch = parse_rows(&schema, rows).map_err(|e| format!("input {}: {e}", input.name))?;
+                write_parquet(&table_dir.join(format!("part-{i}.parquet")), &batch)?;
+            }
+        }
+        let spec = sluice::JobSpec::from_text(&format!("{}.sql", self.name), &job)
+            .with_mode(mode)
+            .with_parallelism(parallelism);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        let result = runtime.block_on(sluice::run(&spec));
+        match (&self.error, result) {
+            (Some(expected), Err(e)) => {
+                let message = e.to_string();
+                if message.contains(expected.as_str()) {
+                    Ok(())
+                } else {
+                    Err(format!("expected an error containing\n  {expected}\nbut got\n  {message}"))
+                }
+            }
+            (Some(expected), Ok(_)) => Err(format!("expected an error containing `{expected}`, but the job ran")),
+            (None, Err(e)) => Err(format!(
+                "the job failed: {e}\n(the case's sql starts at line {} of the generated job)",
+                header_lines + 1
+            )),
+            (None, Ok(result)) => {
+                if let Some(late) = self.late
+                    && result.late_rows != late
+                {
+                    return Err(format!("expected {late} late rows, counted {}", result.late_rows));
+                }
+                for output in &self.outputs {
+                    let out_dir = dir.join("out").join(&output.name);
+                    let staged = crate::staged_files(&out_dir);
+                    if !staged.is_empty() {
+                        return Err(format!("{}: staged files left uncommitted: {staged:?}", output.name));
+                    }
+                    let actual = crate::sorted_rows(&crate::read_parquet_dir(&out_dir)?)?;
+                    let schema = schema_of(output)?;
+                    let rows: Vec<String> = output.files.concat();
+                    let expected = crate::sorted_rows(&[parse_rows(&schema, &rows)
+                        .map_err(|e| format!("expected rows of {}: {e}", output.name))?])?;
+                    if actual != expected {
+                        return Err(format!(
+                            "{}: rows differ\n--- expected ({})\n{}\n--- actual ({})\n{}",
+                            output.name,
+                            expected.len(),
+                            expected.join("\n"),
+                            actual.len(),
+                            actual.join("\n")
+                        ));
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+fn table_header(rest: &str) -> Option<Table> {
+    let (name, columns) = rest.split_once('(')?;
+    let columns = columns.trim().strip_suffix(')')?;
+    Some(Table {
+        name: name.trim().to_string(),
+        columns: columns.to_string(),
+        files: vec![Vec::new()],
+    })
+}
+
+/// The Arrow schema of a table's DDL column list (watermark aside).
+fn schema_of(table: &Table) -> Result<SchemaRef, String> {
+    let ddl = format!("CREATE TABLE {} ({})", table.name, table.columns);
+    let job = parse_job("case", &ddl, &|_| None).map_err(|e| e.to_string())?;
+    match job.statements.first() {
+        Some(JobStatement::CreateTable(t)) => {
+            sluice_engine::sql::catalog::table_schema(&t.item).map_err(|e| e.to_string())
+        }
+        _ => Err("not a table".to_string()),
+    }
+}
+
+/// Parses rows written as comma-separated values (`NULL` for null).
+fn parse_rows(schema: &SchemaRef, rows: &[String]) -> Result<RecordBatch, String> {
+    let mut text = String::new();
+    for row in rows {
+        if row.contains('"') {
+            text.push_str(row);
+        } else {
+            let fields: Vec<&str> = row.split(',').map(str::trim).collect();
+            text.push_str(&fields.join(","));
+        }
+        text.push('\n');
+    }
+    // Declared NOT NULL or not, expected rows may hold anything: read leniently.
+    let lenient = Arc::new(arrow::datatypes::Schema::new(
+        schema
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone().with_nullable(true))
+            .collect::<Vec<_>>(),
+    ));
+    let mut reader = arrow::csv::ReaderBuilder::new(Arc::clone(&lenient))
+        .with_header(false)
+        .with_null_regex(regex::Regex::new("^NULL$").map_err(|e| e.to_string())?)
+        .build(std::io::Cursor::new(text))
+        .map_err(|e| e.to_string())?;
+    let mut batches = Vec::new();
+    for batch in &mut reader {
+        batches.push(batch.map_err(|e| e.to_string())?);
+    }
+    let batch = arrow::compute::concat_batches(&lenient, &batches).map_err(|e| e.to_string())?;
+    RecordBatch::try_new(Arc::clone(schema), batch.columns().to_vec()).map_err(|e| e.to_string())
+}
+
+fn write_parquet(path: &PathBuf, batch: &RecordBatch) -> Result<(), String> {
+    let file = std::fs::File::create(path).map_err(|e| e.to_string())?;
+    let mut writer = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).map_err(|e| e.to_string())?;
+    writer.write(batch).map_err(|e| e.to_string())?;
+    writer.close().map_err(|e| e.to_string())?;
+    Ok(())
+}
