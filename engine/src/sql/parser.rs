@@ -499,7 +499,7 @@ mod tests {
 
     #[test]
     fn parse_errors_lead_with_file_line_and_column() {
-        let err = parse_job("job.sql", "CREATE TABLE t (a BIGINT,\n  b FROB(3))", &vars).unwrap_err();
+        let err = parse_job("job.sql", "CREATE TABLE t (a BIGINT,\n  b BIGINT NOT 3)", &vars).unwrap_err();
         assert!(err.to_string().starts_with("job.sql:2:"), "{err}");
         let err = parse_job("job.sql", "DROP TABLE t", &vars).unwrap_err();
         assert!(err.to_string().contains("not `DROP TABLE t`"), "{err}");
