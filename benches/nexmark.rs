@@ -36,28 +36,6 @@ struct Args {
     runs: usize,
 }
 
-/// DataFusion's SQL for the same results as Sluice's job file of that name.
-fn datafusion_sql(query: &str) -> Option<&'static str> {
-    Some(match query {
-        "tumble" => {
-            "SELECT auction, date_bin(INTERVAL '10 seconds', date_time, TIMESTAMP '1970-01-01') AS window_start, \
-             date_bin(INTERVAL '10 seconds', date_time, TIMESTAMP '1970-01-01') + INTERVAL '10 seconds' AS window_end, \
-             count(*) AS bids, max(price) AS top_price \
-             FROM bid GROUP BY 1, 2, 3"
-        }
-        // Without a hopping window function, each bid is joined to the five
-        // windows it belongs to: the row copying Sluice's slices avoid.
-        "hop" => {
-            "SELECT auction, ws AS window_start, ws + INTERVAL '10 seconds' AS window_end, count(*) AS bids FROM ( \
-               SELECT auction, date_bin(INTERVAL '2 seconds', date_time, TIMESTAMP '1970-01-01') - o AS ws \
-               FROM bid CROSS JOIN (VALUES (INTERVAL '0 seconds'), (INTERVAL '2 seconds'), (INTERVAL '4 seconds'), \
-                 (INTERVAL '6 seconds'), (INTERVAL '8 seconds')) AS offsets(o)) \
-             GROUP BY 1, 2, 3"
-        }
-        _ => return None,
-    })
-}
-
 /// Row count and an order-independent checksum of formatted rows.
 fn fingerprint(batches: &[arrow::array::RecordBatch]) -> Result<(usize, u64)> {
     let rows = sluice_tests::sorted_rows(batches).map_err(anyhow::Error::msg)?;
@@ -77,8 +55,17 @@ fn main() -> Result<()> {
         .enable_all()
         .build()?;
     if !args.data.join("bid").exists() {
-        eprintln!("generating {} Nexmark events into {}", args.events, args.data.display());
-        sluice::generate::nexmark::generate(&args.data, args.events, 8, sluice::generate::FileFormat::Parquet)?;
+        eprintln!(
+            "generating {} Nexmark events into {}",
+            args.events,
+            args.data.display()
+        );
+        sluice::generate::nexmark::generate(
+            &args.data,
+            args.events,
+            8,
+            sluice::generate::FileFormat::Parquet,
+        )?;
     }
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     println!(
@@ -86,7 +73,7 @@ fn main() -> Result<()> {
     );
     println!("|---|---|---|---|---|---|---|---|");
     for query in &args.queries {
-        let Some(sql) = datafusion_sql(query) else {
+        let Some(sql) = sluice_tests::reference::nexmark(query) else {
             bail!("no DataFusion equivalent for `{query}`");
         };
         let out = std::env::temp_dir().join(format!("sluice-bench-{query}"));
@@ -104,14 +91,18 @@ fn main() -> Result<()> {
             sluice_best = sluice_best.min(started.elapsed().as_secs_f64());
             rows_in = result.rows_in;
         }
-        let sluice_rows = sluice_tests::read_parquet_dir(&out.join(query)).map_err(anyhow::Error::msg)?;
+        let sluice_rows =
+            sluice_tests::read_parquet_dir(&out.join(query)).map_err(anyhow::Error::msg)?;
         let sluice_print = fingerprint(&sluice_rows)?;
 
         let config = SessionConfig::new().with_target_partitions(args.parallelism);
         let ctx = SessionContext::new_with_config(config);
         let bid = args.data.join("bid");
-        runtime
-            .block_on(ctx.register_parquet("bid", bid.to_str().context("path")?, ParquetReadOptions::default()))?;
+        runtime.block_on(ctx.register_parquet(
+            "bid",
+            bid.to_str().context("path")?,
+            ParquetReadOptions::default(),
+        ))?;
         let mut df_best = f64::MAX;
         let mut df_rows = Vec::new();
         for _ in 0..args.runs {
@@ -123,7 +114,10 @@ fn main() -> Result<()> {
         let verdict = if sluice_print == df_print {
             format!("same {} rows", sluice_print.0)
         } else {
-            format!("DIFFER: Sluice {} rows, DataFusion {} rows", sluice_print.0, df_print.0)
+            format!(
+                "DIFFER: Sluice {} rows, DataFusion {} rows",
+                sluice_print.0, df_print.0
+            )
         };
         println!(
             "| {query} | {rows_in} | {sluice_best:.3} | {:.2}M | {df_best:.3} | {:.2}M | {:.2} | {verdict} |",

@@ -93,10 +93,13 @@ impl Case {
                     .map(|p| p.parse().map_err(|_| at("parallelism must be numbers")))
                     .collect::<Result<_, _>>()?;
             } else if let Some(rest) = line.strip_prefix("input ") {
-                case.inputs.push(table_header(rest).ok_or_else(|| at("expected `input name (columns)`"))?);
+                case.inputs
+                    .push(table_header(rest).ok_or_else(|| at("expected `input name (columns)`"))?);
                 section = Section::Input;
             } else if let Some(rest) = line.strip_prefix("output ") {
-                case.outputs.push(table_header(rest).ok_or_else(|| at("expected `output name (columns)`"))?);
+                case.outputs.push(
+                    table_header(rest).ok_or_else(|| at("expected `output name (columns)`"))?,
+                );
                 section = Section::Output;
             } else if trimmed == "sql" && !line.starts_with(' ') {
                 section = Section::Sql;
@@ -119,7 +122,9 @@ impl Case {
                         }
                         e.push_str(trimmed);
                     }
-                    Section::Input | Section::Output if !trimmed.is_empty() && !trimmed.starts_with('#') => {
+                    Section::Input | Section::Output
+                        if !trimmed.is_empty() && !trimmed.starts_with('#') =>
+                    {
                         let table = match section {
                             Section::Input => case.inputs.last_mut(),
                             _ => case.outputs.last_mut(),
@@ -128,7 +133,11 @@ impl Case {
                         if trimmed == "---" {
                             table.files.push(Vec::new());
                         } else {
-                            table.files.last_mut().ok_or_else(|| at("no file"))?.push(trimmed.to_string());
+                            table
+                                .files
+                                .last_mut()
+                                .ok_or_else(|| at("no file"))?
+                                .push(trimmed.to_string());
                         }
                     }
                     _ if trimmed.is_empty() || trimmed.starts_with('#') => {}
@@ -176,7 +185,8 @@ impl Case {
             let table_dir = dir.join("in").join(&input.name);
             std::fs::create_dir_all(&table_dir).map_err(|e| e.to_string())?;
             for (i, rows) in input.files.iter().enumerate() {
-                let batch = parse_rows(&schema, rows).map_err(|e| format!("input {}: {e}", input.name))?;
+                let batch =
+                    parse_rows(&schema, rows).map_err(|e| format!("input {}: {e}", input.name))?;
                 write_parquet(&table_dir.join(format!("part-{i}.parquet")), &batch)?;
             }
         }
@@ -195,10 +205,14 @@ impl Case {
                 if message.contains(expected.as_str()) {
                     Ok(())
                 } else {
-                    Err(format!("expected an error containing\n  {expected}\nbut got\n  {message}"))
+                    Err(format!(
+                        "expected an error containing\n  {expected}\nbut got\n  {message}"
+                    ))
                 }
             }
-            (Some(expected), Ok(_)) => Err(format!("expected an error containing `{expected}`, but the job ran")),
+            (Some(expected), Ok(_)) => Err(format!(
+                "expected an error containing `{expected}`, but the job ran"
+            )),
             (None, Err(e)) => Err(format!(
                 "the job failed: {e}\n(the case's sql starts at line {} of the generated job)",
                 header_lines + 1
@@ -207,13 +221,19 @@ impl Case {
                 if let Some(late) = self.late
                     && result.late_rows != late
                 {
-                    return Err(format!("expected {late} late rows, counted {}", result.late_rows));
+                    return Err(format!(
+                        "expected {late} late rows, counted {}",
+                        result.late_rows
+                    ));
                 }
                 for output in &self.outputs {
                     let out_dir = dir.join("out").join(&output.name);
                     let staged = crate::staged_files(&out_dir);
                     if !staged.is_empty() {
-                        return Err(format!("{}: staged files left uncommitted: {staged:?}", output.name));
+                        return Err(format!(
+                            "{}: staged files left uncommitted: {staged:?}",
+                            output.name
+                        ));
                     }
                     let actual = crate::sorted_rows(&crate::read_parquet_dir(&out_dir)?)?;
                     let schema = schema_of(output)?;
@@ -294,7 +314,8 @@ fn parse_rows(schema: &SchemaRef, rows: &[String]) -> Result<RecordBatch, String
 
 fn write_parquet(path: &PathBuf, batch: &RecordBatch) -> Result<(), String> {
     let file = std::fs::File::create(path).map_err(|e| e.to_string())?;
-    let mut writer = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).map_err(|e| e.to_string())?;
+    let mut writer = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None)
+        .map_err(|e| e.to_string())?;
     writer.write(batch).map_err(|e| e.to_string())?;
     writer.close().map_err(|e| e.to_string())?;
     Ok(())

@@ -14,14 +14,20 @@ fn main() -> std::process::ExitCode {
     paths.sort();
     let mut trials = Vec::new();
     for path in paths {
-        let name = path.file_stem().and_then(|s| s.to_str()).unwrap_or("case").to_string();
+        let name = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("case")
+            .to_string();
         let case = std::fs::read_to_string(&path)
             .map_err(|e| e.to_string())
             .and_then(|text| Case::parse(&name, &text));
         let case = match case {
             Ok(case) => case,
             Err(e) => {
-                trials.push(Trial::test(format!("{name}::parse"), move || Err(Failed::from(e))));
+                trials.push(Trial::test(format!("{name}::parse"), move || {
+                    Err(Failed::from(e))
+                }));
                 continue;
             }
         };
@@ -30,7 +36,8 @@ fn main() -> std::process::ExitCode {
                 let case = case.clone();
                 let trial = Trial::test(format!("{name}::{mode}::p{parallelism}"), move || {
                     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-                    case.run(mode, parallelism, dir.path()).map_err(Failed::from)
+                    case.run(mode, parallelism, dir.path())
+                        .map_err(Failed::from)
                 });
                 trials.push(trial);
             }

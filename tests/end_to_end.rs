@@ -1,1 +1,169 @@
+//! The shipped jobs on generated data, each result checked against the same
+//! computation in DataFusion over the same files.
 
+use std::path::Path;
+
+use datafusion::prelude::{ParquetReadOptions, SessionContext};
+use sluice_tests::{read_parquet_dir, reference, sorted_rows, staged_files};
+
+fn repo() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// Runs `sql` in DataFusion over `table` registered from `dir`.
+fn datafusion_rows(
+    runtime: &tokio::runtime::Runtime,
+    table: &str,
+    dir: &Path,
+    sql: &str,
+) -> Vec<String> {
+    let ctx = SessionContext::new();
+    runtime.block_on(async {
+        ctx.register_parquet(
+            table,
+            dir.to_str().expect("utf-8 path"),
+            ParquetReadOptions::default(),
+        )
+        .await
+        .expect("register");
+        let batches = ctx
+            .sql(sql)
+            .await
+            .expect("plan")
+            .collect()
+            .await
+            .expect("run");
+        sorted_rows(&batches).expect("format")
+    })
+}
+
+fn sluice_rows(dir: &Path) -> Vec<String> {
+    assert!(
+        staged_files(dir).is_empty(),
+        "uncommitted files in {}",
+        dir.display()
+    );
+    sorted_rows(&read_parquet_dir(dir).expect("read output")).expect("format")
+}
+
+#[test]
+fn nexmark_jobs_match_datafusion() {
+    let runtime = runtime();
+    let data = tempfile::tempdir().expect("tempdir");
+    sluice::generate::nexmark::generate(
+        data.path(),
+        30_000,
+        3,
+        sluice::generate::FileFormat::Parquet,
+    )
+    .expect("generate");
+    for query in ["q0", "q1", "q2", "q15", "q22", "tumble", "hop"] {
+        for parallelism in [1, 2] {
+            let out = tempfile::tempdir().expect("tempdir");
+            let job =
+                sluice::JobSpec::from_file(&repo().join(format!("jobs/sql/nexmark/{query}.sql")))
+                    .expect("job file")
+                    .with_var("DATA", &data.path().display().to_string())
+                    .with_var("OUT", &out.path().display().to_string())
+                    .with_parallelism(parallelism);
+            let result = runtime.block_on(sluice::run(&job)).expect("sluice run");
+            assert_eq!(result.late_rows, 0, "{query}: generated data is in order");
+            let actual = sluice_rows(&out.path().join(query));
+            let expected = datafusion_rows(
+                &runtime,
+                "bid",
+                &data.path().join("bid"),
+                reference::nexmark(query).expect("reference query"),
+            );
+            assert!(!expected.is_empty(), "{query}: the reference has no rows");
+            assert_eq!(
+                actual.len(),
+                expected.len(),
+                "{query} at parallelism {parallelism}: row counts"
+            );
+            assert!(
+                actual == expected,
+                "{query} at parallelism {parallelism}: rows differ"
+            );
+        }
+    }
+}
+
+#[test]
+fn game_daily_matches_datafusion_in_both_modes() {
+    let runtime = runtime();
+    let data = tempfile::tempdir().expect("tempdir");
+    sluice::generate::game::generate(
+        data.path(),
+        40_000,
+        3,
+        3,
+        sluice::generate::FileFormat::Parquet,
+    )
+    .expect("generate");
+    let events = data.path().join("events");
+    let expected_stats =
+        datafusion_rows(&runtime, "events", &events, reference::GAME_DAILY_APP_STATS);
+    let expected_bad = datafusion_rows(&runtime, "events", &events, reference::GAME_BAD_EVENTS);
+    assert_eq!(expected_stats.len(), 12, "4 apps over 3 days");
+    assert!(
+        !expected_bad.is_empty(),
+        "the generator writes malformed events"
+    );
+    let mut distributions = Vec::new();
+    for mode in [
+        sluice_engine::sql::Mode::Batch,
+        sluice_engine::sql::Mode::Stream,
+    ] {
+        let out = tempfile::tempdir().expect("tempdir");
+        let job = sluice::JobSpec::from_file(&repo().join("jobs/sql/game_daily.sql"))
+            .expect("job file")
+            .with_var("DATA", &data.path().display().to_string())
+            .with_var("OUT", &out.path().display().to_string())
+            .with_mode(mode);
+        let result = runtime.block_on(sluice::run(&job)).expect("sluice run");
+        assert_eq!(result.rows_in, 40_000);
+        assert_eq!(result.late_rows, 0, "jitter is within the watermark bound");
+        assert_eq!(
+            sluice_rows(&out.path().join("daily_app_stats")),
+            expected_stats,
+            "{mode}"
+        );
+        assert_eq!(
+            sluice_rows(&out.path().join("bad_events")),
+            expected_bad,
+            "{mode}"
+        );
+        let distribution = sluice_rows(&out.path().join("playtime_distribution"));
+        // Every active player of an app and day lands in exactly one bucket.
+        let players: u64 = distribution
+            .iter()
+            .map(|r| {
+                r.rsplit(", ")
+                    .next()
+                    .and_then(|n| n.parse::<u64>().ok())
+                    .expect("count")
+            })
+            .sum();
+        let active: u64 = expected_stats
+            .iter()
+            .map(|r| {
+                r.split(", ")
+                    .nth(3)
+                    .and_then(|n| n.parse::<u64>().ok())
+                    .expect("count")
+            })
+            .sum();
+        assert_eq!(players, active, "{mode}: buckets cover every active player");
+        distributions.push(distribution);
+    }
+    assert_eq!(distributions[0], distributions[1], "batch and stream agree");
+}

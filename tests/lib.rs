@@ -7,6 +7,7 @@ use arrow::array::RecordBatch;
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 
 pub mod case;
+pub mod reference;
 
 /// Reads every visible Parquet file under `dir` (skipping `.`/`_` names, as
 /// readers of Sluice's output do).
@@ -62,7 +63,10 @@ pub fn sorted_rows(batches: &[RecordBatch]) -> Result<Vec<String>, String> {
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| e.to_string())?;
         for row in 0..batch.num_rows() {
-            let values: Vec<String> = formatters.iter().map(|f| f.value(row).to_string()).collect();
+            let values: Vec<String> = formatters
+                .iter()
+                .map(|f| f.value(row).to_string())
+                .collect();
             rows.push(values.join(", "));
         }
     }

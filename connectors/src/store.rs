@@ -40,7 +40,9 @@ impl Location {
 /// Resolves a path or URL for table `table`'s option `option`.
 pub fn resolve(text: &str, table: &str, option: &str) -> Result<Location, SluiceError> {
     let bad = |e: &dyn std::fmt::Display| {
-        SluiceError::config(format!("table `{table}`: option '{option}' = '{text}': {e}"))
+        SluiceError::config(format!(
+            "table `{table}`: option '{option}' = '{text}': {e}"
+        ))
     };
     if let Some((scheme, _)) = text.split_once("://")
         && scheme != "file"
@@ -97,14 +99,20 @@ mod tests {
         let l = resolve("/tmp/x/y", "t", "path").expect("resolves");
         assert_eq!(l.path.as_ref(), "tmp/x/y");
         assert_eq!(l.url, "file:///tmp/x/y");
-        assert_eq!(l.url_of(&Path::from("tmp/x/y/z.parquet")), "file:///tmp/x/y/z.parquet");
+        assert_eq!(
+            l.url_of(&Path::from("tmp/x/y/z.parquet")),
+            "file:///tmp/x/y/z.parquet"
+        );
     }
 
     #[test]
     fn cloud_urls_resolve_without_network() {
         let l = resolve("s3://bucket/events/day=1", "t", "path").expect("resolves");
         assert_eq!(l.path.as_ref(), "events/day=1");
-        assert_eq!(l.url_of(&Path::from("events/a.parquet")), "s3://bucket/events/a.parquet");
+        assert_eq!(
+            l.url_of(&Path::from("events/a.parquet")),
+            "s3://bucket/events/a.parquet"
+        );
         let err = resolve("ftp://x/y", "t", "path").unwrap_err().to_string();
         assert!(err.contains("unknown scheme `ftp://`"), "{err}");
     }

@@ -151,7 +151,11 @@ impl ConnectorRegistry {
         Ok(source)
     }
 
-    pub fn create_sink(&self, table: &TableDef, context: &ConnectorContext) -> Result<Arc<dyn Sink>> {
+    pub fn create_sink(
+        &self,
+        table: &TableDef,
+        context: &ConnectorContext,
+    ) -> Result<Arc<dyn Sink>> {
         let mut options = table.options.clone();
         let name = connector_name(table, &mut options)?;
         let factory = self.sinks.get(&name).ok_or_else(|| {

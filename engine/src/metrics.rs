@@ -32,14 +32,26 @@ impl JobMetrics {
     pub fn render(&self, job: &str) -> String {
         let mut out = String::new();
         for (name, help, counter) in [
-            ("sluice_source_rows_total", "Rows read by sources.", &self.rows_in),
-            ("sluice_sink_rows_total", "Rows written by sinks.", &self.rows_out),
+            (
+                "sluice_source_rows_total",
+                "Rows read by sources.",
+                &self.rows_in,
+            ),
+            (
+                "sluice_sink_rows_total",
+                "Rows written by sinks.",
+                &self.rows_out,
+            ),
             (
                 "sluice_late_rows_total",
                 "Rows behind the watermark, sent to the late-data output.",
                 &self.late_rows,
             ),
-            ("sluice_source_splits_done_total", "Source splits finished.", &self.splits_done),
+            (
+                "sluice_source_splits_done_total",
+                "Source splits finished.",
+                &self.splits_done,
+            ),
         ] {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
             let _ = writeln!(out, "{name}{{job=\"{job}\"}} {}", Self::get(counter));

@@ -13,7 +13,11 @@ use sluice_engine::metrics::JobMetrics;
 use sluice_engine::sql::Mode;
 
 #[derive(Parser)]
-#[command(name = "sluice", version, about = "One job file, batch or stream: a columnar engine on Apache Arrow")]
+#[command(
+    name = "sluice",
+    version,
+    about = "One job file, batch or stream: a columnar engine on Apache Arrow"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -187,7 +191,10 @@ fn real_main() -> Result<()> {
                 }
                 Dataset::Game => {
                     let n = generate::game::generate(&out, events, days, files, format)?;
-                    println!("wrote {n} game events over {days} days to {}", out.join("events").display());
+                    println!(
+                        "wrote {n} game events over {days} days to {}",
+                        out.join("events").display()
+                    );
                 }
             }
         }
@@ -206,8 +213,10 @@ async fn run_job(spec: &JobSpec) -> Result<sluice_engine::JobResult> {
     let metrics = Arc::new(JobMetrics::default());
     let bar = ProgressBar::new(0);
     bar.set_style(
-        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} rows ({per_sec}, ETA {eta})")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} rows ({per_sec}, ETA {eta})",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let watcher = {
         let metrics = Arc::clone(&metrics);
@@ -241,7 +250,10 @@ const GAME_DAILY: &str = include_str!("../sql/game_daily.sql");
 
 async fn demo(data: &Path, out: &Path, events: u64, mode: Mode) -> Result<()> {
     if !data.join("events").exists() {
-        eprintln!("sluice demo: generating {events} game events into {}", data.display());
+        eprintln!(
+            "sluice demo: generating {events} game events into {}",
+            data.display()
+        );
         generate::game::generate(data, events, 3, 4, FileFormat::Parquet)?;
     }
     if out.exists() {
@@ -283,8 +295,10 @@ fn read_parquet_dir(dir: &Path) -> Result<Vec<arrow::record_batch::RecordBatch>>
         .collect();
     paths.sort();
     for path in paths {
-        let file = std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
-        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)?.build()?;
+        let file =
+            std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)?
+            .build()?;
         for batch in reader {
             batches.push(batch?);
         }

@@ -1,8 +1,8 @@
 //! Which files a `path` option names: one file, a directory, or a glob.
 
 use futures::TryStreamExt;
-use object_store::{ObjectMeta, ObjectStoreExt};
 use object_store::path::Path;
+use object_store::{ObjectMeta, ObjectStoreExt};
 use sluice_engine::{Result, SluiceError};
 
 use crate::store::{Location, resolve};
@@ -45,8 +45,13 @@ impl FileSet {
             .map_err(|e| SluiceError::io(format!("listing {}", self.root.url), e))?;
         files.retain(|f| {
             let relative = relative(prefix, &f.location);
-            !relative.split('/').any(|part| part.starts_with('.') || part.starts_with('_'))
-                && self.pattern.as_deref().is_none_or(|p| glob_match(p, &relative))
+            !relative
+                .split('/')
+                .any(|part| part.starts_with('.') || part.starts_with('_'))
+                && self
+                    .pattern
+                    .as_deref()
+                    .is_none_or(|p| glob_match(p, &relative))
         });
         files.sort_by(|a, b| a.location.cmp(&b.location));
         if files.is_empty() {
@@ -117,7 +122,10 @@ mod tests {
 
     #[test]
     fn glob_prefix_is_split_off() {
-        assert_eq!(split_glob("/data/bid/*.parquet"), ("/data/bid", Some("*.parquet")));
+        assert_eq!(
+            split_glob("/data/bid/*.parquet"),
+            ("/data/bid", Some("*.parquet"))
+        );
         assert_eq!(split_glob("/data/bid"), ("/data/bid", None));
         assert_eq!(split_glob("*.json"), (".", Some("*.json")));
     }
@@ -125,20 +133,38 @@ mod tests {
     #[tokio::test]
     async fn lists_directories_skipping_hidden_and_staged_files() {
         let dir = tempfile::tempdir().expect("tempdir");
-        for name in ["b.json", "a.json", ".part-x.inprogress", "_SUCCESS", "sub/c.json"] {
+        for name in [
+            "b.json",
+            "a.json",
+            ".part-x.inprogress",
+            "_SUCCESS",
+            "sub/c.json",
+        ] {
             let p = dir.path().join(name);
             std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
             std::fs::write(p, "{}").expect("write");
         }
         let root = dir.path().to_str().expect("utf-8");
-        let files = FileSet::parse(root, "t").expect("parse").list().await.expect("list");
+        let files = FileSet::parse(root, "t")
+            .expect("parse")
+            .list()
+            .await
+            .expect("list");
         let names: Vec<String> = files
             .iter()
             .map(|f| f.location.filename().unwrap_or_default().to_string())
             .collect();
         assert_eq!(names, ["a.json", "b.json", "c.json"]);
         let glob = format!("{root}/*.json");
-        assert_eq!(FileSet::parse(&glob, "t").expect("parse").list().await.expect("list").len(), 2);
+        assert_eq!(
+            FileSet::parse(&glob, "t")
+                .expect("parse")
+                .list()
+                .await
+                .expect("list")
+                .len(),
+            2
+        );
         let err = FileSet::parse(&format!("{root}/nothing/*.json"), "t")
             .expect("parse")
             .list()

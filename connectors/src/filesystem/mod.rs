@@ -13,9 +13,7 @@ mod text;
 
 use std::sync::Arc;
 
-use sluice_engine::connector::{
-    ConnectorContext, Sink, SinkFactory, Source, SourceFactory,
-};
+use sluice_engine::connector::{ConnectorContext, Sink, SinkFactory, Source, SourceFactory};
 use sluice_engine::sql::{Options, TableDef};
 use sluice_engine::{Result, SluiceError};
 

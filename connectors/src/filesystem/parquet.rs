@@ -16,8 +16,8 @@ use bytes::Bytes;
 use futures::future::{BoxFuture, FutureExt};
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
-use object_store::{ObjectStore, ObjectStoreExt};
 use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt};
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::statistics::StatisticsConverter;
 use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
@@ -80,7 +80,12 @@ async fn plan_file(
     let metadata = ArrowReaderMetadata::load_async(&mut reader, ArrowReaderOptions::new())
         .await
         .map_err(|e| SluiceError::Data(format!("{url}: not a readable Parquet file: {e}")))?;
-    let fit = Arc::new(SchemaFit::new(table, &url, metadata.schema(), &request.schema)?);
+    let fit = Arc::new(SchemaFit::new(
+        table,
+        &url,
+        metadata.schema(),
+        &request.schema,
+    )?);
     let mask = ProjectionMask::roots(metadata.parquet_schema(), fit.read_columns.iter().copied());
     let min_times = match &request.time_column {
         Some(column) => row_group_min_times(&metadata, &fit, column)?,
@@ -134,7 +139,10 @@ fn row_group_min_times(
     let Ok(mins) = cast(&mins, &DataType::Timestamp(TimeUnit::Millisecond, None)) else {
         return Ok(vec![None; groups]);
     };
-    Ok(mins.as_primitive::<TimestampMillisecondType>().iter().collect())
+    Ok(mins
+        .as_primitive::<TimestampMillisecondType>()
+        .iter()
+        .collect())
 }
 
 /// One Parquet file's footer and how its columns map to the table's.
@@ -174,26 +182,24 @@ impl Split for RowGroupSplit {
     fn open(self: Arc<Self>) -> BoxStream<'static, Result<RecordBatch>> {
         let file = Arc::clone(&self.file);
         let reader = ObjectReader::new(Arc::clone(&file.store), file.path.clone(), file.size);
-        let stream = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, file.metadata.clone())
-            .with_projection(file.mask.clone())
-            .with_row_groups(vec![self.row_group])
-            .with_batch_size(file.batch_size)
-            .build();
+        let stream =
+            ParquetRecordBatchStreamBuilder::new_with_metadata(reader, file.metadata.clone())
+                .with_projection(file.mask.clone())
+                .with_row_groups(vec![self.row_group])
+                .with_batch_size(file.batch_size)
+                .build();
         match stream {
             Ok(stream) => stream
                 .map(move |batch| {
-                    let batch = batch.map_err(|e| {
-                        SluiceError::io(format!("reading {}", file.url), e)
-                    })?;
+                    let batch =
+                        batch.map_err(|e| SluiceError::io(format!("reading {}", file.url), e))?;
                     file.fit.apply(batch, &file.url)
                 })
                 .boxed(),
             Err(e) => {
                 let url = self.file.url.clone();
-                futures::stream::once(async move {
-                    Err(SluiceError::Data(format!("{url}: {e}")))
-                })
-                .boxed()
+                futures::stream::once(async move { Err(SluiceError::Data(format!("{url}: {e}"))) })
+                    .boxed()
             }
         }
     }
@@ -213,7 +219,10 @@ impl ObjectReader {
 }
 
 impl AsyncFileReader for ObjectReader {
-    fn get_bytes(&mut self, range: std::ops::Range<u64>) -> BoxFuture<'_, parquet::errors::Result<Bytes>> {
+    fn get_bytes(
+        &mut self,
+        range: std::ops::Range<u64>,
+    ) -> BoxFuture<'_, parquet::errors::Result<Bytes>> {
         async move {
             self.store
                 .get_range(&self.path, range)
@@ -270,14 +279,11 @@ impl SchemaFit {
         let mut indices = Vec::with_capacity(wanted.fields().len());
         let mut file_names = Vec::new();
         for field in wanted.fields() {
-            let found = file
-                .index_of(field.name())
-                .ok()
-                .or_else(|| {
-                    file.fields()
-                        .iter()
-                        .position(|f| f.name().eq_ignore_ascii_case(field.name()))
-                });
+            let found = file.index_of(field.name()).ok().or_else(|| {
+                file.fields()
+                    .iter()
+                    .position(|f| f.name().eq_ignore_ascii_case(field.name()))
+            });
             let Some(index) = found else {
                 let have: Vec<&str> = file.fields().iter().map(|f| f.name().as_str()).collect();
                 return Err(SluiceError::Schema(format!(
@@ -357,7 +363,9 @@ fn compatible(from: &DataType, to: &DataType) -> bool {
     match (from, to) {
         _ if from == to => true,
         (Dictionary(_, value), to) => compatible(value, to),
-        (f, t) if integer(f) && (integer(t) || t.is_floating() || matches!(t, Decimal128(..))) => true,
+        (f, t) if integer(f) && (integer(t) || t.is_floating() || matches!(t, Decimal128(..))) => {
+            true
+        }
         (f, t) if f.is_floating() && t.is_floating() => true,
         (Decimal128(..) | Decimal256(..), Decimal128(..) | Decimal256(..) | Float64) => true,
         (f, t) if string(f) && string(t) => true,
@@ -389,13 +397,20 @@ mod tests {
         assert_eq!(fit.positions, vec![1, 0]);
 
         let wanted = Arc::new(Schema::new(vec![Field::new("b", DataType::Int64, true)]));
-        let err = SchemaFit::new("t", "file:///x.parquet", &file, &wanted).unwrap_err().to_string();
+        let err = SchemaFit::new("t", "file:///x.parquet", &file, &wanted)
+            .unwrap_err()
+            .to_string();
         assert_eq!(
             err,
             "file:///x.parquet: no column `b`, which table `t` declares (the file has: a, ts)"
         );
         let wanted = Arc::new(Schema::new(vec![Field::new("a", DataType::Utf8, true)]));
-        let err = SchemaFit::new("t", "file:///x.parquet", &file, &wanted).unwrap_err().to_string();
-        assert!(err.contains("column `a` is Int32 in the file, but table `t` declares Utf8"), "{err}");
+        let err = SchemaFit::new("t", "file:///x.parquet", &file, &wanted)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("column `a` is Int32 in the file, but table `t` declares Utf8"),
+            "{err}"
+        );
     }
 }

@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex};
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use futures::future::BoxFuture;
-use object_store::buffered::BufWriter;
 use object_store::ObjectStoreExt;
+use object_store::buffered::BufWriter;
 use object_store::path::Path;
 use parquet::arrow::AsyncArrowWriter;
 use parquet::basic::Compression;
@@ -55,7 +55,11 @@ impl Sink for FileSink {
         _parallelism: usize,
     ) -> BoxFuture<'_, Result<Box<dyn SinkWriter>>> {
         let name = format!("part-{}-{subtask}-0.{}", self.run, self.format.extension());
-        let staged = self.location.path.clone().join(format!(".{name}.inprogress"));
+        let staged = self
+            .location
+            .path
+            .clone()
+            .join(format!(".{name}.inprogress"));
         let target = self.location.path.clone().join(name);
         let writer = FileWriter {
             sink_url: self.location.url.clone(),
@@ -85,7 +89,11 @@ impl Sink for FileSink {
     }
 
     fn describe(&self) -> String {
-        format!("filesystem {} {}", self.format.extension(), self.location.url)
+        format!(
+            "filesystem {} {}",
+            self.format.extension(),
+            self.location.url
+        )
     }
 }
 
@@ -139,18 +147,21 @@ impl SinkWriter for FileWriter {
                 self.output = Some(self.create()?);
             }
             match self.output.as_mut() {
-                Some(Output::Parquet(w)) => w.write(&batch).await.map_err(|e| {
-                    SluiceError::io(format!("writing to {}", self.sink_url), e)
-                }),
+                Some(Output::Parquet(w)) => w
+                    .write(&batch)
+                    .await
+                    .map_err(|e| SluiceError::io(format!("writing to {}", self.sink_url), e)),
                 Some(Output::Json(w)) => {
                     let mut encoded = arrow::json::LineDelimitedWriter::new(Vec::new());
                     encoded
                         .write(&batch)
                         .and_then(|_| encoded.finish())
-                        .map_err(|e| SluiceError::io(format!("encoding JSON for {}", self.sink_url), e))?;
-                    w.write_all(&encoded.into_inner()).await.map_err(|e| {
-                        SluiceError::io(format!("writing to {}", self.sink_url), e)
-                    })
+                        .map_err(|e| {
+                            SluiceError::io(format!("encoding JSON for {}", self.sink_url), e)
+                        })?;
+                    w.write_all(&encoded.into_inner())
+                        .await
+                        .map_err(|e| SluiceError::io(format!("writing to {}", self.sink_url), e))
                 }
                 None => Ok(()),
             }
@@ -169,12 +180,15 @@ impl SinkWriter for FileWriter {
             } = *self;
             let closed = match output {
                 None => return Ok(()),
-                Some(Output::Parquet(w)) => w.close().await.map(|_| ()).map_err(|e| {
-                    SluiceError::io(format!("closing a file in {sink_url}"), e)
-                }),
-                Some(Output::Json(mut w)) => w.shutdown().await.map_err(|e| {
-                    SluiceError::io(format!("closing a file in {sink_url}"), e)
-                }),
+                Some(Output::Parquet(w)) => w
+                    .close()
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| SluiceError::io(format!("closing a file in {sink_url}"), e)),
+                Some(Output::Json(mut w)) => w
+                    .shutdown()
+                    .await
+                    .map_err(|e| SluiceError::io(format!("closing a file in {sink_url}"), e)),
             };
             closed?;
             registry

@@ -10,8 +10,8 @@ use bytes::{Buf, Bytes};
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
-use object_store::{ObjectStore, ObjectStoreExt};
 use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt};
 use sluice_engine::connector::{ScanRequest, Source, Split};
 use sluice_engine::sql::TableDef;
 use sluice_engine::{Result, SluiceError};
@@ -163,15 +163,20 @@ impl Split for TextSplit {
                 Format::Json => arrow::json::ReaderBuilder::new(Arc::clone(&self.request.schema))
                     .with_batch_size(self.request.batch_size)
                     .build_decoder()
-                    .map(|d| (Box::new(Json(d, self.request.batch_size)) as Box<dyn Decoder>, None)),
+                    .map(|d| {
+                        (
+                            Box::new(Json(d, self.request.batch_size)) as Box<dyn Decoder>,
+                            None,
+                        )
+                    }),
                 Format::Csv { delimiter, header } => Ok((
-                    Box::new(Csv(
-                        arrow::csv::ReaderBuilder::new(Arc::clone(&self.table_schema))
-                            .with_header(header)
-                            .with_delimiter(delimiter)
-                            .with_batch_size(self.request.batch_size)
-                            .build_decoder(),
-                    )) as Box<dyn Decoder>,
+                    Box::new(Csv(arrow::csv::ReaderBuilder::new(Arc::clone(
+                        &self.table_schema,
+                    ))
+                    .with_header(header)
+                    .with_delimiter(delimiter)
+                    .with_batch_size(self.request.batch_size)
+                    .build_decoder())) as Box<dyn Decoder>,
                     Some(self.request.projection.clone()),
                 )),
                 Format::Parquet => Err(ArrowError::InvalidArgumentError(

@@ -102,7 +102,10 @@ mod tests {
         tx.send(batch(1_000)).await.expect("fits");
         // 8 KB of data plus buffers is in flight; a second batch must wait.
         let second = tokio::time::timeout(Duration::from_millis(50), tx.send(batch(1_000))).await;
-        assert!(second.is_err(), "sender should block while the channel is full");
+        assert!(
+            second.is_err(),
+            "sender should block while the channel is full"
+        );
         assert!(matches!(rx.recv().await, Some(Message::Data(_))));
         tokio::time::timeout(Duration::from_secs(1), tx.send(batch(1_000)))
             .await

@@ -113,8 +113,14 @@ mod tests {
         assert!(sizes.iter().all(|s| *s > 2_000), "unbalanced: {sizes:?}");
         let again = hash_partition(&batch, &keys, 4, &mut hashes).expect("partition");
         assert_eq!(
-            parts.iter().map(|(s, b)| (*s, b.num_rows())).collect::<Vec<_>>(),
-            again.iter().map(|(s, b)| (*s, b.num_rows())).collect::<Vec<_>>()
+            parts
+                .iter()
+                .map(|(s, b)| (*s, b.num_rows()))
+                .collect::<Vec<_>>(),
+            again
+                .iter()
+                .map(|(s, b)| (*s, b.num_rows()))
+                .collect::<Vec<_>>()
         );
     }
 }

@@ -55,7 +55,11 @@ pub struct JobResult {
 }
 
 /// Runs `graph` to completion (for bounded sources) and commits its sinks.
-pub async fn run(graph: &JobGraph, options: &RunOptions, metrics: Arc<JobMetrics>) -> Result<JobResult> {
+pub async fn run(
+    graph: &JobGraph,
+    options: &RunOptions,
+    metrics: Arc<JobMetrics>,
+) -> Result<JobResult> {
     let started = Instant::now();
     let stages = graph.stages();
     let parameters = Arc::new(options.parameters.clone());
@@ -71,7 +75,11 @@ pub async fn run(graph: &JobGraph, options: &RunOptions, metrics: Arc<JobMetrics
         let to = graph.node(edge.to).parallelism;
         let pointwise = matches!(edge.partitioning, crate::plan::Partitioning::Forward);
         for i in 0..from {
-            let targets: Vec<usize> = if pointwise { vec![i % to] } else { (0..to).collect() };
+            let targets: Vec<usize> = if pointwise {
+                vec![i % to]
+            } else {
+                (0..to).collect()
+            };
             let mut out = Vec::with_capacity(targets.len());
             for j in targets {
                 let (tx, rx) = channel::channel(options.channel_capacity);
@@ -124,7 +132,9 @@ pub async fn run(graph: &JobGraph, options: &RunOptions, metrics: Arc<JobMetrics
                     splits,
                     watermark: watermark.clone(),
                 },
-                _ => task::Input::Channels(receivers.remove(&(stage.root, subtask)).unwrap_or_default()),
+                _ => task::Input::Channels(
+                    receivers.remove(&(stage.root, subtask)).unwrap_or_default(),
+                ),
             };
             let metrics = Arc::clone(&metrics);
             tasks.spawn(async move {
@@ -145,7 +155,10 @@ pub async fn run(graph: &JobGraph, options: &RunOptions, metrics: Arc<JobMetrics
         });
         if let Err(e) = result {
             // Keep the cause, not the "downstream stopped" echoes it caused.
-            if failure.as_ref().is_none_or(|f| is_secondary(f) && !is_secondary(&e)) {
+            if failure
+                .as_ref()
+                .is_none_or(|f| is_secondary(f) && !is_secondary(&e))
+            {
                 failure = Some(e);
             }
             tasks.abort_all();

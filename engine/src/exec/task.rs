@@ -99,7 +99,11 @@ impl Chain {
                     exits.push(Exit::Sink {
                         table: sink.table.name.clone(),
                         schema: Arc::clone(&sink.table.schema),
-                        writer: Some(sink.sink.open_writer(context.subtask, context.parallelism).await?),
+                        writer: Some(
+                            sink.sink
+                                .open_writer(context.subtask, context.parallelism)
+                                .await?,
+                        ),
                         metrics: Arc::clone(&context.metrics),
                     });
                 }
@@ -218,16 +222,27 @@ impl Exit {
                 match message {
                     Message::Data(batch) => match partitioning {
                         Partitioning::Hash(keys) => {
-                            for (subtask, part) in hash_partition(&batch, keys, senders.len(), hashes)? {
-                                senders[subtask].send(Message::Data(part)).await.map_err(stopped)?;
+                            for (subtask, part) in
+                                hash_partition(&batch, keys, senders.len(), hashes)?
+                            {
+                                senders[subtask]
+                                    .send(Message::Data(part))
+                                    .await
+                                    .map_err(stopped)?;
                             }
                         }
                         Partitioning::Rebalance => {
                             *next = (*next + 1) % senders.len();
-                            senders[*next].send(Message::Data(batch)).await.map_err(stopped)?;
+                            senders[*next]
+                                .send(Message::Data(batch))
+                                .await
+                                .map_err(stopped)?;
                         }
                         Partitioning::Forward | Partitioning::Single => {
-                            senders[0].send(Message::Data(batch)).await.map_err(stopped)?;
+                            senders[0]
+                                .send(Message::Data(batch))
+                                .await
+                                .map_err(stopped)?;
                         }
                     },
                     control => {
@@ -247,7 +262,9 @@ impl Exit {
                     let rows = batch.num_rows() as u64;
                     let batch = RecordBatch::try_new(Arc::clone(schema), batch.columns().to_vec())
                         .map_err(|e| {
-                            SluiceError::Data(format!("rows for table `{table}` do not fit it: {e}"))
+                            SluiceError::Data(format!(
+                                "rows for table `{table}` do not fit it: {e}"
+                            ))
                         })?;
                     if let Some(w) = writer.as_mut() {
                         w.write(batch).await?;
@@ -392,5 +409,7 @@ async fn merge_channels(chain: &mut Chain, receivers: Vec<Receiver>) -> Result<(
         }
         chain.flush().await?;
     }
-    Err(SluiceError::Runtime(format!("an upstream subtask {STOPPED}")))
+    Err(SluiceError::Runtime(format!(
+        "an upstream subtask {STOPPED}"
+    )))
 }

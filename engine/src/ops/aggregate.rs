@@ -13,8 +13,8 @@ use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
 use datafusion::logical_expr::{EmitTo, GroupsAccumulator};
-use datafusion::physical_expr::{GroupsAccumulatorAdapter, PhysicalExpr};
 use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
+use datafusion::physical_expr::{GroupsAccumulatorAdapter, PhysicalExpr};
 use datafusion::physical_plan::aggregates::group_values::{GroupValues, new_group_values};
 use datafusion::physical_plan::aggregates::order::GroupOrdering;
 
@@ -117,7 +117,10 @@ impl AggregateSpec {
     pub fn state_fields(&self) -> Result<Vec<Vec<Arc<Field>>>> {
         self.aggregates
             .iter()
-            .map(|a| a.state_fields().exec_context(|| format!("state of {}", a.name())))
+            .map(|a| {
+                a.state_fields()
+                    .exec_context(|| format!("state of {}", a.name()))
+            })
             .collect()
     }
 
@@ -192,7 +195,9 @@ impl Windows<'_> {
 /// The key table of one group space.
 enum Keys {
     /// No `GROUP BY` keys: every row is in group 0.
-    None { seen: bool },
+    None {
+        seen: bool,
+    },
     Values(Box<dyn GroupValues>),
 }
 
@@ -335,7 +340,9 @@ impl Groups {
     }
 }
 
-fn create_accumulator(aggregate: &Arc<AggregateFunctionExpr>) -> Result<Box<dyn GroupsAccumulator>> {
+fn create_accumulator(
+    aggregate: &Arc<AggregateFunctionExpr>,
+) -> Result<Box<dyn GroupsAccumulator>> {
     if aggregate.groups_accumulator_supported() {
         return aggregate
             .create_groups_accumulator()

@@ -87,7 +87,8 @@ impl Sessions {
             values: Arc::new(times.clone()),
             options: None,
         });
-        let order = lexsort_to_indices(&sort, None).exec_context(|| "sorting sessions".to_string())?;
+        let order =
+            lexsort_to_indices(&sort, None).exec_context(|| "sorting sessions".to_string())?;
         // Keys as comparable rows, to see where one key's rows end.
         let key_rows = if evaluated.keys.is_empty() {
             None

@@ -40,7 +40,10 @@ impl Project {
 
     pub fn apply(&self, batch: &RecordBatch) -> Result<RecordBatch> {
         if let Some(columns) = &self.columns {
-            let arrays = columns.iter().map(|i| Arc::clone(batch.column(*i))).collect();
+            let arrays = columns
+                .iter()
+                .map(|i| Arc::clone(batch.column(*i)))
+                .collect();
             return RecordBatch::try_new_with_options(
                 Arc::clone(&self.schema),
                 arrays,
@@ -51,7 +54,10 @@ impl Project {
         let arrays = self
             .exprs
             .iter()
-            .map(|e| e.evaluate(batch).and_then(|v| v.into_array(batch.num_rows())))
+            .map(|e| {
+                e.evaluate(batch)
+                    .and_then(|v| v.into_array(batch.num_rows()))
+            })
             .collect::<Result<Vec<_>, _>>()
             .exec_context(|| "evaluating the SELECT list".to_string())?;
         RecordBatch::try_new_with_options(

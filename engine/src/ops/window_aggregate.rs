@@ -53,7 +53,11 @@ impl OperatorFactory for WindowAggregate {
             WindowKind::Global => String::new(),
             kind => format!("{} ", describe(&kind)),
         };
-        format!("{window}keys [{}] aggs [{}]", keys.join(", "), aggs.join(", "))
+        format!(
+            "{window}keys [{}] aggs [{}]",
+            keys.join(", "),
+            aggs.join(", ")
+        )
     }
 
     fn create(&self, context: &OperatorContext) -> Result<Box<dyn Operator>> {
@@ -113,7 +117,9 @@ impl SlicedWindows {
         let entry = self.slices.get_mut(&slice).expect("inserted above");
         let groups = match &mut entry.live {
             Some(g) => g,
-            None => entry.live.insert(Groups::new(&spec.key_schema, &spec.aggregates)?),
+            None => entry
+                .live
+                .insert(Groups::new(&spec.key_schema, &spec.aggregates)?),
         };
         groups.update(rows)
     }

@@ -41,7 +41,12 @@ fn describe_node(graph: &JobGraph, id: usize) -> String {
     let node = graph.node(id);
     match &node.kind {
         NodeKind::Source(s) => {
-            let columns: Vec<&str> = node.schema.fields().iter().map(|f| f.name().as_str()).collect();
+            let columns: Vec<&str> = node
+                .schema
+                .fields()
+                .iter()
+                .map(|f| f.name().as_str())
+                .collect();
             let watermark = s
                 .watermark
                 .as_ref()
@@ -61,7 +66,9 @@ fn describe_node(graph: &JobGraph, id: usize) -> String {
 
 /// The graph in Graphviz dot: one cluster per stage (chained operators).
 pub fn dot(graph: &JobGraph) -> String {
-    let mut out = String::from("digraph sluice {\n  rankdir=LR;\n  node [shape=box, fontname=\"monospace\"];\n");
+    let mut out = String::from(
+        "digraph sluice {\n  rankdir=LR;\n  node [shape=box, fontname=\"monospace\"];\n",
+    );
     for stage in graph.stages() {
         let _ = writeln!(
             out,
@@ -78,7 +85,10 @@ pub fn dot(graph: &JobGraph) -> String {
         let style = if graph.is_chained(edge) {
             " [style=dashed, label=\"chained\"]".to_string()
         } else {
-            format!(" [label=\"{}\"]", edge.partitioning.to_string().replace('"', "\\\""))
+            format!(
+                " [label=\"{}\"]",
+                edge.partitioning.to_string().replace('"', "\\\"")
+            )
         };
         let _ = writeln!(out, "  n{} -> n{}{style};", edge.from, edge.to);
     }
@@ -88,7 +98,12 @@ pub fn dot(graph: &JobGraph) -> String {
 
 /// Formats a duration of milliseconds the way a person would write it.
 pub fn duration(ms: Millis) -> String {
-    const UNITS: [(Millis, &str); 4] = [(86_400_000, "d"), (3_600_000, "h"), (60_000, "min"), (1_000, "s")];
+    const UNITS: [(Millis, &str); 4] = [
+        (86_400_000, "d"),
+        (3_600_000, "h"),
+        (60_000, "min"),
+        (1_000, "s"),
+    ];
     for (size, unit) in UNITS {
         if ms != 0 && ms % size == 0 {
             return format!("{}{unit}", ms / size);

@@ -15,10 +15,10 @@ use arrow::datatypes::{Schema, SchemaRef};
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{Column, DFSchema, DFSchemaRef};
 use datafusion::logical_expr::execution_props::ExecutionProps;
-use datafusion::logical_expr::{Expr, ExprSchemable, LogicalPlan};
-use datafusion::physical_expr::{PhysicalExpr, create_physical_expr};
 use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
+use datafusion::logical_expr::{Expr, ExprSchemable, LogicalPlan};
 use datafusion::physical_expr::aggregate::LoweredAggregateBuilder;
+use datafusion::physical_expr::{PhysicalExpr, create_physical_expr};
 
 use super::{Edge, JobGraph, Node, NodeId, NodeKind, Partitioning, SinkNode, SourceNode};
 use crate::connector::{ConnectorContext, ConnectorRegistry};
@@ -86,7 +86,8 @@ pub fn translate(
 fn collect_scans(plan: &LogicalPlan, needed: &mut HashMap<String, BTreeSet<usize>>) {
     let _ = plan.apply(|node| {
         if let LogicalPlan::TableScan(scan) = node
-            && let Some(table) = (scan.source.as_ref() as &dyn std::any::Any).downcast_ref::<DeclaredTable>()
+            && let Some(table) =
+                (scan.source.as_ref() as &dyn std::any::Any).downcast_ref::<DeclaredTable>()
         {
             let entry = needed.entry(table.0.name.clone()).or_default();
             match &scan.projection {
@@ -198,23 +199,36 @@ impl Translator<'_> {
         let schema = &table.schema;
         // The rowtime column and whatever the watermark reads are always read.
         if let Some(wm) = &table.watermark {
-            for c in wm.expr.column_refs().into_iter().chain([&Column::from_name(&wm.column)]) {
+            for c in wm
+                .expr
+                .column_refs()
+                .into_iter()
+                .chain([&Column::from_name(&wm.column)])
+            {
                 if let Ok(i) = schema.index_of(&c.name) {
                     columns.insert(i);
                 }
             }
         }
         let projection: Vec<usize> = columns.into_iter().collect();
-        let projected = Arc::new(schema.project(&projection).map_err(|e| {
-            SluiceError::plan(format!("table `{}`: {e}", table.name))
-        })?);
+        let projected = Arc::new(
+            schema
+                .project(&projection)
+                .map_err(|e| SluiceError::plan(format!("table `{}`: {e}", table.name)))?,
+        );
         let watermark = match &table.watermark {
             Some(wm) => {
                 let df_schema =
                     DFSchema::try_from_qualified_schema(table.name.as_str(), &projected)
                         .map_err(|e| SluiceError::plan(e.to_string()))?;
                 Some(
-                    create_physical_expr(&wm.expr, &df_schema, &self.props, &PhysicalPlanningContext::default()).map_err(|e| {
+                    create_physical_expr(
+                        &wm.expr,
+                        &df_schema,
+                        &self.props,
+                        &PhysicalPlanningContext::default(),
+                    )
+                    .map_err(|e| {
                         SluiceError::plan(format!(
                             "{}: WATERMARK FOR `{}`: {}",
                             table.declared_at,
@@ -266,18 +280,27 @@ impl Translator<'_> {
     }
 
     fn physical(&self, expr: &Expr, schema: &DFSchema) -> Result<Arc<dyn PhysicalExpr>> {
-        create_physical_expr(expr, schema, &self.props, &PhysicalPlanningContext::default())
-            .map_err(|e| self.error(format!("{expr}: {}", crate::sql::df_message(&e))))
+        create_physical_expr(
+            expr,
+            schema,
+            &self.props,
+            &PhysicalPlanningContext::default(),
+        )
+        .map_err(|e| self.error(format!("{expr}: {}", crate::sql::df_message(&e))))
     }
 
     fn plan(&mut self, plan: &LogicalPlan) -> Result<Planned> {
         match plan {
             LogicalPlan::TableScan(scan) => {
-                let Some(table) = (scan.source.as_ref() as &dyn std::any::Any).downcast_ref::<DeclaredTable>() else {
+                let Some(table) =
+                    (scan.source.as_ref() as &dyn std::any::Any).downcast_ref::<DeclaredTable>()
+                else {
                     return Err(self.error(format!("cannot read `{}`", scan.table_name)));
                 };
                 if !scan.filters.is_empty() || scan.fetch.is_some() {
-                    return Err(self.error("filters and limits pushed into scans are not supported"));
+                    return Err(
+                        self.error("filters and limits pushed into scans are not supported")
+                    );
                 }
                 let (node, read) = self
                     .sources
@@ -333,7 +356,11 @@ impl Translator<'_> {
                             e.downcast_ref::<datafusion::physical_expr::expressions::Column>()
                                 .is_some_and(|c| c.index() == i)
                         })
-                        && p.schema.fields().iter().zip(input.schema.fields()).all(|(a, b)| a.name() == b.name());
+                        && p.schema
+                            .fields()
+                            .iter()
+                            .zip(input.schema.fields())
+                            .all(|(a, b)| a.name() == b.name());
                     if identity {
                         return Ok(Planned::Stream(Stream {
                             node: input.node,
@@ -524,11 +551,8 @@ impl Translator<'_> {
                 })
                 .collect::<Result<Vec<_>>>()?;
             let new_schema = Arc::new(
-                DFSchema::new_with_metadata(
-                    fields,
-                    Default::default(),
-                )
-                .map_err(|e| self.error(crate::sql::df_message(&e)))?,
+                DFSchema::new_with_metadata(fields, Default::default())
+                    .map_err(|e| self.error(crate::sql::df_message(&e)))?,
             );
             let physical = all
                 .iter()
@@ -576,7 +600,10 @@ impl Translator<'_> {
         for w in WindowColumn::ALL {
             fields.push(Arc::new(arrow::datatypes::Field::new(
                 w.name(),
-                arrow::datatypes::DataType::Timestamp(arrow::datatypes::TimeUnit::Millisecond, None),
+                arrow::datatypes::DataType::Timestamp(
+                    arrow::datatypes::TimeUnit::Millisecond,
+                    None,
+                ),
                 false,
             )));
         }
@@ -599,7 +626,9 @@ impl Translator<'_> {
             .map(|c| {
                 let i = match c {
                     Col::Input(i) => *i,
-                    Col::Window(w) => width + WindowColumn::ALL.iter().position(|x| x == w).unwrap_or(0),
+                    Col::Window(w) => {
+                        width + WindowColumn::ALL.iter().position(|x| x == w).unwrap_or(0)
+                    }
                 };
                 Arc::new(datafusion::physical_expr::expressions::Column::new(
                     assigned_schema.field(i).name(),
@@ -652,9 +681,9 @@ impl Translator<'_> {
         }
         let has = |c| output.contains(&OutputColumn::Window(c));
         if window.is_some() && !(has(WindowColumn::Start) && has(WindowColumn::End)) {
-            return Err(self.error(
-                "a window aggregation must GROUP BY both window_start and window_end",
-            ));
+            return Err(
+                self.error("a window aggregation must GROUP BY both window_start and window_end")
+            );
         }
         let input_schema = Arc::clone(&input.schema);
         let physical_keys = keys

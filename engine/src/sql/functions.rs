@@ -198,7 +198,11 @@ fn regexp_extract(args: &[ColumnarValue]) -> DfResult<ColumnarValue> {
     let values = array.as_string::<i32>();
     let mut out = StringBuilder::with_capacity(values.len(), 0);
     for v in values.iter() {
-        out.append_option(v.and_then(|s| regex.captures(s)).and_then(|c| c.get(group)).map(|m| m.as_str()));
+        out.append_option(
+            v.and_then(|s| regex.captures(s))
+                .and_then(|c| c.get(group))
+                .map(|m| m.as_str()),
+        );
     }
     Ok(wrap(text, Arc::new(out.finish())))
 }
@@ -214,7 +218,11 @@ fn split_index(args: &[ColumnarValue]) -> DfResult<ColumnarValue> {
             ColumnarValue::Scalar(_) => None,
         })
         .unwrap_or(1);
-    let (text, separator, index) = (text.to_array(len)?, separator.to_array(len)?, index.to_array(len)?);
+    let (text, separator, index) = (
+        text.to_array(len)?,
+        separator.to_array(len)?,
+        index.to_array(len)?,
+    );
     let (text, separator) = (text.as_string::<i32>(), separator.as_string::<i32>());
     let index = index.as_primitive::<arrow::datatypes::Int64Type>();
     let mut out = StringBuilder::with_capacity(len, 0);
@@ -238,7 +246,10 @@ mod tests {
     #[test]
     fn java_patterns_translate() {
         assert_eq!(java_to_chrono("yyyy-MM-dd"), "%Y-%m-%d");
-        assert_eq!(java_to_chrono("yyyy-MM-dd HH:mm:ss.SSS"), "%Y-%m-%d %H:%M:%S.%3f");
+        assert_eq!(
+            java_to_chrono("yyyy-MM-dd HH:mm:ss.SSS"),
+            "%Y-%m-%d %H:%M:%S.%3f"
+        );
         assert_eq!(java_to_chrono("yyyy-MM-dd'T'HH"), "%Y-%m-%dT%H");
     }
 }

@@ -86,7 +86,9 @@ pub fn compile(job: &JobFile, mode: Mode, functions: &[Arc<ScalarUDF>]) -> Resul
                     return Err(SluiceError::plan(format!("{at}: expected INSERT INTO")));
                 };
                 if !matches!(dml.op, WriteOp::Insert(_)) {
-                    return Err(SluiceError::plan(format!("{at}: only INSERT INTO is supported")));
+                    return Err(SluiceError::plan(format!(
+                        "{at}: only INSERT INTO is supported"
+                    )));
                 }
                 let sink = catalog
                     .table(dml.table_name.table())
@@ -199,7 +201,10 @@ fn declare_table(
                 wm.column, decl.name
             )));
         };
-        if !matches!(column.data_type(), arrow::datatypes::DataType::Timestamp(..)) {
+        if !matches!(
+            column.data_type(),
+            arrow::datatypes::DataType::Timestamp(..)
+        ) {
             return Err(SluiceError::plan(format!(
                 "{at}: WATERMARK FOR `{}`: the column must be a TIMESTAMP, not {}",
                 wm.column,
@@ -217,9 +222,8 @@ fn declare_table(
                     df_message(&e)
                 ))
             })?;
-        check_watermark_type(&expr, &df_schema).map_err(|m| {
-            SluiceError::plan(format!("{at}: WATERMARK FOR `{}`: {m}", wm.column))
-        })?;
+        check_watermark_type(&expr, &df_schema)
+            .map_err(|m| SluiceError::plan(format!("{at}: WATERMARK FOR `{}`: {m}", wm.column)))?;
         def.watermark = Some(Watermark {
             column: wm.column.clone(),
             expr,
@@ -229,11 +233,16 @@ fn declare_table(
     Ok(def)
 }
 
-fn check_watermark_type(expr: &datafusion::logical_expr::Expr, schema: &DFSchema) -> Result<(), String> {
+fn check_watermark_type(
+    expr: &datafusion::logical_expr::Expr,
+    schema: &DFSchema,
+) -> Result<(), String> {
     use datafusion::logical_expr::ExprSchemable;
     match expr.get_type(schema) {
         Ok(arrow::datatypes::DataType::Timestamp(..)) => Ok(()),
-        Ok(other) => Err(format!("the watermark expression must be a TIMESTAMP, not {other}")),
+        Ok(other) => Err(format!(
+            "the watermark expression must be a TIMESTAMP, not {other}"
+        )),
         Err(e) => Err(df_message(&e)),
     }
 }
@@ -262,9 +271,12 @@ pub fn df_message(e: &DataFusionError) -> String {
     match e {
         DataFusionError::Diagnostic(_, inner) => df_message(inner),
         DataFusionError::Context(context, inner) => format!("{context}: {}", df_message(inner)),
-        DataFusionError::Plan(m) | DataFusionError::NotImplemented(m) => {
-            m.split("\n\nbacktrace").next().unwrap_or(m).trim().to_string()
-        }
+        DataFusionError::Plan(m) | DataFusionError::NotImplemented(m) => m
+            .split("\n\nbacktrace")
+            .next()
+            .unwrap_or(m)
+            .trim()
+            .to_string(),
         DataFusionError::SchemaError(..) => {
             let s = e.strip_backtrace();
             s.strip_prefix("Schema error: ").unwrap_or(&s).to_string()

@@ -215,7 +215,10 @@ mod tests {
         o.take("connector");
         o.take("topic");
         let err = o.finish("kafka").unwrap_err().to_string();
-        assert_eq!(err, "table `bids`: unknown option 'path' for connector 'kafka'");
+        assert_eq!(
+            err,
+            "table `bids`: unknown option 'path' for connector 'kafka'"
+        );
     }
 
     #[test]

@@ -182,8 +182,8 @@ pub fn parse_job(
             break;
         }
         let start = parser.peek_token_ref().span.start;
-        let statement = parse_statement(&mut parser, start)
-            .map_err(|e| parse_error(source_name, start, e))?;
+        let statement =
+            parse_statement(&mut parser, start).map_err(|e| parse_error(source_name, start, e))?;
         statements.push(statement);
         let next = parser.peek_token();
         if next.token != Token::SemiColon && next.token != Token::EOF {
@@ -226,7 +226,10 @@ fn parse_statement(parser: &mut Parser, start: Location) -> Result<JobStatement,
         }
     }
     if parser.parse_keywords(&[Keyword::CREATE, Keyword::TABLE]) {
-        return Ok(JobStatement::CreateTable(located(start, parse_create_table(parser)?)));
+        return Ok(JobStatement::CreateTable(located(
+            start,
+            parse_create_table(parser)?,
+        )));
     }
     if parser.peek_keyword(Keyword::CREATE) {
         let is_view = matches!(
@@ -244,10 +247,13 @@ fn parse_statement(parser: &mut Parser, start: Location) -> Result<JobStatement,
             let name = parser.parse_object_name(false)?;
             parser.expect_keyword(Keyword::AS)?;
             let query = parser.parse_query()?;
-            return Ok(JobStatement::CreateView(located(start, ViewDecl {
-                name: object_name(&name),
-                query,
-            })));
+            return Ok(JobStatement::CreateView(located(
+                start,
+                ViewDecl {
+                    name: object_name(&name),
+                    query,
+                },
+            )));
         }
     }
     if parser.parse_keyword(Keyword::SET) {
@@ -494,12 +500,21 @@ mod tests {
     #[test]
     fn unset_variable_is_named_with_its_position() {
         let err = parse_job("job.sql", "SET 'a' = '${NOPE}'", &vars).unwrap_err();
-        assert!(err.to_string().starts_with("job.sql:1:11: variable `NOPE` is not set"), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("job.sql:1:11: variable `NOPE` is not set"),
+            "{err}"
+        );
     }
 
     #[test]
     fn parse_errors_lead_with_file_line_and_column() {
-        let err = parse_job("job.sql", "CREATE TABLE t (a BIGINT,\n  b BIGINT NOT 3)", &vars).unwrap_err();
+        let err = parse_job(
+            "job.sql",
+            "CREATE TABLE t (a BIGINT,\n  b BIGINT NOT 3)",
+            &vars,
+        )
+        .unwrap_err();
         assert!(err.to_string().starts_with("job.sql:2:"), "{err}");
         let err = parse_job("job.sql", "DROP TABLE t", &vars).unwrap_err();
         assert!(err.to_string().contains("not `DROP TABLE t`"), "{err}");

@@ -54,7 +54,10 @@ impl WindowTvf {
                 column_names(input_schema)
             );
         };
-        if !matches!(input_schema.field(index).data_type(), DataType::Timestamp(..)) {
+        if !matches!(
+            input_schema.field(index).data_type(),
+            DataType::Timestamp(..)
+        ) {
             return plan_err!(
                 "DESCRIPTOR({}) must name a TIMESTAMP column, but it is {}",
                 time_column.name,
@@ -62,7 +65,11 @@ impl WindowTvf {
             );
         }
         for column in WindowColumn::ALL {
-            if input_schema.fields().iter().any(|f| f.name() == column.name()) {
+            if input_schema
+                .fields()
+                .iter()
+                .any(|f| f.name() == column.name())
+            {
                 return plan_err!(
                     "the window's input already has a column `{}`; rename it (e.g. `{} AS first_{}`) before windowing again",
                     column.name(),
@@ -149,7 +156,12 @@ impl UserDefinedLogicalNodeCore for WindowTvf {
     }
 
     fn fmt_for_explain(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "WindowTvf: {} on {}", describe(&self.kind), self.time_column)
+        write!(
+            f,
+            "WindowTvf: {} on {}",
+            describe(&self.kind),
+            self.time_column
+        )
     }
 
     fn with_exprs_and_inputs(&self, exprs: Vec<Expr>, inputs: Vec<LogicalPlan>) -> DfResult<Self> {
@@ -233,16 +245,17 @@ impl RelationPlanner for WindowTvfPlanner {
         let source = context
             .context_provider()
             .get_table_source(context.object_name_to_table_reference(table.clone())?)?;
-        let input = LogicalPlanBuilder::scan(
-            context.object_name_to_table_reference(table)?,
-            source,
-            None,
-        )?
-        .build()?;
+        let input =
+            LogicalPlanBuilder::scan(context.object_name_to_table_reference(table)?, source, None)?
+                .build()?;
         let time_column = args.descriptor(context)?;
         let mut interval = |position: usize, param: &str| -> DfResult<Millis> {
             let expr = args.get(position, param)?;
-            interval_millis(&name, param, context.sql_to_expr(expr.clone(), &DFSchema::empty())?)
+            interval_millis(
+                &name,
+                param,
+                context.sql_to_expr(expr.clone(), &DFSchema::empty())?,
+            )
         };
         let kind = match name.as_str() {
             "TUMBLE" => WindowKind::Tumble {

@@ -15,9 +15,13 @@ use super::{BEFORE_TIME, END_OF_TIME, Millis};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum SplitState {
     /// Not opened yet; none of its rows is older than this bound.
-    Pending { lower_bound: Millis },
+    Pending {
+        lower_bound: Millis,
+    },
     /// Being read; its watermark so far.
-    Active { watermark: Millis },
+    Active {
+        watermark: Millis,
+    },
     Finished,
 }
 
@@ -122,7 +126,11 @@ impl InputWatermarks {
     pub fn new(inputs: usize) -> Self {
         Self {
             inputs: vec![BEFORE_TIME; inputs],
-            current: if inputs == 0 { END_OF_TIME } else { BEFORE_TIME },
+            current: if inputs == 0 {
+                END_OF_TIME
+            } else {
+                BEFORE_TIME
+            },
         }
     }
 
@@ -156,7 +164,11 @@ mod tests {
         // The second file's rows start at 200, so the watermark may reach 180.
         assert_eq!(w.advance(), Some(180));
         w.observe(0, 250); // disorder inside the first file beyond the second's start
-        assert_eq!(w.advance(), Some(199), "held below the unread file's first row");
+        assert_eq!(
+            w.advance(),
+            Some(199),
+            "held below the unread file's first row"
+        );
         w.finish(0);
         w.start(1);
         assert_eq!(w.advance(), None, "never goes backwards");
@@ -193,7 +205,11 @@ mod tests {
         assert_eq!(w.update(1, 20), None);
         assert_eq!(w.update(2, 5), Some(5));
         assert_eq!(w.update(2, 30), Some(10));
-        assert_eq!(w.update(0, 8), None, "an input going backwards changes nothing");
+        assert_eq!(
+            w.update(0, 8),
+            None,
+            "an input going backwards changes nothing"
+        );
         assert_eq!(w.update(0, END_OF_TIME), Some(20));
         assert_eq!(w.update(1, END_OF_TIME), Some(30));
         assert_eq!(w.update(2, END_OF_TIME), Some(END_OF_TIME));

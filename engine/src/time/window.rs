@@ -205,7 +205,10 @@ mod tests {
                 (6_000, 16_000)
             ]
         );
-        assert_eq!(w.slices_of_window(0, 10_000), vec![0, 2_000, 4_000, 6_000, 8_000]);
+        assert_eq!(
+            w.slices_of_window(0, 10_000),
+            vec![0, 2_000, 4_000, 6_000, 8_000]
+        );
         assert_eq!(w.last_window_end(6_000), 16_000);
     }
 

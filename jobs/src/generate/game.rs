@@ -31,12 +31,22 @@ pub fn schema() -> SchemaRef {
         Field::new("event", DataType::Utf8, true),
         Field::new("duration_s", DataType::Float64, true),
         Field::new("amount", DataType::Float64, true),
-        Field::new("ts", DataType::Timestamp(TimeUnit::Millisecond, None), false),
+        Field::new(
+            "ts",
+            DataType::Timestamp(TimeUnit::Millisecond, None),
+            false,
+        ),
     ]))
 }
 
 /// Writes `events` game events over `days` days into `out/events`.
-pub fn generate(out: &Path, events: u64, days: u32, files: usize, format: FileFormat) -> Result<u64> {
+pub fn generate(
+    out: &Path,
+    events: u64,
+    days: u32,
+    files: usize,
+    format: FileFormat,
+) -> Result<u64> {
     const CHUNK: usize = 64 * 1024;
     let schema = schema();
     let per_file = (events as usize).div_ceil(files.max(1)).max(1);

@@ -57,7 +57,12 @@ enum Output {
 }
 
 impl TableWriter {
-    pub fn new(dir: &Path, schema: SchemaRef, format: FileFormat, rows_per_file: usize) -> Result<Self> {
+    pub fn new(
+        dir: &Path,
+        schema: SchemaRef,
+        format: FileFormat,
+        rows_per_file: usize,
+    ) -> Result<Self> {
         std::fs::create_dir_all(dir)
             .map_err(|e| SluiceError::io(format!("creating {}", dir.display()), e))?;
         Ok(Self {
@@ -89,7 +94,8 @@ impl TableWriter {
                 Some(Output::Json(w)) => w.write(&part).map_err(|e| e.to_string()),
                 None => Ok(()),
             };
-            written.map_err(|e| SluiceError::Data(format!("writing {}: {e}", self.dir.display())))?;
+            written
+                .map_err(|e| SluiceError::Data(format!("writing {}: {e}", self.dir.display())))?;
             self.rows_in_file += take;
             offset += take;
             if self.rows_in_file >= self.rows_per_file {
@@ -118,7 +124,9 @@ impl TableWriter {
                         .map_err(|e| SluiceError::Data(format!("{}: {e}", path.display())))?,
                 )
             }
-            FileFormat::Json => Output::Json(arrow::json::LineDelimitedWriter::new(BufWriter::new(file))),
+            FileFormat::Json => {
+                Output::Json(arrow::json::LineDelimitedWriter::new(BufWriter::new(file)))
+            }
         });
         self.index += 1;
         self.rows_in_file = 0;
@@ -131,7 +139,9 @@ impl TableWriter {
             Some(Output::Json(mut w)) => w.finish().map_err(|e| e.to_string()),
             None => Ok(()),
         };
-        closed.map_err(|e| SluiceError::Data(format!("closing a file in {}: {e}", self.dir.display())))
+        closed.map_err(|e| {
+            SluiceError::Data(format!("closing a file in {}: {e}", self.dir.display()))
+        })
     }
 
     pub fn finish(mut self) -> Result<()> {

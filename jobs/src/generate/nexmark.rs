@@ -86,9 +86,15 @@ struct Columns {
 impl Columns {
     fn new(ints: usize, strings: usize, times: usize) -> Self {
         Self {
-            ints: (0..ints).map(|_| Int64Builder::with_capacity(CHUNK)).collect(),
-            strings: (0..strings).map(|_| StringBuilder::with_capacity(CHUNK, CHUNK * 16)).collect(),
-            times: (0..times).map(|_| TimestampMillisecondBuilder::with_capacity(CHUNK)).collect(),
+            ints: (0..ints)
+                .map(|_| Int64Builder::with_capacity(CHUNK))
+                .collect(),
+            strings: (0..strings)
+                .map(|_| StringBuilder::with_capacity(CHUNK, CHUNK * 16))
+                .collect(),
+            times: (0..times)
+                .map(|_| TimestampMillisecondBuilder::with_capacity(CHUNK))
+                .collect(),
             rows: 0,
         }
     }
@@ -144,9 +150,14 @@ pub fn generate(out: &Path, events: u64, files: usize, format: FileFormat) -> Re
         ..NexmarkConfig::default()
     };
     // Nexmark's mix: 1 person, 3 auctions, 46 bids in every 50 events.
-    let per_file = |share: u64| ((events * share / 50) as usize).div_ceil(files.max(1)).max(1);
+    let per_file = |share: u64| {
+        ((events * share / 50) as usize)
+            .div_ceil(files.max(1))
+            .max(1)
+    };
     let mut bids = TableWriter::new(&out.join("bid"), bid_schema(), format, per_file(46))?;
-    let mut auctions = TableWriter::new(&out.join("auction"), auction_schema(), format, per_file(3))?;
+    let mut auctions =
+        TableWriter::new(&out.join("auction"), auction_schema(), format, per_file(3))?;
     let mut persons = TableWriter::new(&out.join("person"), person_schema(), format, per_file(1))?;
     let mut bid_cols = Columns::new(3, 3, 1);
     let mut auction_cols = Columns::new(5, 3, 2);
@@ -182,14 +193,25 @@ pub fn generate(out: &Path, events: u64, files: usize, format: FileFormat) -> Re
                 auction_cols.rows += 1;
                 counts.auctions += 1;
                 if auction_cols.rows == CHUNK {
-                    auctions.write(&finish(&mut auction_cols, &auction_schema(), &AUCTION_ORDER)?)?;
+                    auctions.write(&finish(
+                        &mut auction_cols,
+                        &auction_schema(),
+                        &AUCTION_ORDER,
+                    )?)?;
                 }
             }
             Event::Person(p) => {
                 person_cols.ints[0].append_value(p.id as i64);
-                for (i, s) in [&p.name, &p.email_address, &p.credit_card, &p.city, &p.state, &p.extra]
-                    .into_iter()
-                    .enumerate()
+                for (i, s) in [
+                    &p.name,
+                    &p.email_address,
+                    &p.credit_card,
+                    &p.city,
+                    &p.state,
+                    &p.extra,
+                ]
+                .into_iter()
+                .enumerate()
                 {
                     person_cols.strings[i].append_value(s);
                 }
@@ -203,7 +225,11 @@ pub fn generate(out: &Path, events: u64, files: usize, format: FileFormat) -> Re
         }
     }
     bids.write(&finish(&mut bid_cols, &bid_schema(), &BID_ORDER)?)?;
-    auctions.write(&finish(&mut auction_cols, &auction_schema(), &AUCTION_ORDER)?)?;
+    auctions.write(&finish(
+        &mut auction_cols,
+        &auction_schema(),
+        &AUCTION_ORDER,
+    )?)?;
     persons.write(&finish(&mut person_cols, &person_schema(), &PERSON_ORDER)?)?;
     bids.finish()?;
     auctions.finish()?;

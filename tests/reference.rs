@@ -1,0 +1,67 @@
+//! DataFusion SQL that computes what Sluice's shipped jobs compute, to check
+//! Sluice's results independently (in tests) and to race it (in benches).
+//!
+//! The queries read the tables the generators write (`bid`, `events`) and
+//! return the sink's columns in the sink's order and types.
+
+/// DataFusion's SQL for the Nexmark job file `jobs/sql/nexmark/{query}.sql`.
+pub fn nexmark(query: &str) -> Option<&'static str> {
+    Some(match query {
+        "q0" => "SELECT auction, bidder, price, date_time, extra FROM bid",
+        "q1" => {
+            "SELECT auction, bidder, CAST(0.908 * price AS DECIMAL(23, 3)) AS price, date_time, extra FROM bid"
+        }
+        "q2" => "SELECT auction, price FROM bid WHERE auction % 123 = 0",
+        "q15" => {
+            "SELECT to_char(date_time, '%Y-%m-%d') AS day, count(*), \
+               count(*) FILTER (WHERE price < 10000), \
+               count(*) FILTER (WHERE price >= 10000 AND price < 1000000), \
+               count(*) FILTER (WHERE price >= 1000000), \
+               count(DISTINCT bidder), \
+               count(DISTINCT bidder) FILTER (WHERE price < 10000), \
+               count(DISTINCT bidder) FILTER (WHERE price >= 10000 AND price < 1000000), \
+               count(DISTINCT bidder) FILTER (WHERE price >= 1000000), \
+               count(DISTINCT auction), \
+               count(DISTINCT auction) FILTER (WHERE price < 10000), \
+               count(DISTINCT auction) FILTER (WHERE price >= 10000 AND price < 1000000), \
+               count(DISTINCT auction) FILTER (WHERE price >= 1000000) \
+             FROM bid GROUP BY 1"
+        }
+        "q22" => {
+            "SELECT auction, bidder, price, channel, split_part(url, '/', 4), split_part(url, '/', 5), \
+             split_part(url, '/', 6) FROM bid"
+        }
+        "tumble" => {
+            "SELECT auction, date_bin(INTERVAL '10 seconds', date_time, TIMESTAMP '1970-01-01') AS window_start, \
+             date_bin(INTERVAL '10 seconds', date_time, TIMESTAMP '1970-01-01') + INTERVAL '10 seconds' AS window_end, \
+             count(*) AS bids, max(price) AS top_price \
+             FROM bid GROUP BY 1, 2, 3"
+        }
+        // Without a hopping window function, each bid is joined to the five
+        // windows it belongs to: the row copying Sluice's slices avoid.
+        "hop" => {
+            "SELECT auction, ws AS window_start, ws + INTERVAL '10 seconds' AS window_end, count(*) AS bids FROM ( \
+               SELECT auction, date_bin(INTERVAL '2 seconds', date_time, TIMESTAMP '1970-01-01') - o AS ws \
+               FROM bid CROSS JOIN (VALUES (INTERVAL '0 seconds'), (INTERVAL '2 seconds'), (INTERVAL '4 seconds'), \
+                 (INTERVAL '6 seconds'), (INTERVAL '8 seconds')) AS offsets(o)) \
+             GROUP BY 1, 2, 3"
+        }
+        _ => return None,
+    })
+}
+
+/// DataFusion's SQL for the `daily_app_stats` output of `game_daily.sql`.
+pub const GAME_DAILY_APP_STATS: &str = "\
+    SELECT app_id, date_bin(INTERVAL '1 day', ts, TIMESTAMP '1970-01-01') AS day_start, \
+      date_bin(INTERVAL '1 day', ts, TIMESTAMP '1970-01-01') + INTERVAL '1 day' AS day_end, \
+      count(DISTINCT player_id), count(*) FILTER (WHERE event = 'session_start'), \
+      coalesce(sum(duration_s), 0), coalesce(sum(amount), 0) \
+    FROM events \
+    WHERE player_id IS NOT NULL AND app_id IS NOT NULL \
+      AND event IN ('session_start', 'level_up', 'purchase', 'session_end') \
+    GROUP BY 1, 2, 3";
+
+/// DataFusion's SQL for the `bad_events` output of `game_daily.sql`.
+pub const GAME_BAD_EVENTS: &str = "\
+    SELECT * FROM events WHERE player_id IS NULL OR app_id IS NULL OR event IS NULL \
+      OR event NOT IN ('session_start', 'level_up', 'purchase', 'session_end')";
