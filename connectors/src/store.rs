@@ -113,7 +113,9 @@ mod tests {
             l.url_of(&Path::from("events/a.parquet")),
             "s3://bucket/events/a.parquet"
         );
-        let err = resolve("ftp://x/y", "t", "path").unwrap_err().to_string();
+        let err = resolve("ftp://x/y", "t", "path")
+            .expect_err("must fail")
+            .to_string();
         assert!(err.contains("unknown scheme `ftp://`"), "{err}");
     }
 }

@@ -81,11 +81,12 @@ impl JobSpec {
         sluice_engine::plan::translate(&job, &connectors(), self.parallelism)
     }
 
-    /// Job parameters for operators and UDFs: `SET` statements, then `--set` values.
-    pub fn parameters(&self) -> Result<BTreeMap<String, String>> {
-        let mut parameters = self.compile()?.settings;
+    /// Job parameters for operators and UDFs: the job's `SET` statements,
+    /// overridden by `--set` values.
+    pub fn parameters(&self, job: &CompiledJob) -> BTreeMap<String, String> {
+        let mut parameters = job.settings.clone();
         parameters.extend(self.vars.clone());
-        Ok(parameters)
+        parameters
     }
 }
 
@@ -107,8 +108,9 @@ pub async fn run(job: &JobSpec) -> Result<JobResult> {
 pub async fn run_with_metrics(job: &JobSpec, metrics: Arc<JobMetrics>) -> Result<JobResult> {
     let compiled = job.compile()?;
     let graph = sluice_engine::plan::translate(&compiled, &connectors(), job.parallelism)?;
-    let mut options = RunOptions::default();
-    options.parameters = compiled.settings.clone();
-    options.parameters.extend(job.vars.clone());
+    let options = RunOptions {
+        parameters: job.parameters(&compiled),
+        ..RunOptions::default()
+    };
     sluice_engine::exec::run(&graph, &options, metrics).await
 }

@@ -169,7 +169,7 @@ mod tests {
             .expect("parse")
             .list()
             .await
-            .unwrap_err();
+            .expect_err("must fail");
         assert!(err.to_string().contains("no files found"), "{err}");
     }
 }

@@ -398,7 +398,7 @@ mod tests {
 
         let wanted = Arc::new(Schema::new(vec![Field::new("b", DataType::Int64, true)]));
         let err = SchemaFit::new("t", "file:///x.parquet", &file, &wanted)
-            .unwrap_err()
+            .expect_err("must fail")
             .to_string();
         assert_eq!(
             err,
@@ -406,7 +406,7 @@ mod tests {
         );
         let wanted = Arc::new(Schema::new(vec![Field::new("a", DataType::Utf8, true)]));
         let err = SchemaFit::new("t", "file:///x.parquet", &file, &wanted)
-            .unwrap_err()
+            .expect_err("must fail")
             .to_string();
         assert!(
             err.contains("column `a` is Int32 in the file, but table `t` declares Utf8"),

@@ -98,8 +98,8 @@ impl Sink for FileSink {
 }
 
 enum Output {
-    Parquet(AsyncArrowWriter<BufWriter>),
-    Json(BufWriter),
+    Parquet(Box<AsyncArrowWriter<BufWriter>>),
+    Json(Box<BufWriter>),
 }
 
 struct FileWriter {
@@ -126,16 +126,19 @@ impl FileWriter {
                     .set_compression(Compression::SNAPPY)
                     .set_max_row_group_row_count(Some(1 << 20))
                     .build();
-                Output::Parquet(
+                Output::Parquet(Box::new(
                     AsyncArrowWriter::try_new(
                         BufWriter::new(Arc::clone(&self.store), self.staged.clone()),
                         Arc::clone(&self.schema),
                         Some(props),
                     )
                     .map_err(|e| self.error(e))?,
-                )
+                ))
             }
-            _ => Output::Json(BufWriter::new(Arc::clone(&self.store), self.staged.clone())),
+            _ => Output::Json(Box::new(BufWriter::new(
+                Arc::clone(&self.store),
+                self.staged.clone(),
+            ))),
         })
     }
 }

@@ -102,6 +102,9 @@ impl Decoder for Csv {
     }
 }
 
+/// A decoder and the columns to keep of what it decodes.
+type Decoding = (Box<dyn Decoder>, Option<Vec<usize>>);
+
 struct DecodeState {
     chunks: BoxStream<'static, Result<Bytes>>,
     buffer: Bytes,
@@ -158,31 +161,30 @@ impl Split for TextSplit {
     }
 
     fn open(self: Arc<Self>) -> BoxStream<'static, Result<RecordBatch>> {
-        let decoder: std::result::Result<(Box<dyn Decoder>, Option<Vec<usize>>), ArrowError> =
-            match self.format {
-                Format::Json => arrow::json::ReaderBuilder::new(Arc::clone(&self.request.schema))
-                    .with_batch_size(self.request.batch_size)
-                    .build_decoder()
-                    .map(|d| {
-                        (
-                            Box::new(Json(d, self.request.batch_size)) as Box<dyn Decoder>,
-                            None,
-                        )
-                    }),
-                Format::Csv { delimiter, header } => Ok((
-                    Box::new(Csv(arrow::csv::ReaderBuilder::new(Arc::clone(
-                        &self.table_schema,
-                    ))
-                    .with_header(header)
-                    .with_delimiter(delimiter)
-                    .with_batch_size(self.request.batch_size)
-                    .build_decoder())) as Box<dyn Decoder>,
-                    Some(self.request.projection.clone()),
-                )),
-                Format::Parquet => Err(ArrowError::InvalidArgumentError(
-                    "Parquet is not a text format".into(),
-                )),
-            };
+        let decoder: std::result::Result<Decoding, ArrowError> = match self.format {
+            Format::Json => arrow::json::ReaderBuilder::new(Arc::clone(&self.request.schema))
+                .with_batch_size(self.request.batch_size)
+                .build_decoder()
+                .map(|d| {
+                    (
+                        Box::new(Json(d, self.request.batch_size)) as Box<dyn Decoder>,
+                        None,
+                    )
+                }),
+            Format::Csv { delimiter, header } => Ok((
+                Box::new(Csv(arrow::csv::ReaderBuilder::new(Arc::clone(
+                    &self.table_schema,
+                ))
+                .with_header(header)
+                .with_delimiter(delimiter)
+                .with_batch_size(self.request.batch_size)
+                .build_decoder())) as Box<dyn Decoder>,
+                Some(self.request.projection.clone()),
+            )),
+            Format::Parquet => Err(ArrowError::InvalidArgumentError(
+                "Parquet is not a text format".into(),
+            )),
+        };
         let (decoder, projection) = match decoder {
             Ok(d) => d,
             Err(e) => {

@@ -80,7 +80,7 @@ pub fn compile(job: &JobFile, mode: Mode, functions: &[Arc<ScalarUDF>]) -> Resul
                 let at = format!("{file}:{}", i.line);
                 let planner = SqlToRel::new_with_options(&catalog, parser_options(&catalog));
                 let plan = planner
-                    .sql_statement_to_plan(i.item.clone())
+                    .sql_statement_to_plan(i.item.as_ref().clone())
                     .map_err(|e| planning_error(file, i.line, i.column, e))?;
                 let LogicalPlan::Dml(dml) = plan else {
                     return Err(SluiceError::plan(format!("{at}: expected INSERT INTO")));

@@ -214,7 +214,7 @@ mod tests {
         let mut o = Options::resolve("bids", &written(), Mode::Stream);
         o.take("connector");
         o.take("topic");
-        let err = o.finish("kafka").unwrap_err().to_string();
+        let err = o.finish("kafka").expect_err("must fail").to_string();
         assert_eq!(
             err,
             "table `bids`: unknown option 'path' for connector 'kafka'"

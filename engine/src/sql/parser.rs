@@ -49,9 +49,9 @@ pub struct Located<T> {
 
 #[derive(Debug, Clone)]
 pub enum JobStatement {
-    CreateTable(Located<TableDecl>),
+    CreateTable(Box<Located<TableDecl>>),
     CreateView(Located<ViewDecl>),
-    Insert(Located<Statement>),
+    Insert(Located<Box<Statement>>),
     Set(Located<(String, String)>),
 }
 
@@ -226,10 +226,8 @@ fn parse_statement(parser: &mut Parser, start: Location) -> Result<JobStatement,
         }
     }
     if parser.parse_keywords(&[Keyword::CREATE, Keyword::TABLE]) {
-        return Ok(JobStatement::CreateTable(located(
-            start,
-            parse_create_table(parser)?,
-        )));
+        let table = parse_create_table(parser)?;
+        return Ok(JobStatement::CreateTable(Box::new(located(start, table))));
     }
     if parser.peek_keyword(Keyword::CREATE) {
         let is_view = matches!(
@@ -264,7 +262,7 @@ fn parse_statement(parser: &mut Parser, start: Location) -> Result<JobStatement,
     }
     let statement = parser.parse_statement()?;
     match statement {
-        Statement::Insert(_) => Ok(JobStatement::Insert(located(start, statement))),
+        Statement::Insert(_) => Ok(JobStatement::Insert(located(start, Box::new(statement)))),
         other => Err(ParserError::ParserError(format!(
             "a job file holds CREATE TABLE, CREATE VIEW, INSERT INTO and SET statements, not `{}`",
             first_words(&other.to_string())
@@ -499,7 +497,7 @@ mod tests {
 
     #[test]
     fn unset_variable_is_named_with_its_position() {
-        let err = parse_job("job.sql", "SET 'a' = '${NOPE}'", &vars).unwrap_err();
+        let err = parse_job("job.sql", "SET 'a' = '${NOPE}'", &vars).expect_err("must fail");
         assert!(
             err.to_string()
                 .starts_with("job.sql:1:11: variable `NOPE` is not set"),
@@ -514,9 +512,9 @@ mod tests {
             "CREATE TABLE t (a BIGINT,\n  b BIGINT NOT 3)",
             &vars,
         )
-        .unwrap_err();
+        .expect_err("must fail");
         assert!(err.to_string().starts_with("job.sql:2:"), "{err}");
-        let err = parse_job("job.sql", "DROP TABLE t", &vars).unwrap_err();
+        let err = parse_job("job.sql", "DROP TABLE t", &vars).expect_err("must fail");
         assert!(err.to_string().contains("not `DROP TABLE t`"), "{err}");
     }
 }
