@@ -15,6 +15,8 @@
 //! INSERT INTO counts SELECT ... ;
 //!
 //! late 0                                (optional: rows behind the watermark)
+//! late-data                             (optional: those rows, as the late-data
+//! {"auction":1,"ts":"2026-01-01T00:00:02"}   output writes them: JSON lines)
 //! error                                 (instead of output rows: a message part)
 //! unknown column
 //! ```
@@ -43,6 +45,8 @@ pub struct Case {
     pub sql: String,
     pub error: Option<String>,
     pub late: Option<u64>,
+    /// Expected late-data output, as JSON lines.
+    pub late_data: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone)]
@@ -65,6 +69,7 @@ impl Case {
             sql: String::new(),
             error: None,
             late: None,
+            late_data: None,
         };
         let mut reason = None;
         enum Section {
@@ -73,6 +78,7 @@ impl Case {
             Output,
             Sql,
             Error,
+            LateData,
         }
         let mut section = Section::None;
         for (n, line) in text.lines().enumerate() {
@@ -106,6 +112,9 @@ impl Case {
             } else if trimmed == "error" && !line.starts_with(' ') {
                 section = Section::Error;
                 case.error = Some(String::new());
+            } else if trimmed == "late-data" && !line.starts_with(' ') {
+                section = Section::LateData;
+                case.late_data = Some(Vec::new());
             } else if let Some(rest) = line.strip_prefix("late ") {
                 case.late = Some(rest.trim().parse().map_err(|_| at("late takes a number"))?);
                 section = Section::None;
@@ -121,6 +130,11 @@ impl Case {
                             e.push(' ');
                         }
                         e.push_str(trimmed);
+                    }
+                    Section::LateData if !trimmed.is_empty() => {
+                        case.late_data
+                            .get_or_insert_default()
+                            .push(trimmed.to_string());
                     }
                     Section::Input | Section::Output
                         if !trimmed.is_empty() && !trimmed.starts_with('#') =>
@@ -178,6 +192,12 @@ impl Case {
                 path.display()
             ));
         }
+        if self.late_data.is_some() {
+            job.push_str(&format!(
+                "SET 'sluice.late-data.path' = '{}';\n",
+                dir.join("late").display()
+            ));
+        }
         let header_lines = job.lines().count();
         job.push_str(&self.sql);
         for input in &self.inputs {
@@ -226,6 +246,19 @@ impl Case {
                         result.late_rows
                     ));
                 }
+                if let Some(expected) = &self.late_data {
+                    let mut actual = read_lines(&dir.join("late"))?;
+                    actual.sort();
+                    let mut expected = expected.clone();
+                    expected.sort();
+                    if actual != expected {
+                        return Err(format!(
+                            "late data differs\n--- expected\n{}\n--- actual\n{}",
+                            expected.join("\n"),
+                            actual.join("\n")
+                        ));
+                    }
+                }
                 for output in &self.outputs {
                     let out_dir = dir.join("out").join(&output.name);
                     let staged = crate::staged_files(&out_dir);
@@ -255,6 +288,22 @@ impl Case {
             }
         }
     }
+}
+
+/// The lines of every visible file in `dir`.
+fn read_lines(dir: &Path) -> Result<Vec<String>, String> {
+    let mut lines = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.filter_map(|e| e.ok()) {
+            let name = entry.file_name().to_string_lossy().to_string();
+            if name.starts_with('.') || name.starts_with('_') {
+                continue;
+            }
+            let text = std::fs::read_to_string(entry.path()).map_err(|e| e.to_string())?;
+            lines.extend(text.lines().map(str::to_string));
+        }
+    }
+    Ok(lines)
 }
 
 fn table_header(rest: &str) -> Option<Table> {

@@ -108,8 +108,14 @@ pub async fn run(job: &JobSpec) -> Result<JobResult> {
 pub async fn run_with_metrics(job: &JobSpec, metrics: Arc<JobMetrics>) -> Result<JobResult> {
     let compiled = job.compile()?;
     let graph = sluice_engine::plan::translate(&compiled, &connectors(), job.parallelism)?;
+    let parameters = job.parameters(&compiled);
+    let late_data = match parameters.get(sluice_connectors::filesystem::LATE_DATA_PATH) {
+        Some(path) => Some(sluice_connectors::filesystem::late_data_sink(path)?),
+        None => None,
+    };
     let options = RunOptions {
-        parameters: job.parameters(&compiled),
+        parameters,
+        late_data,
         ..RunOptions::default()
     };
     sluice_engine::exec::run(&graph, &options, metrics).await

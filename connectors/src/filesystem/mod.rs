@@ -19,6 +19,20 @@ use sluice_engine::{Result, SluiceError};
 
 pub use listing::FileSet;
 
+/// The job setting that names where late rows go.
+pub const LATE_DATA_PATH: &str = "sluice.late-data.path";
+
+/// A sink for rows that arrived behind the watermark: JSON lines (rows of
+/// different operators have different columns) in part files under `path`.
+pub fn late_data_sink(path: &str) -> Result<Arc<dyn Sink>> {
+    let location = crate::store::resolve(path, "late data", LATE_DATA_PATH)?;
+    Ok(Arc::new(sink::FileSink::new(
+        location,
+        Format::Json,
+        Arc::new(arrow::datatypes::Schema::empty()),
+    )))
+}
+
 /// The file formats the connector reads and writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -105,6 +119,10 @@ impl SinkFactory for FileSystemFactory {
             )));
         }
         let location = crate::store::resolve(&path, &table.name, "path")?;
-        Ok(Arc::new(sink::FileSink::new(location, format, table)))
+        Ok(Arc::new(sink::FileSink::new(
+            location,
+            format,
+            Arc::clone(&table.schema),
+        )))
     }
 }

@@ -18,7 +18,6 @@ use parquet::arrow::AsyncArrowWriter;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 use sluice_engine::connector::{Sink, SinkWriter};
-use sluice_engine::sql::TableDef;
 use sluice_engine::{Result, SluiceError};
 use tokio::io::AsyncWriteExt;
 
@@ -37,11 +36,11 @@ pub struct FileSink {
 }
 
 impl FileSink {
-    pub fn new(location: Location, format: Format, table: &TableDef) -> Self {
+    pub fn new(location: Location, format: Format, schema: SchemaRef) -> Self {
         Self {
             location,
             format,
-            schema: Arc::clone(&table.schema),
+            schema,
             run: uuid::Uuid::new_v4().simple().to_string()[..12].to_string(),
             staged: Arc::new(Mutex::new(Vec::new())),
         }

@@ -33,6 +33,9 @@ pub struct RunOptions {
     pub channel_capacity: usize,
     /// Rows per batch sources aim for.
     pub batch_size: usize,
+    /// Where rows that arrived behind the watermark are written, if anywhere
+    /// (`SET 'sluice.late-data.path'`); they are counted either way.
+    pub late_data: Option<Arc<dyn crate::connector::Sink>>,
 }
 
 impl Default for RunOptions {
@@ -41,6 +44,7 @@ impl Default for RunOptions {
             parameters: BTreeMap::new(),
             channel_capacity: 16 << 20,
             batch_size: 8192,
+            late_data: None,
         }
     }
 }
@@ -126,7 +130,14 @@ pub async fn run(
                 parameters: Arc::clone(&parameters),
                 metrics: Arc::clone(&metrics),
             };
-            let mut chain = task::Chain::build(graph, stage, &context, &mut senders).await?;
+            let mut chain = task::Chain::build(
+                graph,
+                stage,
+                &context,
+                &mut senders,
+                options.late_data.as_deref(),
+            )
+            .await?;
             let input = match &root.kind {
                 NodeKind::Source(_) => task::Input::Source {
                     splits,
@@ -171,6 +182,15 @@ pub async fn run(
         if let NodeKind::Sink(sink) = &node.kind {
             sink.sink.commit().await?;
         }
+    }
+    let late = JobMetrics::get(&metrics.late_rows);
+    match &options.late_data {
+        Some(sink) => sink.commit().await?,
+        None if late > 0 => tracing::warn!(
+            late,
+            "rows arrived behind the watermark after their windows fired; set 'sluice.late-data.path' to keep them"
+        ),
+        None => {}
     }
     Ok(JobResult {
         rows_in: JobMetrics::get(&metrics.rows_in),

@@ -68,6 +68,9 @@ pub struct Chain {
     entry: Vec<Target>,
     exits: Vec<Exit>,
     pending: Vec<Vec<Message>>,
+    /// Late rows set aside by operators, and where they go.
+    late: Vec<RecordBatch>,
+    late_writer: Option<Box<dyn SinkWriter>>,
     context: OperatorContext,
 }
 
@@ -79,6 +82,7 @@ impl Chain {
         stage: &Stage,
         context: &OperatorContext,
         senders: &mut std::collections::BTreeMap<(usize, usize), Vec<Sender>>,
+        late_data: Option<&dyn crate::connector::Sink>,
     ) -> Result<Self> {
         let mut nodes = Vec::new();
         let mut exits = Vec::new();
@@ -140,11 +144,20 @@ impl Chain {
             entry = vec![*root];
         }
         let pending = exits.iter().map(|_| Vec::new()).collect();
+        let late_writer = match late_data {
+            Some(sink) => Some(
+                sink.open_writer(context.subtask, context.parallelism)
+                    .await?,
+            ),
+            None => None,
+        };
         Ok(Self {
             nodes,
             entry,
             exits,
             pending,
+            late: Vec::new(),
+            late_writer,
             context: context.clone(),
         })
     }
@@ -188,6 +201,10 @@ impl Chain {
             Message::End => node.op.close(&mut out)?,
         }
         let outputs = node.outputs.clone();
+        for late in out.drain_late() {
+            JobMetrics::add(&self.context.metrics.late_rows, late.num_rows() as u64);
+            self.late.push(late);
+        }
         let mut produced: Vec<Message> = out.drain().collect();
         if end {
             produced.push(Message::End);
@@ -205,7 +222,24 @@ impl Chain {
                 exit.send(message).await?;
             }
         }
+        match self.late_writer.as_mut() {
+            Some(writer) => {
+                for batch in self.late.drain(..) {
+                    writer.write(batch).await?;
+                }
+            }
+            None => self.late.clear(),
+        }
         Ok(())
+    }
+
+    /// Closes the late-data output once the subtask is done.
+    async fn finish(&mut self) -> Result<()> {
+        self.flush().await?;
+        match self.late_writer.take() {
+            Some(writer) => writer.finish().await,
+            None => Ok(()),
+        }
     }
 }
 
@@ -285,9 +319,12 @@ impl Exit {
 
 pub async fn run(chain: &mut Chain, input: Input, metrics: &JobMetrics) -> Result<()> {
     match input {
-        Input::Source { splits, watermark } => read_splits(chain, splits, watermark, metrics).await,
-        Input::Channels(receivers) => merge_channels(chain, receivers).await,
+        Input::Source { splits, watermark } => {
+            read_splits(chain, splits, watermark, metrics).await?
+        }
+        Input::Channels(receivers) => merge_channels(chain, receivers).await?,
     }
+    chain.finish().await
 }
 
 async fn read_splits(

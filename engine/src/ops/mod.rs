@@ -47,6 +47,7 @@ impl Message {
 #[derive(Debug, Default)]
 pub struct Output {
     messages: Vec<Message>,
+    late: Vec<RecordBatch>,
 }
 
 impl Output {
@@ -60,8 +61,20 @@ impl Output {
         self.messages.push(Message::Watermark(watermark));
     }
 
+    /// Sets aside rows that arrived behind the watermark: the subtask counts
+    /// them and writes them to the late-data output when the job has one.
+    pub fn late(&mut self, batch: RecordBatch) {
+        if batch.num_rows() > 0 {
+            self.late.push(batch);
+        }
+    }
+
     pub fn drain(&mut self) -> std::vec::Drain<'_, Message> {
         self.messages.drain(..)
+    }
+
+    pub fn drain_late(&mut self) -> std::vec::Drain<'_, RecordBatch> {
+        self.late.drain(..)
     }
 }
 

@@ -18,7 +18,6 @@ use arrow::row::{RowConverter, SortField};
 use super::aggregate::{AggregateSpec, Groups, Windows, event_times};
 use super::{Operator, OperatorContext, OperatorFactory, Output};
 use crate::error::{ExecContext, Result};
-use crate::metrics::JobMetrics;
 use crate::time::{BEFORE_TIME, END_OF_TIME, Millis};
 
 #[derive(Debug, Clone)]
@@ -42,13 +41,12 @@ impl OperatorFactory for SessionAggregate {
         )
     }
 
-    fn create(&self, context: &OperatorContext) -> Result<Box<dyn Operator>> {
+    fn create(&self, _context: &OperatorContext) -> Result<Box<dyn Operator>> {
         Ok(Box::new(Sessions {
             plan: self.clone(),
             buffer: Vec::new(),
             watermark: BEFORE_TIME,
             next_close: END_OF_TIME,
-            metrics: Arc::clone(&context.metrics),
         }))
     }
 }
@@ -60,7 +58,6 @@ struct Sessions {
     watermark: Millis,
     /// No buffered session can close before the watermark reaches this.
     next_close: Millis,
-    metrics: Arc<JobMetrics>,
 }
 
 impl Sessions {
@@ -187,7 +184,7 @@ impl Sessions {
 }
 
 impl Operator for Sessions {
-    fn on_batch(&mut self, batch: RecordBatch, _out: &mut Output) -> Result<()> {
+    fn on_batch(&mut self, batch: RecordBatch, out: &mut Output) -> Result<()> {
         let times = event_times(batch.column(self.plan.time_index))?;
         let gap = self.plan.gap;
         let watermark = self.watermark;
@@ -196,12 +193,11 @@ impl Operator for Sessions {
             .iter()
             .map(|t| Some(t.is_some_and(|t| t + gap - 1 > watermark)))
             .collect();
-        let kept = keep.true_count();
-        let late = batch.num_rows() - kept;
-        if late > 0 {
-            JobMetrics::add(&self.metrics.late_rows, late as u64);
-        }
-        let batch = if late > 0 {
+        let batch = if keep.true_count() < batch.num_rows() {
+            let late = arrow::compute::not(&keep)
+                .and_then(|late| arrow::compute::filter_record_batch(&batch, &late))
+                .exec_context(|| "setting late rows aside".to_string())?;
+            out.late(late);
             arrow::compute::filter_record_batch(&batch, &keep)
                 .exec_context(|| "setting late rows aside".to_string())?
         } else {

@@ -14,12 +14,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use arrow::array::UInt32Array;
+use arrow::compute::take_record_batch;
 use arrow::record_batch::RecordBatch;
 
 use super::aggregate::{AggregateSpec, Evaluated, GroupState, Groups, Windows, event_times};
 use super::{Operator, OperatorContext, OperatorFactory, Output};
-use crate::error::Result;
-use crate::metrics::JobMetrics;
+use crate::error::{ExecContext, Result};
 use crate::sql::window_tvf::describe;
 use crate::time::{Millis, WindowKind};
 
@@ -60,13 +60,12 @@ impl OperatorFactory for WindowAggregate {
         )
     }
 
-    fn create(&self, context: &OperatorContext) -> Result<Box<dyn Operator>> {
+    fn create(&self, _context: &OperatorContext) -> Result<Box<dyn Operator>> {
         Ok(Box::new(SlicedWindows {
             plan: self.clone(),
             slices: BTreeMap::new(),
             pending: BTreeSet::new(),
             watermark: crate::time::BEFORE_TIME,
-            metrics: Arc::clone(&context.metrics),
         }))
     }
 }
@@ -86,7 +85,6 @@ struct SlicedWindows {
     /// Windows `(end, start)` that hold rows and have not fired, in firing order.
     pending: BTreeSet<(Millis, Millis)>,
     watermark: Millis,
-    metrics: Arc<JobMetrics>,
 }
 
 impl SlicedWindows {
@@ -166,7 +164,7 @@ impl SlicedWindows {
 }
 
 impl Operator for SlicedWindows {
-    fn on_batch(&mut self, batch: RecordBatch, _out: &mut Output) -> Result<()> {
+    fn on_batch(&mut self, batch: RecordBatch, out: &mut Output) -> Result<()> {
         let rows = self.plan.spec.evaluate(&batch)?;
         let Some(time_index) = self.plan.time_index else {
             return self.add(0, &rows);
@@ -175,7 +173,7 @@ impl Operator for SlicedWindows {
         let kind = self.kind();
         // Group row indices by slice; late rows (and rows without a time) aside.
         let mut by_slice: BTreeMap<Millis, Vec<u32>> = BTreeMap::new();
-        let mut late = 0u64;
+        let mut late: Vec<u32> = Vec::new();
         let mut first: Option<Millis> = None;
         let mut single_slice = true;
         for (row, ts) in times.iter().enumerate() {
@@ -190,13 +188,16 @@ impl Operator for SlicedWindows {
                     by_slice.entry(s).or_default().push(row as u32);
                 }
                 _ => {
-                    late += 1;
+                    late.push(row as u32);
                     single_slice = false;
                 }
             }
         }
-        if late > 0 {
-            JobMetrics::add(&self.metrics.late_rows, late);
+        if !late.is_empty() {
+            out.late(
+                take_record_batch(&batch, &UInt32Array::from(late))
+                    .exec_context(|| "setting late rows aside".to_string())?,
+            );
         }
         if single_slice && let Some(slice) = first {
             return self.add(slice, &rows);

@@ -48,9 +48,10 @@ fn describe_node(graph: &JobGraph, id: usize) -> String {
                 .map(|f| f.name().as_str())
                 .collect();
             let watermark = s
+                .table
                 .watermark
                 .as_ref()
-                .map(|w| format!("; watermark {w}"))
+                .map(|w| format!("; watermark {}", w.decl.expr))
                 .unwrap_or_default();
             format!(
                 "Source[{}] {} columns [{}]{watermark}",
