@@ -5,36 +5,38 @@ use std::fmt::Write;
 use super::{JobGraph, NodeKind};
 use crate::time::Millis;
 
-/// One line per node, grouped by stage, with the exchanges between stages.
+/// The graph as text: one block per stage, each operator under the one it
+/// is chained to, and the exchanges that leave the stage.
 pub fn text(graph: &JobGraph) -> String {
     let mut out = String::new();
     let stages = graph.stages();
-    let stage_of = |node: usize| stages.iter().position(|s| s.nodes.contains(&node));
     let _ = writeln!(out, "Job `{}` ({} mode)", graph.name, graph.mode);
     for stage in &stages {
-        let _ = writeln!(
-            out,
-            "Stage {} (parallelism {}):",
-            stage.id, stage.parallelism
-        );
-        for &id in &stage.nodes {
-            let node = graph.node(id);
-            let _ = writeln!(out, "  {}", describe_node(graph, id));
-            for edge in graph.outputs(id) {
-                if !graph.is_chained(edge) {
-                    let _ = writeln!(
-                        out,
-                        "    └─ {} ─> stage {} ({})",
-                        edge.partitioning,
-                        stage_of(edge.to).unwrap_or_default(),
-                        graph.node(edge.to).name()
-                    );
-                }
-            }
-            let _ = node;
-        }
+        let _ = writeln!(out, "Stage {} (parallelism {}):", stage.id, stage.parallelism);
+        write_chain(graph, &stages, stage.root, 1, &mut out);
     }
     out
+}
+
+fn write_chain(graph: &JobGraph, stages: &[super::Stage], id: usize, depth: usize, out: &mut String) {
+    let indent = "  ".repeat(depth);
+    let _ = writeln!(out, "{indent}{}", describe_node(graph, id));
+    for edge in graph.outputs(id) {
+        if graph.is_chained(edge) {
+            write_chain(graph, stages, edge.to, depth + 1, out);
+        } else {
+            let stage = stages
+                .iter()
+                .position(|s| s.nodes.contains(&edge.to))
+                .unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "{indent}  └─ {} ─> stage {stage} ({})",
+                edge.partitioning,
+                graph.node(edge.to).name()
+            );
+        }
+    }
 }
 
 fn describe_node(graph: &JobGraph, id: usize) -> String {
