@@ -20,11 +20,12 @@ use std::sync::Arc;
 use sluice_engine::connector::ConnectorRegistry;
 use sluice_engine::metrics::JobMetrics;
 use sluice_engine::plan::JobGraph;
-use sluice_engine::sql::{CompiledJob, Mode, compile, parse_job};
+use sluice_engine::sql::{CompiledJob, JobFile, JobStatement, Mode, compile, parse_job};
 use sluice_engine::{JobResult, Result, RunOptions, SluiceError};
+use udf::{FunctionContext, FunctionLibrary};
 
 /// A job file and how to run it.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct JobSpec {
     /// How the file is named in messages.
     pub name: String,
@@ -33,6 +34,19 @@ pub struct JobSpec {
     /// `--set` values; `${NAME}` falls back to the environment.
     pub vars: BTreeMap<String, String>,
     pub parallelism: usize,
+    /// Function libraries opened for the job, [`udf::Builtins`] first.
+    pub libraries: Vec<Arc<dyn FunctionLibrary>>,
+}
+
+impl std::fmt::Debug for JobSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JobSpec")
+            .field("name", &self.name)
+            .field("mode", &self.mode)
+            .field("vars", &self.vars)
+            .field("parallelism", &self.parallelism)
+            .finish_non_exhaustive()
+    }
 }
 
 impl JobSpec {
@@ -43,6 +57,7 @@ impl JobSpec {
             mode: Mode::Batch,
             vars: BTreeMap::new(),
             parallelism: default_parallelism(),
+            libraries: vec![Arc::new(udf::Builtins)],
         }
     }
 
@@ -67,12 +82,54 @@ impl JobSpec {
         self
     }
 
-    /// Parses and plans the job for its mode.
-    pub fn compile(&self) -> Result<CompiledJob> {
+    /// Adds a library of functions the job can call.
+    pub fn with_library(mut self, library: Arc<dyn FunctionLibrary>) -> Self {
+        self.libraries.push(library);
+        self
+    }
+
+    fn parse(&self) -> Result<JobFile> {
         let vars = self.vars.clone();
         let lookup = move |name: &str| vars.get(name).cloned().or_else(|| std::env::var(name).ok());
-        let job = parse_job(&self.name, &self.text, &lookup)?;
-        compile(&job, self.mode, &udf::functions())
+        parse_job(&self.name, &self.text, &lookup)
+    }
+
+    /// Job parameters for operators and functions: the job's `SET`
+    /// statements, overridden by `--set` values.
+    fn parameters(&self, job: &JobFile) -> BTreeMap<String, String> {
+        let mut parameters: BTreeMap<String, String> = job
+            .statements
+            .iter()
+            .filter_map(|s| match s {
+                JobStatement::Set(set) => Some(set.item.clone()),
+                _ => None,
+            })
+            .collect();
+        parameters.extend(self.vars.clone());
+        parameters
+    }
+
+    /// Parses the job, opens its function libraries and plans it; the
+    /// libraries stay open until the returned guard is dropped.
+    fn open(&self) -> Result<(CompiledJob, BTreeMap<String, String>, OpenLibraries)> {
+        let job = self.parse()?;
+        let parameters = self.parameters(&job);
+        let context = FunctionContext {
+            parameters: Arc::new(parameters.clone()),
+        };
+        let mut opened = OpenLibraries(Vec::new());
+        let mut functions = Vec::new();
+        for library in &self.libraries {
+            functions.extend(library.open(&context)?);
+            opened.0.push(Arc::clone(library));
+        }
+        let compiled = compile(&job, self.mode, &functions)?;
+        Ok((compiled, parameters, opened))
+    }
+
+    /// Parses and plans the job for its mode.
+    pub fn compile(&self) -> Result<CompiledJob> {
+        self.open().map(|(compiled, _, _)| compiled)
     }
 
     /// The operator graph the job runs as.
@@ -80,13 +137,16 @@ impl JobSpec {
         let job = self.compile()?;
         sluice_engine::plan::translate(&job, &connectors(), self.parallelism)
     }
+}
 
-    /// Job parameters for operators and UDFs: the job's `SET` statements,
-    /// overridden by `--set` values.
-    pub fn parameters(&self, job: &CompiledJob) -> BTreeMap<String, String> {
-        let mut parameters = job.settings.clone();
-        parameters.extend(self.vars.clone());
-        parameters
+/// Closes the libraries a job opened when the job is over, however it ends.
+struct OpenLibraries(Vec<Arc<dyn FunctionLibrary>>);
+
+impl Drop for OpenLibraries {
+    fn drop(&mut self) {
+        for library in self.0.iter().rev() {
+            library.close();
+        }
     }
 }
 
@@ -106,9 +166,8 @@ pub async fn run(job: &JobSpec) -> Result<JobResult> {
 
 /// Runs a job, counting into `metrics` (for progress reporting).
 pub async fn run_with_metrics(job: &JobSpec, metrics: Arc<JobMetrics>) -> Result<JobResult> {
-    let compiled = job.compile()?;
+    let (compiled, parameters, _libraries) = job.open()?;
     let graph = sluice_engine::plan::translate(&compiled, &connectors(), job.parallelism)?;
-    let parameters = job.parameters(&compiled);
     let late_data = match parameters.get(sluice_connectors::filesystem::LATE_DATA_PATH) {
         Some(path) => Some(sluice_connectors::filesystem::late_data_sink(path)?),
         None => None,

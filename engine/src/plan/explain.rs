@@ -12,13 +12,23 @@ pub fn text(graph: &JobGraph) -> String {
     let stages = graph.stages();
     let _ = writeln!(out, "Job `{}` ({} mode)", graph.name, graph.mode);
     for stage in &stages {
-        let _ = writeln!(out, "Stage {} (parallelism {}):", stage.id, stage.parallelism);
+        let _ = writeln!(
+            out,
+            "Stage {} (parallelism {}):",
+            stage.id, stage.parallelism
+        );
         write_chain(graph, &stages, stage.root, 1, &mut out);
     }
     out
 }
 
-fn write_chain(graph: &JobGraph, stages: &[super::Stage], id: usize, depth: usize, out: &mut String) {
+fn write_chain(
+    graph: &JobGraph,
+    stages: &[super::Stage],
+    id: usize,
+    depth: usize,
+    out: &mut String,
+) {
     let indent = "  ".repeat(depth);
     let _ = writeln!(out, "{indent}{}", describe_node(graph, id));
     for edge in graph.outputs(id) {
