@@ -171,26 +171,38 @@ impl Operator for SlicedWindows {
         };
         let times = event_times(batch.column(time_index))?;
         let kind = self.kind();
-        // Group row indices by slice; late rows (and rows without a time) aside.
-        let mut by_slice: BTreeMap<Millis, Vec<u32>> = BTreeMap::new();
-        let mut late: Vec<u32> = Vec::new();
-        let mut first: Option<Millis> = None;
-        let mut single_slice = true;
-        for (row, ts) in times.iter().enumerate() {
-            let slice = ts.map(|ts| kind.slice_start(ts));
-            match slice {
-                Some(s) if !self.is_fired(kind.last_window_end(s)) => {
-                    match first {
-                        None => first = Some(s),
-                        Some(f) if f != s => single_slice = false,
-                        _ => {}
+        // The slice of each row; `None` for late rows and rows without a time.
+        // Consecutive rows mostly share a slice, so its lateness is cached.
+        let mut cached: Option<(Millis, bool)> = None;
+        let slices: Vec<Option<Millis>> = times
+            .iter()
+            .map(|ts| {
+                let slice = kind.slice_start(ts?);
+                let late = match cached {
+                    Some((c, late)) if c == slice => late,
+                    _ => {
+                        let late = self.is_fired(kind.last_window_end(slice));
+                        cached = Some((slice, late));
+                        late
                     }
-                    by_slice.entry(s).or_default().push(row as u32);
-                }
-                _ => {
-                    late.push(row as u32);
-                    single_slice = false;
-                }
+                };
+                (!late).then_some(slice)
+            })
+            .collect();
+        if let Some(Some(first)) = slices.first()
+            && slices.iter().all(|s| *s == Some(*first))
+        {
+            return self.add(*first, &rows);
+        }
+        let mut late: Vec<u32> = Vec::new();
+        let mut by_slice: Vec<(Millis, Vec<u32>)> = Vec::new();
+        for (row, slice) in slices.iter().enumerate() {
+            match slice {
+                None => late.push(row as u32),
+                Some(s) => match by_slice.iter_mut().rev().find(|(k, _)| k == s) {
+                    Some((_, indices)) => indices.push(row as u32),
+                    None => by_slice.push((*s, vec![row as u32])),
+                },
             }
         }
         if !late.is_empty() {
@@ -198,9 +210,6 @@ impl Operator for SlicedWindows {
                 take_record_batch(&batch, &UInt32Array::from(late))
                     .exec_context(|| "setting late rows aside".to_string())?,
             );
-        }
-        if single_slice && let Some(slice) = first {
-            return self.add(slice, &rows);
         }
         for (slice, indices) in by_slice {
             let subset = rows.take(&UInt32Array::from(indices))?;
