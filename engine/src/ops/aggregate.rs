@@ -363,6 +363,25 @@ pub struct GroupState {
     pub rows: usize,
 }
 
+impl GroupState {
+    /// The groups at `indices`.
+    pub fn take(&self, indices: &arrow::array::UInt32Array) -> Result<GroupState> {
+        let take = |a: &ArrayRef| {
+            arrow::compute::take(a.as_ref(), indices, None)
+                .exec_context(|| "selecting partial aggregates".to_string())
+        };
+        Ok(GroupState {
+            keys: self.keys.iter().map(take).collect::<Result<_>>()?,
+            states: self
+                .states
+                .iter()
+                .map(|s| s.iter().map(take).collect::<Result<_>>())
+                .collect::<Result<_>>()?,
+            rows: indices.len(),
+        })
+    }
+}
+
 /// Event times of `column` as milliseconds, whatever its timestamp unit.
 pub fn event_times(column: &ArrayRef) -> Result<TimestampMillisecondArray> {
     let target = DataType::Timestamp(TimeUnit::Millisecond, None);

@@ -9,13 +9,22 @@
 //!
 //! A row whose every window has already fired is late: it is counted and
 //! handed to the late-data output, never silently dropped.
+//!
+//! Before a keyed exchange the aggregation runs in two phases, as Flink's
+//! local-global aggregation and DataFusion's partial/final aggregation do:
+//! a [`Phase::Local`] operator in each upstream subtask aggregates its rows
+//! per slice and key and, once the watermark passes a slice's end, sends the
+//! slice's partial states on; the [`Phase::Merge`] operator after the
+//! exchange merges them and fires windows. Far fewer rows cross the exchange.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use arrow::array::UInt32Array;
+use arrow::array::{ArrayRef, UInt32Array};
 use arrow::compute::take_record_batch;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
+use arrow::record_batch::RecordBatchOptions;
 
 use super::aggregate::{AggregateSpec, Evaluated, GroupState, Groups, Windows, event_times};
 use super::{Operator, OperatorContext, OperatorFactory, Output};
@@ -27,17 +36,51 @@ use crate::time::{Millis, WindowKind};
 #[derive(Debug, Clone)]
 pub struct WindowAggregate {
     pub kind: WindowKind,
-    /// The input column holding event time (`None` for a global aggregate).
+    /// The input column holding event time (`None` for a global aggregate);
+    /// in the merge phase, the slice column of the partial states.
     pub time_index: Option<usize>,
     pub spec: Arc<AggregateSpec>,
+    pub phase: Phase,
+}
+
+/// Which part of a (possibly two-phase) aggregation an operator does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Rows in, partial states per slice and key out (see [`state_schema`]).
+    Local,
+    /// Partial states in, results out.
+    Merge,
+}
+
+/// The rows a [`Phase::Local`] operator emits: the slice's start, the keys,
+/// then each aggregate's state columns.
+pub fn state_schema(spec: &AggregateSpec) -> Result<SchemaRef> {
+    let mut fields = vec![Field::new(
+        "__slice",
+        DataType::Timestamp(TimeUnit::Millisecond, None),
+        false,
+    )];
+    fields.extend(spec.key_schema.fields().iter().map(|f| f.as_ref().clone()));
+    for (j, states) in spec.state_fields()?.iter().enumerate() {
+        for f in states {
+            fields.push(
+                f.as_ref()
+                    .clone()
+                    .with_name(format!("__agg{j}_{}", f.name()))
+                    .with_nullable(true),
+            );
+        }
+    }
+    Ok(Arc::new(Schema::new(fields)))
 }
 
 impl OperatorFactory for WindowAggregate {
     fn name(&self) -> &str {
-        if self.kind == WindowKind::Global {
-            "GroupAggregate"
-        } else {
-            "WindowAggregate"
+        match (self.kind, self.phase) {
+            (WindowKind::Global, Phase::Local) => "LocalGroupAggregate",
+            (WindowKind::Global, _) => "GroupAggregate",
+            (_, Phase::Local) => "LocalWindowAggregate",
+            _ => "WindowAggregate",
         }
     }
 
@@ -61,8 +104,15 @@ impl OperatorFactory for WindowAggregate {
     }
 
     fn create(&self, _context: &OperatorContext) -> Result<Box<dyn Operator>> {
+        let state_schema = match self.phase {
+            Phase::Local => Some(state_schema(&self.spec)?),
+            _ => None,
+        };
+        let state_widths = self.spec.state_fields()?.iter().map(Vec::len).collect();
         Ok(Box::new(SlicedWindows {
             plan: self.clone(),
+            state_schema,
+            state_widths,
             slices: BTreeMap::new(),
             pending: BTreeSet::new(),
             watermark: crate::time::BEFORE_TIME,
@@ -81,6 +131,10 @@ struct Slice {
 
 struct SlicedWindows {
     plan: WindowAggregate,
+    /// The schema of emitted partial states, in the local phase.
+    state_schema: Option<SchemaRef>,
+    /// How many state columns each aggregate has.
+    state_widths: Vec<usize>,
     slices: BTreeMap<Millis, Slice>,
     /// Windows `(end, start)` that hold rows and have not fired, in firing order.
     pending: BTreeSet<(Millis, Millis)>,
@@ -96,11 +150,15 @@ impl SlicedWindows {
         window_end.saturating_sub(1) <= self.watermark
     }
 
-    fn add(&mut self, slice: Millis, rows: &Evaluated) -> Result<()> {
+    /// The groups collecting rows of `slice`, created when needed.
+    fn groups(&mut self, slice: Millis) -> Result<&mut Groups> {
         if !self.slices.contains_key(&slice) {
-            for (start, end) in self.kind().windows_of_slice(slice) {
-                if !self.is_fired(end) {
-                    self.pending.insert((end, start));
+            // A local phase fires no windows, so it keeps no list of them.
+            if self.plan.phase != Phase::Local {
+                for (start, end) in self.kind().windows_of_slice(slice) {
+                    if !self.is_fired(end) {
+                        self.pending.insert((end, start));
+                    }
                 }
             }
             self.slices.insert(
@@ -113,13 +171,73 @@ impl SlicedWindows {
         }
         let spec = &self.plan.spec;
         let entry = self.slices.get_mut(&slice).expect("inserted above");
-        let groups = match &mut entry.live {
-            Some(g) => g,
-            None => entry
-                .live
-                .insert(Groups::new(&spec.key_schema, &spec.aggregates)?),
+        if entry.live.is_none() {
+            entry.live = Some(Groups::new(&spec.key_schema, &spec.aggregates)?);
+        }
+        entry
+            .live
+            .as_mut()
+            .ok_or_else(|| crate::SluiceError::Runtime("a slice lost its groups".into()))
+    }
+
+    /// Emits the partial state of every slice the watermark has passed.
+    fn emit_ended_slices(&mut self, out: &mut Output) -> Result<()> {
+        let Some(schema) = self.state_schema.clone() else {
+            return Ok(());
         };
-        groups.update(rows)
+        let kind = self.kind();
+        let len = kind.slice_len();
+        let watermark = self.watermark;
+        let ended: Vec<Millis> = self
+            .slices
+            .keys()
+            .copied()
+            .take_while(|s| {
+                let end = len.map_or(crate::time::END_OF_TIME, |l| s.saturating_add(l));
+                end.saturating_sub(1) <= watermark
+            })
+            .collect();
+        for s in ended {
+            let Some(mut live) = self.slices.remove(&s).and_then(|slice| slice.live) else {
+                continue;
+            };
+            let state = live.take_state()?;
+            let mut columns: Vec<ArrayRef> = vec![Arc::new(
+                arrow::array::TimestampMillisecondArray::from_value(s, state.rows),
+            )];
+            columns.extend(state.keys);
+            columns.extend(state.states.into_iter().flatten());
+            out.batch(
+                RecordBatch::try_new_with_options(
+                    Arc::clone(&schema),
+                    columns,
+                    &RecordBatchOptions::new().with_row_count(Some(state.rows)),
+                )
+                .exec_context(|| "emitting partial aggregates".to_string())?,
+            );
+        }
+        Ok(())
+    }
+
+    /// Splits partial-state rows into keys and per-aggregate states.
+    fn partial_states(&self, batch: &RecordBatch) -> GroupState {
+        let keys = self.plan.spec.key_schema.fields().len();
+        let columns = batch.columns();
+        let mut next = 1 + keys;
+        let states = self
+            .state_widths
+            .iter()
+            .map(|w| {
+                let state = columns[next..next + w].to_vec();
+                next += w;
+                state
+            })
+            .collect();
+        GroupState {
+            keys: columns[1..1 + keys].to_vec(),
+            states,
+            rows: batch.num_rows(),
+        }
     }
 
     fn fire(&mut self, start: Millis, end: Millis, out: &mut Output) -> Result<()> {
@@ -165,9 +283,12 @@ impl SlicedWindows {
 
 impl Operator for SlicedWindows {
     fn on_batch(&mut self, batch: RecordBatch, out: &mut Output) -> Result<()> {
-        let rows = self.plan.spec.evaluate(&batch)?;
+        let input = match self.plan.phase {
+            Phase::Merge => Input::States(self.partial_states(&batch)),
+            Phase::Local => Input::Rows(self.plan.spec.evaluate(&batch)?),
+        };
         let Some(time_index) = self.plan.time_index else {
-            return self.add(0, &rows);
+            return input.add_to(self.groups(0)?);
         };
         let times = event_times(batch.column(time_index))?;
         let kind = self.kind();
@@ -192,7 +313,7 @@ impl Operator for SlicedWindows {
         if let Some(Some(first)) = slices.first()
             && slices.iter().all(|s| *s == Some(*first))
         {
-            return self.add(*first, &rows);
+            return input.add_to(self.groups(*first)?);
         }
         let mut late: Vec<u32> = Vec::new();
         let mut by_slice: Vec<(Millis, Vec<u32>)> = Vec::new();
@@ -212,14 +333,19 @@ impl Operator for SlicedWindows {
             );
         }
         for (slice, indices) in by_slice {
-            let subset = rows.take(&UInt32Array::from(indices))?;
-            self.add(slice, &subset)?;
+            let subset = input.take(&UInt32Array::from(indices))?;
+            subset.add_to(self.groups(slice)?)?;
         }
         Ok(())
     }
 
     fn on_watermark(&mut self, watermark: Millis, out: &mut Output) -> Result<()> {
         self.watermark = self.watermark.max(watermark);
+        if self.plan.phase == Phase::Local {
+            self.emit_ended_slices(out)?;
+            out.watermark(self.watermark);
+            return Ok(());
+        }
         while let Some(&(end, start)) = self.pending.first() {
             if !self.is_fired(end) {
                 break;
@@ -233,5 +359,27 @@ impl Operator for SlicedWindows {
             .retain(|s, _| kind.last_window_end(*s).saturating_sub(1) > watermark);
         out.watermark(watermark);
         Ok(())
+    }
+}
+
+/// What one batch adds to a slice: rows, or partial states from a local phase.
+enum Input {
+    Rows(Evaluated),
+    States(GroupState),
+}
+
+impl Input {
+    fn add_to(&self, groups: &mut Groups) -> Result<()> {
+        match self {
+            Self::Rows(rows) => groups.update(rows),
+            Self::States(states) => groups.merge(states),
+        }
+    }
+
+    fn take(&self, indices: &UInt32Array) -> Result<Self> {
+        Ok(match self {
+            Self::Rows(rows) => Self::Rows(rows.take(indices)?),
+            Self::States(states) => Self::States(states.take(indices)?),
+        })
     }
 }

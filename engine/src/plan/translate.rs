@@ -27,7 +27,7 @@ use crate::ops::OperatorFactory;
 use crate::ops::aggregate::{AggregateSpec, OutputColumn, key_schema};
 use crate::ops::session::SessionAggregate;
 use crate::ops::stateless::{Filter, Project, Union};
-use crate::ops::window_aggregate::WindowAggregate;
+use crate::ops::window_aggregate::{Phase, WindowAggregate, state_schema};
 use crate::ops::window_assign::WindowAssign;
 use crate::sql::catalog::DeclaredTable;
 use crate::sql::window_tvf::WindowTvf;
@@ -733,30 +733,66 @@ impl Translator<'_> {
             Some(w) => (w.kind, Some(w.time_index)),
             None => (WindowKind::Global, None),
         };
-        let op: Arc<dyn OperatorFactory> = match (kind, time_index) {
-            (WindowKind::Session { gap }, Some(time_index)) => Arc::new(SessionAggregate {
-                gap,
-                time_index,
-                spec,
-            }),
-            _ => Arc::new(WindowAggregate {
-                kind,
-                time_index,
-                spec,
-            }),
-        };
         let (partitioning, parallelism) = if physical_keys.is_empty() {
             (Partitioning::Single, 1)
         } else {
             (Partitioning::Hash(physical_keys), self.parallelism)
         };
-        let node = self.add_operator(
-            input.node,
-            op,
-            Arc::clone(schema.inner()),
-            partitioning,
-            parallelism,
-        );
+        let node = match (kind, time_index) {
+            (WindowKind::Session { gap }, Some(time_index)) => self.add_operator(
+                input.node,
+                Arc::new(SessionAggregate {
+                    gap,
+                    time_index,
+                    spec,
+                }),
+                Arc::clone(schema.inner()),
+                partitioning,
+                parallelism,
+            ),
+            _ => {
+                // Two phases: partial states per slice and key before the
+                // exchange, merged after it.
+                let state_schema = state_schema(&spec)?;
+                let local = self.add_operator(
+                    input.node,
+                    Arc::new(WindowAggregate {
+                        kind,
+                        time_index,
+                        spec: Arc::clone(&spec),
+                        phase: Phase::Local,
+                    }),
+                    Arc::clone(&state_schema),
+                    Partitioning::Forward,
+                    self.graph.node(input.node).parallelism,
+                );
+                let partitioning = match partitioning {
+                    Partitioning::Hash(keys) => Partitioning::Hash(
+                        (0..keys.len())
+                            .map(|i| {
+                                Arc::new(datafusion::physical_expr::expressions::Column::new(
+                                    state_schema.field(i + 1).name(),
+                                    i + 1,
+                                )) as Arc<dyn PhysicalExpr>
+                            })
+                            .collect(),
+                    ),
+                    other => other,
+                };
+                self.add_operator(
+                    local,
+                    Arc::new(WindowAggregate {
+                        kind,
+                        time_index: Some(0),
+                        spec,
+                        phase: Phase::Merge,
+                    }),
+                    Arc::clone(schema.inner()),
+                    partitioning,
+                    parallelism,
+                )
+            }
+        };
         Ok(Planned::Stream(Stream {
             node,
             schema: Arc::clone(schema),
