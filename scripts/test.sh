@@ -1,8 +1,15 @@
 #!/usr/bin/env bash
 # The project's test command: formatting, lints, then every test of the workspace
-# (unit tests, the case-file suite in tests/cases, end-to-end runs).
+# (unit tests, the case-file suite in tests/cases, end-to-end runs), ending
+# with one line that totals them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
-cargo test --workspace
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+status=0
+cargo test --workspace 2>&1 | tee "$log" || status=$?
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
+exit "$status"

@@ -174,22 +174,17 @@ impl Case {
     /// Runs the case once; `Err` describes how it failed.
     pub fn run(&self, mode: Mode, parallelism: usize, dir: &Path) -> Result<(), String> {
         let mut job = String::new();
-        for input in &self.inputs {
-            let path = dir.join("in").join(&input.name);
+        let tables = self
+            .inputs
+            .iter()
+            .map(|t| (t, "in"))
+            .chain(self.outputs.iter().map(|t| (t, "out")));
+        for (table, side) in tables {
             job.push_str(&format!(
                 "CREATE TABLE {} ({}) WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'parquet');\n",
-                input.name,
-                input.columns,
-                path.display()
-            ));
-        }
-        for output in &self.outputs {
-            let path = dir.join("out").join(&output.name);
-            job.push_str(&format!(
-                "CREATE TABLE {} ({}) WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'parquet');\n",
-                output.name,
-                output.columns,
-                path.display()
+                table.name,
+                table.columns,
+                dir.join(side).join(&table.name).display()
             ));
         }
         if self.late_data.is_some() {

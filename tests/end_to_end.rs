@@ -65,7 +65,9 @@ fn nexmark_jobs_match_datafusion() {
         sluice::generate::FileFormat::Parquet,
     )
     .expect("generate");
-    for query in ["q0", "q1", "q2", "q15", "q22", "tumble", "hop"] {
+    for query in [
+        "q0", "q1", "q2", "q11", "q14", "q15", "q16", "q21", "q22", "tumble", "hop",
+    ] {
         for parallelism in [1, 2] {
             let out = tempfile::tempdir().expect("tempdir");
             let job =

@@ -27,6 +27,49 @@ pub fn nexmark(query: &str) -> Option<&'static str> {
                count(DISTINCT auction) FILTER (WHERE price >= 1000000) \
              FROM bid GROUP BY 1"
         }
+        // Sessions with window functions: a new session starts where the
+        // gap to the bidder's previous bid exceeds 10 s.
+        "q11" => {
+            "SELECT bidder, count(*) AS bid_count, min(date_time) AS starttime, \
+               max(date_time) + INTERVAL '10 seconds' AS endtime \
+             FROM (SELECT bidder, date_time, sum(new_session) OVER (PARTITION BY bidder ORDER BY date_time \
+                     ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS session \
+                   FROM (SELECT bidder, date_time, CASE WHEN date_time - lag(date_time) OVER (PARTITION BY bidder \
+                           ORDER BY date_time) <= INTERVAL '10 seconds' THEN 0 ELSE 1 END AS new_session FROM bid)) \
+             GROUP BY bidder, session"
+        }
+        "q14" => {
+            "SELECT auction, bidder, CAST(0.908 * price AS DECIMAL(23, 3)), \
+               CASE WHEN date_part('hour', date_time) >= 8 AND date_part('hour', date_time) <= 18 THEN 'dayTime' \
+                    WHEN date_part('hour', date_time) <= 6 OR date_part('hour', date_time) >= 20 THEN 'nightTime' \
+                    ELSE 'otherTime' END, \
+               date_time, extra, CAST(length(extra) - length(replace(extra, 'c', '')) AS BIGINT) \
+             FROM bid WHERE 0.908 * price > 1000000 AND 0.908 * price < 50000000"
+        }
+        "q16" => {
+            "SELECT channel, to_char(date_time, '%Y-%m-%d') AS day, max(to_char(date_time, '%H:%M')), count(*), \
+               count(*) FILTER (WHERE price < 10000), \
+               count(*) FILTER (WHERE price >= 10000 AND price < 1000000), \
+               count(*) FILTER (WHERE price >= 1000000), \
+               count(DISTINCT bidder), \
+               count(DISTINCT bidder) FILTER (WHERE price < 10000), \
+               count(DISTINCT bidder) FILTER (WHERE price >= 10000 AND price < 1000000), \
+               count(DISTINCT bidder) FILTER (WHERE price >= 1000000), \
+               count(DISTINCT auction), \
+               count(DISTINCT auction) FILTER (WHERE price < 10000), \
+               count(DISTINCT auction) FILTER (WHERE price >= 10000 AND price < 1000000), \
+               count(DISTINCT auction) FILTER (WHERE price >= 1000000) \
+             FROM bid GROUP BY 1, 2"
+        }
+        "q21" => {
+            "SELECT auction, bidder, price, channel, \
+               CASE WHEN lower(channel) = 'apple' THEN '0' WHEN lower(channel) = 'google' THEN '1' \
+                    WHEN lower(channel) = 'facebook' THEN '2' WHEN lower(channel) = 'baidu' THEN '3' \
+                    ELSE regexp_match(url, '(&|^)channel_id=([^&]*)')[2] END \
+             FROM bid \
+             WHERE regexp_match(url, '(&|^)channel_id=([^&]*)')[2] IS NOT NULL \
+                OR lower(channel) IN ('apple', 'google', 'facebook', 'baidu')"
+        }
         "q22" => {
             "SELECT auction, bidder, price, channel, split_part(url, '/', 4), split_part(url, '/', 5), \
              split_part(url, '/', 6) FROM bid"

@@ -53,16 +53,12 @@ pub struct Evaluated {
 impl Evaluated {
     /// The rows at `indices`.
     pub fn take(&self, indices: &arrow::array::UInt32Array) -> Result<Evaluated> {
-        let take = |a: &ArrayRef| {
-            arrow::compute::take(a.as_ref(), indices, None)
-                .exec_context(|| "selecting a slice's rows".to_string())
-        };
         Ok(Evaluated {
-            keys: self.keys.iter().map(take).collect::<Result<_>>()?,
+            keys: take_all(&self.keys, indices)?,
             args: self
                 .args
                 .iter()
-                .map(|args| args.iter().map(take).collect::<Result<_>>())
+                .map(|args| take_all(args, indices))
                 .collect::<Result<_>>()?,
             filters: self
                 .filters
@@ -80,6 +76,17 @@ impl Evaluated {
             rows: indices.len(),
         })
     }
+}
+
+/// The rows at `indices` of each array.
+fn take_all(arrays: &[ArrayRef], indices: &arrow::array::UInt32Array) -> Result<Vec<ArrayRef>> {
+    arrays
+        .iter()
+        .map(|a| {
+            arrow::compute::take(a.as_ref(), indices, None)
+                .exec_context(|| "selecting rows of a slice".to_string())
+        })
+        .collect()
 }
 
 impl AggregateSpec {
@@ -366,16 +373,12 @@ pub struct GroupState {
 impl GroupState {
     /// The groups at `indices`.
     pub fn take(&self, indices: &arrow::array::UInt32Array) -> Result<GroupState> {
-        let take = |a: &ArrayRef| {
-            arrow::compute::take(a.as_ref(), indices, None)
-                .exec_context(|| "selecting partial aggregates".to_string())
-        };
         Ok(GroupState {
-            keys: self.keys.iter().map(take).collect::<Result<_>>()?,
+            keys: take_all(&self.keys, indices)?,
             states: self
                 .states
                 .iter()
-                .map(|s| s.iter().map(take).collect::<Result<_>>())
+                .map(|s| take_all(s, indices))
                 .collect::<Result<_>>()?,
             rows: indices.len(),
         })

@@ -712,7 +712,11 @@ impl Translator<'_> {
             .build()
             .map_err(|e| self.error(format!("{expr}: {}", crate::sql::df_message(&e))))?;
             let (aggregate, filter) = (lowered.aggregate, lowered.filter);
-            if !lowered.order_bys.is_empty() {
+            // `WITHIN GROUP (ORDER BY x)` of ordered-set aggregates such as
+            // percentiles only names the value; their accumulators order it
+            // themselves. Any other ORDER BY needs sorted input.
+            if !aggregate.order_bys().is_empty() && !aggregate.fun().supports_within_group_clause()
+            {
                 return Err(self.error(format!(
                     "{expr}: ORDER BY inside an aggregate is not supported yet"
                 )));
