@@ -56,3 +56,70 @@ fn the_binary_runs_a_job_and_reports_bad_input_clearly() {
     );
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+#[test]
+fn explain_shows_chaining_exchanges_and_parallelism() {
+    let sluice = env!("CARGO_BIN_EXE_sluice");
+    let job = repo().join("jobs/sql/nexmark/tumble.sql");
+    let run = std::process::Command::new(sluice)
+        .arg("explain")
+        .arg(&job)
+        .args(["--parallelism", "3"])
+        .output()
+        .expect("run sluice explain");
+    let text = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let expected = [
+        "Stage 0 (parallelism 3):",
+        "  Source[bid] filesystem columns [auction, price, date_time]; watermark date_time - INTERVAL '4' SECOND",
+        "    LocalWindowAggregate[TUMBLE(size 10s) keys [auction@0]",
+        "      └─ hash(auction@1) ─> stage 1 (WindowAggregate)",
+        "Stage 1 (parallelism 3):",
+        "  WindowAggregate[TUMBLE(size 10s) keys [auction@0]",
+        "      Sink[tumble] filesystem parquet",
+    ];
+    for line in expected {
+        assert!(text.contains(line), "missing `{line}` in:\n{text}");
+    }
+    let dot = std::process::Command::new(sluice)
+        .arg("explain")
+        .arg(&job)
+        .arg("--dot")
+        .output()
+        .expect("run sluice explain --dot");
+    let dot = String::from_utf8_lossy(&dot.stdout);
+    assert!(dot.starts_with("digraph sluice {"), "{dot}");
+    assert!(dot.contains("[label=\"hash(auction@1)\"]"), "{dot}");
+    assert!(dot.contains("[style=dashed, label=\"chained\"]"), "{dot}");
+}
+
+#[test]
+fn the_demo_runs_end_to_end_on_generated_data() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .arg("demo")
+        .arg("--data")
+        .arg(dir.path().join("data"))
+        .arg("--out")
+        .arg(dir.path().join("out"))
+        .args(["--events", "20000"])
+        .output()
+        .expect("run sluice demo");
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{stderr}");
+    assert!(stderr.contains("generating 20000 game events"), "{stderr}");
+    assert!(stderr.contains("20000 rows in"), "{stderr}");
+    for table in [
+        "daily_app_stats: 12 rows",
+        "playtime_distribution:",
+        "bad_events:",
+    ] {
+        assert!(stdout.contains(table), "missing `{table}` in:\n{stdout}");
+    }
+    assert!(stdout.contains("| app_id"), "rows are shown: {stdout}");
+}

@@ -54,6 +54,7 @@ impl FileSet {
                     .is_none_or(|p| glob_match(p, &relative))
         });
         files.sort_by(|a, b| a.location.cmp(&b.location));
+        tracing::debug!(path = %self.root.url, files = files.len(), "listed input files");
         if files.is_empty() {
             return Err(SluiceError::Data(format!(
                 "no files found at '{}' ({})",

@@ -397,14 +397,18 @@ pub fn event_times(column: &ArrayRef) -> Result<TimestampMillisecondArray> {
         .clone())
 }
 
-/// A schema for the key columns of `keys` evaluated over `input`.
-pub fn key_schema(keys: &[Arc<dyn PhysicalExpr>], input: &Schema) -> Result<SchemaRef> {
+/// A schema for the key columns of `keys` evaluated over `input`, named `names`.
+pub fn key_schema(
+    keys: &[Arc<dyn PhysicalExpr>],
+    names: &[String],
+    input: &Schema,
+) -> Result<SchemaRef> {
     let fields = keys
         .iter()
-        .enumerate()
-        .map(|(i, k)| {
+        .zip(names)
+        .map(|(k, name)| {
             Ok(Field::new(
-                format!("key{i}"),
+                name,
                 k.data_type(input).exec_context(|| format!("type of {k}"))?,
                 true,
             ))

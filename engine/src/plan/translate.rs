@@ -726,7 +726,7 @@ impl Translator<'_> {
             output.push(OutputColumn::Aggregate(j));
         }
         let spec = Arc::new(AggregateSpec {
-            key_schema: key_schema(&physical_keys, input_schema.inner())?,
+            key_schema: key_schema(&physical_keys, &key_names(&keys), input_schema.inner())?,
             keys: physical_keys.clone(),
             aggregates,
             filters,
@@ -802,6 +802,25 @@ impl Translator<'_> {
             schema: Arc::clone(schema),
         }))
     }
+}
+
+/// Names for key columns: the column's own name, else the expression's, made unique.
+fn key_names(keys: &[Expr]) -> Vec<String> {
+    let mut names: Vec<String> = Vec::with_capacity(keys.len());
+    for key in keys {
+        let base = match unalias(key) {
+            Expr::Column(c) => c.name.clone(),
+            other => other.schema_name().to_string(),
+        };
+        let mut name = base.clone();
+        let mut n = 1;
+        while names.contains(&name) {
+            n += 1;
+            name = format!("{base}_{n}");
+        }
+        names.push(name);
+    }
+    names
 }
 
 fn unalias(expr: &Expr) -> &Expr {
