@@ -4,6 +4,8 @@
 # with one line that totals them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# An S3-protocol server on loopback for the object-store tests.
+command -v moto_server >/dev/null 2>&1 || python3 -m pip install --quiet 'moto[server]'
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 log=$(mktemp)
