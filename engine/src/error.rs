@@ -30,18 +30,20 @@ pub enum SluiceError {
     #[error("{0}")]
     Data(String),
     /// Storage or network trouble; may go away on retry.
-    #[error("{context}: {source}")]
+    ///
+    /// The cause is part of the message rather than a `source()`: the
+    /// causes' own messages already carry their chains, and reporting both
+    /// would say everything twice.
+    #[error("{context}: {cause}")]
     Io {
         context: String,
-        #[source]
-        source: Box<dyn std::error::Error + Send + Sync>,
+        cause: Box<dyn std::error::Error + Send + Sync>,
     },
     /// An error raised while evaluating expressions or aggregates.
-    #[error("{context}: {source}")]
+    #[error("{context}: {cause}")]
     Execution {
         context: String,
-        #[source]
-        source: DataFusionError,
+        cause: DataFusionError,
     },
     /// The runtime itself failed (a subtask panicked or a channel closed early).
     #[error("{0}")]
@@ -63,7 +65,7 @@ impl SluiceError {
     ) -> Self {
         Self::Io {
             context: context.into(),
-            source: Box::new(source),
+            cause: Box::new(source),
         }
     }
 
@@ -81,9 +83,9 @@ pub trait ExecContext<T> {
 
 impl<T> ExecContext<T> for std::result::Result<T, DataFusionError> {
     fn exec_context(self, context: impl FnOnce() -> String) -> Result<T> {
-        self.map_err(|source| SluiceError::Execution {
+        self.map_err(|cause| SluiceError::Execution {
             context: context(),
-            source,
+            cause,
         })
     }
 }
@@ -92,7 +94,7 @@ impl<T> ExecContext<T> for std::result::Result<T, arrow::error::ArrowError> {
     fn exec_context(self, context: impl FnOnce() -> String) -> Result<T> {
         self.map_err(|e| SluiceError::Execution {
             context: context(),
-            source: DataFusionError::ArrowError(Box::new(e), None),
+            cause: DataFusionError::ArrowError(Box::new(e), None),
         })
     }
 }
