@@ -58,7 +58,10 @@ fn start_s3(bucket: &str) -> S3Server {
         {
             return server;
         }
-        assert!(Instant::now() < deadline, "moto_server did not answer on port {port}");
+        assert!(
+            Instant::now() < deadline,
+            "moto_server did not answer on port {port}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -78,8 +81,14 @@ fn sluice(server: &S3Server) -> Command {
 fn jobs_write_and_read_parquet_on_s3() {
     let server = start_s3("sluice-test");
     let dir = tempfile::tempdir().expect("tempdir");
-    sluice::generate::game::generate(dir.path(), 5_000, 1, 2, sluice::generate::FileFormat::Parquet)
-        .expect("generate");
+    sluice::generate::game::generate(
+        dir.path(),
+        5_000,
+        1,
+        2,
+        sluice::generate::FileFormat::Parquet,
+    )
+    .expect("generate");
     let write = dir.path().join("write.sql");
     std::fs::write(
         &write,
@@ -93,7 +102,11 @@ fn jobs_write_and_read_parquet_on_s3() {
         ),
     )
     .expect("job");
-    let run = sluice(&server).arg("run").arg(&write).output().expect("run");
+    let run = sluice(&server)
+        .arg("run")
+        .arg(&write)
+        .output()
+        .expect("run");
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(run.status.success(), "{stderr}");
     assert!(stderr.contains("5000 rows in, 5000 rows out"), "{stderr}");
@@ -114,7 +127,10 @@ fn jobs_write_and_read_parquet_on_s3() {
     let run = sluice(&server).arg("run").arg(&read).output().expect("run");
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(run.status.success(), "{stderr}");
-    assert!(stderr.contains("5000 rows in"), "every row written to S3 is read back: {stderr}");
+    assert!(
+        stderr.contains("5000 rows in"),
+        "every row written to S3 is read back: {stderr}"
+    );
     let mut total = 0;
     for entry in std::fs::read_dir(dir.path().join("counts")).expect("counts") {
         let text = std::fs::read_to_string(entry.expect("entry").path()).expect("read");
@@ -138,7 +154,11 @@ fn jobs_write_and_read_parquet_on_s3() {
          INSERT INTO o SELECT a FROM t;",
     )
     .expect("job");
-    let run = sluice(&server).arg("run").arg(&missing).output().expect("run");
+    let run = sluice(&server)
+        .arg("run")
+        .arg(&missing)
+        .output()
+        .expect("run");
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(!run.status.success());
     assert!(stderr.contains("s3://no-such-bucket/x"), "{stderr}");

@@ -368,11 +368,13 @@ async fn read_splits(
 /// Pushes a batch read from split `split`, with watermarks as if one were
 /// emitted after every row.
 ///
-/// A watermark is emitted after each batch. Should a row be behind the
-/// watermark the rows before it in the same batch would have raised (data
-/// out of order by more than the watermark allows), the batch is cut there
-/// and that watermark emitted first, so the row meets the same watermark
-/// whatever the batch size. In-order data is never cut.
+/// A watermark is emitted after each batch. Should a row be at or behind
+/// the watermark the rows before it in the same batch would have raised
+/// (data out of order by more than the watermark allows), the batch is cut
+/// there and that watermark emitted first, so the row meets the same
+/// watermark whatever the batch size. Data within the watermark's bound is
+/// never cut. As in Flink SQL, `WATERMARK FOR ts AS ts` declares strictly
+/// ascending times: a row with the same time as an earlier one is behind it.
 fn push_with_watermarks(
     chain: &mut Chain,
     watermarks: &mut SplitWatermarks,

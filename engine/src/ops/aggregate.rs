@@ -120,6 +120,26 @@ impl AggregateSpec {
         })
     }
 
+    /// The results of an aggregation without keys over no rows at all:
+    /// one row, as batch SQL has it (`COUNT(*)` is 0, `SUM(x)` is NULL).
+    pub fn results_of_nothing(&self) -> Result<Results> {
+        let values = self
+            .aggregates
+            .iter()
+            .map(|a| {
+                a.create_accumulator()
+                    .and_then(|mut acc| acc.evaluate())
+                    .and_then(|v| v.to_array())
+                    .exec_context(|| format!("evaluating {} over no rows", a.name()))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Results {
+            keys: Vec::new(),
+            values,
+            rows: 1,
+        })
+    }
+
     /// The schema of the merged-state form of the aggregates, for [`Groups::merge`].
     pub fn state_fields(&self) -> Result<Vec<Vec<Arc<Field>>>> {
         self.aggregates
@@ -133,13 +153,8 @@ impl AggregateSpec {
 
     /// Builds output rows from emitted keys and values and the window they
     /// belong to.
-    pub fn output_batch(
-        &self,
-        keys: Vec<ArrayRef>,
-        values: Vec<ArrayRef>,
-        windows: Windows<'_>,
-    ) -> Result<RecordBatch> {
-        let rows = values.first().or(keys.first()).map_or(0, |a| a.len());
+    pub fn output_batch(&self, results: Results, windows: Windows<'_>) -> Result<RecordBatch> {
+        let Results { keys, values, rows } = results;
         let columns = self
             .output
             .iter()
@@ -307,7 +322,8 @@ impl Groups {
     }
 
     /// Final values, emptying the groups.
-    pub fn evaluate(&mut self) -> Result<(Vec<ArrayRef>, Vec<ArrayRef>)> {
+    pub fn evaluate(&mut self) -> Result<Results> {
+        let rows = self.len();
         let values = self
             .accumulators
             .iter_mut()
@@ -316,7 +332,11 @@ impl Groups {
                     .exec_context(|| "evaluating an aggregate".to_string())
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok((self.emit_keys()?, values))
+        Ok(Results {
+            keys: self.emit_keys()?,
+            values,
+            rows,
+        })
     }
 
     /// Partial results, emptying the groups.
@@ -359,6 +379,15 @@ fn create_accumulator(
     Ok(Box::new(GroupsAccumulatorAdapter::new(move || {
         aggregate.create_accumulator()
     })))
+}
+
+/// The final results of a group space: keys and each aggregate's values.
+#[derive(Debug, Clone)]
+pub struct Results {
+    pub keys: Vec<ArrayRef>,
+    pub values: Vec<ArrayRef>,
+    /// Rows (groups), also when there are no key or value columns.
+    pub rows: usize,
 }
 
 /// The partial results of a group space: keys and each aggregate's state columns.

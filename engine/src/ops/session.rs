@@ -169,15 +169,15 @@ impl Sessions {
         fields.push(Field::new("session_end", ts, false));
         let mut groups = Groups::new(&Arc::new(Schema::new(fields)), &spec.aggregates)?;
         groups.update(&rows)?;
-        let (mut keys, values) = groups.evaluate()?;
-        let ends = keys.pop();
-        let starts = keys.pop();
+        let mut results = groups.evaluate()?;
+        let ends = results.keys.pop();
+        let starts = results.keys.pop();
         let (Some(starts), Some(ends)) = (starts, ends) else {
             return Ok(());
         };
         let starts = starts.as_primitive::<TimestampMillisecondType>();
         let ends = ends.as_primitive::<TimestampMillisecondType>();
-        let batch = spec.output_batch(keys, values, Windows::PerRow(starts, ends))?;
+        let batch = spec.output_batch(results, Windows::PerRow(starts, ends))?;
         out.batch(batch);
         Ok(())
     }

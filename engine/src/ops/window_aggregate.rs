@@ -255,8 +255,7 @@ impl SlicedWindows {
             && slice.frozen.is_empty()
         {
             if let Some(mut groups) = slice.live.take() {
-                let (keys, values) = groups.evaluate()?;
-                out.batch(self.plan.spec.output_batch(keys, values, window)?);
+                out.batch(self.plan.spec.output_batch(groups.evaluate()?, window)?);
             }
             self.slices.remove(only);
             return Ok(());
@@ -274,8 +273,7 @@ impl SlicedWindows {
             }
         }
         if !merged.is_empty() {
-            let (keys, values) = merged.evaluate()?;
-            out.batch(self.plan.spec.output_batch(keys, values, window)?);
+            out.batch(self.plan.spec.output_batch(merged.evaluate()?, window)?);
         }
         Ok(())
     }
@@ -345,6 +343,15 @@ impl Operator for SlicedWindows {
             self.emit_ended_slices(out)?;
             out.watermark(self.watermark);
             return Ok(());
+        }
+        // `SELECT COUNT(*) FROM t` over no rows still has its one row.
+        if self.kind() == WindowKind::Global
+            && self.plan.spec.keys.is_empty()
+            && self.watermark == crate::time::END_OF_TIME
+            && self.slices.is_empty()
+        {
+            let results = self.plan.spec.results_of_nothing()?;
+            out.batch(self.plan.spec.output_batch(results, Windows::None)?);
         }
         while let Some(&(end, start)) = self.pending.first() {
             if !self.is_fired(end) {

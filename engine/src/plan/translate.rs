@@ -120,6 +120,8 @@ struct PendingWindow {
     /// Where each column of `schema` comes from.
     layout: Vec<Col>,
     schema: DFSchemaRef,
+    /// `PARTITION BY` keys of a session window, over `input`.
+    partition_keys: Vec<Expr>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -433,6 +435,7 @@ impl Translator<'_> {
                     kind: tvf.kind,
                     layout,
                     schema: Arc::clone(ext.node.schema()),
+                    partition_keys: tvf.partition_keys.clone(),
                 }))
             }
             LogicalPlan::Aggregate(agg) => {
@@ -539,7 +542,9 @@ impl Translator<'_> {
                 .collect();
             let mut names = Vec::new();
             for (k, e) in computed.iter().enumerate() {
-                let name = format!("__sluice_computed_{k}");
+                // Numbered by position, so projections over projections
+                // never name two columns alike.
+                let name = format!("__sluice_computed_{}", width + k);
                 names.push(name.clone());
                 all.push(e.clone().alias(name));
             }
@@ -678,6 +683,27 @@ impl Translator<'_> {
             };
             output.push(OutputColumn::Key(keys.len()));
             keys.push(expr);
+        }
+        if let Some(w) = &window
+            && matches!(w.kind, WindowKind::Session { .. })
+        {
+            // Sessions are cut per PARTITION BY key; aggregating them by
+            // other keys would mean something else than Flink means.
+            let partition: Vec<String> = w
+                .partition_keys
+                .iter()
+                .map(|k| unalias(k).to_string())
+                .collect();
+            let grouped: Vec<String> = keys.iter().map(|k| unalias(k).to_string()).collect();
+            let same =
+                partition.len() == grouped.len() && partition.iter().all(|p| grouped.contains(p));
+            if !same {
+                return Err(self.error(format!(
+                    "a SESSION window must GROUP BY window_start, window_end and exactly its PARTITION BY keys ({}), not [{}]",
+                    if partition.is_empty() { "none".to_string() } else { partition.join(", ") },
+                    grouped.join(", ")
+                )));
+            }
         }
         let has = |c| output.contains(&OutputColumn::Window(c));
         if window.is_some() && !(has(WindowColumn::Start) && has(WindowColumn::End)) {

@@ -68,7 +68,13 @@ impl WindowKind {
             Self::Tumble { size } => positive("TUMBLE size", size),
             Self::Hop { size, slide } => {
                 positive("HOP size", size)?;
-                positive("HOP slide", slide)
+                positive("HOP slide", slide)?;
+                if size < slide {
+                    return Err(format!(
+                        "HOP size ({size} ms) must not be smaller than its slide ({slide} ms): rows between windows would belong to none"
+                    ));
+                }
+                Ok(())
             }
             Self::Cumulate { step, max_size } => {
                 positive("CUMULATE step", step)?;
