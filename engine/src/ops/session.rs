@@ -6,10 +6,16 @@
 //! session's end it sorts the buffered rows by key and time, cuts them into
 //! sessions, aggregates the closed ones (vectorised, one group per session)
 //! and keeps the rest.
+//!
+//! A row that arrives behind the watermark still joins a session that has
+//! not fired, as in Flink; it is late only if its session, once cut, holds
+//! nothing but such rows.
 
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, AsArray, TimestampMillisecondArray, UInt32Array};
+use arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, TimestampMillisecondArray, UInt32Array,
+};
 use arrow::compute::{SortColumn, concat_batches, lexsort_to_indices, take_record_batch};
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit, TimestampMillisecondType};
 use arrow::record_batch::RecordBatch;
@@ -53,7 +59,8 @@ impl OperatorFactory for SessionAggregate {
 
 struct Sessions {
     plan: SessionAggregate,
-    /// Rows of sessions that have not closed.
+    /// Rows of sessions that have not closed, each with a last column that
+    /// says whether it arrived behind the watermark.
     buffer: Vec<RecordBatch>,
     watermark: Millis,
     /// No buffered session can close before the watermark reaches this.
@@ -72,6 +79,7 @@ impl Sessions {
         let spec = &self.plan.spec;
         let evaluated = spec.evaluate(&batch)?;
         let times = event_times(batch.column(self.plan.time_index))?;
+        let behind = batch.column(batch.num_columns() - 1).as_boolean().clone();
         let mut sort: Vec<SortColumn> = evaluated
             .keys
             .iter()
@@ -109,6 +117,7 @@ impl Sessions {
         let mut closed_rows: Vec<u32> = Vec::new();
         let mut closed_bounds: Vec<(Millis, Millis)> = Vec::new();
         let mut open_rows: Vec<u32> = Vec::new();
+        let mut late_rows: Vec<u32> = Vec::new();
         let mut next_close = END_OF_TIME;
         let order = order.values();
         let mut i = 0;
@@ -129,7 +138,10 @@ impl Sessions {
                 j += 1;
             }
             let end = last + gap;
-            if end - 1 <= self.watermark {
+            let session = &order[i..j];
+            if session.iter().all(|&r| behind.value(r as usize)) {
+                late_rows.extend_from_slice(session);
+            } else if end - 1 <= self.watermark {
                 closed_rows.extend_from_slice(&order[i..j]);
                 closed_bounds.extend(std::iter::repeat_n((start, end), j - i));
             } else {
@@ -139,6 +151,12 @@ impl Sessions {
             i = j;
         }
         self.next_close = next_close;
+        if !late_rows.is_empty() {
+            let late = take_record_batch(&batch, &UInt32Array::from(late_rows))
+                .and_then(|b| b.project(&(0..b.num_columns() - 1).collect::<Vec<_>>()))
+                .exec_context(|| "setting late rows aside".to_string())?;
+            out.late(late);
+        }
         if !open_rows.is_empty() {
             let open = take_record_batch(&batch, &UInt32Array::from(open_rows))
                 .exec_context(|| "keeping open sessions".to_string())?;
@@ -186,30 +204,42 @@ impl Sessions {
 impl Operator for Sessions {
     fn on_batch(&mut self, batch: RecordBatch, out: &mut Output) -> Result<()> {
         let times = event_times(batch.column(self.plan.time_index))?;
-        let gap = self.plan.gap;
-        let watermark = self.watermark;
-        // A row whose own session would already have closed is late.
-        let keep: arrow::array::BooleanArray = times
-            .iter()
-            .map(|t| Some(t.is_some_and(|t| t + gap - 1 > watermark)))
-            .collect();
-        let batch = if keep.true_count() < batch.num_rows() {
-            let late = arrow::compute::not(&keep)
-                .and_then(|late| arrow::compute::filter_record_batch(&batch, &late))
-                .exec_context(|| "setting late rows aside".to_string())?;
-            out.late(late);
-            arrow::compute::filter_record_batch(&batch, &keep)
-                .exec_context(|| "setting late rows aside".to_string())?
+        // Rows without a time belong to no session.
+        let batch = if times.null_count() > 0 {
+            let has_time = arrow::compute::is_not_null(&times)
+                .exec_context(|| "checking event times".to_string())?;
+            let untimed = arrow::compute::not(&has_time)
+                .and_then(|m| arrow::compute::filter_record_batch(&batch, &m))
+                .exec_context(|| "setting rows without a time aside".to_string())?;
+            out.late(untimed);
+            arrow::compute::filter_record_batch(&batch, &has_time)
+                .exec_context(|| "setting rows without a time aside".to_string())?
         } else {
             batch
         };
         if batch.num_rows() == 0 {
             return Ok(());
         }
-        if let Some(min) = arrow::compute::min(&event_times(batch.column(self.plan.time_index))?) {
+        let times = event_times(batch.column(self.plan.time_index))?;
+        let gap = self.plan.gap;
+        let watermark = self.watermark;
+        // Whether the row's own session would already have fired.
+        let behind: BooleanArray = times
+            .values()
+            .iter()
+            .map(|t| Some(t + gap - 1 <= watermark))
+            .collect();
+        if let Some(min) = arrow::compute::min(&times) {
             self.next_close = self.next_close.min(min + gap - 1);
         }
-        self.buffer.push(batch);
+        let mut columns = batch.columns().to_vec();
+        columns.push(Arc::new(behind));
+        let mut fields: Vec<Arc<Field>> = batch.schema().fields().iter().cloned().collect();
+        fields.push(Arc::new(Field::new("__behind", DataType::Boolean, false)));
+        self.buffer.push(
+            RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
+                .exec_context(|| "buffering session rows".to_string())?,
+        );
         Ok(())
     }
 
