@@ -59,3 +59,21 @@ impl JobMetrics {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_prometheus_text() {
+        let metrics = JobMetrics::default();
+        JobMetrics::add(&metrics.rows_in, 7);
+        JobMetrics::add(&metrics.late_rows, 2);
+        let text = metrics.render("q1");
+        assert!(text.contains(
+            "# TYPE sluice_source_rows_total counter\nsluice_source_rows_total{job=\"q1\"} 7\n"
+        ));
+        assert!(text.contains("sluice_late_rows_total{job=\"q1\"} 2\n"));
+        assert!(text.contains("sluice_sink_rows_total{job=\"q1\"} 0\n"));
+    }
+}

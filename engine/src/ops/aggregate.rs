@@ -356,15 +356,6 @@ impl Groups {
             rows,
         })
     }
-
-    /// Bytes held, for metrics.
-    pub fn size(&self) -> usize {
-        let keys = match &self.keys {
-            Keys::None { .. } => 0,
-            Keys::Values(v) => v.size(),
-        };
-        keys + self.accumulators.iter().map(|a| a.size()).sum::<usize>()
-    }
 }
 
 fn create_accumulator(

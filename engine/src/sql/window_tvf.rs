@@ -115,12 +115,6 @@ impl WindowTvf {
     pub fn input_width(&self) -> usize {
         self.input.schema().fields().len()
     }
-
-    /// The window column at output position `i`, if it is one.
-    pub fn window_column(&self, i: usize) -> Option<WindowColumn> {
-        i.checked_sub(self.input_width())
-            .and_then(|k| WindowColumn::ALL.get(k).copied())
-    }
 }
 
 impl PartialOrd for WindowTvf {
