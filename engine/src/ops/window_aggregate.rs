@@ -170,7 +170,10 @@ impl SlicedWindows {
             );
         }
         let spec = &self.plan.spec;
-        let entry = self.slices.get_mut(&slice).expect("inserted above");
+        let entry = self
+            .slices
+            .get_mut(&slice)
+            .ok_or_else(|| crate::SluiceError::Runtime("a slice vanished while in use".into()))?;
         if entry.live.is_none() {
             entry.live = Some(Groups::new(&spec.key_schema, &spec.aggregates)?);
         }
