@@ -11,6 +11,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::sync::Arc;
+use std::time::Duration;
 
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
@@ -24,6 +25,8 @@ use crate::time::Millis;
 /// What a source is asked to produce.
 #[derive(Debug, Clone)]
 pub struct ScanRequest {
+    /// The job's counters, for what a split skips or sets aside.
+    pub metrics: Arc<crate::metrics::JobMetrics>,
     /// Indices of the table's columns to read, in the table's order.
     pub projection: Vec<usize>,
     /// The projected schema the batches must have.
@@ -34,11 +37,33 @@ pub struct ScanRequest {
     pub batch_size: usize,
 }
 
+/// How a source subtask reads the splits assigned to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reading {
+    /// One after another, earliest first (files, row groups): the subtask's
+    /// watermark waits below splits it has not opened.
+    InOrder,
+    /// All at once, each with its own watermark (Kafka partitions). With an
+    /// idle timeout, a split that yields nothing for that long stops holding
+    /// the watermark back until it yields again.
+    Concurrent { idle_timeout: Option<Duration> },
+}
+
 /// A source created from a table's options.
 pub trait Source: Send + Sync + Debug {
-    /// Lists the splits to read (files, row groups), with what is known of
-    /// their event time.
+    /// Lists the splits to read (files, row groups, partitions), with what
+    /// is known of their event time.
     fn plan_splits(&self, request: ScanRequest) -> BoxFuture<'_, Result<Vec<Arc<dyn Split>>>>;
+
+    fn reading(&self) -> Reading {
+        Reading::InOrder
+    }
+
+    /// Whether the source ends by itself. An unbounded one runs until the
+    /// job is stopped.
+    fn is_bounded(&self) -> bool {
+        true
+    }
 }
 
 /// One independently readable piece of a source.
@@ -51,7 +76,8 @@ pub trait Split: Send + Sync + Debug {
         None
     }
 
-    /// How many rows the split holds, when known (for progress).
+    /// How many rows the split holds, when known (for progress and for
+    /// balancing splits read concurrently).
     fn estimated_rows(&self) -> Option<u64> {
         None
     }

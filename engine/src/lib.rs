@@ -29,5 +29,5 @@ pub mod sql;
 pub mod time;
 
 pub use error::{Result, SluiceError};
-pub use exec::{JobResult, RunOptions};
+pub use exec::{JobResult, RunOptions, StopSignal};
 pub use sql::{JobFile, Mode};

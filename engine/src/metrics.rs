@@ -18,6 +18,11 @@ pub struct JobMetrics {
     pub rows_expected: AtomicU64,
     /// Splits finished by all sources.
     pub splits_done: AtomicU64,
+    /// Input records that could not be decoded and were skipped, as the
+    /// table's options allow (`'json.ignore-parse-errors'`).
+    pub records_skipped: AtomicU64,
+    /// Input records that could not be decoded and went to a dead-letter output.
+    pub records_dead_lettered: AtomicU64,
 }
 
 impl JobMetrics {
@@ -46,6 +51,16 @@ impl JobMetrics {
                 "sluice_late_rows_total",
                 "Rows behind the watermark, sent to the late-data output.",
                 &self.late_rows,
+            ),
+            (
+                "sluice_source_records_skipped_total",
+                "Input records that could not be decoded and were skipped.",
+                &self.records_skipped,
+            ),
+            (
+                "sluice_source_records_dead_lettered_total",
+                "Input records that could not be decoded and went to the dead-letter output.",
+                &self.records_dead_lettered,
             ),
             (
                 "sluice_source_splits_done_total",

@@ -21,7 +21,7 @@ use sluice_engine::connector::ConnectorRegistry;
 use sluice_engine::metrics::JobMetrics;
 use sluice_engine::plan::JobGraph;
 use sluice_engine::sql::{CompiledJob, JobFile, JobStatement, Mode, compile, parse_job};
-use sluice_engine::{JobResult, Result, RunOptions, SluiceError};
+use sluice_engine::{JobResult, Result, RunOptions, SluiceError, StopSignal};
 use udf::{FunctionContext, FunctionLibrary};
 
 /// A job file and how to run it.
@@ -159,13 +159,18 @@ pub fn default_parallelism() -> usize {
     std::thread::available_parallelism().map_or(2, |n| n.get())
 }
 
-/// Runs a job to completion.
+/// Runs a job until its sources end.
 pub async fn run(job: &JobSpec) -> Result<JobResult> {
-    run_with_metrics(job, Arc::new(JobMetrics::default())).await
+    run_with(job, Arc::new(JobMetrics::default()), StopSignal::default()).await
 }
 
-/// Runs a job, counting into `metrics` (for progress reporting).
-pub async fn run_with_metrics(job: &JobSpec, metrics: Arc<JobMetrics>) -> Result<JobResult> {
+/// Runs a job, counting into `metrics` (for progress reporting), until its
+/// sources end or `stop` is signalled.
+pub async fn run_with(
+    job: &JobSpec,
+    metrics: Arc<JobMetrics>,
+    stop: StopSignal,
+) -> Result<JobResult> {
     let (compiled, parameters, _libraries) = job.open()?;
     let graph = sluice_engine::plan::translate(&compiled, &connectors(), job.parallelism)?;
     let late_data = match parameters.get(sluice_connectors::filesystem::LATE_DATA_PATH) {
@@ -175,6 +180,7 @@ pub async fn run_with_metrics(job: &JobSpec, metrics: Arc<JobMetrics>) -> Result
     let options = RunOptions {
         parameters,
         late_data,
+        stop,
         ..RunOptions::default()
     };
     sluice_engine::exec::run(&graph, &options, metrics).await

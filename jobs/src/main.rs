@@ -10,6 +10,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use sluice::generate::{self, FileFormat};
 use sluice::{JobSpec, default_parallelism};
 use sluice_engine::metrics::JobMetrics;
+use sluice_engine::StopSignal;
 use sluice_engine::sql::Mode;
 
 #[derive(Parser)]
@@ -232,14 +233,18 @@ async fn run_job(spec: &JobSpec) -> Result<sluice_engine::JobResult> {
             }
         })
     };
-    let result = sluice::run_with_metrics(spec, metrics).await;
+    let stop = StopSignal::default();
+    let signals = tokio::spawn(stop_on_signal(stop.clone()));
+    let result = sluice::run_with(spec, metrics, stop).await;
+    signals.abort();
     watcher.abort();
     bar.finish_and_clear();
     let result = result?;
     let seconds = result.elapsed.as_secs_f64();
     eprintln!(
-        "sluice: {} finished: {} rows in, {} rows out, {} late rows, {:.2} s, {:.0} events/s",
+        "sluice: {} {}: {} rows in, {} rows out, {} late rows, {:.2} s, {:.0} events/s",
         spec.name,
+        if result.stopped { "stopped" } else { "finished" },
         result.rows_in,
         result.rows_out,
         result.late_rows,
@@ -247,6 +252,31 @@ async fn run_job(spec: &JobSpec) -> Result<sluice_engine::JobResult> {
         result.rows_in as f64 / seconds.max(1e-9)
     );
     Ok(result)
+}
+
+/// Stops the job on SIGINT or SIGTERM: sources stop reading, windows not
+/// yet complete stay unfired, sinks commit what was written, exit code 0.
+async fn stop_on_signal(stop: StopSignal) {
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!("cannot listen for SIGTERM: {e}");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
+    eprintln!("sluice: stopping (signal received)");
+    stop.stop();
 }
 
 const GAME_DAILY: &str = include_str!("../sql/game_daily.sql");

@@ -1,10 +1,15 @@
 //! The runtime: every stage's subtasks as tokio tasks, joined by channels.
 //!
-//! [`run`] plans the sources' splits, assigns them to source subtasks in
-//! event-time order, creates a byte-bounded channel for every pair of
+//! [`run`] plans the sources' splits, assigns them to source subtasks (in
+//! event-time order for files, balanced by size for partitions read
+//! concurrently), creates a byte-bounded channel for every pair of
 //! subtasks an exchange connects, spawns one task per subtask and waits for
 //! all of them. The first error stops the job; sinks commit only when every
 //! subtask has finished.
+//!
+//! A [`StopSignal`] stops a job from outside (SIGINT): sources stop reading
+//! and end their output without a final watermark, so operators close with
+//! incomplete windows unfired, and sinks commit what was written.
 
 pub mod channel;
 pub mod exchange;
@@ -16,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use tokio::task::JoinSet;
 
-use crate::connector::{ScanRequest, Split};
+use crate::connector::{Reading, ScanRequest, Split};
 use crate::error::{Result, SluiceError};
 use crate::metrics::JobMetrics;
 use crate::ops::OperatorContext;
@@ -36,6 +41,29 @@ pub struct RunOptions {
     /// Where rows that arrived behind the watermark are written, if anywhere
     /// (`SET 'sluice.late-data.path'`); they are counted either way.
     pub late_data: Option<Arc<dyn crate::connector::Sink>>,
+    /// Stops the job from outside.
+    pub stop: StopSignal,
+}
+
+/// Asks a running job to stop (SIGINT, SIGTERM). Clones share one signal.
+#[derive(Debug, Clone, Default)]
+pub struct StopSignal(Arc<tokio::sync::watch::Sender<bool>>);
+
+impl StopSignal {
+    pub fn stop(&self) {
+        self.0.send_replace(true);
+    }
+
+    pub fn is_stopped(&self) -> bool {
+        *self.0.borrow()
+    }
+
+    /// Resolves once [`StopSignal::stop`] has been called.
+    pub async fn stopped(&self) {
+        let mut receiver = self.0.subscribe();
+        // The sender lives in `self`, so this only ends by a stop.
+        let _ = receiver.wait_for(|stopped| *stopped).await;
+    }
 }
 
 impl Default for RunOptions {
@@ -45,6 +73,7 @@ impl Default for RunOptions {
             channel_capacity: 16 << 20,
             batch_size: 8192,
             late_data: None,
+            stop: StopSignal::default(),
         }
     }
 }
@@ -56,9 +85,12 @@ pub struct JobResult {
     pub rows_out: u64,
     pub late_rows: u64,
     pub elapsed: Duration,
+    /// Whether the job was stopped before its sources ended.
+    pub stopped: bool,
 }
 
-/// Runs `graph` to completion (for bounded sources) and commits its sinks.
+/// Runs `graph` until its sources end or `options.stop` is signalled, and
+/// commits its sinks.
 pub async fn run(
     graph: &JobGraph,
     options: &RunOptions,
@@ -99,21 +131,20 @@ pub async fn run(
         let root = graph.node(stage.root);
         let mut assigned: Vec<Vec<Arc<dyn Split>>> = vec![Vec::new(); stage.parallelism];
         let mut watermark = None;
+        let mut reading = Reading::InOrder;
         if let NodeKind::Source(source) = &root.kind {
             let request = ScanRequest {
+                metrics: Arc::clone(&metrics),
                 projection: source.projection.clone(),
                 schema: Arc::clone(&root.schema),
                 time_column: source.table.watermark.as_ref().map(|w| w.column.clone()),
                 batch_size: options.batch_size,
             };
-            let mut splits = source.source.plan_splits(request).await?;
-            // Earliest first, so subtasks move through event time together.
-            splits.sort_by_cached_key(|s| (s.min_event_time().unwrap_or(i64::MIN), s.describe()));
+            let splits = source.source.plan_splits(request).await?;
             let expected: u64 = splits.iter().filter_map(|s| s.estimated_rows()).sum();
             JobMetrics::add(&metrics.rows_expected, expected);
-            for (i, split) in splits.into_iter().enumerate() {
-                assigned[i % stage.parallelism].push(split);
-            }
+            reading = source.source.reading();
+            assigned = assign_splits(splits, stage.parallelism, reading);
             watermark = match (&source.watermark, &source.table.watermark) {
                 (Some(expr), Some(decl)) => root
                     .schema
@@ -141,7 +172,9 @@ pub async fn run(
             let input = match &root.kind {
                 NodeKind::Source(_) => task::Input::Source {
                     splits,
+                    reading,
                     watermark: watermark.clone(),
+                    stop: options.stop.clone(),
                 },
                 _ => task::Input::Channels(
                     receivers.remove(&(stage.root, subtask)).unwrap_or_default(),
@@ -197,7 +230,44 @@ pub async fn run(
         rows_out: JobMetrics::get(&metrics.rows_out),
         late_rows: JobMetrics::get(&metrics.late_rows),
         elapsed: started.elapsed(),
+        stopped: options.stop.is_stopped(),
     })
+}
+
+/// Deals splits to `parallelism` subtasks. Splits read in order go round
+/// robin, earliest first, so subtasks move through event time together.
+/// Splits read concurrently go largest first to the least loaded subtask,
+/// so a topic with one busy partition and many quiet ones still spreads
+/// its work as evenly as partitions allow.
+fn assign_splits(
+    mut splits: Vec<Arc<dyn Split>>,
+    parallelism: usize,
+    reading: Reading,
+) -> Vec<Vec<Arc<dyn Split>>> {
+    let mut assigned: Vec<Vec<Arc<dyn Split>>> = vec![Vec::new(); parallelism];
+    match reading {
+        Reading::InOrder => {
+            splits.sort_by_cached_key(|s| (s.min_event_time().unwrap_or(i64::MIN), s.describe()));
+            for (i, split) in splits.into_iter().enumerate() {
+                assigned[i % parallelism].push(split);
+            }
+        }
+        Reading::Concurrent { .. } => {
+            splits.sort_by_cached_key(|s| {
+                (std::cmp::Reverse(s.estimated_rows().unwrap_or(0)), s.describe())
+            });
+            let mut load = vec![(0u64, 0usize); parallelism];
+            for split in splits {
+                let Some(subtask) = (0..parallelism).min_by_key(|&i| (load[i], i)) else {
+                    break;
+                };
+                load[subtask].0 += split.estimated_rows().unwrap_or(0);
+                load[subtask].1 += 1;
+                assigned[subtask].push(split);
+            }
+        }
+    }
+    assigned
 }
 
 fn is_secondary(e: &SluiceError) -> bool {

@@ -3,10 +3,12 @@
 //! Messages go through the chain synchronously (operators are CPU-only);
 //! what reaches an exit (an exchange or a sink) is buffered and then sent
 //! or written, which is where a subtask waits. A source subtask reads its
-//! splits in order and tracks their watermarks; any other subtask merges its
-//! input channels and forwards the minimum of their watermarks.
+//! splits (in order or all at once, as its source says) and tracks their
+//! watermarks; any other subtask merges its input channels and forwards the
+//! minimum of their watermarks.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use arrow::array::Array;
 use arrow::record_batch::RecordBatch;
@@ -15,7 +17,8 @@ use futures::stream::select_all;
 
 use super::channel::{Receiver, Sender};
 use super::exchange::hash_partition;
-use crate::connector::{SinkWriter, Split};
+use super::StopSignal;
+use crate::connector::{Reading, SinkWriter, Split};
 use crate::error::{ExecContext, Result, SluiceError};
 use crate::metrics::JobMetrics;
 use crate::ops::aggregate::event_times;
@@ -31,8 +34,10 @@ pub const STOPPED: &str = "stopped before this subtask finished";
 pub enum Input {
     Source {
         splits: Vec<Arc<dyn Split>>,
+        reading: Reading,
         /// The watermark expression and the rowtime column it is for.
         watermark: Option<(Arc<dyn PhysicalExpr>, usize)>,
+        stop: StopSignal,
     },
     Channels(Vec<Receiver>),
 }
@@ -319,50 +324,163 @@ impl Exit {
 
 pub async fn run(chain: &mut Chain, input: Input, metrics: &JobMetrics) -> Result<()> {
     match input {
-        Input::Source { splits, watermark } => {
-            read_splits(chain, splits, watermark, metrics).await?
+        Input::Source {
+            splits,
+            reading,
+            watermark,
+            stop,
+        } => {
+            let mut reader = SplitReader {
+                watermarks: SplitWatermarks::new(splits.iter().map(|s| s.min_event_time())),
+                watermark,
+                metrics,
+            };
+            let finished = match reading {
+                Reading::InOrder => reader.in_order(chain, splits, &stop).await?,
+                Reading::Concurrent { idle_timeout } => {
+                    reader
+                        .concurrently(chain, splits, idle_timeout, &stop)
+                        .await?
+                }
+            };
+            // A stopped source sends no final watermark: what has not fired
+            // stays unfired.
+            if finished && let Some(w) = reader.watermarks.advance() {
+                chain.push(Message::Watermark(w))?;
+            }
+            chain.push(Message::End)?;
+            chain.flush().await?;
         }
         Input::Channels(receivers) => merge_channels(chain, receivers).await?,
     }
     chain.finish().await
 }
 
-async fn read_splits(
-    chain: &mut Chain,
-    splits: Vec<Arc<dyn Split>>,
+/// What a source subtask keeps while it reads its splits.
+struct SplitReader<'a> {
+    watermarks: SplitWatermarks,
+    /// The watermark expression and the rowtime column it is for.
     watermark: Option<(Arc<dyn PhysicalExpr>, usize)>,
-    metrics: &JobMetrics,
-) -> Result<()> {
-    let mut watermarks = SplitWatermarks::new(splits.iter().map(|s| s.min_event_time()));
-    for (i, split) in splits.into_iter().enumerate() {
-        watermarks.start(i);
-        let mut batches = split.open();
-        while let Some(batch) = batches.next().await {
-            let batch = batch?;
-            JobMetrics::add(&metrics.rows_in, batch.num_rows() as u64);
-            match &watermark {
-                Some((expr, time_index)) => {
-                    push_with_watermarks(chain, &mut watermarks, i, batch, expr, *time_index)?
+    metrics: &'a JobMetrics,
+}
+
+impl SplitReader<'_> {
+    /// Reads the splits one after another; returns false if stopped first.
+    async fn in_order(
+        &mut self,
+        chain: &mut Chain,
+        splits: Vec<Arc<dyn Split>>,
+        stop: &StopSignal,
+    ) -> Result<bool> {
+        for (i, split) in splits.into_iter().enumerate() {
+            self.watermarks.start(i);
+            let mut batches = split.open();
+            loop {
+                let batch = tokio::select! {
+                    biased;
+                    () = stop.stopped() => return Ok(false),
+                    batch = batches.next() => batch,
+                };
+                match batch {
+                    Some(batch) => self.push(chain, i, batch?).await?,
+                    None => break,
                 }
-                None => chain.push(Message::Data(batch))?,
             }
-            if let Some(w) = watermarks.advance() {
-                chain.push(Message::Watermark(w))?;
-            }
-            chain.flush().await?;
+            self.finish_split(chain, i).await?;
         }
-        watermarks.finish(i);
-        JobMetrics::add(&metrics.splits_done, 1);
-        if let Some(w) = watermarks.advance() {
+        Ok(true)
+    }
+
+    /// Reads all splits at once, each with its own watermark; returns false
+    /// if stopped first.
+    async fn concurrently(
+        &mut self,
+        chain: &mut Chain,
+        splits: Vec<Arc<dyn Split>>,
+        idle_timeout: Option<Duration>,
+        stop: &StopSignal,
+    ) -> Result<bool> {
+        let mut last_seen = vec![Instant::now(); splits.len()];
+        for i in 0..splits.len() {
+            self.watermarks.start(i);
+        }
+        // Each split's stream, ending with a `None` that says it finished.
+        let mut merged = select_all(splits.into_iter().enumerate().map(|(i, split)| {
+            split
+                .open()
+                .map(move |batch| (i, Some(batch)))
+                .chain(futures::stream::once(async move { (i, None) }))
+                .boxed()
+        }));
+        let mut ticks = idle_timeout.map(|timeout| {
+            let mut ticks = tokio::time::interval((timeout / 4).max(Duration::from_millis(10)));
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            (timeout, ticks)
+        });
+        loop {
+            let tick = async {
+                match ticks.as_mut() {
+                    Some((_, ticks)) => ticks.tick().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                biased;
+                () = stop.stopped() => return Ok(false),
+                next = merged.next() => match next {
+                    Some((i, Some(batch))) => {
+                        last_seen[i] = Instant::now();
+                        self.watermarks.resume(i);
+                        self.push(chain, i, batch?).await?;
+                    }
+                    Some((i, None)) => self.finish_split(chain, i).await?,
+                    None => return Ok(true),
+                },
+                _ = tick => {
+                    let Some((timeout, _)) = ticks.as_ref() else { continue };
+                    for (i, seen) in last_seen.iter().enumerate() {
+                        if seen.elapsed() >= *timeout && !self.watermarks.is_idle(i) {
+                            tracing::debug!(split = i, "split idle; it no longer holds the watermark back");
+                            self.watermarks.idle(i);
+                        }
+                    }
+                    if let Some(w) = self.watermarks.advance() {
+                        chain.push(Message::Watermark(w))?;
+                        chain.flush().await?;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn push(&mut self, chain: &mut Chain, split: usize, batch: RecordBatch) -> Result<()> {
+        JobMetrics::add(&self.metrics.rows_in, batch.num_rows() as u64);
+        match &self.watermark {
+            Some((expr, time_index)) => push_with_watermarks(
+                chain,
+                &mut self.watermarks,
+                split,
+                batch,
+                expr,
+                *time_index,
+            )?,
+            None => chain.push(Message::Data(batch))?,
+        }
+        if let Some(w) = self.watermarks.advance() {
+            chain.push(Message::Watermark(w))?;
+        }
+        chain.flush().await
+    }
+
+    async fn finish_split(&mut self, chain: &mut Chain, split: usize) -> Result<()> {
+        self.watermarks.finish(split);
+        JobMetrics::add(&self.metrics.splits_done, 1);
+        if let Some(w) = self.watermarks.advance() {
             chain.push(Message::Watermark(w))?;
             chain.flush().await?;
         }
+        Ok(())
     }
-    if let Some(w) = watermarks.advance() {
-        chain.push(Message::Watermark(w))?;
-    }
-    chain.push(Message::End)?;
-    chain.flush().await
 }
 
 /// Pushes a batch read from split `split`, with watermarks as if one were
@@ -436,7 +554,7 @@ async fn merge_channels(chain: &mut Chain, receivers: Vec<Receiver>) -> Result<(
                 }
             }
             Message::End => {
-                if let Some(w) = watermarks.update(i, END_OF_TIME) {
+                if let Some(w) = watermarks.end(i) {
                     chain.push(Message::Watermark(w))?;
                 }
                 open -= 1;

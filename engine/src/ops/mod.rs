@@ -29,7 +29,10 @@ pub enum Message {
     Data(RecordBatch),
     /// Event time has advanced to here on this channel.
     Watermark(Millis),
-    /// This input is finished; implies a watermark of +infinity before it.
+    /// This input sends nothing more. It says nothing of event time: an
+    /// input that reached the end of its data sends the watermark
+    /// [`crate::time::END_OF_TIME`] first; a stopped job sends none, so
+    /// windows still open stay unfired.
     End,
 }
 

@@ -1,11 +1,16 @@
 //! Watermark bookkeeping, as plain types with no I/O.
 //!
-//! A source subtask reads its splits one after another in event-time order.
+//! A source subtask reads its splits one after another in event-time order
+//! (files), or all at once (Kafka partitions).
 //! [`SplitWatermarks`] keeps its watermark at the minimum over the splits it
-//! has not finished, counting splits it has not *started* at just below their
+//! has not finished and that are not idle, counting splits it has not *started* at just below their
 //! smallest event time (known from Parquet statistics) or at the beginning of
 //! time (when nothing is known). So moving on to a file whose rows are older
 //! than what was read before never turns those rows into late data.
+//!
+//! A split read concurrently that has yielded nothing for a while can be
+//! marked idle: it stops holding the watermark back until it yields again,
+//! and its rows may then be late (Flink's `scan.watermark.idle-timeout`).
 //!
 //! An operator with several input channels keeps the minimum over them with
 //! [`InputWatermarks`].
@@ -20,6 +25,10 @@ enum SplitState {
     },
     /// Being read; its watermark so far.
     Active {
+        watermark: Millis,
+    },
+    /// Being read but quiet: does not hold the watermark back.
+    Idle {
         watermark: Millis,
     },
     Finished,
@@ -69,18 +78,47 @@ impl SplitWatermarks {
         self.splits[split] = SplitState::Finished;
     }
 
-    /// The subtask's watermark now: the minimum over unfinished splits, or
-    /// [`END_OF_TIME`] when all are finished.
+    /// Marks an active split idle: it no longer holds the watermark back.
+    pub fn idle(&mut self, split: usize) {
+        if let SplitState::Active { watermark } = self.splits[split] {
+            self.splits[split] = SplitState::Idle { watermark };
+        }
+    }
+
+    /// Makes an idle split active again, at the watermark it had.
+    pub fn resume(&mut self, split: usize) {
+        if let SplitState::Idle { watermark } = self.splits[split] {
+            self.splits[split] = SplitState::Active { watermark };
+        }
+    }
+
+    pub fn is_idle(&self, split: usize) -> bool {
+        matches!(self.splits[split], SplitState::Idle { .. })
+    }
+
+    /// The subtask's watermark now: the minimum over unfinished splits that
+    /// are not idle; [`END_OF_TIME`] when all are finished; unchanged when
+    /// all that remain are idle (the input is quiet, not over).
     pub fn current(&self) -> Millis {
-        self.splits
-            .iter()
-            .filter_map(|s| match *s {
-                SplitState::Pending { lower_bound } => Some(lower_bound),
-                SplitState::Active { watermark } => Some(watermark),
-                SplitState::Finished => None,
-            })
-            .min()
-            .unwrap_or(END_OF_TIME)
+        let mut min = None::<Millis>;
+        let mut idle = false;
+        for state in &self.splits {
+            match *state {
+                SplitState::Pending {
+                    lower_bound: watermark,
+                }
+                | SplitState::Active { watermark } => {
+                    min = Some(min.map_or(watermark, |m| m.min(watermark)));
+                }
+                SplitState::Idle { .. } => idle = true,
+                SplitState::Finished => {}
+            }
+        }
+        match min {
+            Some(min) => min,
+            None if idle => self.emitted,
+            None => END_OF_TIME,
+        }
     }
 
     /// The subtask's watermark if `split` had reached `candidate`.
@@ -94,7 +132,7 @@ impl SplitWatermarks {
     pub fn split_watermark(&self, split: usize) -> Millis {
         match self.splits[split] {
             SplitState::Pending { lower_bound } => lower_bound,
-            SplitState::Active { watermark } => watermark,
+            SplitState::Active { watermark } | SplitState::Idle { watermark } => watermark,
             SplitState::Finished => END_OF_TIME,
         }
     }
@@ -116,16 +154,22 @@ impl SplitWatermarks {
 }
 
 /// The minimum watermark over an operator's input channels.
+///
+/// An input that has ended (sent its last message) no longer counts. An
+/// input that reached the end of its data sent [`END_OF_TIME`] first; one
+/// that was stopped did not, and once every input has ended the watermark
+/// stays where it was, so a stopped job fires no incomplete window.
 #[derive(Debug, Clone)]
 pub struct InputWatermarks {
-    inputs: Vec<Millis>,
+    /// Each input's watermark; `None` once it has ended.
+    inputs: Vec<Option<Millis>>,
     current: Millis,
 }
 
 impl InputWatermarks {
     pub fn new(inputs: usize) -> Self {
         Self {
-            inputs: vec![BEFORE_TIME; inputs],
+            inputs: vec![Some(BEFORE_TIME); inputs],
             current: if inputs == 0 {
                 END_OF_TIME
             } else {
@@ -136,9 +180,21 @@ impl InputWatermarks {
 
     /// Records input `i`'s watermark; returns the combined watermark if it advanced.
     pub fn update(&mut self, input: usize, watermark: Millis) -> Option<Millis> {
-        let slot = &mut self.inputs[input];
-        *slot = (*slot).max(watermark);
-        let min = self.inputs.iter().copied().min().unwrap_or(END_OF_TIME);
+        if let Some(slot) = &mut self.inputs[input] {
+            *slot = (*slot).max(watermark);
+        }
+        self.combine()
+    }
+
+    /// Records that input `i` has ended; returns the combined watermark if
+    /// that let it advance.
+    pub fn end(&mut self, input: usize) -> Option<Millis> {
+        self.inputs[input] = None;
+        self.combine()
+    }
+
+    fn combine(&mut self) -> Option<Millis> {
+        let min = self.inputs.iter().flatten().copied().min()?;
         (min > self.current).then(|| {
             self.current = min;
             min
@@ -196,6 +252,44 @@ mod tests {
     fn no_splits_means_ended() {
         let mut w = SplitWatermarks::new([]);
         assert_eq!(w.advance(), Some(END_OF_TIME));
+    }
+
+    #[test]
+    fn idle_splits_stop_holding_the_watermark_back() {
+        let mut w = SplitWatermarks::new([None, None, None]);
+        (0..3).for_each(|i| w.start(i));
+        w.observe(0, 100);
+        w.observe(1, 50);
+        assert_eq!(w.advance(), None, "split 2 has shown nothing yet");
+        w.idle(2);
+        assert_eq!(w.advance(), Some(50));
+        w.idle(1);
+        assert_eq!(w.advance(), Some(100));
+        w.idle(0);
+        assert_eq!(w.advance(), None, "all idle: the input is quiet, not over");
+        assert_eq!(w.current(), 100);
+        w.resume(1);
+        assert!(!w.is_idle(1));
+        assert_eq!(w.advance(), None, "a resumed split never moves it back");
+        w.observe(1, 120);
+        assert_eq!(w.advance(), Some(120));
+        w.finish(1);
+        w.finish(0);
+        assert_eq!(w.advance(), None, "split 2 is idle, not finished");
+        w.resume(2);
+        w.finish(2);
+        assert_eq!(w.advance(), Some(END_OF_TIME));
+    }
+
+    #[test]
+    fn ended_inputs_stop_counting_and_all_ended_fires_nothing() {
+        let mut w = InputWatermarks::new(2);
+        assert_eq!(w.update(0, 10), None);
+        assert_eq!(w.update(1, 5), Some(5));
+        assert_eq!(w.end(1), Some(10), "a stopped input no longer holds back");
+        assert_eq!(w.end(0), None, "stopped, not ended: no final watermark");
+        assert_eq!(w.update(0, 50), None, "an ended input is ignored");
+        assert_eq!(w.current(), 10);
     }
 
     #[test]

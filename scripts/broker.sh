@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# A Kafka-protocol broker on loopback for tests, CI and local stream jobs.
+#
+#   scripts/broker.sh start    install tansu if missing, start it, wait until it
+#                              answers a metadata request, print the bootstrap address
+#   scripts/broker.sh stop     stop it (its data directory goes too)
+#   scripts/broker.sh status   print the bootstrap address if it answers, else fail
+#
+# The broker is tansu (crates.io), an Apache-Kafka-compatible broker, on its
+# SQLite store: its memory store reports wrong high watermarks. It has no topic
+# auto-creation and no transactions; deleting a topic on SQLite deletes every
+# topic, so tests use unique topic names and never delete.
+#
+# SLUICE_KAFKA_PORT    port on 127.0.0.1 (default 9092)
+# SLUICE_TOOLS         where tansu is installed when it is not on PATH
+#                      (default /var/tmp/sluice-tools, kept between CI runs)
+set -euo pipefail
+
+port="${SLUICE_KAFKA_PORT:-9092}"
+tools="${SLUICE_TOOLS:-/var/tmp/sluice-tools}"
+state="${TMPDIR:-/tmp}/sluice-kafka-$port"
+address="127.0.0.1:$port"
+
+# Sends a Kafka Metadata (v0) request and checks the reply's correlation id.
+answers() {
+    python3 - "$port" <<'EOF'
+import socket, struct, sys
+try:
+    s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=2)
+    client = b"sluice-broker-sh"
+    body = struct.pack(">hhih", 3, 0, 7, len(client)) + client + struct.pack(">i", 0)
+    s.sendall(struct.pack(">i", len(body)) + body)
+    head = s.recv(8)
+    sys.exit(0 if len(head) == 8 and struct.unpack(">ii", head)[1] == 7 else 1)
+except OSError:
+    sys.exit(1)
+EOF
+}
+
+find_tansu() {
+    if command -v tansu >/dev/null 2>&1; then
+        command -v tansu
+    elif [[ -x "$tools/bin/tansu" ]]; then
+        echo "$tools/bin/tansu"
+    else
+        return 1
+    fi
+}
+
+install_tansu() {
+    echo "broker: installing tansu 0.6.0 into $tools (takes 15-25 minutes on 2 cores)" >&2
+    # Without the libsql feature tansu has no persistent storage engine.
+    CARGO_TARGET_DIR="$tools/target" cargo install tansu --version 0.6.0 --locked \
+        --features libsql --root "$tools" >&2
+    rm -rf "$tools/target"
+}
+
+start() {
+    if answers; then
+        echo "$address"
+        return 0
+    fi
+    local tansu
+    tansu=$(find_tansu) || { install_tansu; tansu="$tools/bin/tansu"; }
+    rm -rf "$state"
+    mkdir -p "$state"
+    # tansu reads a .env in its working directory: give it an empty one.
+    (
+        cd "$state"
+        : >.env
+        nohup "$tansu" broker \
+            --listener-url "tcp://$address" \
+            --advertised-listener-url "tcp://$address" \
+            --storage-engine "sqlite://tansu.db" \
+            >"$state/broker.log" 2>&1 &
+        echo $! >"$state/pid"
+    )
+    for _ in $(seq 1 100); do
+        if answers; then
+            echo "$address"
+            return 0
+        fi
+        if ! kill -0 "$(cat "$state/pid")" 2>/dev/null; then
+            echo "broker: tansu exited; its log:" >&2
+            cat "$state/broker.log" >&2
+            return 1
+        fi
+        sleep 0.1
+    done
+    echo "broker: tansu did not answer on $address within 10 s; its log:" >&2
+    cat "$state/broker.log" >&2
+    return 1
+}
+
+stop() {
+    if [[ -f "$state/pid" ]]; then
+        kill "$(cat "$state/pid")" 2>/dev/null || true
+    fi
+    rm -rf "$state"
+}
+
+case "${1:-}" in
+    start) start ;;
+    stop) stop ;;
+    status)
+        if answers; then echo "$address"; else
+            echo "broker: nothing answers on $address" >&2
+            exit 1
+        fi
+        ;;
+    *)
+        echo "usage: $0 start|stop|status" >&2
+        exit 2
+        ;;
+esac
