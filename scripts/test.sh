@@ -6,6 +6,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # An S3-protocol server on loopback for the object-store tests.
 command -v moto_server >/dev/null 2>&1 || python3 -m pip install --quiet 'moto[server]'
+# A Kafka-protocol broker on loopback for stream mode (installed when missing).
+if [[ -z "${SLUICE_KAFKA_BROKERS:-}" ]]; then
+    SLUICE_KAFKA_BROKERS=$(./scripts/broker.sh start)
+    export SLUICE_KAFKA_BROKERS
+fi
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 log=$(mktemp)

@@ -23,9 +23,11 @@
 //!
 //! Every case runs in every mode unless it says `modes: batch` with a
 //! `reason:`, because batch and stream giving the same rows is Sluice's core
-//! promise. Inputs are written as Parquet files; until the Kafka connector
-//! lands, stream mode reads the same files as bounded streams (the job's
-//! `stream.` options apply), and then it will read them from a topic.
+//! promise. In batch mode each input file is a Parquet file; in stream mode
+//! each input table is a fresh topic on the test broker, each file one
+//! partition of it, its rows JSON records, read with
+//! `'scan.bounded.mode' = 'latest-offset'` so the stream ends. Outputs are
+//! Parquet files in both modes and must hold the same rows.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -173,18 +175,52 @@ impl Case {
 
     /// Runs the case once; `Err` describes how it failed.
     pub fn run(&self, mode: Mode, parallelism: usize, dir: &Path) -> Result<(), String> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
         let mut job = String::new();
-        let tables = self
-            .inputs
-            .iter()
-            .map(|t| (t, "in"))
-            .chain(self.outputs.iter().map(|t| (t, "out")));
-        for (table, side) in tables {
+        for input in &self.inputs {
+            let schema = schema_of(input)?;
+            let batches = input
+                .files
+                .iter()
+                .map(|rows| parse_rows(&schema, rows))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| format!("input {}: {e}", input.name))?;
+            let with = match mode {
+                Mode::Batch => {
+                    let table_dir = dir.join("in").join(&input.name);
+                    std::fs::create_dir_all(&table_dir).map_err(|e| e.to_string())?;
+                    for (i, batch) in batches.iter().enumerate() {
+                        write_parquet(&table_dir.join(format!("part-{i}.parquet")), batch)?;
+                    }
+                    format!(
+                        "'connector' = 'filesystem', 'path' = '{}', 'format' = 'parquet'",
+                        table_dir.display()
+                    )
+                }
+                Mode::Stream => {
+                    let topic = runtime.block_on(produce_files(&self.name, &batches))?;
+                    format!(
+                        "'connector' = 'kafka', 'topic' = '{topic}', 'properties.bootstrap.servers' = '{}', \
+                         'format' = 'json', 'scan.startup.mode' = 'earliest-offset', 'scan.bounded.mode' = 'latest-offset'",
+                        crate::kafka::brokers()?
+                    )
+                }
+            };
+            job.push_str(&format!(
+                "CREATE TABLE {} ({}) WITH ({with});\n",
+                input.name, input.columns
+            ));
+        }
+        for output in &self.outputs {
             job.push_str(&format!(
                 "CREATE TABLE {} ({}) WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'parquet');\n",
-                table.name,
-                table.columns,
-                dir.join(side).join(&table.name).display()
+                output.name,
+                output.columns,
+                dir.join("out").join(&output.name).display()
             ));
         }
         if self.late_data.is_some() {
@@ -195,24 +231,9 @@ impl Case {
         }
         let header_lines = job.lines().count();
         job.push_str(&self.sql);
-        for input in &self.inputs {
-            let schema = schema_of(input)?;
-            let table_dir = dir.join("in").join(&input.name);
-            std::fs::create_dir_all(&table_dir).map_err(|e| e.to_string())?;
-            for (i, rows) in input.files.iter().enumerate() {
-                let batch =
-                    parse_rows(&schema, rows).map_err(|e| format!("input {}: {e}", input.name))?;
-                write_parquet(&table_dir.join(format!("part-{i}.parquet")), &batch)?;
-            }
-        }
         let spec = sluice::JobSpec::from_text(&format!("{}.sql", self.name), &job)
             .with_mode(mode)
             .with_parallelism(parallelism);
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .map_err(|e| e.to_string())?;
         let result = runtime.block_on(sluice::run(&spec));
         match (&self.error, result) {
             (Some(expected), Err(e)) => {
@@ -354,6 +375,26 @@ fn parse_rows(schema: &SchemaRef, rows: &[String]) -> Result<RecordBatch, String
     }
     let batch = arrow::compute::concat_batches(&lenient, &batches).map_err(|e| e.to_string())?;
     RecordBatch::try_new(Arc::clone(schema), batch.columns().to_vec()).map_err(|e| e.to_string())
+}
+
+/// Writes each batch's rows as JSON records to its own partition of a new
+/// topic; returns the topic.
+async fn produce_files(case: &str, batches: &[RecordBatch]) -> Result<String, String> {
+    let topic = crate::kafka::new_topic(&format!("case-{case}"), batches.len().max(1) as i32).await?;
+    for (partition, batch) in batches.iter().enumerate() {
+        let mut buffer = Vec::new();
+        let mut writer = arrow::json::LineDelimitedWriter::new(&mut buffer);
+        writer.write(batch).map_err(|e| e.to_string())?;
+        writer.finish().map_err(|e| e.to_string())?;
+        drop(writer);
+        let values: Vec<Vec<u8>> = buffer
+            .split(|b| *b == b'\n')
+            .take(batch.num_rows())
+            .map(<[u8]>::to_vec)
+            .collect();
+        crate::kafka::produce(&topic, partition as i32, &values).await?;
+    }
+    Ok(topic)
 }
 
 fn write_parquet(path: &PathBuf, batch: &RecordBatch) -> Result<(), String> {

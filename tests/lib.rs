@@ -7,6 +7,7 @@ use arrow::array::RecordBatch;
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 
 pub mod case;
+pub mod kafka;
 pub mod reference;
 
 /// Reads every visible Parquet file under `dir` (skipping `.`/`_` names, as

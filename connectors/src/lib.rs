@@ -6,10 +6,14 @@
 //!   (`file://` or a plain path, `s3://`, `gs://`, `az://`), as a source
 //!   (row-group splits, projection pushdown, statistics-ordered reading) and
 //!   as a sink (part files per subtask, visible once the job commits).
+//! - `kafka`: topics as sources (a split per partition, read concurrently,
+//!   each with its own watermark; startup and bounded modes; bad records
+//!   fail, are skipped, or go to a dead-letter topic) and as sinks.
 //! - `print`: rows to standard output, as Flink prints them (`+I[...]`).
 //! - `blackhole`: discards rows (for benchmarks).
 
 pub mod filesystem;
+pub mod kafka;
 pub mod print;
 pub mod store;
 
@@ -22,6 +26,8 @@ pub fn registry() -> ConnectorRegistry {
     let mut registry = ConnectorRegistry::default();
     registry.register_source("filesystem", Arc::new(filesystem::FileSystemFactory));
     registry.register_sink("filesystem", Arc::new(filesystem::FileSystemFactory));
+    registry.register_source("kafka", Arc::new(kafka::KafkaFactory));
+    registry.register_sink("kafka", Arc::new(kafka::KafkaFactory));
     registry.register_sink("print", Arc::new(print::PrintFactory));
     registry.register_sink("blackhole", Arc::new(print::BlackholeFactory));
     registry

@@ -1,0 +1,344 @@
+//! Kafka record values to Arrow batches, and what happens to bad ones.
+//!
+//! Values are gathered into one buffer and decoded together by arrow's JSON
+//! or CSV decoder, with no per-record intermediate object. Only when that
+//! fails are the records decoded one by one, to find which are bad; those
+//! are then reported, skipped or dead-lettered as the table says.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, BinaryBuilder, StringBuilder};
+use arrow::datatypes::{DataType, SchemaRef};
+use arrow::error::ArrowError;
+use arrow::record_batch::{RecordBatch, RecordBatchOptions};
+use sluice_engine::error::ExecContext;
+use sluice_engine::{Result, SluiceError};
+
+/// How record values are encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordFormat {
+    /// One JSON object per record.
+    Json,
+    /// One CSV line per record, columns by position.
+    Csv { delimiter: u8 },
+    /// The whole value as the table's one STRING or BYTES column.
+    Raw,
+}
+
+/// Values of consecutive records of one partition, in one buffer.
+#[derive(Debug, Default)]
+pub struct Records {
+    data: Vec<u8>,
+    /// Each record's offset and where its value is in `data`.
+    spans: Vec<(i64, Range<usize>)>,
+}
+
+impl Records {
+    pub fn push(&mut self, offset: i64, value: &[u8]) {
+        let start = self.data.len();
+        self.data.extend_from_slice(value);
+        self.spans.push((offset, start..self.data.len()));
+        // Separates JSON values and ends CSV lines; not part of the span.
+        self.data.push(b'\n');
+    }
+
+    pub fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+
+    pub fn clear(&mut self) {
+        self.data.clear();
+        self.spans.clear();
+    }
+
+    fn value(&self, i: usize) -> &[u8] {
+        &self.data[self.spans[i].1.clone()]
+    }
+}
+
+/// A record that could not be decoded.
+#[derive(Debug, Clone)]
+pub struct BadRecord {
+    pub offset: i64,
+    pub value: Vec<u8>,
+    pub reason: String,
+}
+
+/// Decodes records of one table into batches of its projected schema.
+#[derive(Debug, Clone)]
+pub struct RecordDecoder {
+    format: RecordFormat,
+    /// The columns to produce.
+    schema: SchemaRef,
+    /// The table's columns (CSV is positional), and which of them to keep.
+    table_schema: SchemaRef,
+    projection: Vec<usize>,
+}
+
+impl RecordDecoder {
+    pub fn new(
+        format: RecordFormat,
+        schema: SchemaRef,
+        table_schema: SchemaRef,
+        projection: Vec<usize>,
+    ) -> Result<Self> {
+        if format == RecordFormat::Raw {
+            let fits = table_schema.fields().len() == 1
+                && matches!(
+                    table_schema.field(0).data_type(),
+                    DataType::Utf8 | DataType::LargeUtf8 | DataType::Binary | DataType::LargeBinary
+                );
+            if !fits {
+                return Err(SluiceError::config(
+                    "format 'raw' needs a table of exactly one STRING or BYTES column",
+                ));
+            }
+        }
+        Ok(Self {
+            format,
+            schema,
+            table_schema,
+            projection,
+        })
+    }
+
+    /// Decodes every record; the bad ones are returned beside the batch of
+    /// the good ones, in offset order.
+    pub fn decode(&self, records: &Records) -> Result<(RecordBatch, Vec<BadRecord>)> {
+        if self.format == RecordFormat::Raw {
+            return self.decode_raw(records);
+        }
+        match self.decode_all(&records.data, records.len()) {
+            Ok(batch) => Ok((batch, Vec::new())),
+            Err(_) => self.decode_one_by_one(records),
+        }
+    }
+
+    fn decode_one_by_one(&self, records: &Records) -> Result<(RecordBatch, Vec<BadRecord>)> {
+        let mut good = Vec::new();
+        let mut bad = Vec::new();
+        let mut line = Vec::new();
+        for i in 0..records.len() {
+            let value = records.value(i);
+            line.clear();
+            line.extend_from_slice(value);
+            line.push(b'\n');
+            match self.decode_all(&line, 1) {
+                Ok(batch) => good.push(batch),
+                Err(reason) => bad.push(BadRecord {
+                    offset: records.spans[i].0,
+                    value: value.to_vec(),
+                    reason,
+                }),
+            }
+        }
+        let batch = arrow::compute::concat_batches(&self.schema, &good)
+            .exec_context(|| "gathering decoded records".to_string())?;
+        Ok((batch, bad))
+    }
+
+    /// Decodes `n` records laid out in `data`; fails unless each gives
+    /// exactly one row.
+    fn decode_all(&self, data: &[u8], n: usize) -> Result<RecordBatch, String> {
+        let batch = match self.format {
+            RecordFormat::Json => {
+                let mut decoder = arrow::json::ReaderBuilder::new(Arc::clone(&self.schema))
+                    .with_batch_size(n.max(1))
+                    .build_decoder()
+                    .map_err(|e| e.to_string())?;
+                let read = decoder.decode(data).map_err(json_reason)?;
+                if read != data.len() {
+                    return Err(format!("expected {n} JSON values, found more"));
+                }
+                let batch = decoder.flush().map_err(json_reason)?;
+                batch.unwrap_or_else(|| RecordBatch::new_empty(Arc::clone(&self.schema)))
+            }
+            RecordFormat::Csv { delimiter } => {
+                let mut decoder = arrow::csv::ReaderBuilder::new(Arc::clone(&self.table_schema))
+                    .with_header(false)
+                    .with_delimiter(delimiter)
+                    .with_batch_size(n.max(1))
+                    .build_decoder();
+                let read = decoder.decode(data).map_err(|e| e.to_string())?;
+                if read != data.len() {
+                    return Err(format!("expected {n} CSV lines, found more"));
+                }
+                let batch = decoder.flush().map_err(|e| e.to_string())?;
+                let batch = batch
+                    .unwrap_or_else(|| RecordBatch::new_empty(Arc::clone(&self.table_schema)));
+                batch.project(&self.projection).map_err(|e| e.to_string())?
+            }
+            RecordFormat::Raw => return Err("raw values are not parsed".to_string()),
+        };
+        if batch.num_rows() != n {
+            return Err(format!(
+                "expected one row per record, decoded {} from {n}",
+                batch.num_rows()
+            ));
+        }
+        Ok(batch)
+    }
+
+    /// Raw values need no parsing; only a STRING column can reject one
+    /// (when it is not UTF-8).
+    fn decode_raw(&self, records: &Records) -> Result<(RecordBatch, Vec<BadRecord>)> {
+        let mut bad = Vec::new();
+        let text = matches!(
+            self.table_schema.field(0).data_type(),
+            DataType::Utf8 | DataType::LargeUtf8
+        );
+        let column: ArrayRef = if text {
+            let mut builder = StringBuilder::new();
+            for (i, (offset, _)) in records.spans.iter().enumerate() {
+                match std::str::from_utf8(records.value(i)) {
+                    Ok(value) => builder.append_value(value),
+                    Err(e) => bad.push(BadRecord {
+                        offset: *offset,
+                        value: records.value(i).to_vec(),
+                        reason: format!("value is not UTF-8: {e}"),
+                    }),
+                }
+            }
+            Arc::new(builder.finish())
+        } else {
+            let mut builder = BinaryBuilder::new();
+            for i in 0..records.len() {
+                builder.append_value(records.value(i));
+            }
+            Arc::new(builder.finish())
+        };
+        let rows = column.len();
+        let batch = arrow::compute::cast(&column, self.table_schema.field(0).data_type())
+            .and_then(|column| {
+                let columns = if self.projection.is_empty() {
+                    Vec::new()
+                } else {
+                    vec![column]
+                };
+                RecordBatch::try_new_with_options(
+                    Arc::clone(&self.schema),
+                    columns,
+                    &RecordBatchOptions::new().with_row_count(Some(rows)),
+                )
+            })
+            .exec_context(|| "building raw values".to_string())?;
+        Ok((batch, bad))
+    }
+}
+
+fn json_reason(e: ArrowError) -> String {
+    match e {
+        ArrowError::JsonError(m) => m,
+        other => other.to_string(),
+    }
+}
+
+/// A short printable view of a record's value for error messages.
+pub fn preview(value: &[u8]) -> String {
+    const MAX: usize = 80;
+    let text = String::from_utf8_lossy(&value[..value.len().min(MAX)]);
+    let text: String = text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+    if value.len() > MAX {
+        format!("{text}…")
+    } else {
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Array, AsArray};
+    use arrow::datatypes::{Field, Int64Type, Schema, TimeUnit, TimestampMillisecondType};
+
+    fn schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, true),
+            Field::new(
+                "ts",
+                DataType::Timestamp(TimeUnit::Millisecond, None),
+                true,
+            ),
+        ]))
+    }
+
+    fn records(values: &[&str]) -> Records {
+        let mut records = Records::default();
+        for (i, v) in values.iter().enumerate() {
+            records.push(100 + i as i64, v.as_bytes());
+        }
+        records
+    }
+
+    #[test]
+    fn json_timestamps_in_flink_iso_and_epoch_forms() {
+        let decoder =
+            RecordDecoder::new(RecordFormat::Json, schema(), schema(), vec![0, 1]).unwrap();
+        let (batch, bad) = decoder.decode(&records(&[
+            r#"{"id": 1, "ts": "2026-01-01 00:00:01.250"}"#,
+            r#"{"id": 2, "ts": "2026-01-01T00:00:02"}"#,
+            r#"{"id": 3, "ts": 1767225603000, "extra": [1, 2]}"#,
+        ]))
+        .unwrap();
+        assert!(bad.is_empty(), "{bad:?}");
+        let ts = batch.column(1).as_primitive::<TimestampMillisecondType>();
+        assert_eq!(ts.values(), &[1767225601250, 1767225602000, 1767225603000]);
+    }
+
+    #[test]
+    fn bad_records_are_found_by_offset_and_the_rest_kept() {
+        let decoder =
+            RecordDecoder::new(RecordFormat::Json, schema(), schema(), vec![0, 1]).unwrap();
+        let (batch, bad) = decoder.decode(&records(&[
+            r#"{"id": 1}"#,
+            r#"{"id": "one"}"#,
+            r#"{"id": 3"#,
+            r#"{"id": 4} {"id": 5}"#,
+            r#"{"id": 6}"#,
+        ]))
+        .unwrap();
+        let ids = batch.column(0).as_primitive::<Int64Type>();
+        assert_eq!(ids.values(), &[1, 6]);
+        let offsets: Vec<i64> = bad.iter().map(|b| b.offset).collect();
+        assert_eq!(offsets, vec![101, 102, 103]);
+        assert!(bad.iter().all(|b| !b.reason.is_empty()));
+        assert_eq!(bad[0].value, br#"{"id": "one"}"#);
+    }
+
+    #[test]
+    fn csv_is_positional_and_projected() {
+        let decoder =
+            RecordDecoder::new(RecordFormat::Csv { delimiter: b',' }, Arc::new(schema().project(&[1]).unwrap()), schema(), vec![1])
+                .unwrap();
+        let (batch, bad) = decoder
+            .decode(&records(&["1,2026-01-01 00:00:01", "x,y"]))
+            .unwrap();
+        assert_eq!(batch.num_rows(), 1);
+        assert_eq!(batch.num_columns(), 1);
+        assert_eq!(bad.len(), 1);
+        assert_eq!(bad[0].offset, 101);
+    }
+
+    #[test]
+    fn raw_values_are_one_column() {
+        let table = Arc::new(Schema::new(vec![Field::new("line", DataType::Utf8, true)]));
+        let decoder = RecordDecoder::new(
+            RecordFormat::Raw,
+            Arc::clone(&table),
+            Arc::clone(&table),
+            vec![0],
+        )
+        .unwrap();
+        let (batch, bad) = decoder.decode(&records(&["a b", "", "c\nd"])).unwrap();
+        assert!(bad.is_empty());
+        let lines = batch.column(0).as_string::<i32>();
+        assert_eq!(lines.len(), 3);
+        assert_eq!(lines.value(2), "c\nd");
+        assert!(RecordDecoder::new(RecordFormat::Raw, schema(), schema(), vec![0]).is_err());
+    }
+}

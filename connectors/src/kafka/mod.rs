@@ -1,0 +1,189 @@
+//! The `kafka` connector: topics as unbounded (or bounded) sources, and sinks.
+//!
+//! Source options, with Flink's names:
+//! - `topic` (one, or several separated by `;`) or `topic-pattern` (a regex
+//!   matched against the whole topic name);
+//! - `properties.*`: passed to librdkafka (`properties.bootstrap.servers`,
+//!   `properties.group.id`, security settings);
+//! - `format`: `json`, `csv` or `raw` (`csv.field-delimiter`,
+//!   `json.ignore-parse-errors`, `csv.ignore-parse-errors`);
+//! - `scan.startup.mode`: `earliest-offset` (default), `latest-offset`,
+//!   `group-offsets`, `timestamp` (`scan.startup.timestamp-millis`) or
+//!   `specific-offsets` (`scan.startup.specific-offsets` =
+//!   `'partition:0,offset:42;partition:1,offset:300'`);
+//! - `scan.bounded.mode`: `unbounded` (default), `latest-offset`,
+//!   `timestamp` (`scan.bounded.timestamp-millis`) or `specific-offsets`
+//!   (`scan.bounded.specific-offsets`): the source ends there;
+//! - `scan.watermark.idle-timeout`: a partition quiet for this long stops
+//!   holding the watermark back.
+//!
+//! Sluice's own source options: `dead-letter.topic` (records that cannot
+//! be decoded go there, on the same cluster, unchanged, with headers naming
+//! their topic, partition, offset and the reason) and `connect.timeout`
+//! (how long planning waits for the cluster; default 10 s).
+//!
+//! Sink options: `topic`, `properties.*`, `format`, `key.fields` (columns
+//! sent as the record key, a JSON object or CSV line), `sink.partitioner`
+//! (`default`: librdkafka's, by key hash; `fixed`: each subtask writes one
+//! partition; `round-robin`), `sink.delivery-guarantee` (`at-least-once`,
+//! the default, or `none`).
+
+mod decode;
+mod sink;
+mod source;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::error::KafkaError;
+use sluice_engine::connector::{ConnectorContext, Sink, SinkFactory, Source, SourceFactory};
+use sluice_engine::sql::{Options, TableDef};
+use sluice_engine::{Result, SluiceError};
+
+pub use decode::RecordFormat;
+
+/// How long planning waits for the cluster unless `connect.timeout` says.
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The librdkafka settings of a table: its `properties.*` options.
+#[derive(Debug, Clone)]
+pub(crate) struct Properties {
+    table: String,
+    values: BTreeMap<String, String>,
+}
+
+impl Properties {
+    fn take(table: &str, options: &mut Options) -> Result<Self> {
+        let values = options.take_prefixed("properties.");
+        if !values.contains_key("bootstrap.servers") {
+            return Err(SluiceError::config(format!(
+                "table `{table}`: option 'properties.bootstrap.servers' is required"
+            )));
+        }
+        Ok(Self {
+            table: table.to_string(),
+            values,
+        })
+    }
+
+    pub(crate) fn bootstrap(&self) -> &str {
+        self.values
+            .get("bootstrap.servers")
+            .map_or("", String::as_str)
+    }
+
+    pub(crate) fn get(&self, key: &str) -> Option<&str> {
+        self.values.get(key).map(String::as_str)
+    }
+
+    /// A librdkafka configuration: Sluice's defaults, then the table's
+    /// properties, which win.
+    pub(crate) fn config(&self, defaults: &[(&str, &str)]) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        for (key, value) in defaults {
+            config.set(*key, *value);
+        }
+        for (key, value) in &self.values {
+            config.set(key, value);
+        }
+        config
+    }
+
+    /// An error from the cluster, naming the table and the brokers.
+    pub(crate) fn error(&self, doing: impl std::fmt::Display, e: KafkaError) -> SluiceError {
+        SluiceError::io(
+            format!(
+                "table `{}`: {doing} (Kafka at '{}')",
+                self.table,
+                self.bootstrap()
+            ),
+            e,
+        )
+    }
+}
+
+/// Reads `format` and its options.
+fn take_format(options: &mut Options) -> Result<RecordFormat> {
+    let name = options.require("format")?;
+    match name.to_ascii_lowercase().as_str() {
+        "json" => Ok(RecordFormat::Json),
+        "raw" => Ok(RecordFormat::Raw),
+        "csv" => {
+            let delimiter = match options.take("csv.field-delimiter") {
+                None => b',',
+                Some(d) if d.len() == 1 => d.as_bytes()[0],
+                Some(d) if d == "\\t" => b'\t',
+                Some(d) => {
+                    return Err(SluiceError::config(format!(
+                        "table `{}`: option 'csv.field-delimiter' = '{d}' must be one character",
+                        options.table()
+                    )));
+                }
+            };
+            Ok(RecordFormat::Csv { delimiter })
+        }
+        other => Err(SluiceError::config(format!(
+            "table `{}`: option 'format' = '{other}' is not supported by the kafka connector (use 'json', 'csv' or 'raw')",
+            options.table()
+        ))),
+    }
+}
+
+/// Creates Kafka sources and sinks.
+pub struct KafkaFactory;
+
+impl SourceFactory for KafkaFactory {
+    fn create_source(
+        &self,
+        table: &TableDef,
+        options: &mut Options,
+        context: &ConnectorContext,
+    ) -> Result<Arc<dyn Source>> {
+        Ok(Arc::new(source::KafkaSource::from_options(
+            table, options, context,
+        )?))
+    }
+}
+
+impl SinkFactory for KafkaFactory {
+    fn create_sink(
+        &self,
+        table: &TableDef,
+        options: &mut Options,
+        _context: &ConnectorContext,
+    ) -> Result<Arc<dyn Sink>> {
+        Ok(Arc::new(sink::KafkaSink::from_options(table, options)?))
+    }
+}
+
+/// Creates `topic` with `partitions` partitions (replication 1) unless it
+/// exists. For generators and tests: Sluice jobs never create topics.
+pub async fn create_topic(brokers: &str, topic: &str, partitions: i32) -> Result<()> {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .map_err(|e| SluiceError::io(format!("connecting to Kafka at '{brokers}'"), e))?;
+    let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let results = admin
+        .create_topics([&new], &options)
+        .await
+        .map_err(|e| SluiceError::io(format!("creating topic '{topic}' at '{brokers}'"), e))?;
+    for result in results {
+        match result {
+            Ok(_) => {}
+            Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((name, code)) => {
+                return Err(SluiceError::io(
+                    format!("creating topic '{name}' at '{brokers}'"),
+                    KafkaError::AdminOp(code),
+                ));
+            }
+        }
+    }
+    Ok(())
+}

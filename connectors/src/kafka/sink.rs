@@ -1,0 +1,364 @@
+//! Rows to a Kafka topic, one record per row, at least once.
+//!
+//! Each subtask has its own producer. Records are handed to librdkafka as
+//! fast as it queues them; their deliveries are awaited in the background
+//! and all of them before the writer finishes, so a failed delivery stops
+//! the job with an error rather than vanishing.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+use futures::future::BoxFuture;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use rdkafka::types::RDKafkaErrorCode;
+use sluice_engine::connector::{Sink, SinkWriter};
+use sluice_engine::error::ExecContext;
+use sluice_engine::sql::{Options, TableDef};
+use sluice_engine::{Result, SluiceError};
+
+use super::{DEFAULT_CONNECT_TIMEOUT, Properties, RecordFormat, take_format};
+
+/// Deliveries awaited at most at once before a writer waits for the oldest.
+const IN_FLIGHT: usize = 100_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Partitioner {
+    /// librdkafka's: by key hash, or spread when there is no key.
+    Default,
+    /// Subtask `i` writes partition `i % partitions`.
+    Fixed,
+    RoundRobin,
+}
+
+#[derive(Debug)]
+pub struct KafkaSink {
+    table: String,
+    topic: String,
+    schema: SchemaRef,
+    properties: Arc<Properties>,
+    format: RecordFormat,
+    key_fields: Vec<usize>,
+    partitioner: Partitioner,
+    /// `sink.delivery-guarantee` = 'none': deliveries are not awaited.
+    fire_and_forget: bool,
+}
+
+impl KafkaSink {
+    pub fn from_options(table: &TableDef, options: &mut Options) -> Result<Self> {
+        let name = table.name.clone();
+        let config = |m: String| SluiceError::config(format!("table `{name}`: {m}"));
+        let topic = options.require("topic")?;
+        if topic.contains(';') {
+            return Err(config("a Kafka sink writes one topic".to_string()));
+        }
+        let properties = Arc::new(Properties::take(&name, options)?);
+        let format = take_format(options)?;
+        if format == RecordFormat::Raw
+            && (table.schema.fields().len() != 1
+                || !matches!(
+                    table.schema.field(0).data_type(),
+                    arrow::datatypes::DataType::Utf8 | arrow::datatypes::DataType::Binary
+                ))
+        {
+            return Err(config(
+                "format 'raw' needs a table of exactly one STRING or BYTES column".to_string(),
+            ));
+        }
+        let key_fields = match options.take("key.fields") {
+            None => Vec::new(),
+            Some(fields) => fields
+                .split(';')
+                .map(str::trim)
+                .filter(|f| !f.is_empty())
+                .map(|f| {
+                    table.schema.index_of(f).map_err(|_| {
+                        config(format!("'key.fields' names column '{f}', which the table does not have"))
+                    })
+                })
+                .collect::<Result<_>>()?,
+        };
+        let partitioner = match options.take("sink.partitioner").as_deref() {
+            None | Some("default") => Partitioner::Default,
+            Some("fixed") => Partitioner::Fixed,
+            Some("round-robin") => Partitioner::RoundRobin,
+            Some(other) => {
+                return Err(config(format!(
+                    "option 'sink.partitioner' = '{other}' is not one of 'default', 'fixed', 'round-robin'"
+                )));
+            }
+        };
+        let fire_and_forget = match options.take("sink.delivery-guarantee").as_deref() {
+            None | Some("at-least-once") => false,
+            Some("none") => true,
+            Some("exactly-once") => {
+                return Err(config(
+                    "'sink.delivery-guarantee' = 'exactly-once' needs checkpoints, which Sluice does not have yet; use 'at-least-once'".to_string(),
+                ));
+            }
+            Some(other) => {
+                return Err(config(format!(
+                    "option 'sink.delivery-guarantee' = '{other}' is not one of 'at-least-once', 'none'"
+                )));
+            }
+        };
+        Ok(Self {
+            table: name,
+            topic,
+            schema: Arc::clone(&table.schema),
+            properties,
+            format,
+            key_fields,
+            partitioner,
+            fire_and_forget,
+        })
+    }
+}
+
+impl Sink for KafkaSink {
+    fn open_writer(
+        &self,
+        subtask: usize,
+        _parallelism: usize,
+    ) -> BoxFuture<'_, Result<Box<dyn SinkWriter>>> {
+        Box::pin(async move {
+            let p = Arc::clone(&self.properties);
+            let topic = self.topic.clone();
+            let table = self.table.clone();
+            // The partition count, and a clear error for a missing topic.
+            let partitions = tokio::task::spawn_blocking(move || -> Result<i32> {
+                let consumer: BaseConsumer = p
+                    .config(&[("group.id", "sluice-planner")])
+                    .create()
+                    .map_err(|e| p.error("creating a client", e))?;
+                let metadata = consumer
+                    .fetch_metadata(Some(&topic), DEFAULT_CONNECT_TIMEOUT)
+                    .map_err(|e| p.error(format!("reading the metadata of topic '{topic}'"), e))?;
+                let partitions = metadata
+                    .topics()
+                    .iter()
+                    .find(|t| t.name() == topic && t.error().is_none())
+                    .map_or(0, |t| t.partitions().len());
+                if partitions == 0 {
+                    return Err(SluiceError::config(format!(
+                        "table `{table}`: topic '{topic}' does not exist at '{}' (Sluice does not create topics)",
+                        p.bootstrap()
+                    )));
+                }
+                Ok(partitions as i32)
+            })
+            .await
+            .map_err(|e| SluiceError::Runtime(format!("opening a Kafka sink: {e}")))??;
+            let producer: FutureProducer = self
+                .properties
+                .config(&[("linger.ms", "20")])
+                .create()
+                .map_err(|e| self.properties.error("creating a producer", e))?;
+            Ok(Box::new(KafkaWriter {
+                table: self.table.clone(),
+                topic: self.topic.clone(),
+                schema: Arc::clone(&self.schema),
+                properties: Arc::clone(&self.properties),
+                format: self.format,
+                key_fields: self.key_fields.clone(),
+                partitioner: self.partitioner,
+                fire_and_forget: self.fire_and_forget,
+                partitions,
+                next_partition: subtask as i32 % partitions,
+                fixed_partition: subtask as i32 % partitions,
+                producer,
+                in_flight: VecDeque::new(),
+            }) as Box<dyn SinkWriter>)
+        })
+    }
+
+    fn describe(&self) -> String {
+        format!("kafka topic '{}'", self.topic)
+    }
+}
+
+struct KafkaWriter {
+    table: String,
+    topic: String,
+    schema: SchemaRef,
+    properties: Arc<Properties>,
+    format: RecordFormat,
+    key_fields: Vec<usize>,
+    partitioner: Partitioner,
+    fire_and_forget: bool,
+    partitions: i32,
+    next_partition: i32,
+    fixed_partition: i32,
+    producer: FutureProducer,
+    in_flight: VecDeque<DeliveryFuture>,
+}
+
+impl KafkaWriter {
+    fn partition(&mut self) -> Option<i32> {
+        match self.partitioner {
+            Partitioner::Default => None,
+            Partitioner::Fixed => Some(self.fixed_partition),
+            Partitioner::RoundRobin => {
+                let p = self.next_partition;
+                self.next_partition = (p + 1) % self.partitions;
+                Some(p)
+            }
+        }
+    }
+
+    /// Waits for the oldest delivery; its failure is the job's.
+    async fn await_oldest(&mut self) -> Result<()> {
+        let Some(delivery) = self.in_flight.pop_front() else {
+            return Ok(());
+        };
+        match delivery.await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err((e, _))) => Err(self.delivery_error(e)),
+            Err(_) => Err(SluiceError::Runtime(format!(
+                "table `{}`: the producer of topic '{}' went away before confirming a delivery",
+                self.table, self.topic
+            ))),
+        }
+    }
+
+    fn delivery_error(&self, e: KafkaError) -> SluiceError {
+        self.properties
+            .error(format!("delivering a record to topic '{}'", self.topic), e)
+    }
+
+    async fn write_batch(&mut self, batch: RecordBatch) -> Result<()> {
+        let values = encode(&batch, self.format, &self.schema)?;
+        let keys = if self.key_fields.is_empty() {
+            None
+        } else {
+            let keys = batch
+                .project(&self.key_fields)
+                .exec_context(|| format!("taking the key fields of table `{}`", self.table))?;
+            let schema = keys.schema();
+            Some(encode(&keys, self.format.key_format(), &schema)?)
+        };
+        let topic = self.topic.clone();
+        for (row, value) in values.iter().enumerate() {
+            let partition = self.partition();
+            let mut record = FutureRecord::<[u8], [u8]>::to(&topic).payload(value.as_slice());
+            if let Some(keys) = &keys {
+                record = record.key(keys[row].as_slice());
+            }
+            if let Some(partition) = partition {
+                record = record.partition(partition);
+            }
+            loop {
+                match self.producer.send_result(record) {
+                    Ok(delivery) => {
+                        if !self.fire_and_forget {
+                            self.in_flight.push_back(delivery);
+                        }
+                        break;
+                    }
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                        record = back;
+                        if self.in_flight.is_empty() {
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                        } else {
+                            self.await_oldest().await?;
+                        }
+                    }
+                    Err((e, _)) => return Err(self.delivery_error(e)),
+                }
+            }
+            while self.in_flight.len() > IN_FLIGHT {
+                self.await_oldest().await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl SinkWriter for KafkaWriter {
+    fn write(&mut self, batch: RecordBatch) -> BoxFuture<'_, Result<()>> {
+        Box::pin(self.write_batch(batch))
+    }
+
+    fn finish(mut self: Box<Self>) -> BoxFuture<'static, Result<()>> {
+        Box::pin(async move {
+            while !self.in_flight.is_empty() {
+                self.await_oldest().await?;
+            }
+            let producer = self.producer.clone();
+            let flushed =
+                tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(60)))
+                    .await
+                    .map_err(|e| SluiceError::Runtime(format!("flushing a producer: {e}")))?;
+            flushed.map_err(|e| self.delivery_error(e))
+        })
+    }
+}
+
+impl RecordFormat {
+    /// Keys are written as JSON objects unless the values are CSV.
+    fn key_format(self) -> RecordFormat {
+        match self {
+            RecordFormat::Csv { .. } => self,
+            _ => RecordFormat::Json,
+        }
+    }
+}
+
+/// One encoded value per row.
+fn encode(batch: &RecordBatch, format: RecordFormat, schema: &SchemaRef) -> Result<Vec<Vec<u8>>> {
+    let batch = RecordBatch::try_new(Arc::clone(schema), batch.columns().to_vec())
+        .exec_context(|| "rows for a Kafka sink".to_string())?;
+    match format {
+        RecordFormat::Json => {
+            let mut buffer = Vec::new();
+            let mut writer = arrow::json::LineDelimitedWriter::new(&mut buffer);
+            writer
+                .write(&batch)
+                .and_then(|()| writer.finish())
+                .exec_context(|| "encoding rows as JSON".to_string())?;
+            drop(writer);
+            // JSON escapes newlines inside strings: each line is one row.
+            Ok(buffer
+                .split(|b| *b == b'\n')
+                .take(batch.num_rows())
+                .map(<[u8]>::to_vec)
+                .collect())
+        }
+        RecordFormat::Csv { delimiter } => (0..batch.num_rows())
+            .map(|row| {
+                let mut buffer = Vec::new();
+                let mut writer = arrow::csv::WriterBuilder::new()
+                    .with_header(false)
+                    .with_delimiter(delimiter)
+                    .build(&mut buffer);
+                writer
+                    .write(&batch.slice(row, 1))
+                    .exec_context(|| "encoding a row as CSV".to_string())?;
+                drop(writer);
+                if buffer.last() == Some(&b'\n') {
+                    buffer.pop();
+                }
+                Ok(buffer)
+            })
+            .collect(),
+        RecordFormat::Raw => {
+            let column = batch.column(0);
+            let bytes = arrow::compute::cast(column, &arrow::datatypes::DataType::Binary)
+                .exec_context(|| "taking raw values".to_string())?;
+            let bytes = arrow::array::AsArray::as_binary::<i32>(&bytes);
+            Ok((0..arrow::array::Array::len(bytes))
+                .map(|i| {
+                    if arrow::array::Array::is_null(bytes, i) {
+                        Vec::new()
+                    } else {
+                        bytes.value(i).to_vec()
+                    }
+                })
+                .collect())
+        }
+    }
+}

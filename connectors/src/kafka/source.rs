@@ -1,0 +1,801 @@
+//! Kafka topics as sources: one split per partition, read concurrently.
+//!
+//! Planning asks the cluster for the topics' partitions and offsets and
+//! turns the startup and bounded modes into a start offset and (for a
+//! bounded scan) a stop offset per partition. Each split has its own
+//! consumer, assigned to its partition (no group rebalancing: Sluice's
+//! position belongs to Sluice), and decodes the values it fetches in
+//! batches. With `properties.group.id`, the positions read are committed to
+//! the group so standard tools can show the lag.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+use futures::{FutureExt, StreamExt};
+use futures::future::BoxFuture;
+use futures::stream::BoxStream;
+use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{Offset, TopicPartitionList};
+use sluice_engine::connector::{ConnectorContext, Reading, ScanRequest, Source, Split};
+use sluice_engine::metrics::JobMetrics;
+use sluice_engine::sql::{Mode, Options, TableDef};
+use sluice_engine::{Result, SluiceError};
+
+use super::decode::{BadRecord, RecordDecoder, RecordFormat, Records, preview};
+use super::{DEFAULT_CONNECT_TIMEOUT, Properties, take_format};
+
+/// How long a reader waits for a record before it checks whether a bounded
+/// partition is done (its last offsets may be transaction markers).
+const POLL: Duration = Duration::from_millis(200);
+
+#[derive(Debug, Clone)]
+enum Topics {
+    Names(Vec<String>),
+    Pattern(regex::Regex),
+}
+
+/// Where reading starts (`scan.startup.mode`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Startup {
+    Earliest,
+    Latest,
+    GroupOffsets,
+    Timestamp(i64),
+    Specific(BTreeMap<i32, i64>),
+}
+
+/// Where a bounded scan stops (`scan.bounded.mode`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Bounded {
+    Unbounded,
+    Latest,
+    Timestamp(i64),
+    Specific(BTreeMap<i32, i64>),
+}
+
+/// What happens to a record that cannot be decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum BadRecords {
+    /// The job stops with an error naming the record.
+    Fail,
+    /// Skipped, counted and logged (`json.ignore-parse-errors`).
+    Skip,
+    /// Sent unchanged to this topic, counted and logged (`dead-letter.topic`).
+    DeadLetter(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct KafkaSource {
+    table: String,
+    table_schema: SchemaRef,
+    topics: Topics,
+    properties: Arc<Properties>,
+    format: RecordFormat,
+    startup: Startup,
+    bounded: Bounded,
+    idle_timeout: Option<Duration>,
+    bad_records: BadRecords,
+    connect_timeout: Duration,
+}
+
+impl KafkaSource {
+    pub fn from_options(
+        table: &TableDef,
+        options: &mut Options,
+        context: &ConnectorContext,
+    ) -> Result<Self> {
+        let name = table.name.clone();
+        let config = |m: String| SluiceError::config(format!("table `{name}`: {m}"));
+        let topics = match (options.take("topic"), options.take("topic-pattern")) {
+            (Some(topics), None) => Topics::Names(
+                topics
+                    .split(';')
+                    .map(str::trim)
+                    .filter(|t| !t.is_empty())
+                    .map(str::to_string)
+                    .collect(),
+            ),
+            (None, Some(pattern)) => Topics::Pattern(
+                regex::Regex::new(&format!("^(?:{pattern})$")).map_err(|e| {
+                    config(format!("option 'topic-pattern' = '{pattern}' is not a regex: {e}"))
+                })?,
+            ),
+            (Some(_), Some(_)) => {
+                return Err(config(
+                    "give 'topic' or 'topic-pattern', not both".to_string(),
+                ));
+            }
+            (None, None) => return Err(config("option 'topic' is required".to_string())),
+        };
+        if matches!(&topics, Topics::Names(names) if names.is_empty()) {
+            return Err(config("option 'topic' names no topic".to_string()));
+        }
+        let properties = Arc::new(Properties::take(&name, options)?);
+        let format = take_format(options)?;
+        let startup = match options.take("scan.startup.mode").as_deref() {
+            None | Some("earliest-offset") => Startup::Earliest,
+            Some("latest-offset") => Startup::Latest,
+            Some("group-offsets") => {
+                if properties.get("group.id").is_none() {
+                    return Err(config(
+                        "'scan.startup.mode' = 'group-offsets' needs 'properties.group.id'"
+                            .to_string(),
+                    ));
+                }
+                Startup::GroupOffsets
+            }
+            Some("timestamp") => Startup::Timestamp(
+                options
+                    .take_parsed("scan.startup.timestamp-millis", "a number of milliseconds")?
+                    .ok_or_else(|| {
+                        config("'scan.startup.mode' = 'timestamp' needs 'scan.startup.timestamp-millis'".to_string())
+                    })?,
+            ),
+            Some("specific-offsets") => Startup::Specific(specific_offsets(
+                &name,
+                "scan.startup.specific-offsets",
+                options,
+            )?),
+            Some(other) => {
+                return Err(config(format!(
+                    "option 'scan.startup.mode' = '{other}' is not one of 'earliest-offset', 'latest-offset', 'group-offsets', 'timestamp', 'specific-offsets'"
+                )));
+            }
+        };
+        let bounded = match options.take("scan.bounded.mode").as_deref() {
+            None | Some("unbounded") => Bounded::Unbounded,
+            Some("latest-offset") => Bounded::Latest,
+            Some("timestamp") => Bounded::Timestamp(
+                options
+                    .take_parsed("scan.bounded.timestamp-millis", "a number of milliseconds")?
+                    .ok_or_else(|| {
+                        config("'scan.bounded.mode' = 'timestamp' needs 'scan.bounded.timestamp-millis'".to_string())
+                    })?,
+            ),
+            Some("specific-offsets") => Bounded::Specific(specific_offsets(
+                &name,
+                "scan.bounded.specific-offsets",
+                options,
+            )?),
+            Some(other) => {
+                return Err(config(format!(
+                    "option 'scan.bounded.mode' = '{other}' is not one of 'unbounded', 'latest-offset', 'timestamp', 'specific-offsets'"
+                )));
+            }
+        };
+        if context.mode == Mode::Batch && bounded == Bounded::Unbounded {
+            return Err(config(
+                "a Kafka source in batch mode must be bounded: set 'scan.bounded.mode' (e.g. 'latest-offset'), or run with --mode stream".to_string(),
+            ));
+        }
+        let idle_timeout = options
+            .take_duration("scan.watermark.idle-timeout")?
+            .filter(|d| !d.is_zero());
+        let ignore = match format {
+            RecordFormat::Json => options.take_parsed::<bool>("json.ignore-parse-errors", "'true' or 'false'")?,
+            RecordFormat::Csv { .. } => options.take_parsed::<bool>("csv.ignore-parse-errors", "'true' or 'false'")?,
+            RecordFormat::Raw => None,
+        }
+        .unwrap_or(false);
+        let bad_records = match (ignore, options.take("dead-letter.topic")) {
+            (false, None) => BadRecords::Fail,
+            (true, None) => BadRecords::Skip,
+            (false, Some(topic)) => BadRecords::DeadLetter(topic),
+            (true, Some(_)) => {
+                return Err(config(
+                    "bad records are either ignored ('…ignore-parse-errors') or dead-lettered ('dead-letter.topic'), not both".to_string(),
+                ));
+            }
+        };
+        let connect_timeout = options
+            .take_duration("connect.timeout")?
+            .unwrap_or(DEFAULT_CONNECT_TIMEOUT);
+        Ok(Self {
+            table: name,
+            table_schema: Arc::clone(&table.schema),
+            topics,
+            properties,
+            format,
+            startup,
+            bounded,
+            idle_timeout,
+            bad_records,
+            connect_timeout,
+        })
+    }
+
+    /// Asks the cluster for partitions and offsets (blocking calls).
+    fn plan(&self, request: &ScanRequest) -> Result<Vec<Arc<dyn Split>>> {
+        let p = &self.properties;
+        let timeout = self.connect_timeout;
+        let consumer: BaseConsumer = p
+            .config(&[("group.id", "sluice-planner"), ("enable.auto.commit", "false")])
+            .create()
+            .map_err(|e| p.error("creating a consumer", e))?;
+        let metadata = consumer
+            .fetch_metadata(None, timeout)
+            .map_err(|e| p.error(format!("cannot reach the cluster within {timeout:?}"), e))?;
+        let existing: BTreeMap<&str, usize> = metadata
+            .topics()
+            .iter()
+            .filter(|t| t.error().is_none())
+            .map(|t| (t.name(), t.partitions().len()))
+            .collect();
+        let topics: Vec<String> = match &self.topics {
+            Topics::Names(names) => {
+                for name in names {
+                    if !existing.get(name.as_str()).is_some_and(|&n| n > 0) {
+                        return Err(SluiceError::config(format!(
+                            "table `{}`: topic '{name}' does not exist at '{}' (Sluice does not create topics)",
+                            self.table,
+                            p.bootstrap()
+                        )));
+                    }
+                }
+                names.clone()
+            }
+            Topics::Pattern(pattern) => {
+                let matched: Vec<String> = existing
+                    .keys()
+                    .filter(|t| pattern.is_match(t))
+                    .map(|t| t.to_string())
+                    .collect();
+                if matched.is_empty() {
+                    return Err(SluiceError::config(format!(
+                        "table `{}`: no topic at '{}' matches 'topic-pattern' {}",
+                        self.table,
+                        p.bootstrap(),
+                        pattern.as_str()
+                    )));
+                }
+                matched
+            }
+        };
+        if let BadRecords::DeadLetter(topic) = &self.bad_records
+            && !existing.contains_key(topic.as_str())
+        {
+            return Err(SluiceError::config(format!(
+                "table `{}`: dead-letter topic '{topic}' does not exist at '{}'",
+                self.table,
+                p.bootstrap()
+            )));
+        }
+        let decoder = RecordDecoder::new(
+            self.format,
+            Arc::clone(&request.schema),
+            Arc::clone(&self.table_schema),
+            request.projection.clone(),
+        )
+        .map_err(|e| match e {
+            SluiceError::Config(m) => SluiceError::config(format!("table `{}`: {m}", self.table)),
+            other => other,
+        })?;
+        let mut splits: Vec<Arc<dyn Split>> = Vec::new();
+        for topic in &topics {
+            let partitions = existing.get(topic.as_str()).copied().unwrap_or(0) as i32;
+            let mut ranges = Vec::new();
+            for partition in 0..partitions {
+                let (low, high) = consumer
+                    .fetch_watermarks(topic, partition, timeout)
+                    .map_err(|e| {
+                        p.error(format!("reading the offsets of topic '{topic}' partition {partition}"), e)
+                    })?;
+                ranges.push((partition, low, high));
+            }
+            let start = self.start_offsets(&consumer, topic, &ranges)?;
+            let stop = self.stop_offsets(&consumer, topic, &ranges)?;
+            for (i, &(partition, low, high)) in ranges.iter().enumerate() {
+                let start = start[i].clamp(low, high);
+                let stop = stop[i].map(|s| s.clamp(start, high.max(start)));
+                splits.push(Arc::new(KafkaSplit {
+                    table: self.table.clone(),
+                    topic: topic.clone(),
+                    partition,
+                    start,
+                    stop,
+                    backlog: (stop.unwrap_or(high) - start).max(0) as u64,
+                    properties: Arc::clone(&self.properties),
+                    decoder: decoder.clone(),
+                    format: self.format,
+                    bad_records: self.bad_records.clone(),
+                    batch_size: request.batch_size,
+                    metrics: Arc::clone(&request.metrics),
+                }));
+            }
+        }
+        Ok(splits)
+    }
+
+    fn start_offsets(
+        &self,
+        consumer: &BaseConsumer,
+        topic: &str,
+        ranges: &[(i32, i64, i64)],
+    ) -> Result<Vec<i64>> {
+        let p = &self.properties;
+        Ok(match &self.startup {
+            Startup::Earliest => ranges.iter().map(|r| r.1).collect(),
+            Startup::Latest => ranges.iter().map(|r| r.2).collect(),
+            Startup::Specific(offsets) => ranges
+                .iter()
+                .map(|&(partition, low, _)| offsets.get(&partition).copied().unwrap_or(low))
+                .collect(),
+            Startup::Timestamp(millis) => self.offsets_at(consumer, topic, ranges, *millis)?,
+            Startup::GroupOffsets => {
+                let mut list = TopicPartitionList::new();
+                for &(partition, ..) in ranges {
+                    list.add_partition(topic, partition);
+                }
+                // The planning consumer is in the table's group.
+                let committed = consumer
+                    .committed_offsets(list, self.connect_timeout)
+                    .map_err(|e| p.error(format!("reading the group's offsets of topic '{topic}'"), e))?;
+                let reset = p.get("auto.offset.reset");
+                ranges
+                    .iter()
+                    .map(|&(partition, low, high)| {
+                        match committed.find_partition(topic, partition).map(|e| e.offset()) {
+                            Some(Offset::Offset(n)) => Ok(n),
+                            _ => match reset {
+                                Some("earliest" | "smallest" | "beginning") => Ok(low),
+                                Some("latest" | "largest" | "end") => Ok(high),
+                                _ => Err(SluiceError::config(format!(
+                                    "table `{}`: group '{}' has no committed offset for topic '{topic}' partition {partition}; set 'properties.auto.offset.reset' to 'earliest' or 'latest'",
+                                    self.table,
+                                    p.get("group.id").unwrap_or_default()
+                                ))),
+                            },
+                        }
+                    })
+                    .collect::<Result<_>>()?
+            }
+        })
+    }
+
+    fn stop_offsets(
+        &self,
+        consumer: &BaseConsumer,
+        topic: &str,
+        ranges: &[(i32, i64, i64)],
+    ) -> Result<Vec<Option<i64>>> {
+        Ok(match &self.bounded {
+            Bounded::Unbounded => vec![None; ranges.len()],
+            Bounded::Latest => ranges.iter().map(|r| Some(r.2)).collect(),
+            Bounded::Specific(offsets) => ranges
+                .iter()
+                .map(|&(partition, _, high)| Some(offsets.get(&partition).copied().unwrap_or(high)))
+                .collect(),
+            Bounded::Timestamp(millis) => self
+                .offsets_at(consumer, topic, ranges, *millis)?
+                .into_iter()
+                .map(Some)
+                .collect(),
+        })
+    }
+
+    /// The first offset of each partition whose record time is at or after
+    /// `millis` (the end of the partition when none is).
+    fn offsets_at(
+        &self,
+        consumer: &BaseConsumer,
+        topic: &str,
+        ranges: &[(i32, i64, i64)],
+        millis: i64,
+    ) -> Result<Vec<i64>> {
+        let mut list = TopicPartitionList::new();
+        for &(partition, ..) in ranges {
+            list.add_partition_offset(topic, partition, Offset::Offset(millis))
+                .map_err(|e| self.properties.error("listing partitions", e))?;
+        }
+        let found = consumer
+            .offsets_for_times(list, self.connect_timeout)
+            .map_err(|e| {
+                self.properties
+                    .error(format!("finding offsets at time {millis} in topic '{topic}'"), e)
+            })?;
+        Ok(ranges
+            .iter()
+            .map(|&(partition, _, high)| {
+                match found.find_partition(topic, partition).map(|e| e.offset()) {
+                    Some(Offset::Offset(n)) => n,
+                    _ => high,
+                }
+            })
+            .collect())
+    }
+}
+
+/// Parses Flink's `partition:0,offset:42;partition:1,offset:300`.
+fn specific_offsets(table: &str, key: &str, options: &mut Options) -> Result<BTreeMap<i32, i64>> {
+    let text = options.take(key).ok_or_else(|| {
+        SluiceError::config(format!("table `{table}`: option '{key}' is required for this mode"))
+    })?;
+    let bad = || {
+        SluiceError::config(format!(
+            "table `{table}`: option '{key}' = '{text}' is not like 'partition:0,offset:42;partition:1,offset:300'"
+        ))
+    };
+    let mut offsets = BTreeMap::new();
+    for entry in text.split(';').map(str::trim).filter(|e| !e.is_empty()) {
+        let (partition, offset) = entry.split_once(',').ok_or_else(bad)?;
+        let partition = partition.trim().strip_prefix("partition:").ok_or_else(bad)?;
+        let offset = offset.trim().strip_prefix("offset:").ok_or_else(bad)?;
+        offsets.insert(
+            partition.trim().parse().map_err(|_| bad())?,
+            offset.trim().parse().map_err(|_| bad())?,
+        );
+    }
+    Ok(offsets)
+}
+
+impl Source for KafkaSource {
+    fn plan_splits(&self, request: ScanRequest) -> BoxFuture<'_, Result<Vec<Arc<dyn Split>>>> {
+        let source = self.clone();
+        Box::pin(async move {
+            // librdkafka's metadata calls block: keep them off the runtime's threads.
+            tokio::task::spawn_blocking(move || source.plan(&request))
+                .await
+                .map_err(|e| SluiceError::Runtime(format!("planning a Kafka source: {e}")))?
+        })
+    }
+
+    fn reading(&self) -> Reading {
+        Reading::Concurrent {
+            idle_timeout: self.idle_timeout,
+        }
+    }
+
+    fn is_bounded(&self) -> bool {
+        self.bounded != Bounded::Unbounded
+    }
+}
+
+/// One partition, from a start offset to a stop offset (or forever).
+#[derive(Debug)]
+struct KafkaSplit {
+    table: String,
+    topic: String,
+    partition: i32,
+    start: i64,
+    stop: Option<i64>,
+    /// Records between the start and the stop (or the end at planning).
+    backlog: u64,
+    properties: Arc<Properties>,
+    decoder: RecordDecoder,
+    format: RecordFormat,
+    bad_records: BadRecords,
+    batch_size: usize,
+    metrics: Arc<JobMetrics>,
+}
+
+impl Split for KafkaSplit {
+    fn describe(&self) -> String {
+        match self.stop {
+            Some(stop) => format!(
+                "kafka topic '{}' partition {} offsets {}..{stop}",
+                self.topic, self.partition, self.start
+            ),
+            None => format!(
+                "kafka topic '{}' partition {} from offset {}",
+                self.topic, self.partition, self.start
+            ),
+        }
+    }
+
+    fn estimated_rows(&self) -> Option<u64> {
+        Some(self.backlog)
+    }
+
+    fn open(self: Arc<Self>) -> BoxStream<'static, Result<RecordBatch>> {
+        if self.stop.is_some_and(|stop| stop <= self.start) {
+            return futures::stream::empty().boxed();
+        }
+        match PartitionReader::open(self) {
+            Ok(reader) => futures::stream::try_unfold(reader, |mut reader| async move {
+                let batch = reader.next_batch().await?;
+                Ok(batch.map(|b| (b, reader)))
+            })
+            .boxed(),
+            Err(e) => futures::stream::once(async { Err(e) }).boxed(),
+        }
+    }
+}
+
+/// Records read from a partition and not yet decoded.
+struct Gathered {
+    /// The offset of the next record to read.
+    next: i64,
+    records: Records,
+}
+
+impl Gathered {
+    fn done(&self, split: &KafkaSplit) -> bool {
+        split.stop.is_some_and(|stop| self.next >= stop)
+    }
+
+    /// Adds a received record to the batch being gathered.
+    fn add(
+        &mut self,
+        split: &KafkaSplit,
+        received: std::result::Result<rdkafka::message::BorrowedMessage<'_>, KafkaError>,
+    ) -> Result<()> {
+        let message = match received {
+            Ok(message) => message,
+            Err(e) => return self.consumer_error(split, e),
+        };
+        let offset = message.offset();
+        if split.stop.is_some_and(|stop| offset >= stop) {
+            self.next = split.stop.unwrap_or(offset);
+            return Ok(());
+        }
+        self.next = offset + 1;
+        match message.payload() {
+            Some(value) => self.records.push(offset, value),
+            None => {
+                // A tombstone (null value): nothing to decode; Flink skips them too.
+                JobMetrics::add(&split.metrics.records_skipped, 1);
+                tracing::debug!(
+                    topic = %split.topic,
+                    partition = split.partition,
+                    offset,
+                    "skipped a record with no value"
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Errors librdkafka retries by itself are logged; others stop the job.
+    fn consumer_error(&self, split: &KafkaSplit, e: KafkaError) -> Result<()> {
+        let fatal = match e.rdkafka_error_code() {
+            Some(
+                RDKafkaErrorCode::UnknownTopicOrPartition
+                | RDKafkaErrorCode::UnknownTopic
+                | RDKafkaErrorCode::UnknownPartition
+                | RDKafkaErrorCode::OffsetOutOfRange
+                | RDKafkaErrorCode::TopicAuthorizationFailed
+                | RDKafkaErrorCode::GroupAuthorizationFailed
+                | RDKafkaErrorCode::SaslAuthenticationFailed
+                | RDKafkaErrorCode::Fatal,
+            ) => true,
+            _ => false,
+        };
+        let doing = format!(
+            "reading topic '{}' partition {} at offset {}",
+            split.topic, split.partition, self.next
+        );
+        if fatal {
+            return Err(split.properties.error(doing, e));
+        }
+        tracing::warn!(table = %split.table, "{doing}: {e} (retrying)");
+        Ok(())
+    }
+
+}
+
+/// A consumer assigned to one partition, and what it has gathered.
+struct PartitionReader {
+    split: Arc<KafkaSplit>,
+    consumer: StreamConsumer,
+    gathered: Gathered,
+    /// Commit positions to the group (only when the table names one).
+    commit: bool,
+    dead_letters: Option<FutureProducer>,
+}
+
+impl PartitionReader {
+    fn open(split: Arc<KafkaSplit>) -> Result<Self> {
+        let p = &split.properties;
+        let commit = p.get("group.id").is_some();
+        let group = format!("sluice-{}", split.table);
+        let mut defaults = vec![
+            ("group.id", group.as_str()),
+            ("enable.partition.eof", "false"),
+            // Bounds what librdkafka prefetches per partition (default 64 MiB).
+            ("queued.max.messages.kbytes", "16384"),
+        ];
+        if commit {
+            defaults.extend([
+                ("enable.auto.commit", "true"),
+                ("enable.auto.offset.store", "false"),
+            ]);
+        } else {
+            defaults.push(("enable.auto.commit", "false"));
+        }
+        let consumer: StreamConsumer = p
+            .config(&defaults)
+            .create()
+            .map_err(|e| p.error("creating a consumer", e))?;
+        let mut assignment = TopicPartitionList::new();
+        assignment
+            .add_partition_offset(&split.topic, split.partition, Offset::Offset(split.start))
+            .and_then(|()| consumer.assign(&assignment))
+            .map_err(|e| {
+                p.error(
+                    format!("assigning topic '{}' partition {}", split.topic, split.partition),
+                    e,
+                )
+            })?;
+        let dead_letters = match &split.bad_records {
+            BadRecords::DeadLetter(_) => Some(
+                p.config(&[])
+                    .create::<FutureProducer>()
+                    .map_err(|e| p.error("creating the dead-letter producer", e))?,
+            ),
+            _ => None,
+        };
+        Ok(Self {
+            gathered: Gathered {
+                next: split.start,
+                records: Records::default(),
+            },
+            split,
+            consumer,
+            commit,
+            dead_letters,
+        })
+    }
+
+    fn done(&self) -> bool {
+        self.gathered.done(&self.split)
+    }
+
+    /// Reads until it has a non-empty batch, or the partition's stop offset.
+    async fn next_batch(&mut self) -> Result<Option<RecordBatch>> {
+        loop {
+            if self.done() {
+                return Ok(None);
+            }
+            match tokio::time::timeout(POLL, self.consumer.recv()).await {
+                Err(_) => {
+                    self.check_position()?;
+                    continue;
+                }
+                Ok(received) => self.gathered.add(&self.split, received)?,
+            }
+            // Take whatever else is already fetched, without waiting.
+            while self.gathered.records.len() < self.split.batch_size && !self.done() {
+                match self.consumer.recv().now_or_never() {
+                    Some(received) => self.gathered.add(&self.split, received)?,
+                    None => break,
+                }
+            }
+            if self.gathered.records.is_empty() {
+                continue;
+            }
+            let (batch, bad) = self.split.decoder.decode(&self.gathered.records)?;
+            self.gathered.records.clear();
+            if !bad.is_empty() {
+                self.set_aside(bad).await?;
+            }
+            if self.commit {
+                self.consumer
+                    .store_offset(
+                        &self.split.topic,
+                        self.split.partition,
+                        self.gathered.next - 1,
+                    )
+                    .map_err(|e| self.split.properties.error("storing the position", e))?;
+            }
+            if batch.num_rows() > 0 {
+                return Ok(Some(batch));
+            }
+        }
+    }
+
+    /// A bounded partition whose last offsets hold no records (transaction
+    /// markers, compacted records) is done once its position reaches the stop.
+    fn check_position(&mut self) -> Result<()> {
+        let Some(stop) = self.split.stop else {
+            return Ok(());
+        };
+        let position = self
+            .consumer
+            .position()
+            .map_err(|e| self.split.properties.error("reading the position", e))?;
+        if let Some(Offset::Offset(at)) = position
+            .find_partition(&self.split.topic, self.split.partition)
+            .map(|e| e.offset())
+            && at >= stop
+        {
+            self.gathered.next = self.gathered.next.max(at);
+        }
+        Ok(())
+    }
+
+    /// Reports, skips or dead-letters records that could not be decoded.
+    async fn set_aside(&self, bad: Vec<BadRecord>) -> Result<()> {
+        let split = &self.split;
+        let format = match split.format {
+            RecordFormat::Json => "JSON",
+            RecordFormat::Csv { .. } => "CSV",
+            RecordFormat::Raw => "raw",
+        };
+        let describe = |record: &BadRecord| {
+            format!(
+                "topic '{}' partition {} offset {}: cannot decode the record as {format}: {} (value: {})",
+                split.topic,
+                split.partition,
+                record.offset,
+                record.reason,
+                preview(&record.value)
+            )
+        };
+        match &split.bad_records {
+            BadRecords::Fail => {
+                let Some(first) = bad.first() else {
+                    return Ok(());
+                };
+                let option = match split.format {
+                    RecordFormat::Csv { .. } => "'csv.ignore-parse-errors' = 'true'",
+                    _ => "'json.ignore-parse-errors' = 'true'",
+                };
+                Err(SluiceError::Data(format!(
+                    "table `{}`: {}; set {option} to skip such records, or 'dead-letter.topic' to set them aside",
+                    split.table,
+                    describe(first)
+                )))
+            }
+            BadRecords::Skip => {
+                for record in &bad {
+                    tracing::warn!(table = %split.table, "skipped: {}", describe(record));
+                }
+                JobMetrics::add(&split.metrics.records_skipped, bad.len() as u64);
+                Ok(())
+            }
+            BadRecords::DeadLetter(topic) => {
+                let Some(producer) = &self.dead_letters else {
+                    return Ok(());
+                };
+                for record in &bad {
+                    let partition = split.partition.to_string();
+                    let offset = record.offset.to_string();
+                    let headers = OwnedHeaders::new()
+                        .insert(Header {
+                            key: "sluice.topic",
+                            value: Some(split.topic.as_str()),
+                        })
+                        .insert(Header {
+                            key: "sluice.partition",
+                            value: Some(partition.as_str()),
+                        })
+                        .insert(Header {
+                            key: "sluice.offset",
+                            value: Some(offset.as_str()),
+                        })
+                        .insert(Header {
+                            key: "sluice.error",
+                            value: Some(record.reason.as_str()),
+                        });
+                    let sent = producer
+                        .send(
+                            FutureRecord::<(), [u8]>::to(topic)
+                                .payload(&record.value)
+                                .headers(headers),
+                            Duration::from_secs(30),
+                        )
+                        .await;
+                    if let Err((e, _)) = sent {
+                        return Err(split.properties.error(
+                            format!(
+                                "dead-lettering topic '{}' partition {} offset {} to '{topic}'",
+                                split.topic, split.partition, record.offset
+                            ),
+                            e,
+                        ));
+                    }
+                    tracing::warn!(table = %split.table, "dead-lettered to '{topic}': {}", describe(record));
+                }
+                JobMetrics::add(&split.metrics.records_dead_lettered, bad.len() as u64);
+                Ok(())
+            }
+        }
+    }
+}
