@@ -380,7 +380,8 @@ fn parse_rows(schema: &SchemaRef, rows: &[String]) -> Result<RecordBatch, String
 /// Writes each batch's rows as JSON records to its own partition of a new
 /// topic; returns the topic.
 async fn produce_files(case: &str, batches: &[RecordBatch]) -> Result<String, String> {
-    let topic = crate::kafka::new_topic(&format!("case-{case}"), batches.len().max(1) as i32).await?;
+    let topic =
+        crate::kafka::new_topic(&format!("case-{case}"), batches.len().max(1) as i32).await?;
     for (partition, batch) in batches.iter().enumerate() {
         let mut buffer = Vec::new();
         let mut writer = arrow::json::LineDelimitedWriter::new(&mut buffer);

@@ -30,7 +30,9 @@ pub fn brokers() -> Result<String, String> {
                 .map_err(|e| format!("Kafka client for {brokers}: {e}"))?;
             consumer
                 .fetch_metadata(None, Duration::from_secs(5))
-                .map_err(|e| format!("no Kafka broker answers at SLUICE_KAFKA_BROKERS={brokers}: {e}"))?;
+                .map_err(|e| {
+                    format!("no Kafka broker answers at SLUICE_KAFKA_BROKERS={brokers}: {e}")
+                })?;
             Ok(brokers)
         })
         .clone()
@@ -63,16 +65,29 @@ pub async fn new_topic(prefix: &str, partitions: i32) -> Result<String, String> 
 /// Produces `values` to one partition of `topic` and waits until every one
 /// is acknowledged.
 pub async fn produce(topic: &str, partition: i32, values: &[Vec<u8>]) -> Result<(), String> {
+    produce_at(topic, partition, values, None).await
+}
+
+/// Like [`produce`], with each record's timestamp (epoch milliseconds).
+pub async fn produce_at(
+    topic: &str,
+    partition: i32,
+    values: &[Vec<u8>],
+    timestamps: Option<&[i64]>,
+) -> Result<(), String> {
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", brokers()?)
         .set("linger.ms", "5")
         .create()
         .map_err(|e| e.to_string())?;
     let mut deliveries = Vec::with_capacity(values.len());
-    for value in values {
-        let record = FutureRecord::<(), [u8]>::to(topic)
+    for (i, value) in values.iter().enumerate() {
+        let mut record = FutureRecord::<(), [u8]>::to(topic)
             .partition(partition)
             .payload(value.as_slice());
+        if let Some(timestamps) = timestamps {
+            record = record.timestamp(timestamps[i]);
+        }
         deliveries.push(
             producer
                 .send_result(record)
@@ -89,9 +104,12 @@ pub async fn produce(topic: &str, partition: i32, values: &[Vec<u8>]) -> Result<
     Ok(())
 }
 
+/// A record read back: partition, key, value.
+pub type Record = (i32, Option<Vec<u8>>, Vec<u8>);
+
 /// Reads every record of every partition of `topic`, up to the end at the
-/// time of the call: (partition, key, value) in partition and offset order.
-pub fn read_all(topic: &str) -> Result<Vec<(i32, Option<Vec<u8>>, Vec<u8>)>, String> {
+/// time of the call, in partition and offset order.
+pub fn read_all(topic: &str) -> Result<Vec<Record>, String> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers()?)
         .set("group.id", "sluice-tests")
@@ -122,7 +140,9 @@ pub fn read_all(topic: &str) -> Result<Vec<(i32, Option<Vec<u8>>, Vec<u8>)>, Str
         let mut next = low;
         while next < high {
             if std::time::Instant::now() > deadline {
-                return Err(format!("reading {topic} partition {partition}: timed out at offset {next} of {high}"));
+                return Err(format!(
+                    "reading {topic} partition {partition}: timed out at offset {next} of {high}"
+                ));
             }
             match consumer.poll(Duration::from_millis(200)) {
                 Some(Ok(m)) => {

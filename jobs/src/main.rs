@@ -9,8 +9,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use sluice::generate::{self, FileFormat};
 use sluice::{JobSpec, default_parallelism};
-use sluice_engine::metrics::JobMetrics;
 use sluice_engine::StopSignal;
+use sluice_engine::metrics::JobMetrics;
 use sluice_engine::sql::Mode;
 
 #[derive(Parser)]
@@ -244,7 +244,11 @@ async fn run_job(spec: &JobSpec) -> Result<sluice_engine::JobResult> {
     eprintln!(
         "sluice: {} {}: {} rows in, {} rows out, {} late rows, {:.2} s, {:.0} events/s",
         spec.name,
-        if result.stopped { "stopped" } else { "finished" },
+        if result.stopped {
+            "stopped"
+        } else {
+            "finished"
+        },
         result.rows_in,
         result.rows_out,
         result.late_rows,

@@ -169,8 +169,8 @@ impl RecordDecoder {
                     return Err(format!("expected {n} CSV lines, found more"));
                 }
                 let batch = decoder.flush().map_err(|e| e.to_string())?;
-                let batch = batch
-                    .unwrap_or_else(|| RecordBatch::new_empty(Arc::clone(&self.table_schema)));
+                let batch =
+                    batch.unwrap_or_else(|| RecordBatch::new_empty(Arc::clone(&self.table_schema)));
                 batch.project(&self.projection).map_err(|e| e.to_string())?
             }
             RecordFormat::Raw => return Err("raw values are not parsed".to_string()),
@@ -242,7 +242,10 @@ fn json_reason(e: ArrowError) -> String {
 pub fn preview(value: &[u8]) -> String {
     const MAX: usize = 80;
     let text = String::from_utf8_lossy(&value[..value.len().min(MAX)]);
-    let text: String = text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+    let text: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
     if value.len() > MAX {
         format!("{text}…")
     } else {
@@ -259,11 +262,7 @@ mod tests {
     fn schema() -> SchemaRef {
         Arc::new(Schema::new(vec![
             Field::new("id", DataType::Int64, true),
-            Field::new(
-                "ts",
-                DataType::Timestamp(TimeUnit::Millisecond, None),
-                true,
-            ),
+            Field::new("ts", DataType::Timestamp(TimeUnit::Millisecond, None), true),
         ]))
     }
 
@@ -277,14 +276,15 @@ mod tests {
 
     #[test]
     fn json_timestamps_in_flink_iso_and_epoch_forms() {
-        let decoder =
-            RecordDecoder::new(RecordFormat::Json, schema(), schema(), vec![0, 1]).unwrap();
-        let (batch, bad) = decoder.decode(&records(&[
-            r#"{"id": 1, "ts": "2026-01-01 00:00:01.250"}"#,
-            r#"{"id": 2, "ts": "2026-01-01T00:00:02"}"#,
-            r#"{"id": 3, "ts": 1767225603000, "extra": [1, 2]}"#,
-        ]))
-        .unwrap();
+        let decoder = RecordDecoder::new(RecordFormat::Json, schema(), schema(), vec![0, 1])
+            .expect("test input");
+        let (batch, bad) = decoder
+            .decode(&records(&[
+                r#"{"id": 1, "ts": "2026-01-01 00:00:01.250"}"#,
+                r#"{"id": 2, "ts": "2026-01-01T00:00:02"}"#,
+                r#"{"id": 3, "ts": 1767225603000, "extra": [1, 2]}"#,
+            ]))
+            .expect("test input");
         assert!(bad.is_empty(), "{bad:?}");
         let ts = batch.column(1).as_primitive::<TimestampMillisecondType>();
         assert_eq!(ts.values(), &[1767225601250, 1767225602000, 1767225603000]);
@@ -292,16 +292,17 @@ mod tests {
 
     #[test]
     fn bad_records_are_found_by_offset_and_the_rest_kept() {
-        let decoder =
-            RecordDecoder::new(RecordFormat::Json, schema(), schema(), vec![0, 1]).unwrap();
-        let (batch, bad) = decoder.decode(&records(&[
-            r#"{"id": 1}"#,
-            r#"{"id": "one"}"#,
-            r#"{"id": 3"#,
-            r#"{"id": 4} {"id": 5}"#,
-            r#"{"id": 6}"#,
-        ]))
-        .unwrap();
+        let decoder = RecordDecoder::new(RecordFormat::Json, schema(), schema(), vec![0, 1])
+            .expect("test input");
+        let (batch, bad) = decoder
+            .decode(&records(&[
+                r#"{"id": 1}"#,
+                r#"{"id": "one"}"#,
+                r#"{"id": 3"#,
+                r#"{"id": 4} {"id": 5}"#,
+                r#"{"id": 6}"#,
+            ]))
+            .expect("test input");
         let ids = batch.column(0).as_primitive::<Int64Type>();
         assert_eq!(ids.values(), &[1, 6]);
         let offsets: Vec<i64> = bad.iter().map(|b| b.offset).collect();
@@ -312,12 +313,16 @@ mod tests {
 
     #[test]
     fn csv_is_positional_and_projected() {
-        let decoder =
-            RecordDecoder::new(RecordFormat::Csv { delimiter: b',' }, Arc::new(schema().project(&[1]).unwrap()), schema(), vec![1])
-                .unwrap();
+        let decoder = RecordDecoder::new(
+            RecordFormat::Csv { delimiter: b',' },
+            Arc::new(schema().project(&[1]).expect("test input")),
+            schema(),
+            vec![1],
+        )
+        .expect("test input");
         let (batch, bad) = decoder
             .decode(&records(&["1,2026-01-01 00:00:01", "x,y"]))
-            .unwrap();
+            .expect("test input");
         assert_eq!(batch.num_rows(), 1);
         assert_eq!(batch.num_columns(), 1);
         assert_eq!(bad.len(), 1);
@@ -333,8 +338,10 @@ mod tests {
             Arc::clone(&table),
             vec![0],
         )
-        .unwrap();
-        let (batch, bad) = decoder.decode(&records(&["a b", "", "c\nd"])).unwrap();
+        .expect("test input");
+        let (batch, bad) = decoder
+            .decode(&records(&["a b", "", "c\nd"]))
+            .expect("test input");
         assert!(bad.is_empty());
         let lines = batch.column(0).as_string::<i32>();
         assert_eq!(lines.len(), 3);

@@ -77,7 +77,9 @@ impl KafkaSink {
                 .filter(|f| !f.is_empty())
                 .map(|f| {
                     table.schema.index_of(f).map_err(|_| {
-                        config(format!("'key.fields' names column '{f}', which the table does not have"))
+                        config(format!(
+                            "'key.fields' names column '{f}', which the table does not have"
+                        ))
                     })
                 })
                 .collect::<Result<_>>()?,

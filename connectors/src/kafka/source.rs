@@ -14,10 +14,10 @@ use std::time::Duration;
 
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
-use futures::{FutureExt, StreamExt};
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
-use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
+use futures::{FutureExt, StreamExt};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -102,11 +102,13 @@ impl KafkaSource {
                     .map(str::to_string)
                     .collect(),
             ),
-            (None, Some(pattern)) => Topics::Pattern(
-                regex::Regex::new(&format!("^(?:{pattern})$")).map_err(|e| {
-                    config(format!("option 'topic-pattern' = '{pattern}' is not a regex: {e}"))
-                })?,
-            ),
+            (None, Some(pattern)) => {
+                Topics::Pattern(regex::Regex::new(&format!("^(?:{pattern})$")).map_err(|e| {
+                    config(format!(
+                        "option 'topic-pattern' = '{pattern}' is not a regex: {e}"
+                    ))
+                })?)
+            }
             (Some(_), Some(_)) => {
                 return Err(config(
                     "give 'topic' or 'topic-pattern', not both".to_string(),
@@ -179,8 +181,12 @@ impl KafkaSource {
             .take_duration("scan.watermark.idle-timeout")?
             .filter(|d| !d.is_zero());
         let ignore = match format {
-            RecordFormat::Json => options.take_parsed::<bool>("json.ignore-parse-errors", "'true' or 'false'")?,
-            RecordFormat::Csv { .. } => options.take_parsed::<bool>("csv.ignore-parse-errors", "'true' or 'false'")?,
+            RecordFormat::Json => {
+                options.take_parsed::<bool>("json.ignore-parse-errors", "'true' or 'false'")?
+            }
+            RecordFormat::Csv { .. } => {
+                options.take_parsed::<bool>("csv.ignore-parse-errors", "'true' or 'false'")?
+            }
             RecordFormat::Raw => None,
         }
         .unwrap_or(false);
@@ -216,7 +222,10 @@ impl KafkaSource {
         let p = &self.properties;
         let timeout = self.connect_timeout;
         let consumer: BaseConsumer = p
-            .config(&[("group.id", "sluice-planner"), ("enable.auto.commit", "false")])
+            .config(&[
+                ("group.id", "sluice-planner"),
+                ("enable.auto.commit", "false"),
+            ])
             .create()
             .map_err(|e| p.error("creating a consumer", e))?;
         let metadata = consumer
@@ -231,7 +240,7 @@ impl KafkaSource {
         let topics: Vec<String> = match &self.topics {
             Topics::Names(names) => {
                 for name in names {
-                    if !existing.get(name.as_str()).is_some_and(|&n| n > 0) {
+                    if existing.get(name.as_str()).is_none_or(|&n| n == 0) {
                         return Err(SluiceError::config(format!(
                             "table `{}`: topic '{name}' does not exist at '{}' (Sluice does not create topics)",
                             self.table,
@@ -285,7 +294,10 @@ impl KafkaSource {
                 let (low, high) = consumer
                     .fetch_watermarks(topic, partition, timeout)
                     .map_err(|e| {
-                        p.error(format!("reading the offsets of topic '{topic}' partition {partition}"), e)
+                        p.error(
+                            format!("reading the offsets of topic '{topic}' partition {partition}"),
+                            e,
+                        )
                     })?;
                 ranges.push((partition, low, high));
             }
@@ -336,7 +348,9 @@ impl KafkaSource {
                 // The planning consumer is in the table's group.
                 let committed = consumer
                     .committed_offsets(list, self.connect_timeout)
-                    .map_err(|e| p.error(format!("reading the group's offsets of topic '{topic}'"), e))?;
+                    .map_err(|e| {
+                        p.error(format!("reading the group's offsets of topic '{topic}'"), e)
+                    })?;
                 let reset = p.get("auto.offset.reset");
                 ranges
                     .iter()
@@ -397,8 +411,10 @@ impl KafkaSource {
         let found = consumer
             .offsets_for_times(list, self.connect_timeout)
             .map_err(|e| {
-                self.properties
-                    .error(format!("finding offsets at time {millis} in topic '{topic}'"), e)
+                self.properties.error(
+                    format!("finding offsets at time {millis} in topic '{topic}'"),
+                    e,
+                )
             })?;
         Ok(ranges
             .iter()
@@ -415,7 +431,9 @@ impl KafkaSource {
 /// Parses Flink's `partition:0,offset:42;partition:1,offset:300`.
 fn specific_offsets(table: &str, key: &str, options: &mut Options) -> Result<BTreeMap<i32, i64>> {
     let text = options.take(key).ok_or_else(|| {
-        SluiceError::config(format!("table `{table}`: option '{key}' is required for this mode"))
+        SluiceError::config(format!(
+            "table `{table}`: option '{key}' is required for this mode"
+        ))
     })?;
     let bad = || {
         SluiceError::config(format!(
@@ -425,7 +443,10 @@ fn specific_offsets(table: &str, key: &str, options: &mut Options) -> Result<BTr
     let mut offsets = BTreeMap::new();
     for entry in text.split(';').map(str::trim).filter(|e| !e.is_empty()) {
         let (partition, offset) = entry.split_once(',').ok_or_else(bad)?;
-        let partition = partition.trim().strip_prefix("partition:").ok_or_else(bad)?;
+        let partition = partition
+            .trim()
+            .strip_prefix("partition:")
+            .ok_or_else(bad)?;
         let offset = offset.trim().strip_prefix("offset:").ok_or_else(bad)?;
         offsets.insert(
             partition.trim().parse().map_err(|_| bad())?,
@@ -554,19 +575,19 @@ impl Gathered {
 
     /// Errors librdkafka retries by itself are logged; others stop the job.
     fn consumer_error(&self, split: &KafkaSplit, e: KafkaError) -> Result<()> {
-        let fatal = match e.rdkafka_error_code() {
+        let fatal = matches!(
+            e.rdkafka_error_code(),
             Some(
                 RDKafkaErrorCode::UnknownTopicOrPartition
-                | RDKafkaErrorCode::UnknownTopic
-                | RDKafkaErrorCode::UnknownPartition
-                | RDKafkaErrorCode::OffsetOutOfRange
-                | RDKafkaErrorCode::TopicAuthorizationFailed
-                | RDKafkaErrorCode::GroupAuthorizationFailed
-                | RDKafkaErrorCode::SaslAuthenticationFailed
-                | RDKafkaErrorCode::Fatal,
-            ) => true,
-            _ => false,
-        };
+                    | RDKafkaErrorCode::UnknownTopic
+                    | RDKafkaErrorCode::UnknownPartition
+                    | RDKafkaErrorCode::OffsetOutOfRange
+                    | RDKafkaErrorCode::TopicAuthorizationFailed
+                    | RDKafkaErrorCode::GroupAuthorizationFailed
+                    | RDKafkaErrorCode::SaslAuthenticationFailed
+                    | RDKafkaErrorCode::Fatal
+            )
+        );
         let doing = format!(
             "reading topic '{}' partition {} at offset {}",
             split.topic, split.partition, self.next
@@ -577,7 +598,6 @@ impl Gathered {
         tracing::warn!(table = %split.table, "{doing}: {e} (retrying)");
         Ok(())
     }
-
 }
 
 /// A consumer assigned to one partition, and what it has gathered.
@@ -619,7 +639,10 @@ impl PartitionReader {
             .and_then(|()| consumer.assign(&assignment))
             .map_err(|e| {
                 p.error(
-                    format!("assigning topic '{}' partition {}", split.topic, split.partition),
+                    format!(
+                        "assigning topic '{}' partition {}",
+                        split.topic, split.partition
+                    ),
                     e,
                 )
             })?;
@@ -651,6 +674,7 @@ impl PartitionReader {
     async fn next_batch(&mut self) -> Result<Option<RecordBatch>> {
         loop {
             if self.done() {
+                self.commit_final()?;
                 return Ok(None);
             }
             match tokio::time::timeout(POLL, self.consumer.recv()).await {
@@ -688,6 +712,30 @@ impl PartitionReader {
                 return Ok(Some(batch));
             }
         }
+    }
+
+    /// Commits the end position of a finished bounded partition to the
+    /// group now, rather than at the next auto-commit tick.
+    fn commit_final(&self) -> Result<()> {
+        if !self.commit {
+            return Ok(());
+        }
+        let mut list = TopicPartitionList::new();
+        list.add_partition_offset(
+            &self.split.topic,
+            self.split.partition,
+            Offset::Offset(self.gathered.next),
+        )
+        .and_then(|()| self.consumer.commit(&list, CommitMode::Sync))
+        .map_err(|e| {
+            self.split.properties.error(
+                format!(
+                    "committing the position of topic '{}' partition {}",
+                    self.split.topic, self.split.partition
+                ),
+                e,
+            )
+        })
     }
 
     /// A bounded partition whose last offsets hold no records (transaction

@@ -254,7 +254,10 @@ fn assign_splits(
         }
         Reading::Concurrent { .. } => {
             splits.sort_by_cached_key(|s| {
-                (std::cmp::Reverse(s.estimated_rows().unwrap_or(0)), s.describe())
+                (
+                    std::cmp::Reverse(s.estimated_rows().unwrap_or(0)),
+                    s.describe(),
+                )
             });
             let mut load = vec![(0u64, 0usize); parallelism];
             for split in splits {

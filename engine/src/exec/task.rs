@@ -15,9 +15,9 @@ use arrow::record_batch::RecordBatch;
 use futures::StreamExt;
 use futures::stream::select_all;
 
+use super::StopSignal;
 use super::channel::{Receiver, Sender};
 use super::exchange::hash_partition;
-use super::StopSignal;
 use crate::connector::{Reading, SinkWriter, Split};
 use crate::error::{ExecContext, Result, SluiceError};
 use crate::metrics::JobMetrics;
@@ -203,6 +203,10 @@ impl Chain {
         match message {
             Message::Data(batch) => node.op.on_batch(batch, &mut out)?,
             Message::Watermark(w) => node.op.on_watermark(w, &mut out)?,
+            Message::Idle => {
+                let outputs = node.outputs.clone();
+                return self.fan_out(&outputs, Message::Idle);
+            }
             Message::End => node.op.close(&mut out)?,
         }
         let outputs = node.outputs.clone();
@@ -310,7 +314,7 @@ impl Exit {
                     }
                     JobMetrics::add(&metrics.rows_out, rows);
                 }
-                Message::Watermark(_) => {}
+                Message::Watermark(_) | Message::Idle => {}
                 Message::End => {
                     if let Some(w) = writer.take() {
                         w.finish().await?;
@@ -412,6 +416,7 @@ impl SplitReader<'_> {
                 .chain(futures::stream::once(async move { (i, None) }))
                 .boxed()
         }));
+        let mut idle_sent = false;
         let mut ticks = idle_timeout.map(|timeout| {
             let mut ticks = tokio::time::interval((timeout / 4).max(Duration::from_millis(10)));
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -431,6 +436,7 @@ impl SplitReader<'_> {
                     Some((i, Some(batch))) => {
                         last_seen[i] = Instant::now();
                         self.watermarks.resume(i);
+                        idle_sent = false;
                         self.push(chain, i, batch?).await?;
                     }
                     Some((i, None)) => self.finish_split(chain, i).await?,
@@ -446,8 +452,13 @@ impl SplitReader<'_> {
                     }
                     if let Some(w) = self.watermarks.advance() {
                         chain.push(Message::Watermark(w))?;
-                        chain.flush().await?;
                     }
+                    if self.watermarks.all_idle() && !idle_sent {
+                        // Let downstream stop waiting for this subtask.
+                        chain.push(Message::Idle)?;
+                        idle_sent = true;
+                    }
+                    chain.flush().await?;
                 }
             }
         }
@@ -456,14 +467,9 @@ impl SplitReader<'_> {
     async fn push(&mut self, chain: &mut Chain, split: usize, batch: RecordBatch) -> Result<()> {
         JobMetrics::add(&self.metrics.rows_in, batch.num_rows() as u64);
         match &self.watermark {
-            Some((expr, time_index)) => push_with_watermarks(
-                chain,
-                &mut self.watermarks,
-                split,
-                batch,
-                expr,
-                *time_index,
-            )?,
+            Some((expr, time_index)) => {
+                push_with_watermarks(chain, &mut self.watermarks, split, batch, expr, *time_index)?
+            }
             None => chain.push(Message::Data(batch))?,
         }
         if let Some(w) = self.watermarks.advance() {
@@ -547,16 +553,25 @@ async fn merge_channels(chain: &mut Chain, receivers: Vec<Receiver>) -> Result<(
     }
     while let Some((i, message)) = merged.next().await {
         match message {
-            Message::Data(batch) => chain.push(Message::Data(batch))?,
+            Message::Data(batch) => {
+                watermarks.activate(i);
+                chain.push(Message::Data(batch))?;
+            }
             Message::Watermark(w) => {
                 if let Some(w) = watermarks.update(i, w) {
                     chain.push(Message::Watermark(w))?;
                 }
             }
-            Message::End => {
-                if let Some(w) = watermarks.end(i) {
+            Message::Idle => {
+                if let Some(w) = watermarks.idle(i) {
                     chain.push(Message::Watermark(w))?;
                 }
+                if watermarks.all_idle() {
+                    chain.push(Message::Idle)?;
+                }
+            }
+            // An input that ended keeps its last watermark (see InputWatermarks).
+            Message::End => {
                 open -= 1;
                 if open == 0 {
                     chain.push(Message::End)?;

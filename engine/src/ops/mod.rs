@@ -29,6 +29,9 @@ pub enum Message {
     Data(RecordBatch),
     /// Event time has advanced to here on this channel.
     Watermark(Millis),
+    /// This channel is quiet (its source's partitions are idle): it stops
+    /// holding back the watermark downstream until its next message.
+    Idle,
     /// This input sends nothing more. It says nothing of event time: an
     /// input that reached the end of its data sends the watermark
     /// [`crate::time::END_OF_TIME`] first; a stopped job sends none, so

@@ -96,6 +96,20 @@ impl SplitWatermarks {
         matches!(self.splits[split], SplitState::Idle { .. })
     }
 
+    /// Whether every split not finished is idle (and one is): the subtask's
+    /// output should be marked idle downstream.
+    pub fn all_idle(&self) -> bool {
+        let mut idle = false;
+        for state in &self.splits {
+            match state {
+                SplitState::Idle { .. } => idle = true,
+                SplitState::Finished => {}
+                _ => return false,
+            }
+        }
+        idle
+    }
+
     /// The subtask's watermark now: the minimum over unfinished splits that
     /// are not idle; [`END_OF_TIME`] when all are finished; unchanged when
     /// all that remain are idle (the input is quiet, not over).
@@ -155,21 +169,23 @@ impl SplitWatermarks {
 
 /// The minimum watermark over an operator's input channels.
 ///
-/// An input that has ended (sent its last message) no longer counts. An
-/// input that reached the end of its data sent [`END_OF_TIME`] first; one
-/// that was stopped did not, and once every input has ended the watermark
-/// stays where it was, so a stopped job fires no incomplete window.
+/// An input that ends keeps its last watermark: one that reached the end of
+/// its data sent [`END_OF_TIME`] before ending, while one that was stopped
+/// did not and so still holds the others back. A stopped job thus fires no
+/// window that was not complete when it stopped. An input marked idle does
+/// not count until its next message.
 #[derive(Debug, Clone)]
 pub struct InputWatermarks {
-    /// Each input's watermark; `None` once it has ended.
-    inputs: Vec<Option<Millis>>,
+    inputs: Vec<Millis>,
+    idle: Vec<bool>,
     current: Millis,
 }
 
 impl InputWatermarks {
     pub fn new(inputs: usize) -> Self {
         Self {
-            inputs: vec![Some(BEFORE_TIME); inputs],
+            inputs: vec![BEFORE_TIME; inputs],
+            idle: vec![false; inputs],
             current: if inputs == 0 {
                 END_OF_TIME
             } else {
@@ -180,21 +196,36 @@ impl InputWatermarks {
 
     /// Records input `i`'s watermark; returns the combined watermark if it advanced.
     pub fn update(&mut self, input: usize, watermark: Millis) -> Option<Millis> {
-        if let Some(slot) = &mut self.inputs[input] {
-            *slot = (*slot).max(watermark);
-        }
+        self.idle[input] = false;
+        let slot = &mut self.inputs[input];
+        *slot = (*slot).max(watermark);
         self.combine()
     }
 
-    /// Records that input `i` has ended; returns the combined watermark if
-    /// that let it advance.
-    pub fn end(&mut self, input: usize) -> Option<Millis> {
-        self.inputs[input] = None;
+    /// Input `i` sent data: it counts again if it was idle.
+    pub fn activate(&mut self, input: usize) {
+        self.idle[input] = false;
+    }
+
+    /// Input `i` is idle; returns the combined watermark if that let it advance.
+    pub fn idle(&mut self, input: usize) -> Option<Millis> {
+        self.idle[input] = true;
         self.combine()
+    }
+
+    /// Whether every input is idle.
+    pub fn all_idle(&self) -> bool {
+        !self.idle.is_empty() && self.idle.iter().all(|i| *i)
     }
 
     fn combine(&mut self) -> Option<Millis> {
-        let min = self.inputs.iter().flatten().copied().min()?;
+        let min = self
+            .inputs
+            .iter()
+            .zip(&self.idle)
+            .filter(|(_, idle)| !**idle)
+            .map(|(w, _)| *w)
+            .min()?;
         (min > self.current).then(|| {
             self.current = min;
             min
@@ -282,14 +313,22 @@ mod tests {
     }
 
     #[test]
-    fn ended_inputs_stop_counting_and_all_ended_fires_nothing() {
-        let mut w = InputWatermarks::new(2);
+    fn idle_inputs_do_not_count_until_they_speak_again() {
+        let mut w = InputWatermarks::new(3);
         assert_eq!(w.update(0, 10), None);
-        assert_eq!(w.update(1, 5), Some(5));
-        assert_eq!(w.end(1), Some(10), "a stopped input no longer holds back");
-        assert_eq!(w.end(0), None, "stopped, not ended: no final watermark");
-        assert_eq!(w.update(0, 50), None, "an ended input is ignored");
-        assert_eq!(w.current(), 10);
+        assert_eq!(w.update(1, 20), None);
+        assert_eq!(w.idle(2), Some(10));
+        assert!(!w.all_idle());
+        assert_eq!(w.idle(0), Some(20));
+        assert_eq!(w.idle(1), None, "all idle: nothing moves");
+        assert!(w.all_idle());
+        w.activate(0);
+        assert!(!w.all_idle());
+        assert_eq!(w.update(0, 15), None, "never backwards");
+        assert_eq!(w.update(0, 30), Some(30));
+        assert_eq!(w.update(2, 5), None, "a resumed input holds back again");
+        assert_eq!(w.update(0, 40), None);
+        assert_eq!(w.update(2, 35), Some(35));
     }
 
     #[test]

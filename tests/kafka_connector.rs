@@ -1,0 +1,420 @@
+//! The kafka connector against the real test broker: partitions and their
+//! watermarks, idleness, bad records in each mode, startup and bounded
+//! modes, committed group offsets, the sink, and the errors a user meets.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sluice::JobSpec;
+use sluice_engine::metrics::JobMetrics;
+use sluice_engine::sql::Mode;
+use sluice_engine::{JobResult, StopSignal};
+use sluice_tests::kafka::{brokers, new_topic, produce, produce_at, read_all};
+use sluice_tests::{read_parquet_dir, sorted_rows};
+
+const BASE: i64 = 1_767_225_600_000; // 2026-01-01 00:00:00 UTC
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// `{"id": .., "ts": ..}` records, `ts` in seconds after `BASE`.
+fn events(rows: &[(i64, i64)]) -> Vec<Vec<u8>> {
+    rows.iter()
+        .map(|(id, s)| format!(r#"{{"id": {id}, "ts": {}}}"#, BASE + s * 1000).into_bytes())
+        .collect()
+}
+
+fn source_ddl(topic: &str, extra: &str) -> String {
+    format!(
+        "CREATE TABLE ev (id BIGINT, ts TIMESTAMP(3), WATERMARK FOR ts AS ts) WITH (
+           'connector' = 'kafka', 'topic' = '{topic}',
+           'properties.bootstrap.servers' = '{}', 'format' = 'json'{extra});\n",
+        brokers().expect("broker")
+    )
+}
+
+/// A job counting `ev` rows per 10-second window into Parquet under `out`.
+fn window_job(topic: &str, extra: &str, out: &std::path::Path) -> JobSpec {
+    let sql = format!(
+        "{}CREATE TABLE counts (window_start TIMESTAMP(3), n BIGINT)
+           WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'parquet');
+         INSERT INTO counts SELECT window_start, COUNT(*)
+           FROM TABLE(TUMBLE(TABLE ev, DESCRIPTOR(ts), INTERVAL '10' SECOND))
+           GROUP BY window_start, window_end;",
+        source_ddl(topic, extra),
+        out.display()
+    );
+    JobSpec::from_text("kafka.sql", &sql).with_mode(Mode::Stream)
+}
+
+/// A job copying `id` of every row into Parquet under `out`.
+fn copy_job(topic: &str, extra: &str, out: &std::path::Path) -> JobSpec {
+    let sql = format!(
+        "{}CREATE TABLE ids (id BIGINT) WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'parquet');
+         INSERT INTO ids SELECT id FROM ev;",
+        source_ddl(topic, extra),
+        out.display()
+    );
+    JobSpec::from_text("kafka.sql", &sql).with_mode(Mode::Stream)
+}
+
+fn rows(dir: &std::path::Path) -> Vec<String> {
+    sorted_rows(&read_parquet_dir(dir).expect("output")).expect("format")
+}
+
+fn ids(dir: &std::path::Path) -> Vec<i64> {
+    let mut ids: Vec<i64> = rows(dir).iter().map(|r| r.parse().expect("id")).collect();
+    ids.sort_unstable();
+    ids
+}
+
+const BOUNDED: &str = ", 'scan.bounded.mode' = 'latest-offset'";
+
+#[test]
+fn a_partition_far_behind_holds_the_watermark_and_nothing_is_late() {
+    let rt = runtime();
+    let topic = rt.block_on(new_topic("behind", 3)).expect("topic");
+    rt.block_on(async {
+        // Partitions 0 and 1 are minutes ahead of partition 2.
+        produce(&topic, 0, &events(&[(1, 100), (2, 105), (3, 200)])).await?;
+        produce(&topic, 1, &events(&[(4, 101), (5, 150), (6, 199)])).await?;
+        produce(&topic, 2, &events(&[(7, 1), (8, 2), (9, 15)])).await
+    })
+    .expect("produce");
+    for parallelism in [1, 2, 3] {
+        let out = tempfile::tempdir().expect("tempdir");
+        let job = window_job(&topic, BOUNDED, out.path()).with_parallelism(parallelism);
+        let result = rt.block_on(sluice::run(&job)).expect("job");
+        assert_eq!(result.rows_in, 9);
+        assert_eq!(result.late_rows, 0, "parallelism {parallelism}");
+        assert_eq!(
+            rows(out.path()),
+            vec![
+                "2026-01-01T00:00:00, 2",
+                "2026-01-01T00:00:10, 1",
+                "2026-01-01T00:01:40, 3",
+                "2026-01-01T00:02:30, 1",
+                "2026-01-01T00:03:10, 1",
+                "2026-01-01T00:03:20, 1",
+            ],
+            "parallelism {parallelism}"
+        );
+    }
+}
+
+/// Runs `job` until `ready` says so (or 20 s pass), then stops it.
+fn run_until(
+    rt: &tokio::runtime::Runtime,
+    job: &JobSpec,
+    ready: impl Fn(&JobMetrics) -> bool + Send + 'static,
+) -> JobResult {
+    let metrics = Arc::new(JobMetrics::default());
+    let stop = StopSignal::default();
+    let watcher = {
+        let metrics = Arc::clone(&metrics);
+        let stop = stop.clone();
+        rt.spawn(async move {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while !ready(&metrics) && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            stop.stop();
+        })
+    };
+    let result = rt
+        .block_on(sluice::run_with(job, metrics, stop))
+        .expect("job");
+    watcher.abort();
+    result
+}
+
+#[test]
+fn an_idle_partition_holds_the_watermark_until_the_idle_timeout() {
+    let rt = runtime();
+    let topic = rt.block_on(new_topic("idle", 2)).expect("topic");
+    // Partition 1 stays empty.
+    rt.block_on(produce(&topic, 0, &events(&[(1, 1), (2, 12), (3, 25)])))
+        .expect("produce");
+
+    // At parallelism 1 both partitions are one subtask's splits; at 2 the
+    // empty one is a whole subtask, whose idleness must reach downstream.
+    for parallelism in [1, 2] {
+        // Without an idle timeout the empty partition holds the watermark at
+        // the beginning of time: nothing fires, and stopping fires nothing.
+        let out = tempfile::tempdir().expect("tempdir");
+        let job = window_job(&topic, "", out.path()).with_parallelism(parallelism);
+        // Stop a second after everything was read, time enough to fire.
+        let all_read = std::sync::OnceLock::new();
+        let held = run_until(&rt, &job, move |m| {
+            JobMetrics::get(&m.rows_in) == 3
+                && all_read.get_or_init(Instant::now).elapsed() > Duration::from_secs(1)
+        });
+        assert!(held.stopped);
+        assert_eq!(held.rows_in, 3);
+        assert_eq!(held.rows_out, 0, "parallelism {parallelism}");
+        assert!(rows(out.path()).is_empty());
+
+        // With one, the windows the data has passed fire while the job runs;
+        // the last stays open, and stopping does not fire it.
+        let out = tempfile::tempdir().expect("tempdir");
+        let idle = ", 'scan.watermark.idle-timeout' = '300 ms'";
+        let job = window_job(&topic, idle, out.path()).with_parallelism(parallelism);
+        let fired = run_until(&rt, &job, |m| JobMetrics::get(&m.rows_out) >= 2);
+        assert!(fired.stopped);
+        assert_eq!(
+            rows(out.path()),
+            vec!["2026-01-01T00:00:00, 1", "2026-01-01T00:00:10, 1"],
+            "parallelism {parallelism}"
+        );
+    }
+}
+
+fn bad_topic(rt: &tokio::runtime::Runtime) -> String {
+    let topic = rt.block_on(new_topic("bad", 1)).expect("topic");
+    let values: Vec<Vec<u8>> = [
+        r#"{"id": 1, "ts": "2026-01-01 00:00:01"}"#,
+        r#"{"id": 2, "ts": "2026-01-01T00:00:02"}"#,
+        r#"{"id": "three", "ts": 1767225603000}"#,
+        r#"{"id": 4, "ts": "#,
+        r#"{"id": 5, "ts": 1767225605000}"#,
+    ]
+    .iter()
+    .map(|v| v.as_bytes().to_vec())
+    .collect();
+    rt.block_on(produce(&topic, 0, &values)).expect("produce");
+    topic
+}
+
+#[test]
+fn a_bad_record_stops_the_job_naming_where_it_is() {
+    let rt = runtime();
+    let topic = bad_topic(&rt);
+    let out = tempfile::tempdir().expect("tempdir");
+    let error = rt
+        .block_on(sluice::run(&copy_job(&topic, BOUNDED, out.path())))
+        .expect_err("must fail")
+        .to_string();
+    assert!(
+        error.contains(&format!("topic '{topic}' partition 0 offset 2")),
+        "{error}"
+    );
+    assert!(error.contains("json.ignore-parse-errors"), "{error}");
+    assert!(error.contains("three"), "shows the value: {error}");
+    assert!(ids(out.path()).is_empty(), "nothing committed");
+}
+
+#[test]
+fn bad_records_can_be_skipped_and_are_counted() {
+    let rt = runtime();
+    let topic = bad_topic(&rt);
+    let out = tempfile::tempdir().expect("tempdir");
+    let metrics = Arc::new(JobMetrics::default());
+    let job = copy_job(
+        &topic,
+        &format!("{BOUNDED}, 'json.ignore-parse-errors' = 'true'"),
+        out.path(),
+    );
+    rt.block_on(sluice::run_with(
+        &job,
+        Arc::clone(&metrics),
+        StopSignal::default(),
+    ))
+    .expect("job");
+    assert_eq!(ids(out.path()), vec![1, 2, 5]);
+    assert_eq!(JobMetrics::get(&metrics.records_skipped), 2);
+    assert!(
+        metrics
+            .render("t")
+            .contains("sluice_source_records_skipped_total{job=\"t\"} 2")
+    );
+}
+
+#[test]
+fn bad_records_can_go_to_a_dead_letter_topic() {
+    let rt = runtime();
+    let topic = bad_topic(&rt);
+    let dead = rt.block_on(new_topic("dead", 1)).expect("topic");
+    let out = tempfile::tempdir().expect("tempdir");
+    let metrics = Arc::new(JobMetrics::default());
+    let job = copy_job(
+        &topic,
+        &format!("{BOUNDED}, 'dead-letter.topic' = '{dead}'"),
+        out.path(),
+    );
+    rt.block_on(sluice::run_with(
+        &job,
+        Arc::clone(&metrics),
+        StopSignal::default(),
+    ))
+    .expect("job");
+    assert_eq!(ids(out.path()), vec![1, 2, 5]);
+    assert_eq!(JobMetrics::get(&metrics.records_dead_lettered), 2);
+    let letters = read_all(&dead).expect("dead letters");
+    let values: Vec<String> = letters
+        .iter()
+        .map(|(_, _, v)| String::from_utf8_lossy(v).to_string())
+        .collect();
+    assert_eq!(
+        values,
+        vec![
+            r#"{"id": "three", "ts": 1767225603000}"#.to_string(),
+            r#"{"id": 4, "ts": "#.to_string()
+        ]
+    );
+}
+
+#[test]
+fn startup_and_bounded_modes_choose_the_offsets() {
+    let rt = runtime();
+    let topic = rt.block_on(new_topic("modes", 1)).expect("topic");
+    let rows: Vec<(i64, i64)> = (0..10).map(|i| (i, i)).collect();
+    let stamps: Vec<i64> = (0..10).map(|i| BASE + i * 1000).collect();
+    rt.block_on(produce_at(&topic, 0, &events(&rows), Some(&stamps)))
+        .expect("produce");
+    let run = |extra: String| {
+        let out = tempfile::tempdir().expect("tempdir");
+        rt.block_on(sluice::run(&copy_job(&topic, &extra, out.path())))
+            .expect("job");
+        ids(out.path())
+    };
+    assert_eq!(run(BOUNDED.to_string()), (0..10).collect::<Vec<_>>());
+    assert_eq!(
+        run(", 'scan.startup.mode' = 'specific-offsets', 'scan.startup.specific-offsets' = 'partition:0,offset:3', \
+             'scan.bounded.mode' = 'specific-offsets', 'scan.bounded.specific-offsets' = 'partition:0,offset:7'"
+            .to_string()),
+        vec![3, 4, 5, 6]
+    );
+    assert_eq!(
+        run(format!(
+            ", 'scan.startup.mode' = 'timestamp', 'scan.startup.timestamp-millis' = '{}', \
+               'scan.bounded.mode' = 'timestamp', 'scan.bounded.timestamp-millis' = '{}'",
+            BASE + 6000,
+            BASE + 8000
+        )),
+        vec![6, 7]
+    );
+    assert_eq!(
+        run(format!(", 'scan.startup.mode' = 'latest-offset'{BOUNDED}")),
+        Vec::<i64>::new()
+    );
+
+    // A group's committed position is where the next run starts.
+    let group = sluice_tests::kafka::unique_topic("group");
+    let first = run(format!(
+        ", 'properties.group.id' = '{group}', 'scan.bounded.mode' = 'specific-offsets', \
+           'scan.bounded.specific-offsets' = 'partition:0,offset:4'"
+    ));
+    assert_eq!(first, vec![0, 1, 2, 3]);
+    let second = run(format!(
+        ", 'properties.group.id' = '{group}', 'scan.startup.mode' = 'group-offsets'{BOUNDED}"
+    ));
+    assert_eq!(second, vec![4, 5, 6, 7, 8, 9]);
+}
+
+#[test]
+fn a_missing_topic_or_an_unbounded_batch_source_is_a_clear_error() {
+    let rt = runtime();
+    let out = tempfile::tempdir().expect("tempdir");
+    let missing = sluice_tests::kafka::unique_topic("missing");
+    let error = rt
+        .block_on(sluice::run(&copy_job(&missing, BOUNDED, out.path())))
+        .expect_err("must fail")
+        .to_string();
+    assert!(
+        error.contains(&format!("topic '{missing}' does not exist")),
+        "{error}"
+    );
+
+    let topic = rt.block_on(new_topic("batch", 1)).expect("topic");
+    let error = rt
+        .block_on(sluice::run(
+            &copy_job(&topic, "", out.path()).with_mode(Mode::Batch),
+        ))
+        .expect_err("must fail")
+        .to_string();
+    assert!(error.contains("'scan.bounded.mode'"), "{error}");
+}
+
+#[test]
+fn an_unreachable_broker_fails_within_the_connect_timeout() {
+    let rt = runtime();
+    let out = tempfile::tempdir().expect("tempdir");
+    // Nothing listens on port 1.
+    let sql = format!(
+        "CREATE TABLE ev (id BIGINT) WITH ('connector' = 'kafka', 'topic' = 't',
+           'properties.bootstrap.servers' = '127.0.0.1:1', 'format' = 'json',
+           'connect.timeout' = '1 s'{BOUNDED});
+         CREATE TABLE ids (id BIGINT) WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'parquet');
+         INSERT INTO ids SELECT id FROM ev;",
+        out.path().display()
+    );
+    let started = Instant::now();
+    let error = rt
+        .block_on(sluice::run(
+            &JobSpec::from_text("kafka.sql", &sql).with_mode(Mode::Stream),
+        ))
+        .expect_err("must fail");
+    // Not a timing target: a bound that tells a clear error from a hang.
+    assert!(started.elapsed() < Duration::from_secs(15));
+    let message = error.to_string();
+    assert!(message.contains("cannot reach the cluster"), "{message}");
+    assert!(message.contains("127.0.0.1:1"), "{message}");
+    assert!(error.is_retryable(), "a broker outage may pass");
+}
+
+#[test]
+fn the_sink_writes_keys_and_spreads_partitions() {
+    let rt = runtime();
+    let input = rt.block_on(new_topic("sink-in", 1)).expect("topic");
+    let output = rt.block_on(new_topic("sink-out", 2)).expect("topic");
+    let rows: Vec<(i64, i64)> = (0..6).map(|i| (i, i)).collect();
+    rt.block_on(produce(&input, 0, &events(&rows)))
+        .expect("produce");
+    let sql = format!(
+        "{}CREATE TABLE out_topic (id BIGINT, ts TIMESTAMP(3)) WITH (
+           'connector' = 'kafka', 'topic' = '{output}',
+           'properties.bootstrap.servers' = '{}', 'format' = 'json',
+           'key.fields' = 'id', 'sink.partitioner' = 'round-robin');
+         INSERT INTO out_topic SELECT id, ts FROM ev;",
+        source_ddl(&input, BOUNDED),
+        brokers().expect("broker")
+    );
+    let result = rt
+        .block_on(sluice::run(
+            &JobSpec::from_text("sink.sql", &sql)
+                .with_mode(Mode::Stream)
+                .with_parallelism(1),
+        ))
+        .expect("job");
+    assert_eq!(result.rows_out, 6);
+    let records = read_all(&output).expect("read");
+    assert_eq!(records.len(), 6);
+    let per_partition = |p| records.iter().filter(|r| r.0 == p).count();
+    assert_eq!((per_partition(0), per_partition(1)), (3, 3));
+    let mut written: Vec<String> = records
+        .iter()
+        .map(|(_, key, value)| {
+            format!(
+                "{} {}",
+                String::from_utf8_lossy(key.as_deref().unwrap_or_default()),
+                String::from_utf8_lossy(value)
+            )
+        })
+        .collect();
+    written.sort();
+    assert_eq!(
+        written[0],
+        r#"{"id":0} {"id":0,"ts":"2026-01-01T00:00:00"}"#
+    );
+
+    // What the sink wrote reads back through the source unchanged.
+    let out = tempfile::tempdir().expect("tempdir");
+    rt.block_on(sluice::run(&copy_job(&output, BOUNDED, out.path())))
+        .expect("read back");
+    assert_eq!(ids(out.path()), (0..6).collect::<Vec<_>>());
+}
