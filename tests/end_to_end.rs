@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
+use sluice_engine::sql::Mode;
 use sluice_tests::{read_parquet_dir, reference, sorted_rows, staged_files};
 
 fn repo() -> &'static Path {
@@ -54,8 +55,11 @@ fn sluice_rows(dir: &Path) -> Vec<String> {
     sorted_rows(&read_parquet_dir(dir).expect("read output")).expect("format")
 }
 
+/// Every shipped Nexmark job, in batch mode over Parquet files and in
+/// stream mode over Kafka topics holding the same events, gives the rows
+/// DataFusion computes from the files.
 #[test]
-fn nexmark_jobs_match_datafusion() {
+fn nexmark_jobs_match_datafusion_from_files_and_topics() {
     let runtime = runtime();
     let data = tempfile::tempdir().expect("tempdir");
     sluice::generate::nexmark::generate(
@@ -65,16 +69,33 @@ fn nexmark_jobs_match_datafusion() {
         sluice::generate::FileFormat::Parquet,
     )
     .expect("generate");
+    let brokers = sluice_tests::kafka::brokers().expect("a broker");
+    let topic = sluice_tests::kafka::unique_topic("nexmark");
+    sluice::generate::nexmark::generate_to(
+        &sluice::generate::Destination::Kafka {
+            brokers: brokers.clone(),
+            topic: topic.clone(),
+            partitions: 3,
+            rate: None,
+        },
+        30_000,
+    )
+    .expect("generate to Kafka");
+    let runs = [(Mode::Batch, 1), (Mode::Batch, 2), (Mode::Stream, 2)];
     for query in [
         "q0", "q1", "q2", "q11", "q14", "q15", "q16", "q21", "q22", "tumble", "hop",
     ] {
-        for parallelism in [1, 2] {
+        for (mode, parallelism) in runs {
             let out = tempfile::tempdir().expect("tempdir");
             let job =
                 sluice::JobSpec::from_file(&repo().join(format!("jobs/sql/nexmark/{query}.sql")))
                     .expect("job file")
                     .with_var("DATA", &data.path().display().to_string())
                     .with_var("OUT", &out.path().display().to_string())
+                    .with_var("KAFKA", &brokers)
+                    .with_var("TOPIC", &topic)
+                    .with_var("BOUNDED", "latest-offset")
+                    .with_mode(mode)
                     .with_parallelism(parallelism);
             let result = runtime.block_on(sluice::run(&job)).expect("sluice run");
             assert_eq!(result.late_rows, 0, "{query}: generated data is in order");
@@ -89,11 +110,11 @@ fn nexmark_jobs_match_datafusion() {
             assert_eq!(
                 actual.len(),
                 expected.len(),
-                "{query} at parallelism {parallelism}: row counts"
+                "{query} {mode} at parallelism {parallelism}: row counts"
             );
             assert!(
                 actual == expected,
-                "{query} at parallelism {parallelism}: rows differ"
+                "{query} {mode} at parallelism {parallelism}: rows differ"
             );
         }
     }
@@ -121,10 +142,7 @@ fn game_daily_matches_datafusion_in_both_modes() {
         "the generator writes malformed events"
     );
     let mut distributions = Vec::new();
-    for mode in [
-        sluice_engine::sql::Mode::Batch,
-        sluice_engine::sql::Mode::Stream,
-    ] {
+    for mode in [Mode::Batch, Mode::Stream] {
         let out = tempfile::tempdir().expect("tempdir");
         let job = sluice::JobSpec::from_file(&repo().join("jobs/sql/game_daily.sql"))
             .expect("job file")

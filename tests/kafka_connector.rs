@@ -338,6 +338,23 @@ fn a_missing_topic_or_an_unbounded_batch_source_is_a_clear_error() {
         .expect_err("must fail")
         .to_string();
     assert!(error.contains("'scan.bounded.mode'"), "{error}");
+
+    // An aggregate with no window over a topic that never ends.
+    let sql = format!(
+        "{}CREATE TABLE total (n BIGINT) WITH ('connector' = 'blackhole');
+         INSERT INTO total SELECT COUNT(*) FROM ev;",
+        source_ddl(&topic, "")
+    );
+    let error = rt
+        .block_on(sluice::run(
+            &JobSpec::from_text("total.sql", &sql).with_mode(Mode::Stream),
+        ))
+        .expect_err("must fail")
+        .to_string();
+    assert!(
+        error.contains("GROUP BY without a window over `ev`, which never ends"),
+        "{error}"
+    );
 }
 
 #[test]

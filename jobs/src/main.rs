@@ -1,5 +1,6 @@
 //! `sluice`: run, explain and feed Sluice jobs.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,7 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
-use sluice::generate::{self, FileFormat};
+use sluice::generate::{self, Destination, FileFormat};
 use sluice::{JobSpec, default_parallelism};
 use sluice_engine::StopSignal;
 use sluice_engine::metrics::JobMetrics;
@@ -49,8 +50,8 @@ enum Command {
         #[arg(long, default_value_t = 1_000_000)]
         events: u64,
         /// Directory to write into (one subdirectory per table).
-        #[arg(long)]
-        out: PathBuf,
+        #[arg(long, required_unless_present = "kafka", conflicts_with = "kafka")]
+        out: Option<PathBuf>,
         #[arg(long, value_enum, default_value_t = GenFormat::Parquet)]
         format: GenFormat,
         /// Part files per table.
@@ -59,6 +60,19 @@ enum Command {
         /// Days of event time (game only).
         #[arg(long, default_value_t = 3)]
         days: u32,
+        /// Produce JSON records to Kafka at these bootstrap servers instead
+        /// of writing files: table TABLE goes to topic `TOPIC.TABLE`.
+        #[arg(long, value_name = "BROKERS")]
+        kafka: Option<String>,
+        /// Topic name prefix (with --kafka; default: the data set's name).
+        #[arg(long, requires = "kafka")]
+        topic: Option<String>,
+        /// Partitions of topics that do not exist yet (with --kafka).
+        #[arg(long, default_value_t = 4, requires = "kafka")]
+        partitions: i32,
+        /// Events per second to produce at most (with --kafka; default: as fast as possible).
+        #[arg(long, value_name = "EPS", requires = "kafka")]
+        rate: Option<f64>,
     },
     /// Run the game analytics demo end to end on a small generated data set.
     Demo {
@@ -174,27 +188,52 @@ fn real_main() -> Result<()> {
             format,
             files,
             days,
+            kafka,
+            topic,
+            partitions,
+            rate,
         } => {
-            let format = match format {
-                GenFormat::Parquet => FileFormat::Parquet,
-                GenFormat::Json => FileFormat::Json,
+            let destination = match (kafka, out) {
+                (Some(brokers), _) => Destination::Kafka {
+                    brokers,
+                    topic: topic.unwrap_or_else(|| {
+                        match dataset {
+                            Dataset::Nexmark => "nexmark",
+                            Dataset::Game => "game",
+                        }
+                        .to_string()
+                    }),
+                    partitions,
+                    rate,
+                },
+                (None, Some(dir)) => Destination::Files {
+                    dir,
+                    files,
+                    format: match format {
+                        GenFormat::Parquet => FileFormat::Parquet,
+                        GenFormat::Json => FileFormat::Json,
+                    },
+                },
+                (None, None) => bail!("give --out DIR or --kafka BROKERS"),
             };
             match dataset {
                 Dataset::Nexmark => {
-                    let counts = generate::nexmark::generate(&out, events, files, format)?;
+                    let counts = generate::nexmark::generate_to(&destination, events)?;
                     println!(
-                        "wrote {} bids, {} auctions, {} persons to {}",
+                        "wrote {} bids to {}, {} auctions to {}, {} persons to {}",
                         counts.bids,
+                        destination.describe("bid"),
                         counts.auctions,
+                        destination.describe("auction"),
                         counts.persons,
-                        out.display()
+                        destination.describe("person"),
                     );
                 }
                 Dataset::Game => {
-                    let n = generate::game::generate(&out, events, days, files, format)?;
+                    let n = generate::game::generate_to(&destination, events, days)?;
                     println!(
                         "wrote {n} game events over {days} days to {}",
-                        out.join("events").display()
+                        destination.describe("events")
                     );
                 }
             }
@@ -279,8 +318,10 @@ async fn stop_on_signal(stop: StopSignal) {
         _ = tokio::signal::ctrl_c() => {}
         () = terminate => {}
     }
-    eprintln!("sluice: stopping (signal received)");
     stop.stop();
+    // Not eprintln!: with standard error gone, it would panic and the job
+    // would not stop.
+    let _ = writeln!(std::io::stderr(), "sluice: stopping (signal received)");
 }
 
 const GAME_DAILY: &str = include_str!("../sql/game_daily.sql");

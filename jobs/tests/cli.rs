@@ -123,3 +123,88 @@ fn the_demo_runs_end_to_end_on_generated_data() {
     }
     assert!(stdout.contains("| app_id"), "rows are shown: {stdout}");
 }
+
+/// A stream job on an unbounded topic runs until SIGINT, then stops
+/// cleanly: exit code 0 and a summary line that says it stopped.
+#[test]
+fn a_stream_job_stops_cleanly_on_sigint() {
+    use std::io::BufRead;
+    let Ok(brokers) = std::env::var("SLUICE_KAFKA_BROKERS") else {
+        panic!(
+            "SLUICE_KAFKA_BROKERS is not set: start a broker with scripts/broker.sh (scripts/test.sh does)"
+        );
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let prefix = format!("cli-{}-{nanos}", std::process::id());
+    let gen_status = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["gen", "nexmark", "--events", "1000", "--partitions", "2"])
+        .args(["--kafka", &brokers, "--topic", &prefix])
+        .status()
+        .expect("run sluice gen");
+    assert!(gen_status.success());
+    let job = dir.path().join("tail.sql");
+    std::fs::write(
+        &job,
+        format!(
+            "CREATE TABLE bid (auction BIGINT, price BIGINT) WITH ('connector' = 'kafka',
+               'topic' = '{prefix}.bid', 'properties.bootstrap.servers' = '{brokers}', 'format' = 'json');
+             CREATE TABLE shown (auction BIGINT, price BIGINT) WITH ('connector' = 'print');
+             INSERT INTO shown SELECT auction, price FROM bid;"
+        ),
+    )
+    .expect("write job");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .arg("run")
+        .arg(&job)
+        .args(["--mode", "stream"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start sluice run");
+    // Read what it prints until every bid has come through.
+    let stdout = child.stdout.take().expect("stdout");
+    let lines = std::thread::spawn(move || {
+        let mut seen = 0;
+        for line in std::io::BufReader::new(stdout).lines() {
+            if line.is_ok_and(|l| l.contains("+I[")) {
+                seen += 1;
+                if seen == 920 {
+                    break;
+                }
+            }
+        }
+        seen
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !lines.is_finished() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    if !lines.is_finished() {
+        let _ = child.kill();
+        let output = child.wait_with_output().expect("wait");
+        panic!(
+            "the 920 bids did not come through in 30 s: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    assert_eq!(lines.join().expect("reader"), 920);
+    assert!(
+        child.try_wait().expect("poll").is_none(),
+        "an unbounded job keeps running"
+    );
+    let signalled = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(signalled.success());
+    let output = child.wait_with_output().expect("wait");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "exit code: {stderr}");
+    assert!(
+        stderr.contains("tail.sql stopped: 920 rows in, 920 rows out"),
+        "{stderr}"
+    );
+}

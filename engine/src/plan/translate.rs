@@ -257,6 +257,24 @@ impl Translator<'_> {
         Ok(())
     }
 
+    /// The name of an unbounded source that `node` reads, if any.
+    fn unbounded_source_of(&self, node: NodeId) -> Option<String> {
+        let mut stack = vec![node];
+        let mut seen = BTreeSet::new();
+        while let Some(id) = stack.pop() {
+            if !seen.insert(id) {
+                continue;
+            }
+            if let NodeKind::Source(source) = &self.graph.node(id).kind
+                && !source.source.is_bounded()
+            {
+                return Some(source.table.name.clone());
+            }
+            stack.extend(self.graph.inputs(id).map(|e| e.from));
+        }
+        None
+    }
+
     fn add_sink(&mut self, table: &Arc<TableDef>, stream: Stream) -> Result<()> {
         let sink = self.registry.create_sink(table, &self.context)?;
         let from = stream.schema.inner();
@@ -761,7 +779,15 @@ impl Translator<'_> {
         });
         let (kind, time_index) = match &window {
             Some(w) => (w.kind, Some(w.time_index)),
-            None => (WindowKind::Global, None),
+            None => {
+                if let Some(table) = self.unbounded_source_of(input.node) {
+                    return Err(self.error(format!(
+                        "GROUP BY without a window over `{table}`, which never ends, would never give a result: \
+                         group by a window TVF (TUMBLE, HOP, CUMULATE, SESSION), or bound the source (e.g. 'scan.bounded.mode')"
+                    )));
+                }
+                (WindowKind::Global, None)
+            }
         };
         let (partitioning, parallelism) = if physical_keys.is_empty() {
             (Partitioning::Single, 1)

@@ -1,7 +1,10 @@
 //! Connector options of a table, resolved for the mode the job runs in.
 //!
 //! Options use Flink's names. An option prefixed `batch.` or `stream.`
-//! applies only in that mode and overrides the unprefixed one. A connector
+//! applies only in that mode and overrides the unprefixed one. A table that
+//! names a connector for one mode (`'stream.connector' = 'kafka'`) has, in
+//! that mode, only the options prefixed for it: a job file can read Parquet
+//! files in a backfill and a topic as a stream without edits. A connector
 //! [takes](Options::take) the options it understands; whatever is left when it
 //! is done is an unknown option and an error that names it.
 
@@ -67,10 +70,14 @@ impl Options {
             Mode::Batch => Mode::Stream.prefix(),
             Mode::Stream => Mode::Batch.prefix(),
         };
+        // A connector of this mode's own replaces the shared option set.
+        let own_connector = written
+            .iter()
+            .any(|(key, _)| key.strip_prefix(mode.prefix()) == Some("connector"));
         for (key, value) in written {
             if let Some(key) = key.strip_prefix(mode.prefix()) {
                 overrides.insert(key.to_string(), value.clone());
-            } else if !key.starts_with(other) {
+            } else if !key.starts_with(other) && !own_connector {
                 values.insert(key.clone(), value.clone());
             }
         }
@@ -189,8 +196,7 @@ mod tests {
             ("connector", "filesystem"),
             ("path", "/a"),
             ("batch.path", "/b"),
-            ("stream.connector", "kafka"),
-            ("stream.topic", "t"),
+            ("stream.format", "json"),
         ]
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -202,22 +208,49 @@ mod tests {
         let batch = Options::resolve("t", &written(), Mode::Batch);
         assert_eq!(batch.peek("connector"), Some("filesystem"));
         assert_eq!(batch.peek("path"), Some("/b"));
-        assert_eq!(batch.peek("topic"), None);
+        assert_eq!(batch.peek("format"), None);
         let stream = Options::resolve("t", &written(), Mode::Stream);
-        assert_eq!(stream.peek("connector"), Some("kafka"));
+        assert_eq!(stream.peek("connector"), Some("filesystem"));
         assert_eq!(stream.peek("path"), Some("/a"));
-        assert_eq!(stream.peek("topic"), Some("t"));
+        assert_eq!(stream.peek("format"), Some("json"));
+    }
+
+    #[test]
+    fn a_connector_of_its_own_brings_only_its_own_options() {
+        let written: Vec<(String, String)> = [
+            ("connector", "filesystem"),
+            ("path", "/data/bid"),
+            ("format", "parquet"),
+            ("stream.connector", "kafka"),
+            ("stream.topic", "bids"),
+            ("stream.format", "json"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let mut batch = Options::resolve("bid", &written, Mode::Batch);
+        assert_eq!(batch.take("connector").as_deref(), Some("filesystem"));
+        assert_eq!(batch.take("path").as_deref(), Some("/data/bid"));
+        let mut stream = Options::resolve("bid", &written, Mode::Stream);
+        assert_eq!(stream.take("connector").as_deref(), Some("kafka"));
+        assert_eq!(stream.take("format").as_deref(), Some("json"));
+        assert_eq!(stream.take("topic").as_deref(), Some("bids"));
+        assert_eq!(
+            stream.take("path"),
+            None,
+            "the files' options stay with the files"
+        );
+        assert!(stream.finish("kafka").is_ok());
     }
 
     #[test]
     fn leftover_options_are_named() {
         let mut o = Options::resolve("bids", &written(), Mode::Stream);
         o.take("connector");
-        o.take("topic");
-        let err = o.finish("kafka").expect_err("must fail").to_string();
+        let err = o.finish("filesystem").expect_err("must fail").to_string();
         assert_eq!(
             err,
-            "table `bids`: unknown option 'path' for connector 'kafka'"
+            "table `bids`: unknown options 'format', 'path' for connector 'filesystem'"
         );
     }
 

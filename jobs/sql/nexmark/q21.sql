@@ -13,7 +13,13 @@ CREATE TABLE bid (
 ) WITH (
   'connector' = 'filesystem',
   'path' = '${DATA:-data/nexmark}/bid',
-  'format' = 'parquet'
+  'format' = 'parquet',
+  -- In stream mode, the topic `sluice gen nexmark --kafka BROKERS` fills.
+  'stream.connector' = 'kafka',
+  'stream.topic' = '${TOPIC:-nexmark}.bid',
+  'stream.properties.bootstrap.servers' = '${KAFKA:-127.0.0.1:9092}',
+  'stream.format' = 'json',
+  'stream.scan.bounded.mode' = '${BOUNDED:-unbounded}'
 );
 
 CREATE TABLE q21 (

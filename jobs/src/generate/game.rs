@@ -18,7 +18,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use sluice_engine::{Result, SluiceError};
 
-use super::{FileFormat, TableWriter};
+use super::{Destination, FileFormat};
 use crate::generate::nexmark::BASE_TIME_MS;
 
 pub const APPS: [&str; 4] = ["puzzle_quest", "space_miner", "word_duel", "kart_blitz"];
@@ -47,10 +47,23 @@ pub fn generate(
     files: usize,
     format: FileFormat,
 ) -> Result<u64> {
+    generate_to(
+        &Destination::Files {
+            dir: out.to_path_buf(),
+            files,
+            format,
+        },
+        events,
+        days,
+    )
+}
+
+/// Generates `events` game events over `days` days as the table `events`
+/// of `destination`.
+pub fn generate_to(destination: &Destination, events: u64, days: u32) -> Result<u64> {
     const CHUNK: usize = 64 * 1024;
     let schema = schema();
-    let per_file = (events as usize).div_ceil(files.max(1)).max(1);
-    let mut writer = TableWriter::new(&out.join("events"), Arc::clone(&schema), format, per_file)?;
+    let mut writer = destination.table("events", Arc::clone(&schema), events, events)?;
     let mut rng = SmallRng::seed_from_u64(42);
     let players = (events / 40).max(10) as i64;
     let span = i64::from(days.max(1)) * 86_400_000;

@@ -2,9 +2,11 @@
 //!
 //! Both write time-ordered part files (`part-0000.parquet`, …) per table, so
 //! the files of one table cover consecutive event-time ranges, as real
-//! backfill inputs do.
+//! backfill inputs do; or the same rows as JSON records to a Kafka topic per
+//! table, so one data set feeds both modes.
 
 pub mod game;
+pub mod kafka;
 pub mod nexmark;
 
 use std::fs::File;
@@ -36,6 +38,97 @@ impl std::str::FromStr for FileFormat {
             other => Err(SluiceError::config(format!(
                 "unknown format `{other}`: use parquet or json"
             ))),
+        }
+    }
+}
+
+/// Where a generator writes its tables.
+#[derive(Debug, Clone)]
+pub enum Destination {
+    /// Part files in a subdirectory per table.
+    Files {
+        dir: PathBuf,
+        files: usize,
+        format: FileFormat,
+    },
+    /// JSON records to the topic `{topic}.{table}` per table (created with
+    /// `partitions` partitions when missing), at most `rate` events per
+    /// second in all when given.
+    Kafka {
+        brokers: String,
+        topic: String,
+        partitions: i32,
+        rate: Option<f64>,
+    },
+}
+
+impl Destination {
+    /// Where table `name` goes, for a table of about `rows` of `events` rows
+    /// in all.
+    pub fn table(
+        &self,
+        name: &str,
+        schema: SchemaRef,
+        rows: u64,
+        events: u64,
+    ) -> Result<TableOutput> {
+        Ok(match self {
+            Self::Files { dir, files, format } => TableOutput::Files(Box::new(TableWriter::new(
+                &dir.join(name),
+                schema,
+                *format,
+                (rows as usize).div_ceil((*files).max(1)).max(1),
+            )?)),
+            Self::Kafka {
+                brokers,
+                topic,
+                partitions,
+                rate,
+            } => {
+                let share = rows as f64 / events.max(1) as f64;
+                TableOutput::Kafka(kafka::KafkaTableWriter::new(
+                    brokers,
+                    &self.topic_of(topic, name),
+                    *partitions,
+                    rate.map(|r| r * share),
+                )?)
+            }
+        })
+    }
+
+    fn topic_of(&self, topic: &str, table: &str) -> String {
+        format!("{topic}.{table}")
+    }
+
+    /// Says where table `name` went, for the generator's summary.
+    pub fn describe(&self, name: &str) -> String {
+        match self {
+            Self::Files { dir, .. } => dir.join(name).display().to_string(),
+            Self::Kafka { topic, brokers, .. } => {
+                format!("topic '{}' at {brokers}", self.topic_of(topic, name))
+            }
+        }
+    }
+}
+
+/// One table's output: files or a topic.
+pub enum TableOutput {
+    Files(Box<TableWriter>),
+    Kafka(kafka::KafkaTableWriter),
+}
+
+impl TableOutput {
+    pub fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        match self {
+            Self::Files(w) => w.write(batch),
+            Self::Kafka(w) => w.write(batch),
+        }
+    }
+
+    pub fn finish(self) -> Result<()> {
+        match self {
+            Self::Files(w) => w.finish(),
+            Self::Kafka(w) => w.finish().map(|_| ()),
         }
     }
 }

@@ -16,7 +16,7 @@ use nexmark::config::NexmarkConfig;
 use nexmark::event::Event;
 use sluice_engine::{Result, SluiceError};
 
-use super::{FileFormat, TableWriter};
+use super::{Destination, FileFormat};
 
 /// 2026-01-01T00:00:00Z.
 pub const BASE_TIME_MS: u64 = 1_767_225_600_000;
@@ -145,20 +145,28 @@ const PERSON_ORDER: [(u8, usize); 8] = [
 /// Generates `events` Nexmark events into `out/{person,auction,bid}`, each
 /// split into `files` time-ranged part files.
 pub fn generate(out: &Path, events: u64, files: usize, format: FileFormat) -> Result<Counts> {
+    generate_to(
+        &Destination::Files {
+            dir: out.to_path_buf(),
+            files,
+            format,
+        },
+        events,
+    )
+}
+
+/// Generates `events` Nexmark events as the tables `person`, `auction`
+/// and `bid` of `destination`.
+pub fn generate_to(destination: &Destination, events: u64) -> Result<Counts> {
     let config = NexmarkConfig {
         base_time: BASE_TIME_MS,
         ..NexmarkConfig::default()
     };
     // Nexmark's mix: 1 person, 3 auctions, 46 bids in every 50 events.
-    let per_file = |share: u64| {
-        ((events * share / 50) as usize)
-            .div_ceil(files.max(1))
-            .max(1)
-    };
-    let mut bids = TableWriter::new(&out.join("bid"), bid_schema(), format, per_file(46))?;
-    let mut auctions =
-        TableWriter::new(&out.join("auction"), auction_schema(), format, per_file(3))?;
-    let mut persons = TableWriter::new(&out.join("person"), person_schema(), format, per_file(1))?;
+    let share = |n: u64| events * n / 50;
+    let mut bids = destination.table("bid", bid_schema(), share(46), events)?;
+    let mut auctions = destination.table("auction", auction_schema(), share(3), events)?;
+    let mut persons = destination.table("person", person_schema(), share(1), events)?;
     let mut bid_cols = Columns::new(3, 3, 1);
     let mut auction_cols = Columns::new(5, 3, 2);
     let mut person_cols = Columns::new(1, 6, 1);
