@@ -120,6 +120,66 @@ fn nexmark_jobs_match_datafusion_from_files_and_topics() {
     }
 }
 
+/// The Flink Nexmark benchmark's DDL and views over the `nexmark` source
+/// give, in both modes, what the same queries give over files that
+/// `sluice gen nexmark` wrote for the same number of events.
+#[test]
+fn flink_nexmark_ddl_over_the_nexmark_source_matches_generated_files() {
+    let runtime = runtime();
+    let data = tempfile::tempdir().expect("tempdir");
+    sluice::generate::nexmark::generate(
+        data.path(),
+        30_000,
+        2,
+        sluice::generate::FileFormat::Parquet,
+    )
+    .expect("generate");
+    let bids = data.path().join("bid");
+    let expected_q1 = datafusion_rows(
+        &runtime,
+        "bid",
+        &bids,
+        reference::nexmark("q1").expect("q1"),
+    );
+    let expected_tumble = datafusion_rows(
+        &runtime,
+        "bid",
+        &bids,
+        reference::nexmark("tumble").expect("tumble"),
+    );
+    for (mode, parallelism) in [(Mode::Batch, 2), (Mode::Stream, 1), (Mode::Stream, 2)] {
+        let out = tempfile::tempdir().expect("tempdir");
+        let job = sluice::JobSpec::from_file(&repo().join("jobs/sql/nexmark/datagen.sql"))
+            .expect("job file")
+            .with_var("EVENTS", "30000")
+            .with_var("OUT", &out.path().display().to_string())
+            .with_mode(mode)
+            .with_parallelism(parallelism);
+        let result = runtime.block_on(sluice::run(&job)).expect("sluice run");
+        assert_eq!(result.rows_in, 30_000);
+        assert_eq!(result.late_rows, 0);
+        let context = format!("{mode} at parallelism {parallelism}");
+        assert!(
+            sluice_rows(&out.path().join("datagen_q1")) == expected_q1,
+            "q1 {context}"
+        );
+        assert!(
+            sluice_rows(&out.path().join("datagen_tumble")) == expected_tumble,
+            "tumble {context}"
+        );
+        let persons: u64 = sluice_rows(&out.path().join("datagen_arrivals"))
+            .iter()
+            .map(|r| {
+                r.rsplit(", ")
+                    .next()
+                    .and_then(|n| n.parse::<u64>().ok())
+                    .expect("count")
+            })
+            .sum();
+        assert_eq!(persons, 600, "{context}: one event in 50 is a person");
+    }
+}
+
 #[test]
 fn game_daily_matches_datafusion_in_both_modes() {
     let runtime = runtime();

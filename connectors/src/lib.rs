@@ -9,11 +9,14 @@
 //! - `kafka`: topics as sources (a split per partition, read concurrently,
 //!   each with its own watermark; startup and bounded modes; bad records
 //!   fail, are skipped, or go to a dead-letter topic) and as sinks.
+//! - `nexmark`: Nexmark events generated in the source, in the shape of
+//!   the Flink Nexmark benchmark's `datagen` table; bounded by `events.num`.
 //! - `print`: rows to standard output, as Flink prints them (`+I[...]`).
 //! - `blackhole`: discards rows (for benchmarks).
 
 pub mod filesystem;
 pub mod kafka;
+pub mod nexmark;
 pub mod print;
 pub mod store;
 
@@ -28,6 +31,7 @@ pub fn registry() -> ConnectorRegistry {
     registry.register_sink("filesystem", Arc::new(filesystem::FileSystemFactory));
     registry.register_source("kafka", Arc::new(kafka::KafkaFactory));
     registry.register_sink("kafka", Arc::new(kafka::KafkaFactory));
+    registry.register_source("nexmark", Arc::new(nexmark::NexmarkFactory));
     registry.register_sink("print", Arc::new(print::PrintFactory));
     registry.register_sink("blackhole", Arc::new(print::BlackholeFactory));
     registry

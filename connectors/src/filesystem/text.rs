@@ -30,7 +30,7 @@ impl TextSource {
     pub fn new(files: FileSet, table: &TableDef, format: Format) -> Self {
         Self {
             files,
-            table_schema: Arc::clone(&table.schema),
+            table_schema: Arc::clone(&table.physical),
             format,
         }
     }

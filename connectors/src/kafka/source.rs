@@ -205,7 +205,7 @@ impl KafkaSource {
             .unwrap_or(DEFAULT_CONNECT_TIMEOUT);
         Ok(Self {
             table: name,
-            table_schema: Arc::clone(&table.schema),
+            table_schema: Arc::clone(&table.physical),
             topics,
             properties,
             format,

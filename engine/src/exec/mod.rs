@@ -132,11 +132,12 @@ pub async fn run(
         let mut assigned: Vec<Vec<Arc<dyn Split>>> = vec![Vec::new(); stage.parallelism];
         let mut watermark = None;
         let mut reading = Reading::InOrder;
+        let mut compute = None;
         if let NodeKind::Source(source) = &root.kind {
             let request = ScanRequest {
                 metrics: Arc::clone(&metrics),
                 projection: source.projection.clone(),
-                schema: Arc::clone(&root.schema),
+                schema: Arc::clone(&source.read_schema),
                 time_column: source.table.watermark.as_ref().map(|w| w.column.clone()),
                 batch_size: options.batch_size,
             };
@@ -144,6 +145,10 @@ pub async fn run(
             let expected: u64 = splits.iter().filter_map(|s| s.estimated_rows()).sum();
             JobMetrics::add(&metrics.rows_expected, expected);
             reading = source.source.reading();
+            compute = source
+                .compute
+                .clone()
+                .map(|exprs| (exprs, Arc::clone(&root.schema)));
             assigned = assign_splits(splits, stage.parallelism, reading);
             watermark = match (&source.watermark, &source.table.watermark) {
                 (Some(expr), Some(decl)) => root
@@ -173,6 +178,7 @@ pub async fn run(
                 NodeKind::Source(_) => task::Input::Source {
                     splits,
                     reading,
+                    compute: compute.clone(),
                     watermark: watermark.clone(),
                     stop: options.stop.clone(),
                 },

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arrow::array::Array;
+use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use futures::StreamExt;
 use futures::stream::select_all;
@@ -35,6 +36,9 @@ pub enum Input {
     Source {
         splits: Vec<Arc<dyn Split>>,
         reading: Reading,
+        /// Computed columns: the output columns as expressions over what
+        /// the splits yield, and the output schema.
+        compute: Option<(Vec<Arc<dyn PhysicalExpr>>, SchemaRef)>,
         /// The watermark expression and the rowtime column it is for.
         watermark: Option<(Arc<dyn PhysicalExpr>, usize)>,
         stop: StopSignal,
@@ -62,7 +66,7 @@ enum Exit {
     },
     Sink {
         table: String,
-        schema: arrow::datatypes::SchemaRef,
+        schema: SchemaRef,
         writer: Option<Box<dyn SinkWriter>>,
         metrics: Arc<JobMetrics>,
     },
@@ -331,11 +335,13 @@ pub async fn run(chain: &mut Chain, input: Input, metrics: &JobMetrics) -> Resul
         Input::Source {
             splits,
             reading,
+            compute,
             watermark,
             stop,
         } => {
             let mut reader = SplitReader {
                 watermarks: SplitWatermarks::new(splits.iter().map(|s| s.min_event_time())),
+                compute,
                 watermark,
                 metrics,
             };
@@ -363,6 +369,7 @@ pub async fn run(chain: &mut Chain, input: Input, metrics: &JobMetrics) -> Resul
 /// What a source subtask keeps while it reads its splits.
 struct SplitReader<'a> {
     watermarks: SplitWatermarks,
+    compute: Option<(Vec<Arc<dyn PhysicalExpr>>, SchemaRef)>,
     /// The watermark expression and the rowtime column it is for.
     watermark: Option<(Arc<dyn PhysicalExpr>, usize)>,
     metrics: &'a JobMetrics,
@@ -466,6 +473,10 @@ impl SplitReader<'_> {
 
     async fn push(&mut self, chain: &mut Chain, split: usize, batch: RecordBatch) -> Result<()> {
         JobMetrics::add(&self.metrics.rows_in, batch.num_rows() as u64);
+        let batch = match &self.compute {
+            Some((exprs, schema)) => computed_columns(&batch, exprs, schema)?,
+            None => batch,
+        };
         match &self.watermark {
             Some((expr, time_index)) => {
                 push_with_watermarks(chain, &mut self.watermarks, split, batch, expr, *time_index)?
@@ -487,6 +498,28 @@ impl SplitReader<'_> {
         }
         Ok(())
     }
+}
+
+/// Evaluates a table's columns, computed ones included, over what was read.
+fn computed_columns(
+    batch: &RecordBatch,
+    exprs: &[Arc<dyn PhysicalExpr>],
+    schema: &SchemaRef,
+) -> Result<RecordBatch> {
+    let columns = exprs
+        .iter()
+        .map(|e| {
+            e.evaluate(batch)
+                .and_then(|v| v.into_array(batch.num_rows()))
+        })
+        .collect::<datafusion::error::Result<Vec<_>>>()
+        .exec_context(|| "computing the table's computed columns".to_string())?;
+    RecordBatch::try_new_with_options(
+        Arc::clone(schema),
+        columns,
+        &arrow::record_batch::RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
+    )
+    .exec_context(|| "computing the table's computed columns".to_string())
 }
 
 /// Pushes a batch read from split `split`, with watermarks as if one were

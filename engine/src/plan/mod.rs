@@ -52,9 +52,15 @@ pub enum NodeKind {
 pub struct SourceNode {
     pub table: Arc<TableDef>,
     pub source: Arc<dyn Source>,
-    /// The table's columns this source reads (for every consumer together).
+    /// The table's physical columns this source reads (for every consumer
+    /// together), as indices into `table.physical`.
     pub projection: Vec<usize>,
-    /// The table's watermark expression over the projected columns.
+    /// Their schema: what the source's splits yield.
+    pub read_schema: SchemaRef,
+    /// When the table has computed columns: the node's output columns as
+    /// expressions over what was read.
+    pub compute: Option<Vec<Arc<dyn PhysicalExpr>>>,
+    /// The table's watermark expression over the node's output columns.
     pub watermark: Option<Arc<dyn PhysicalExpr>>,
 }
 

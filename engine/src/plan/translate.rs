@@ -242,12 +242,15 @@ impl Translator<'_> {
             }
             None => None,
         };
+        let (read, read_schema, compute) = self.source_columns(table, &projection)?;
         let source = self.registry.create_source(table, &self.context)?;
         let id = self.add_node(
             NodeKind::Source(SourceNode {
                 table: Arc::clone(table),
                 source,
-                projection: projection.clone(),
+                projection: read,
+                read_schema,
+                compute,
                 watermark,
             }),
             self.parallelism,
@@ -255,6 +258,66 @@ impl Translator<'_> {
         );
         self.sources.insert(table.name.clone(), (id, projection));
         Ok(())
+    }
+
+    /// The physical columns to read for the table's columns `projection`,
+    /// their schema, and (when some are computed) the expressions that make
+    /// the projected columns from them.
+    #[allow(clippy::type_complexity)]
+    fn source_columns(
+        &self,
+        table: &TableDef,
+        projection: &[usize],
+    ) -> Result<(Vec<usize>, SchemaRef, Option<Vec<Arc<dyn PhysicalExpr>>>)> {
+        let fail = |e: &dyn std::fmt::Display| {
+            SluiceError::plan(format!(
+                "{}: table `{}`: {e}",
+                table.declared_at, table.name
+            ))
+        };
+        if table.computed.is_empty() {
+            let schema = table.physical.project(projection).map_err(|e| fail(&e))?;
+            return Ok((projection.to_vec(), Arc::new(schema), None));
+        }
+        let computed = |i: usize| table.computed.iter().find(|(c, _)| *c == i).map(|c| &c.1);
+        let mut read = BTreeSet::new();
+        for &i in projection {
+            let names: Vec<String> = match computed(i) {
+                Some(expr) => expr
+                    .column_refs()
+                    .into_iter()
+                    .map(|c| c.name.clone())
+                    .collect(),
+                None => vec![table.schema.field(i).name().clone()],
+            };
+            for name in names {
+                read.insert(table.physical.index_of(&name).map_err(|e| fail(&e))?);
+            }
+        }
+        let read: Vec<usize> = read.into_iter().collect();
+        let read_schema = Arc::new(table.physical.project(&read).map_err(|e| fail(&e))?);
+        let df_schema = DFSchema::try_from_qualified_schema(table.name.as_str(), &read_schema)
+            .map_err(|e| fail(&e))?;
+        let exprs = projection
+            .iter()
+            .map(|&i| {
+                let expr = match computed(i) {
+                    Some(expr) => expr.clone(),
+                    None => Expr::Column(Column::new(
+                        Some(table.name.as_str()),
+                        table.schema.field(i).name(),
+                    )),
+                };
+                create_physical_expr(
+                    &expr,
+                    &df_schema,
+                    &self.props,
+                    &PhysicalPlanningContext::default(),
+                )
+                .map_err(|e| fail(&crate::sql::df_message(&e)))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok((read, read_schema, Some(exprs)))
     }
 
     /// The name of an unbounded source that `node` reads, if any.

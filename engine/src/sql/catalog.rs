@@ -23,7 +23,14 @@ use crate::error::{Result, SluiceError};
 #[derive(Debug, Clone)]
 pub struct TableDef {
     pub name: String,
+    /// Every column as queries see it, computed ones included, in the
+    /// declared order.
     pub schema: SchemaRef,
+    /// The columns a source reads: `schema` without the computed ones.
+    pub physical: SchemaRef,
+    /// Computed columns (`name AS expr`): their index in `schema` and their
+    /// expression over `physical`, qualified by the table's name.
+    pub computed: Vec<(usize, Expr)>,
     /// The rowtime column and its watermark expression, planned against `schema`.
     pub watermark: Option<Watermark>,
     pub options: Options,
@@ -84,27 +91,46 @@ pub fn arrow_type(table: &str, column: &str, data_type: &ast::DataType) -> Resul
             DataType::Timestamp(timestamp_unit(*precision), zone)
         }
         T::Bytes(_) | T::Binary(_) | T::Varbinary(_) => DataType::Binary,
+        T::Struct(fields, _) => DataType::Struct(
+            fields
+                .iter()
+                .enumerate()
+                .map(|(i, f)| {
+                    let name = f
+                        .field_name
+                        .as_ref()
+                        .map_or_else(|| format!("f{i}"), |n| n.value.clone());
+                    let inner = arrow_type(table, &format!("{column}.{name}"), &f.field_type)?;
+                    Ok(Field::new(name, inner, true))
+                })
+                .collect::<Result<Vec<_>>>()?
+                .into(),
+        ),
         T::Custom(name, args) if name.to_string().eq_ignore_ascii_case("TIMESTAMP_LTZ") => {
             let precision = args.first().and_then(|a| a.parse().ok());
             DataType::Timestamp(timestamp_unit(precision), Some("UTC".into()))
         }
         other => {
             return Err(SluiceError::plan(format!(
-                "table `{table}`: column `{column}` has type {other}, which Sluice does not support; use BIGINT, INT, SMALLINT, TINYINT, DOUBLE, FLOAT, DECIMAL(p, s), STRING/VARCHAR, BOOLEAN, DATE, TIMESTAMP(p), TIMESTAMP_LTZ(p) or BYTES"
+                "table `{table}`: column `{column}` has type {other}, which Sluice does not support; use BIGINT, INT, SMALLINT, TINYINT, DOUBLE, FLOAT, DECIMAL(p, s), STRING/VARCHAR, BOOLEAN, DATE, TIMESTAMP(p), TIMESTAMP_LTZ(p), BYTES or ROW<name type, ...>"
             )));
         }
     })
 }
 
-/// Builds the Arrow schema of a declared table.
+/// Builds the Arrow schema of a declared table's physical columns (those
+/// that are not computed).
 pub fn table_schema(decl: &TableDecl) -> Result<SchemaRef> {
     let mut fields = Vec::with_capacity(decl.columns.len());
-    for column in &decl.columns {
-        if fields.iter().any(|f: &Field| f.name() == &column.name) {
+    for (i, column) in decl.columns.iter().enumerate() {
+        if decl.columns[..i].iter().any(|c| c.name == column.name) {
             return Err(SluiceError::plan(format!(
                 "table `{}`: column `{}` is declared twice",
                 decl.name, column.name
             )));
+        }
+        if column.computed.is_some() {
+            continue;
         }
         let data_type = arrow_type(&decl.name, &column.name, &column.data_type)?;
         fields.push(Field::new(&column.name, data_type, column.nullable));

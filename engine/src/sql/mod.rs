@@ -16,11 +16,11 @@ use std::sync::Arc;
 
 use datafusion::common::DFSchema;
 use datafusion::error::DataFusionError;
-use datafusion::logical_expr::{LogicalPlan, ScalarUDF, WriteOp};
+use datafusion::logical_expr::{Expr, ExprSchemable, LogicalPlan, ScalarUDF, WriteOp};
 use datafusion::optimizer::analyzer::Analyzer;
 use datafusion::optimizer::optimizer::{Optimizer, OptimizerContext, OptimizerRule};
 use datafusion::sql::planner::{PlannerContext, SqlToRel};
-use datafusion::sql::sqlparser::ast::{Query, Statement};
+use datafusion::sql::sqlparser::ast::{Expr as SqlExpr, Query, SelectItem, SetExpr, Statement};
 
 pub use catalog::{Catalog, TableDef, Watermark};
 pub use options::{Mode, Options};
@@ -79,8 +79,23 @@ pub fn compile(job: &JobFile, mode: Mode, functions: &[Arc<ScalarUDF>]) -> Resul
             JobStatement::Insert(i) => {
                 let at = format!("{file}:{}", i.line);
                 let planner = SqlToRel::new_with_options(&catalog, parser_options(&catalog));
+                let mut statement = i.item.as_ref().clone();
+                if let Statement::Insert(insert) = &mut statement {
+                    if let Some(table) = catalog.table(&insert.table.to_string())
+                        && let Some((c, _)) = table.computed.first()
+                    {
+                        return Err(SluiceError::plan(format!(
+                            "{at}: table `{}` has a computed column (`{}`), so it can only be read, not written",
+                            table.name,
+                            table.schema.field(*c).name()
+                        )));
+                    }
+                    if let Some(source) = insert.source.as_mut() {
+                        name_nested_fields(source);
+                    }
+                }
                 let plan = planner
-                    .sql_statement_to_plan(i.item.as_ref().clone())
+                    .sql_statement_to_plan(statement)
                     .map_err(|e| planning_error(file, i.line, i.column, e))?;
                 let LogicalPlan::Dml(dml) = plan else {
                     return Err(SluiceError::plan(format!("{at}: expected INSERT INTO")));
@@ -153,7 +168,39 @@ fn parser_options(catalog: &Catalog) -> datafusion::sql::planner::ParserOptions 
 
 fn plan_query(catalog: &Catalog, query: &Query) -> datafusion::error::Result<LogicalPlan> {
     let planner = SqlToRel::new_with_options(catalog, parser_options(catalog));
-    planner.sql_statement_to_plan(Statement::Query(Box::new(query.clone())))
+    let mut query = query.clone();
+    name_nested_fields(&mut query);
+    planner.sql_statement_to_plan(Statement::Query(Box::new(query)))
+}
+
+/// Names a selected nested field after the field, as Flink does:
+/// `SELECT bid.auction` yields a column `auction` (DataFusion would call it
+/// `t.bid[auction]`).
+fn name_nested_fields(query: &mut Query) {
+    fn in_body(body: &mut SetExpr) {
+        match body {
+            SetExpr::Select(select) => {
+                for item in &mut select.projection {
+                    if let SelectItem::UnnamedExpr(SqlExpr::CompoundIdentifier(parts)) = item
+                        && let Some(last) = parts.last().filter(|_| parts.len() >= 2)
+                    {
+                        let alias = last.clone();
+                        *item = SelectItem::ExprWithAlias {
+                            expr: SqlExpr::CompoundIdentifier(parts.clone()),
+                            alias,
+                        };
+                    }
+                }
+            }
+            SetExpr::Query(query) => name_nested_fields(query),
+            SetExpr::SetOperation { left, right, .. } => {
+                in_body(left);
+                in_body(right);
+            }
+            _ => {}
+        }
+    }
+    in_body(&mut query.body);
 }
 
 /// Type coercion, then the optimizer rules whose rewrites keep streaming
@@ -179,17 +226,69 @@ fn optimize(catalog: &Catalog, plan: LogicalPlan) -> datafusion::error::Result<L
     Optimizer::with_rules(rules).optimize(plan, &context, |_, _| {})
 }
 
+/// Plans a table's computed columns over its physical ones; returns the
+/// table's whole schema, in declared order, and the computed expressions.
+fn computed_columns(
+    decl: &parser::TableDecl,
+    physical: &arrow::datatypes::SchemaRef,
+    catalog: &Catalog,
+    at: &str,
+) -> Result<(arrow::datatypes::SchemaRef, Vec<(usize, Expr)>)> {
+    if decl.columns.iter().all(|c| c.computed.is_none()) {
+        return Ok((Arc::clone(physical), Vec::new()));
+    }
+    let df_schema = DFSchema::try_from_qualified_schema(decl.name.as_str(), physical)
+        .map_err(|e| SluiceError::plan(format!("{at}: table `{}`: {e}", decl.name)))?;
+    let planner = SqlToRel::new_with_options(catalog, parser_options(catalog));
+    let mut fields = Vec::with_capacity(decl.columns.len());
+    let mut computed = Vec::new();
+    for (i, column) in decl.columns.iter().enumerate() {
+        match &column.computed {
+            None => fields.push(
+                physical
+                    .field_with_name(&column.name)
+                    .map_err(|e| SluiceError::plan(format!("{at}: table `{}`: {e}", decl.name)))?
+                    .clone(),
+            ),
+            Some(sql) => {
+                let expr = planner
+                    .sql_to_expr(sql.clone(), &df_schema, &mut PlannerContext::new())
+                    .and_then(|e| {
+                        use datafusion::common::tree_node::TreeNode;
+                        use datafusion::optimizer::analyzer::type_coercion::TypeCoercionRewriter;
+                        let e = e.rewrite(&mut TypeCoercionRewriter::new(&df_schema))?.data;
+                        let data_type = e.get_type(&df_schema)?;
+                        Ok((e, data_type))
+                    })
+                    .map_err(|e| {
+                        SluiceError::plan(format!(
+                            "{at}: computed column `{}`: {}",
+                            column.name,
+                            df_message(&e)
+                        ))
+                    })?;
+                fields.push(arrow::datatypes::Field::new(&column.name, expr.1, true));
+                computed.push((i, expr.0));
+            }
+        }
+    }
+    Ok((Arc::new(arrow::datatypes::Schema::new(fields)), computed))
+}
+
 fn declare_table(
     decl: &parser::TableDecl,
     mode: Mode,
     catalog: &Catalog,
     at: &str,
 ) -> Result<TableDef> {
-    let schema = catalog::table_schema(decl).map_err(|e| prefix(at, e))?;
+    let physical = catalog::table_schema(decl).map_err(|e| prefix(at, e))?;
     let options = Options::resolve(&decl.name, &decl.options, mode);
+    let (schema, computed) = computed_columns(decl, &physical, catalog, at)?;
     let mut def = TableDef {
         name: decl.name.clone(),
         schema,
+        physical,
+        computed,
         watermark: None,
         options,
         declared_at: at.to_string(),
@@ -233,10 +332,7 @@ fn declare_table(
     Ok(def)
 }
 
-fn check_watermark_type(
-    expr: &datafusion::logical_expr::Expr,
-    schema: &DFSchema,
-) -> Result<(), String> {
+fn check_watermark_type(expr: &Expr, schema: &DFSchema) -> Result<(), String> {
     use datafusion::logical_expr::ExprSchemable;
     match expr.get_type(schema) {
         Ok(arrow::datatypes::DataType::Timestamp(..)) => Ok(()),

@@ -19,7 +19,7 @@
 
 use datafusion::sql::sqlparser::ast::{
     DataType, Expr, Function, FunctionArg, FunctionArgExpr, FunctionArgumentList,
-    FunctionArguments, Ident, ObjectName, Query, Statement,
+    FunctionArguments, Ident, ObjectName, Query, Statement, StructBracketKind, StructField,
 };
 use datafusion::sql::sqlparser::dialect::Dialect;
 use datafusion::sql::sqlparser::keywords::Keyword;
@@ -68,8 +68,12 @@ pub struct TableDecl {
 #[derive(Debug, Clone)]
 pub struct ColumnDecl {
     pub name: String,
+    /// `DataType::Unspecified` for a computed column.
     pub data_type: DataType,
     pub nullable: bool,
+    /// `name AS expr`: computed from the other columns when read, as in
+    /// Flink; not stored.
+    pub computed: Option<Expr>,
 }
 
 #[derive(Debug, Clone)]
@@ -303,7 +307,23 @@ fn parse_create_table(parser: &mut Parser) -> Result<TableDecl, ParserError> {
             }
         } else {
             let column = parser.parse_identifier()?.value;
-            let data_type = parser.parse_data_type()?;
+            if parser.parse_keyword(Keyword::AS) {
+                let expr = parser.parse_expr()?;
+                if parser.parse_keyword(Keyword::COMMENT) {
+                    parse_string(parser)?;
+                }
+                columns.push(ColumnDecl {
+                    name: column,
+                    data_type: DataType::Unspecified,
+                    nullable: true,
+                    computed: Some(expr),
+                });
+                if !parser.consume_token(&Token::Comma) {
+                    break;
+                }
+                continue;
+            }
+            let data_type = parse_column_type(parser)?;
             let mut nullable = true;
             loop {
                 if parser.parse_keywords(&[Keyword::NOT, Keyword::NULL]) {
@@ -320,6 +340,7 @@ fn parse_create_table(parser: &mut Parser) -> Result<TableDecl, ParserError> {
                 name: column,
                 data_type,
                 nullable,
+                computed: None,
             });
         }
         if !parser.consume_token(&Token::Comma) {
@@ -353,6 +374,37 @@ fn parse_create_table(parser: &mut Parser) -> Result<TableDecl, ParserError> {
         primary_key,
         options,
     })
+}
+
+/// A column type, with Flink's `ROW<name type, ...>` and `ROW(name type, ...)`.
+fn parse_column_type(parser: &mut Parser) -> Result<DataType, ParserError> {
+    if !parse_word(parser, "ROW") {
+        return parser.parse_data_type();
+    }
+    let (close, bracket) = if parser.consume_token(&Token::Lt) {
+        (Token::Gt, StructBracketKind::AngleBrackets)
+    } else {
+        parser.expect_token(&Token::LParen)?;
+        (Token::RParen, StructBracketKind::Parentheses)
+    };
+    let mut fields = Vec::new();
+    loop {
+        let name = parser.parse_identifier()?;
+        let field_type = parse_column_type(parser)?;
+        // Field nullability is accepted and ignored: nested fields are nullable.
+        let _ = parser.parse_keywords(&[Keyword::NOT, Keyword::NULL])
+            || parser.parse_keyword(Keyword::NULL);
+        fields.push(StructField {
+            field_name: Some(name),
+            field_type,
+            options: None,
+        });
+        if !parser.consume_token(&Token::Comma) {
+            break;
+        }
+    }
+    parser.expect_token(&close)?;
+    Ok(DataType::Struct(fields, bracket))
 }
 
 /// Consumes the next token if it is the (non-reserved) word `word`.

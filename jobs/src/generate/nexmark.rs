@@ -18,8 +18,7 @@ use sluice_engine::{Result, SluiceError};
 
 use super::{Destination, FileFormat};
 
-/// 2026-01-01T00:00:00Z.
-pub const BASE_TIME_MS: u64 = 1_767_225_600_000;
+pub use sluice_connectors::nexmark::BASE_TIME_MS;
 
 const CHUNK: usize = 64 * 1024;
 
