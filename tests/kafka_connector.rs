@@ -435,3 +435,31 @@ fn the_sink_writes_keys_and_spreads_partitions() {
         .expect("read back");
     assert_eq!(ids(out.path()), (0..6).collect::<Vec<_>>());
 }
+
+#[test]
+fn a_record_the_broker_refuses_fails_the_job() {
+    let rt = runtime();
+    let input = rt.block_on(new_topic("refuse-in", 1)).expect("topic");
+    let output = rt.block_on(new_topic("refuse-out", 1)).expect("topic");
+    rt.block_on(produce(&input, 0, &events(&[(1, 1)])))
+        .expect("produce");
+    let sql = format!(
+        "{}CREATE TABLE out_topic (id BIGINT, padding STRING) WITH (
+           'connector' = 'kafka', 'topic' = '{output}',
+           'properties.bootstrap.servers' = '{}', 'format' = 'json',
+           'properties.message.max.bytes' = '1000');
+         INSERT INTO out_topic SELECT id, REPEAT('x', 5000) FROM ev;",
+        source_ddl(&input, BOUNDED),
+        brokers().expect("broker")
+    );
+    let error = rt
+        .block_on(sluice::run(
+            &JobSpec::from_text("refuse.sql", &sql).with_mode(Mode::Stream),
+        ))
+        .expect_err("a record over the size limit cannot be delivered")
+        .to_string();
+    assert!(
+        error.contains(&format!("delivering a record to topic '{output}'")),
+        "{error}"
+    );
+}

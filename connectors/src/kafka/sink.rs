@@ -364,3 +364,68 @@ fn encode(batch: &RecordBatch, format: RecordFormat, schema: &SchemaRef) -> Resu
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{BinaryArray, Int64Array, StringArray};
+    use arrow::datatypes::{DataType, Field, Schema};
+
+    fn batch() -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, true),
+            Field::new("note", DataType::Utf8, true),
+        ]));
+        RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(Int64Array::from(vec![Some(1), None])),
+                Arc::new(StringArray::from(vec!["two\nlines, and a comma", "plain"])),
+            ],
+        )
+        .expect("batch")
+    }
+
+    fn text(values: Vec<Vec<u8>>) -> Vec<String> {
+        values
+            .into_iter()
+            .map(|v| String::from_utf8(v).expect("utf-8"))
+            .collect()
+    }
+
+    #[test]
+    fn json_gives_one_object_per_row_newlines_escaped() {
+        let b = batch();
+        let values = encode(&b, RecordFormat::Json, &b.schema()).expect("encode");
+        assert_eq!(
+            text(values),
+            vec![
+                r#"{"id":1,"note":"two\nlines, and a comma"}"#,
+                r#"{"note":"plain"}"#
+            ]
+        );
+    }
+
+    #[test]
+    fn csv_gives_one_line_per_row_quoted_where_needed() {
+        let b = batch();
+        let values =
+            encode(&b, RecordFormat::Csv { delimiter: b',' }, &b.schema()).expect("encode");
+        assert_eq!(
+            text(values),
+            vec!["1,\"two\nlines, and a comma\"", ",plain"]
+        );
+    }
+
+    #[test]
+    fn raw_gives_the_bytes_of_the_one_column() {
+        let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Binary, true)]));
+        let b = RecordBatch::try_new(
+            Arc::clone(&schema),
+            vec![Arc::new(BinaryArray::from(vec![&b"\x00\x01"[..], b"abc"]))],
+        )
+        .expect("batch");
+        let values = encode(&b, RecordFormat::Raw, &schema).expect("encode");
+        assert_eq!(values, vec![vec![0, 1], b"abc".to_vec()]);
+    }
+}

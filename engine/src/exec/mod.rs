@@ -282,3 +282,91 @@ fn assign_splits(
 fn is_secondary(e: &SluiceError) -> bool {
     matches!(e, SluiceError::Runtime(m) if m.contains(task::STOPPED))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::record_batch::RecordBatch;
+    use futures::stream::BoxStream;
+
+    #[derive(Debug)]
+    struct Sized {
+        name: &'static str,
+        rows: u64,
+        min_time: i64,
+    }
+
+    impl Split for Sized {
+        fn describe(&self) -> String {
+            self.name.to_string()
+        }
+        fn min_event_time(&self) -> Option<i64> {
+            Some(self.min_time)
+        }
+        fn estimated_rows(&self) -> Option<u64> {
+            Some(self.rows)
+        }
+        fn open(self: Arc<Self>) -> BoxStream<'static, Result<RecordBatch>> {
+            Box::pin(futures::stream::empty())
+        }
+    }
+
+    fn splits(sizes: &[(&'static str, u64, i64)]) -> Vec<Arc<dyn Split>> {
+        sizes
+            .iter()
+            .map(|&(name, rows, min_time)| {
+                Arc::new(Sized {
+                    name,
+                    rows,
+                    min_time,
+                }) as Arc<dyn Split>
+            })
+            .collect()
+    }
+
+    fn names(assigned: &[Vec<Arc<dyn Split>>]) -> Vec<Vec<String>> {
+        assigned
+            .iter()
+            .map(|s| s.iter().map(|s| s.describe()).collect())
+            .collect()
+    }
+
+    #[test]
+    fn ordered_splits_go_round_robin_earliest_first() {
+        let assigned = assign_splits(
+            splits(&[("c", 1, 30), ("a", 1, 10), ("b", 1, 20)]),
+            2,
+            Reading::InOrder,
+        );
+        assert_eq!(names(&assigned), vec![vec!["a", "c"], vec!["b"]]);
+    }
+
+    #[test]
+    fn concurrent_splits_balance_a_skewed_topic() {
+        // One hot partition and five quiet ones: the hot one gets a subtask
+        // of its own rather than sharing with the next in line.
+        let assigned = assign_splits(
+            splits(&[
+                ("p0", 10, 0),
+                ("p1", 1000, 0),
+                ("p2", 10, 0),
+                ("p3", 10, 0),
+                ("p4", 10, 0),
+                ("p5", 10, 0),
+            ]),
+            2,
+            Reading::Concurrent { idle_timeout: None },
+        );
+        assert_eq!(
+            names(&assigned),
+            vec![vec!["p1"], vec!["p0", "p2", "p3", "p4", "p5"]]
+        );
+        // Equal partitions spread evenly.
+        let even = assign_splits(
+            splits(&[("a", 5, 0), ("b", 5, 0), ("c", 5, 0), ("d", 5, 0)]),
+            2,
+            Reading::Concurrent { idle_timeout: None },
+        );
+        assert!(even.iter().all(|s| s.len() == 2), "{:?}", names(&even));
+    }
+}
