@@ -19,6 +19,7 @@
 //! - [`time`]: watermarks and window assignment.
 //! - [`connector`]: the source and sink traits that `sluice-connectors` implements.
 
+pub mod checkpoint;
 pub mod connector;
 pub mod error;
 pub mod exec;
