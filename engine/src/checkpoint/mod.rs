@@ -5,5 +5,6 @@
 //! tested without I/O; the runtime and storage call them.
 
 pub mod barrier;
+pub mod protocol;
 
 pub use barrier::{Arrival, BarrierAligner, CheckpointId, Step};
