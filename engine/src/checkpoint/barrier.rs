@@ -132,6 +132,9 @@ impl<T> BarrierAligner<T> {
 mod tests {
     use super::*;
 
+    /// One input's arrivals: messages are (input, sequence number).
+    type Script = Vec<Arrival<(usize, u32)>>;
+
     /// Every interleaving of the inputs' arrivals, delivered with and without
     /// the runtime honouring `is_blocked`: every message is processed once,
     /// in its input's order, on the right side of every snapshot; snapshots
@@ -139,7 +142,7 @@ mod tests {
     #[test]
     fn every_interleaving_aligns() {
         use Arrival::{Barrier as B, End as E, Message as M};
-        let cases: Vec<Vec<Vec<Arrival<(usize, u32)>>>> = vec![
+        let cases: Vec<Vec<Script>> = vec![
             vec![
                 vec![M((0, 0)), B(1), M((0, 1)), B(2), M((0, 2)), E],
                 vec![M((1, 0)), M((1, 1)), B(1), B(2), E],
@@ -171,7 +174,7 @@ mod tests {
 
     /// Calls `visit` with every order of taking the inputs' next arrivals.
     fn interleave(
-        inputs: &[Vec<Arrival<(usize, u32)>>],
+        inputs: &[Script],
         next: &mut Vec<usize>,
         order: &mut Vec<usize>,
         visit: &mut dyn FnMut(&[usize]),
@@ -192,7 +195,7 @@ mod tests {
         }
     }
 
-    fn check(inputs: &[Vec<Arrival<(usize, u32)>>], order: &[usize], honour_blocking: bool) {
+    fn check(inputs: &[Script], order: &[usize], honour_blocking: bool) {
         let mut aligner = BarrierAligner::new(inputs.len());
         let mut steps = Vec::new();
         let mut queues: Vec<VecDeque<Arrival<(usize, u32)>>> =
