@@ -426,7 +426,7 @@ fn the_sink_writes_keys_and_spreads_partitions() {
     written.sort();
     assert_eq!(
         written[0],
-        r#"{"id":0} {"id":0,"ts":"2026-01-01T00:00:00"}"#
+        r#"{"id":0} {"id":0,"ts":"2026-01-01 00:00:00"}"#
     );
 
     // What the sink wrote reads back through the source unchanged.

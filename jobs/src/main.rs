@@ -299,29 +299,45 @@ async fn run_job(spec: &JobSpec) -> Result<sluice_engine::JobResult> {
 
 /// Stops the job on SIGINT or SIGTERM: sources stop reading, windows not
 /// yet complete stay unfired, sinks commit what was written, exit code 0.
+/// A second signal exits at once (code 130), for when stopping hangs.
 async fn stop_on_signal(stop: StopSignal) {
     #[cfg(unix)]
-    let terminate = async {
+    let mut terminate =
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
+            Ok(signal) => Some(signal),
             Err(e) => {
                 tracing::warn!("cannot listen for SIGTERM: {e}");
-                std::future::pending::<()>().await;
+                None
             }
+        };
+    for signals in 0.. {
+        #[cfg(unix)]
+        let terminated = async {
+            match terminate.as_mut() {
+                Some(signal) => {
+                    signal.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let terminated = std::future::pending::<()>();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            () = terminated => {}
         }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = terminate => {}
+        if signals > 0 {
+            let _ = writeln!(std::io::stderr(), "sluice: stopping now (second signal)");
+            std::process::exit(130);
+        }
+        stop.stop();
+        // Not eprintln!: with standard error gone, it would panic and the
+        // job would not stop.
+        let _ = writeln!(
+            std::io::stderr(),
+            "sluice: stopping (signal received; again to exit at once)"
+        );
     }
-    stop.stop();
-    // Not eprintln!: with standard error gone, it would panic and the job
-    // would not stop.
-    let _ = writeln!(std::io::stderr(), "sluice: stopping (signal received)");
 }
 
 const GAME_DAILY: &str = include_str!("../sql/game_daily.sql");

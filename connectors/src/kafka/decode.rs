@@ -59,6 +59,12 @@ impl Records {
     fn value(&self, i: usize) -> &[u8] {
         &self.data[self.spans[i].1.clone()]
     }
+
+    /// A record's value with the newline after it.
+    fn line(&self, i: usize) -> &[u8] {
+        let span = &self.spans[i].1;
+        &self.data[span.start..span.end + 1]
+    }
 }
 
 /// A record that could not be decoded.
@@ -113,7 +119,8 @@ impl RecordDecoder {
         if self.format == RecordFormat::Raw {
             return self.decode_raw(records);
         }
-        match self.decode_all(&records.data, records.len()) {
+        let all: Vec<&[u8]> = (0..records.len()).map(|i| records.line(i)).collect();
+        match self.decode_all(&all) {
             Ok(batch) => Ok((batch, Vec::new())),
             Err(_) => self.decode_one_by_one(records),
         }
@@ -122,17 +129,12 @@ impl RecordDecoder {
     fn decode_one_by_one(&self, records: &Records) -> Result<(RecordBatch, Vec<BadRecord>)> {
         let mut good = Vec::new();
         let mut bad = Vec::new();
-        let mut line = Vec::new();
         for i in 0..records.len() {
-            let value = records.value(i);
-            line.clear();
-            line.extend_from_slice(value);
-            line.push(b'\n');
-            match self.decode_all(&line, 1) {
+            match self.decode_all(&[records.line(i)]) {
                 Ok(batch) => good.push(batch),
                 Err(reason) => bad.push(BadRecord {
                     offset: records.spans[i].0,
-                    value: value.to_vec(),
+                    value: records.value(i).to_vec(),
                     reason,
                 }),
             }
@@ -142,18 +144,27 @@ impl RecordDecoder {
         Ok((batch, bad))
     }
 
-    /// Decodes `n` records laid out in `data`; fails unless each gives
-    /// exactly one row.
-    fn decode_all(&self, data: &[u8], n: usize) -> Result<RecordBatch, String> {
+    /// Decodes records (each a value and its newline) with one decoder;
+    /// fails unless each gives exactly one row, so a record holding two
+    /// values, none, or half of one can never pass for a good one.
+    fn decode_all(&self, lines: &[&[u8]]) -> Result<RecordBatch, String> {
+        let n = lines.len().max(1);
         let batch = match self.format {
             RecordFormat::Json => {
                 let mut decoder = arrow::json::ReaderBuilder::new(Arc::clone(&self.schema))
-                    .with_batch_size(n.max(1))
+                    .with_batch_size(n)
                     .build_decoder()
                     .map_err(|e| e.to_string())?;
-                let read = decoder.decode(data).map_err(json_reason)?;
-                if read != data.len() {
-                    return Err(format!("expected {n} JSON values, found more"));
+                for line in lines {
+                    let before = decoder.len();
+                    let read = decoder.decode(line).map_err(json_reason)?;
+                    let rows = decoder.len() - before;
+                    if read != line.len() || rows != 1 {
+                        return Err(match rows {
+                            0 => "not one complete JSON value".to_string(),
+                            _ => format!("{rows} JSON values in one record"),
+                        });
+                    }
                 }
                 let batch = decoder.flush().map_err(json_reason)?;
                 batch.unwrap_or_else(|| RecordBatch::new_empty(Arc::clone(&self.schema)))
@@ -162,11 +173,15 @@ impl RecordDecoder {
                 let mut decoder = arrow::csv::ReaderBuilder::new(Arc::clone(&self.table_schema))
                     .with_header(false)
                     .with_delimiter(delimiter)
-                    .with_batch_size(n.max(1))
+                    .with_batch_size(n)
                     .build_decoder();
-                let read = decoder.decode(data).map_err(|e| e.to_string())?;
-                if read != data.len() {
-                    return Err(format!("expected {n} CSV lines, found more"));
+                for line in lines {
+                    let before = decoder.capacity();
+                    let read = decoder.decode(line).map_err(|e| e.to_string())?;
+                    let rows = before - decoder.capacity();
+                    if read != line.len() || rows != 1 {
+                        return Err(format!("{rows} CSV lines in one record"));
+                    }
                 }
                 let batch = decoder.flush().map_err(|e| e.to_string())?;
                 let batch =
@@ -175,10 +190,11 @@ impl RecordDecoder {
             }
             RecordFormat::Raw => return Err("raw values are not parsed".to_string()),
         };
-        if batch.num_rows() != n {
+        if batch.num_rows() != lines.len() {
             return Err(format!(
-                "expected one row per record, decoded {} from {n}",
-                batch.num_rows()
+                "expected one row per record, decoded {} from {}",
+                batch.num_rows(),
+                lines.len()
             ));
         }
         Ok(batch)
@@ -309,6 +325,17 @@ mod tests {
         assert_eq!(offsets, vec![101, 102, 103]);
         assert!(bad.iter().all(|b| !b.reason.is_empty()));
         assert_eq!(bad[0].value, br#"{"id": "one"}"#);
+
+        // Two values in one record and none in another add up to the right
+        // count, but neither is a good record.
+        let (batch, bad) = decoder
+            .decode(&records(&[r#"{"id": 1}"#, r#"{"id": 4} {"id": 5}"#, " "]))
+            .expect("test input");
+        assert_eq!(batch.column(0).as_primitive::<Int64Type>().values(), &[1]);
+        assert_eq!(
+            bad.iter().map(|b| b.offset).collect::<Vec<_>>(),
+            vec![101, 102]
+        );
     }
 
     #[test]

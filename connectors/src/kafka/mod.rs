@@ -7,13 +7,16 @@
 //!   `properties.group.id`, security settings);
 //! - `format`: `json`, `csv` or `raw` (`csv.field-delimiter`,
 //!   `json.ignore-parse-errors`, `csv.ignore-parse-errors`);
-//! - `scan.startup.mode`: `earliest-offset` (default), `latest-offset`,
+//! - `scan.startup.mode`: `group-offsets` (the default with a
+//!   `properties.group.id`, as in Flink: where the group has no offset, the
+//!   earliest), `earliest-offset` (the default without one), `latest-offset`,
 //!   `group-offsets`, `timestamp` (`scan.startup.timestamp-millis`) or
 //!   `specific-offsets` (`scan.startup.specific-offsets` =
 //!   `'partition:0,offset:42;partition:1,offset:300'`);
 //! - `scan.bounded.mode`: `unbounded` (default), `latest-offset`,
 //!   `timestamp` (`scan.bounded.timestamp-millis`) or `specific-offsets`
-//!   (`scan.bounded.specific-offsets`): the source ends there;
+//!   (`scan.bounded.specific-offsets`; partitions it does not name are not
+//!   read): the source ends there, waiting for offsets not yet written;
 //! - `scan.watermark.idle-timeout`: a partition quiet for this long stops
 //!   holding the watermark back.
 //!
@@ -24,9 +27,11 @@
 //!
 //! Sink options: `topic`, `properties.*`, `format`, `key.fields` (columns
 //! sent as the record key, a JSON object or CSV line), `sink.partitioner`
-//! (`default`: librdkafka's, by key hash; `fixed`: each subtask writes one
-//! partition; `round-robin`), `sink.delivery-guarantee` (`at-least-once`,
-//! the default, or `none`).
+//! (`default`: by the murmur2 hash of the key, as Kafka's Java clients;
+//! `fixed`: each subtask writes one partition; `round-robin`),
+//! `sink.delivery-guarantee` (`at-least-once`, the default, or `none`).
+//! JSON values write timestamps as Flink's JSON format does by default
+//! (`yyyy-MM-dd HH:mm:ss.SSS`).
 
 mod decode;
 mod sink;

@@ -28,7 +28,8 @@ const IN_FLIGHT: usize = 100_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Partitioner {
-    /// librdkafka's: by key hash, or spread when there is no key.
+    /// Kafka's: by the murmur2 hash of the key, as Java clients and Flink
+    /// place keys; spread when there is no key.
     Default,
     /// Subtask `i` writes partition `i % partitions`.
     Fixed,
@@ -157,7 +158,8 @@ impl Sink for KafkaSink {
             .map_err(|e| SluiceError::Runtime(format!("opening a Kafka sink: {e}")))??;
             let producer: FutureProducer = self
                 .properties
-                .config(&[("linger.ms", "20")])
+                // murmur2 of the key, as Kafka's Java clients (and Flink) do.
+                .config(&[("linger.ms", "20"), ("partitioner", "murmur2_random")])
                 .create()
                 .map_err(|e| self.properties.error("creating a producer", e))?;
             Ok(Box::new(KafkaWriter {
@@ -317,7 +319,11 @@ fn encode(batch: &RecordBatch, format: RecordFormat, schema: &SchemaRef) -> Resu
     match format {
         RecordFormat::Json => {
             let mut buffer = Vec::new();
-            let mut writer = arrow::json::LineDelimitedWriter::new(&mut buffer);
+            // Flink's JSON format writes timestamps in SQL style by default.
+            let mut writer = arrow::json::WriterBuilder::new()
+                .with_timestamp_format("%Y-%m-%d %H:%M:%S%.f".to_string())
+                .with_timestamp_tz_format("%Y-%m-%d %H:%M:%S%.fZ".to_string())
+                .build::<_, arrow::json::writer::LineDelimited>(&mut buffer);
             writer
                 .write(&batch)
                 .and_then(|()| writer.finish())

@@ -46,7 +46,11 @@ enum Topics {
 enum Startup {
     Earliest,
     Latest,
-    GroupOffsets,
+    /// The group's committed offsets; where there are none, the reset
+    /// policy, or the earliest offset when the mode was not asked for.
+    GroupOffsets {
+        explicit: bool,
+    },
     Timestamp(i64),
     Specific(BTreeMap<i32, i64>),
 }
@@ -122,6 +126,10 @@ impl KafkaSource {
         let properties = Arc::new(Properties::take(&name, options)?);
         let format = take_format(options)?;
         let startup = match options.take("scan.startup.mode").as_deref() {
+            // Flink's default is the group's offsets; without a group there are none.
+            None if properties.get("group.id").is_some() => Startup::GroupOffsets {
+                explicit: false,
+            },
             None | Some("earliest-offset") => Startup::Earliest,
             Some("latest-offset") => Startup::Latest,
             Some("group-offsets") => {
@@ -131,7 +139,7 @@ impl KafkaSource {
                             .to_string(),
                     ));
                 }
-                Startup::GroupOffsets
+                Startup::GroupOffsets { explicit: true }
             }
             Some("timestamp") => Startup::Timestamp(
                 options
@@ -305,14 +313,15 @@ impl KafkaSource {
             let stop = self.stop_offsets(&consumer, topic, &ranges)?;
             for (i, &(partition, low, high)) in ranges.iter().enumerate() {
                 let start = start[i].clamp(low, high);
-                let stop = stop[i].map(|s| s.clamp(start, high.max(start)));
+                // A stop beyond the current end is waited for, as in Flink.
+                let stop = stop[i].map(|s| s.max(start));
                 splits.push(Arc::new(KafkaSplit {
                     table: self.table.clone(),
                     topic: topic.clone(),
                     partition,
                     start,
                     stop,
-                    backlog: (stop.unwrap_or(high) - start).max(0) as u64,
+                    backlog: (stop.unwrap_or(high).min(high) - start).max(0) as u64,
                     properties: Arc::clone(&self.properties),
                     decoder: decoder.clone(),
                     format: self.format,
@@ -340,7 +349,7 @@ impl KafkaSource {
                 .map(|&(partition, low, _)| offsets.get(&partition).copied().unwrap_or(low))
                 .collect(),
             Startup::Timestamp(millis) => self.offsets_at(consumer, topic, ranges, *millis)?,
-            Startup::GroupOffsets => {
+            Startup::GroupOffsets { explicit } => {
                 let mut list = TopicPartitionList::new();
                 for &(partition, ..) in ranges {
                     list.add_partition(topic, partition);
@@ -360,6 +369,7 @@ impl KafkaSource {
                             _ => match reset {
                                 Some("earliest" | "smallest" | "beginning") => Ok(low),
                                 Some("latest" | "largest" | "end") => Ok(high),
+                                _ if !explicit => Ok(low),
                                 _ => Err(SluiceError::config(format!(
                                     "table `{}`: group '{}' has no committed offset for topic '{topic}' partition {partition}; set 'properties.auto.offset.reset' to 'earliest' or 'latest'",
                                     self.table,
@@ -382,9 +392,11 @@ impl KafkaSource {
         Ok(match &self.bounded {
             Bounded::Unbounded => vec![None; ranges.len()],
             Bounded::Latest => ranges.iter().map(|r| Some(r.2)).collect(),
+            // A partition the offsets do not name is not read (its stop is
+            // clamped to its start).
             Bounded::Specific(offsets) => ranges
                 .iter()
-                .map(|&(partition, _, high)| Some(offsets.get(&partition).copied().unwrap_or(high)))
+                .map(|&(partition, ..)| Some(offsets.get(&partition).copied().unwrap_or(0)))
                 .collect(),
             Bounded::Timestamp(millis) => self
                 .offsets_at(consumer, topic, ranges, *millis)?
@@ -582,6 +594,7 @@ impl Gathered {
                     | RDKafkaErrorCode::UnknownTopic
                     | RDKafkaErrorCode::UnknownPartition
                     | RDKafkaErrorCode::OffsetOutOfRange
+                    | RDKafkaErrorCode::AutoOffsetReset
                     | RDKafkaErrorCode::TopicAuthorizationFailed
                     | RDKafkaErrorCode::GroupAuthorizationFailed
                     | RDKafkaErrorCode::SaslAuthenticationFailed
@@ -593,6 +606,12 @@ impl Gathered {
             split.topic, split.partition, self.next
         );
         if fatal {
+            let doing = match e.rdkafka_error_code() {
+                Some(RDKafkaErrorCode::OffsetOutOfRange | RDKafkaErrorCode::AutoOffsetReset) => {
+                    format!("{doing}: the records there are gone (deleted by retention?)")
+                }
+                _ => doing,
+            };
             return Err(split.properties.error(doing, e));
         }
         tracing::warn!(table = %split.table, "{doing}: {e} (retrying)");
@@ -600,10 +619,37 @@ impl Gathered {
     }
 }
 
+/// A consumer that is closed off the runtime's threads: closing waits on
+/// the network (leaving the group, committing).
+struct OwnedConsumer(Option<StreamConsumer>);
+
+impl std::ops::Deref for OwnedConsumer {
+    type Target = StreamConsumer;
+
+    fn deref(&self) -> &StreamConsumer {
+        self.0
+            .as_ref()
+            .expect("a consumer is present until it is dropped")
+    }
+}
+
+impl Drop for OwnedConsumer {
+    fn drop(&mut self) {
+        if let Some(consumer) = self.0.take() {
+            match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => {
+                    runtime.spawn_blocking(move || drop(consumer));
+                }
+                Err(_) => drop(consumer),
+            }
+        }
+    }
+}
+
 /// A consumer assigned to one partition, and what it has gathered.
 struct PartitionReader {
     split: Arc<KafkaSplit>,
-    consumer: StreamConsumer,
+    consumer: OwnedConsumer,
     gathered: Gathered,
     /// Commit positions to the group (only when the table names one).
     commit: bool,
@@ -618,6 +664,9 @@ impl PartitionReader {
         let mut defaults = vec![
             ("group.id", group.as_str()),
             ("enable.partition.eof", "false"),
+            // Records deleted before they were read are an error, never a
+            // silent jump to the end of the partition.
+            ("auto.offset.reset", "error"),
             // Bounds what librdkafka prefetches per partition (default 64 MiB).
             ("queued.max.messages.kbytes", "16384"),
         ];
@@ -660,7 +709,7 @@ impl PartitionReader {
                 records: Records::default(),
             },
             split,
-            consumer,
+            consumer: OwnedConsumer(Some(consumer)),
             commit,
             dead_letters,
         })
@@ -674,7 +723,7 @@ impl PartitionReader {
     async fn next_batch(&mut self) -> Result<Option<RecordBatch>> {
         loop {
             if self.done() {
-                self.commit_final()?;
+                self.commit_final().await?;
                 return Ok(None);
             }
             match tokio::time::timeout(POLL, self.consumer.recv()).await {
@@ -715,27 +764,33 @@ impl PartitionReader {
     }
 
     /// Commits the end position of a finished bounded partition to the
-    /// group now, rather than at the next auto-commit tick.
-    fn commit_final(&self) -> Result<()> {
-        if !self.commit {
+    /// group and closes the consumer, off the runtime's threads (both wait
+    /// on the network), before the split reports that it is done.
+    async fn commit_final(&mut self) -> Result<()> {
+        let Some(consumer) = self.consumer.0.take() else {
             return Ok(());
-        }
-        let mut list = TopicPartitionList::new();
-        list.add_partition_offset(
-            &self.split.topic,
-            self.split.partition,
-            Offset::Offset(self.gathered.next),
-        )
-        .and_then(|()| self.consumer.commit(&list, CommitMode::Sync))
-        .map_err(|e| {
-            self.split.properties.error(
-                format!(
-                    "committing the position of topic '{}' partition {}",
-                    self.split.topic, self.split.partition
-                ),
-                e,
-            )
+        };
+        let split = Arc::clone(&self.split);
+        let (commit, next) = (self.commit, self.gathered.next);
+        tokio::task::spawn_blocking(move || {
+            if !commit {
+                return Ok(());
+            }
+            let mut list = TopicPartitionList::new();
+            list.add_partition_offset(&split.topic, split.partition, Offset::Offset(next))
+                .and_then(|()| consumer.commit(&list, CommitMode::Sync))
+                .map_err(|e| {
+                    split.properties.error(
+                        format!(
+                            "committing the position of topic '{}' partition {}",
+                            split.topic, split.partition
+                        ),
+                        e,
+                    )
+                })
         })
+        .await
+        .map_err(|e| SluiceError::Runtime(format!("closing a Kafka consumer: {e}")))?
     }
 
     /// A bounded partition whose last offsets hold no records (transaction
@@ -781,12 +836,19 @@ impl PartitionReader {
                 let Some(first) = bad.first() else {
                     return Ok(());
                 };
-                let option = match split.format {
-                    RecordFormat::Csv { .. } => "'csv.ignore-parse-errors' = 'true'",
-                    _ => "'json.ignore-parse-errors' = 'true'",
+                let advice = match split.format {
+                    RecordFormat::Csv { .. } => {
+                        "set 'csv.ignore-parse-errors' = 'true' to skip such records, or 'dead-letter.topic' to set them aside"
+                    }
+                    RecordFormat::Json => {
+                        "set 'json.ignore-parse-errors' = 'true' to skip such records, or 'dead-letter.topic' to set them aside"
+                    }
+                    RecordFormat::Raw => {
+                        "declare the column BYTES, or set 'dead-letter.topic' to set such records aside"
+                    }
                 };
                 Err(SluiceError::Data(format!(
-                    "table `{}`: {}; set {option} to skip such records, or 'dead-letter.topic' to set them aside",
+                    "table `{}`: {}; {advice}",
                     split.table,
                     describe(first)
                 )))

@@ -436,19 +436,11 @@ impl SplitReader<'_> {
                     None => std::future::pending().await,
                 }
             };
+            // The idle check comes before data, so a split with a backlog
+            // cannot keep an empty one from being marked idle.
             tokio::select! {
                 biased;
                 () = stop.stopped() => return Ok(false),
-                next = merged.next() => match next {
-                    Some((i, Some(batch))) => {
-                        last_seen[i] = Instant::now();
-                        self.watermarks.resume(i);
-                        idle_sent = false;
-                        self.push(chain, i, batch?).await?;
-                    }
-                    Some((i, None)) => self.finish_split(chain, i).await?,
-                    None => return Ok(true),
-                },
                 _ = tick => {
                     let Some((timeout, _)) = ticks.as_ref() else { continue };
                     for (i, seen) in last_seen.iter().enumerate() {
@@ -467,6 +459,16 @@ impl SplitReader<'_> {
                     }
                     chain.flush().await?;
                 }
+                next = merged.next() => match next {
+                    Some((i, Some(batch))) => {
+                        last_seen[i] = Instant::now();
+                        self.watermarks.resume(i);
+                        idle_sent = false;
+                        self.push(chain, i, batch?).await?;
+                    }
+                    Some((i, None)) => self.finish_split(chain, i).await?,
+                    None => return Ok(true),
+                },
             }
         }
     }

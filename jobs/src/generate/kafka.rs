@@ -48,7 +48,8 @@ pub struct KafkaTableWriter {
 }
 
 impl KafkaTableWriter {
-    /// Creates `topic` with `partitions` partitions unless it exists.
+    /// Creates `topic` with `partitions` partitions unless it exists, and
+    /// spreads rows over the partitions it has.
     pub fn new(brokers: &str, topic: &str, partitions: i32, rate: Option<f64>) -> Result<Self> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -57,12 +58,22 @@ impl KafkaTableWriter {
         runtime.block_on(sluice_connectors::kafka::create_topic(
             brokers, topic, partitions,
         ))?;
-        let producer = ClientConfig::new()
+        let producer: ThreadedProducer<Deliveries> = ClientConfig::new()
             .set("bootstrap.servers", brokers)
             .set("linger.ms", "20")
             .set("compression.type", "lz4")
             .create_with_context(Deliveries::default())
             .map_err(|e| SluiceError::io(format!("connecting to Kafka at '{brokers}'"), e))?;
+        // The topic may have existed with another number of partitions.
+        let metadata = producer
+            .client()
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .map_err(|e| SluiceError::io(format!("reading topic '{topic}' at '{brokers}'"), e))?;
+        let partitions = metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic)
+            .map_or(partitions, |t| t.partitions().len() as i32);
         Ok(Self {
             brokers: brokers.to_string(),
             topic: topic.to_string(),
