@@ -463,3 +463,37 @@ fn a_record_the_broker_refuses_fails_the_job() {
         "{error}"
     );
 }
+
+#[test]
+fn a_bounded_scan_waits_for_its_stop_offset_and_skips_unnamed_partitions() {
+    let rt = runtime();
+    let topic = rt.block_on(new_topic("stop", 2)).expect("topic");
+    rt.block_on(async {
+        produce(&topic, 0, &events(&[(0, 0), (1, 1), (2, 2)])).await?;
+        produce(&topic, 1, &events(&[(100, 0)])).await
+    })
+    .expect("produce");
+    let out = tempfile::tempdir().expect("tempdir");
+    let job = copy_job(
+        &topic,
+        ", 'scan.bounded.mode' = 'specific-offsets', 'scan.bounded.specific-offsets' = 'partition:0,offset:5'",
+        out.path(),
+    );
+    let running = {
+        let job = job.clone();
+        rt.spawn(async move { sluice::run(&job).await })
+    };
+    // Offsets 3 and 4 do not exist yet: the job must wait for them.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(!running.is_finished(), "stopped before its stop offset");
+    rt.block_on(produce(&topic, 0, &events(&[(3, 3), (4, 4), (5, 5)])))
+        .expect("produce more");
+    let result = rt
+        .block_on(async { tokio::time::timeout(Duration::from_secs(30), running).await })
+        .expect("ends once the stop offset is reached")
+        .expect("task")
+        .expect("job");
+    assert_eq!(result.rows_in, 5);
+    // Partition 1 is not named, so not read; offset 5 is past the stop.
+    assert_eq!(ids(out.path()), vec![0, 1, 2, 3, 4]);
+}
