@@ -159,7 +159,7 @@ impl RecordDecoder {
                     let before = decoder.len();
                     let read = decoder.decode(line).map_err(json_reason)?;
                     let rows = decoder.len() - before;
-                    if read != line.len() || rows != 1 {
+                    if read != line.len() || rows != 1 || decoder.has_partial_record() {
                         return Err(match rows {
                             0 => "not one complete JSON value".to_string(),
                             _ => format!("{rows} JSON values in one record"),

@@ -1,0 +1,293 @@
+//! Stream mode: the same queries over the same Nexmark bids read as a stream
+//! from JSON-lines files, from the `nexmark` source, and from Kafka, next to
+//! the batch run over Parquet.
+//!
+//! ```text
+//! cargo run --release -p sluice-benches --bin stream-bench -- \
+//!     --events 10869566 --kafka-events 1086957 --parallelism 2
+//! ```
+//!
+//! Kafka is librdkafka's in-process mock cluster: the test broker (tansu) is
+//! a correctness broker, far slower than Sluice, so it would measure itself.
+//! Every run of a query must write as many rows as the batch run over
+//! Parquet (the sinks count them), so a fast wrong answer cannot pass.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+use rdkafka::ClientConfig;
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use sluice::JobSpec;
+use sluice::generate::{Destination, FileFormat};
+use sluice_engine::sql::Mode;
+
+#[derive(Parser)]
+struct Args {
+    /// Nexmark events for the files and the nexmark source.
+    #[arg(long, default_value_t = 10_869_566)]
+    events: u64,
+    /// Nexmark events whose bids go through Kafka (the mock cluster keeps
+    /// them in memory).
+    #[arg(long, default_value_t = 1_086_957)]
+    kafka_events: u64,
+    /// Where the Parquet and JSON-lines files are kept between runs.
+    #[arg(long, default_value = "/tmp/sluice-stream-bench")]
+    data: PathBuf,
+    #[arg(long, default_value_t = 2)]
+    parallelism: usize,
+    /// Runs of each; the best is reported.
+    #[arg(long, default_value_t = 2)]
+    runs: usize,
+}
+
+const BID_COLUMNS: &str = "auction BIGINT, bidder BIGINT, price BIGINT, channel STRING, url STRING, \
+     date_time TIMESTAMP(3), extra STRING, \
+     WATERMARK FOR date_time AS date_time - INTERVAL '4' SECOND";
+
+/// The queries, over a table or view named `bid` with Nexmark's bid columns
+/// (`date_time`, or `dateTime` for the Flink DDL), into a blackhole.
+fn queries(time: &str) -> Vec<(&'static str, String)> {
+    vec![
+        (
+            "passthrough",
+            "CREATE TABLE out_rows (auction BIGINT, price BIGINT) WITH ('connector' = 'blackhole');
+             INSERT INTO out_rows SELECT auction, price FROM bid;"
+                .to_string(),
+        ),
+        (
+            "tumble",
+            format!(
+                "CREATE TABLE out_rows (auction BIGINT, window_start TIMESTAMP(3), bids BIGINT, top BIGINT)
+                   WITH ('connector' = 'blackhole');
+                 INSERT INTO out_rows SELECT auction, window_start, COUNT(*), MAX(price)
+                 FROM TABLE(TUMBLE(TABLE bid, DESCRIPTOR({time}), INTERVAL '10' SECOND))
+                 GROUP BY auction, window_start, window_end;"
+            ),
+        ),
+        (
+            "hop",
+            format!(
+                "CREATE TABLE out_rows (auction BIGINT, window_start TIMESTAMP(3), bids BIGINT)
+                   WITH ('connector' = 'blackhole');
+                 INSERT INTO out_rows SELECT auction, window_start, COUNT(*)
+                 FROM TABLE(HOP(TABLE bid, DESCRIPTOR({time}), INTERVAL '2' SECOND, INTERVAL '10' SECOND))
+                 GROUP BY auction, window_start, window_end;"
+            ),
+        ),
+    ]
+}
+
+fn datagen_ddl(events: u64) -> String {
+    let job = include_str!("../jobs/sql/nexmark/datagen.sql");
+    // The DDL and views of the shipped job, without its INSERTs.
+    let ddl = job
+        .split("-- Nexmark q1")
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    ddl.replace("${EVENTS:-1000000}", &events.to_string())
+}
+
+struct Outcome {
+    seconds: f64,
+    rows_in: u64,
+    rows_out: u64,
+}
+
+fn run_best(
+    runtime: &tokio::runtime::Runtime,
+    name: &str,
+    sql: &str,
+    mode: Mode,
+    parallelism: usize,
+    runs: usize,
+) -> Result<Outcome> {
+    let mut best: Option<Outcome> = None;
+    for _ in 0..runs.max(1) {
+        let job = JobSpec::from_text(name, sql)
+            .with_mode(mode)
+            .with_parallelism(parallelism);
+        let started = Instant::now();
+        let result = runtime
+            .block_on(sluice::run(&job))
+            .with_context(|| format!("running {name}"))?;
+        let outcome = Outcome {
+            seconds: started.elapsed().as_secs_f64(),
+            rows_in: result.rows_in,
+            rows_out: result.rows_out,
+        };
+        if best.as_ref().is_none_or(|b| outcome.seconds < b.seconds) {
+            best = Some(outcome);
+        }
+    }
+    best.context("no run")
+}
+
+/// Produces the bids of `dir` (JSON lines) to `topic`, dealt over its partitions.
+async fn produce_bids(brokers: &str, topic: &str, partitions: i32, dir: &Path) -> Result<u64> {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("linger.ms", "50")
+        .set("queue.buffering.max.messages", "1000000")
+        .create()?;
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    files.sort();
+    let mut sent = 0u64;
+    let mut pending = std::collections::VecDeque::new();
+    for file in files {
+        let text = std::fs::read(&file)?;
+        for line in text.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            let record = FutureRecord::<(), [u8]>::to(topic)
+                .partition((sent % partitions as u64) as i32)
+                .payload(line);
+            pending.push_back(producer.send_result(record).map_err(|(e, _)| e)?);
+            sent += 1;
+            if pending.len() > 200_000
+                && let Some(delivery) = pending.pop_front()
+            {
+                delivery.await?.map_err(|(e, _)| e)?;
+            }
+        }
+    }
+    for delivery in pending {
+        delivery.await?.map_err(|(e, _)| e)?;
+    }
+    Ok(sent)
+}
+
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.parallelism)
+        .enable_all()
+        .build()?;
+    let parquet = args.data.join(format!("parquet-{}", args.events));
+    let json = args.data.join(format!("json-{}", args.events));
+    let small_json = args.data.join(format!("json-{}", args.kafka_events));
+    for (dir, events, format) in [
+        (&parquet, args.events, FileFormat::Parquet),
+        (&json, args.events, FileFormat::Json),
+        (&small_json, args.kafka_events, FileFormat::Json),
+    ] {
+        if !dir.join("bid").exists() {
+            eprintln!("generating {events} Nexmark events into {}", dir.display());
+            sluice::generate::nexmark::generate_to(
+                &Destination::Files {
+                    dir: dir.clone(),
+                    files: 8,
+                    format,
+                },
+                events,
+            )?;
+        }
+    }
+
+    let cluster = MockCluster::new(1)?;
+    let brokers = cluster.bootstrap_servers();
+    let topic = "bench.bid";
+    cluster.create_topic(topic, args.parallelism as i32, 1)?;
+    let started = Instant::now();
+    let produced = runtime.block_on(produce_bids(
+        &brokers,
+        topic,
+        args.parallelism as i32,
+        &small_json.join("bid"),
+    ))?;
+    eprintln!(
+        "produced {produced} bids to the mock cluster in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+
+    let files = |dir: &Path, format: &str| {
+        format!(
+            "CREATE TABLE bid ({BID_COLUMNS}) WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = '{format}');\n",
+            dir.join("bid").display()
+        )
+    };
+    let kafka = format!(
+        "CREATE TABLE bid ({BID_COLUMNS}) WITH ('connector' = 'kafka', 'topic' = '{topic}',
+           'properties.bootstrap.servers' = '{brokers}', 'format' = 'json',
+           'scan.bounded.mode' = 'latest-offset');\n"
+    );
+    println!(
+        "| query | source | mode | source rows | Sluice s | source rows/s | rows out | same rows as batch |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    for (name, body) in queries("date_time") {
+        let flink_body = queries("dateTime")
+            .into_iter()
+            .find(|q| q.0 == name)
+            .map(|q| q.1)
+            .unwrap_or_default();
+        let runs: [(&str, Mode, String); 4] = [
+            (
+                "parquet files",
+                Mode::Batch,
+                files(&parquet, "parquet") + &body,
+            ),
+            (
+                "json-lines files",
+                Mode::Stream,
+                files(&json, "json") + &body,
+            ),
+            (
+                "nexmark source",
+                Mode::Stream,
+                datagen_ddl(args.events) + &flink_body,
+            ),
+            ("kafka (mock)", Mode::Stream, kafka.clone() + &body),
+        ];
+        let mut reference = None;
+        let mut small_reference = None;
+        for (source, mode, sql) in runs {
+            let outcome = run_best(&runtime, name, &sql, mode, args.parallelism, args.runs)?;
+            // The Kafka run has fewer events: compare it with a batch run of its own size.
+            let expected = if source == "kafka (mock)" {
+                if small_reference.is_none() {
+                    let small = files(&small_json, "json") + &body;
+                    small_reference = Some(
+                        run_best(&runtime, name, &small, Mode::Batch, args.parallelism, 1)?
+                            .rows_out,
+                    );
+                }
+                small_reference
+            } else {
+                reference.get_or_insert(outcome.rows_out);
+                reference
+            };
+            let same = Some(outcome.rows_out) == expected;
+            println!(
+                "| {name} | {source} | {mode} | {} | {:.3} | {:.2}M | {} | {} |",
+                outcome.rows_in,
+                outcome.seconds,
+                outcome.rows_in as f64 / outcome.seconds / 1e6,
+                outcome.rows_out,
+                if same { "yes" } else { "NO" }
+            );
+            if !same {
+                bail!(
+                    "{name} from {source} wrote {} rows, expected {expected:?}",
+                    outcome.rows_out
+                );
+            }
+        }
+    }
+    if let Some(rss) = peak_rss_mib() {
+        println!("\npeak RSS of the whole run: {rss:.0} MiB");
+    }
+    drop(cluster);
+    std::thread::sleep(Duration::from_millis(100));
+    Ok(())
+}
