@@ -9,6 +9,8 @@
 //!
 //! Kafka is librdkafka's in-process mock cluster: the test broker (tansu) is
 //! a correctness broker, far slower than Sluice, so it would measure itself.
+//! The mock cluster keeps only about 5 MB per partition, so the Kafka run
+//! uses fewer events over many partitions, and checks that none was dropped.
 //! Every run of a query must write as many rows as the batch run over
 //! Parquet (the sinks count them), so a fast wrong answer cannot pass.
 
@@ -30,9 +32,12 @@ struct Args {
     #[arg(long, default_value_t = 10_869_566)]
     events: u64,
     /// Nexmark events whose bids go through Kafka (the mock cluster keeps
-    /// them in memory).
-    #[arg(long, default_value_t = 1_086_957)]
+    /// about 5 MB, some 16,000 bids, per partition).
+    #[arg(long, default_value_t = 543_478)]
     kafka_events: u64,
+    /// Partitions of the mock cluster's topic.
+    #[arg(long, default_value_t = 32)]
+    kafka_partitions: i32,
     /// Where the Parquet and JSON-lines files are kept between runs.
     #[arg(long, default_value = "/tmp/sluice-stream-bench")]
     data: PathBuf,
@@ -169,6 +174,13 @@ fn peak_rss_mib() -> Option<f64> {
 
 fn main() -> Result<()> {
     let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.parallelism)
         .enable_all()
@@ -197,14 +209,30 @@ fn main() -> Result<()> {
     let cluster = MockCluster::new(1)?;
     let brokers = cluster.bootstrap_servers();
     let topic = "bench.bid";
-    cluster.create_topic(topic, args.parallelism as i32, 1)?;
+    cluster.create_topic(topic, args.kafka_partitions, 1)?;
     let started = Instant::now();
     let produced = runtime.block_on(produce_bids(
         &brokers,
         topic,
-        args.parallelism as i32,
+        args.kafka_partitions,
         &small_json.join("bid"),
     ))?;
+    // The mock cluster drops the oldest records past its size limit.
+    let probe: rdkafka::consumer::BaseConsumer =
+        ClientConfig::new().set("bootstrap.servers", &brokers).create()?;
+    for partition in 0..args.kafka_partitions {
+        let (low, _) = rdkafka::consumer::Consumer::fetch_watermarks(
+            &probe,
+            topic,
+            partition,
+            Duration::from_secs(10),
+        )?;
+        if low > 0 {
+            bail!(
+                "the mock cluster dropped {low} records of partition {partition}: use fewer --kafka-events or more --kafka-partitions"
+            );
+        }
+    }
     eprintln!(
         "produced {produced} bids to the mock cluster in {:.1} s",
         started.elapsed().as_secs_f64()

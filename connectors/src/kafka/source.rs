@@ -315,6 +315,16 @@ impl KafkaSource {
                 let start = start[i].clamp(low, high);
                 // A stop beyond the current end is waited for, as in Flink.
                 let stop = stop[i].map(|s| s.max(start));
+                tracing::debug!(
+                    table = %self.table,
+                    topic,
+                    partition,
+                    low,
+                    high,
+                    start,
+                    ?stop,
+                    "planned a partition"
+                );
                 splits.push(Arc::new(KafkaSplit {
                     table: self.table.clone(),
                     topic: topic.clone(),
@@ -723,6 +733,12 @@ impl PartitionReader {
     async fn next_batch(&mut self) -> Result<Option<RecordBatch>> {
         loop {
             if self.done() {
+                tracing::debug!(
+                    topic = %self.split.topic,
+                    partition = self.split.partition,
+                    next = self.gathered.next,
+                    "partition read to its stop offset"
+                );
                 self.commit_final().await?;
                 return Ok(None);
             }
