@@ -218,8 +218,9 @@ fn main() -> Result<()> {
         &small_json.join("bid"),
     ))?;
     // The mock cluster drops the oldest records past its size limit.
-    let probe: rdkafka::consumer::BaseConsumer =
-        ClientConfig::new().set("bootstrap.servers", &brokers).create()?;
+    let probe: rdkafka::consumer::BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .create()?;
     for partition in 0..args.kafka_partitions {
         let (low, _) = rdkafka::consumer::Consumer::fetch_watermarks(
             &probe,

@@ -497,3 +497,67 @@ fn a_bounded_scan_waits_for_its_stop_offset_and_skips_unnamed_partitions() {
     // Partition 1 is not named, so not read; offset 5 is past the stop.
     assert_eq!(ids(out.path()), vec![0, 1, 2, 3, 4]);
 }
+
+/// A partition reopened at a position a batch gave continues with exactly
+/// the records after it: what restoring a checkpoint relies on.
+#[test]
+fn a_partition_resumes_exactly_after_a_position() {
+    use futures::StreamExt;
+    use sluice_engine::connector::{ConnectorContext, ScanRequest, SplitPosition};
+    let rt = runtime();
+    let topic = rt.block_on(new_topic("resume", 1)).expect("topic");
+    let rows: Vec<(i64, i64)> = (0..10).map(|i| (i, i)).collect();
+    rt.block_on(produce(&topic, 0, &events(&rows)))
+        .expect("produce");
+    let out = tempfile::tempdir().expect("tempdir");
+    let job = copy_job(&topic, BOUNDED, out.path())
+        .compile()
+        .expect("compile");
+    let table = job.tables.get("ev").expect("table ev");
+    let source = sluice::connectors()
+        .create_source(
+            table,
+            &ConnectorContext {
+                mode: Mode::Stream,
+                parallelism: 1,
+            },
+        )
+        .expect("source");
+    let request = ScanRequest {
+        metrics: Arc::new(JobMetrics::default()),
+        projection: vec![0],
+        schema: Arc::new(table.physical.project(&[0]).expect("project")),
+        time_column: None,
+        batch_size: 3,
+    };
+    let splits = rt.block_on(source.plan_splits(request)).expect("splits");
+    let read = |position: Option<SplitPosition>| -> Vec<(Vec<i64>, SplitPosition)> {
+        rt.block_on(
+            Arc::clone(&splits[0])
+                .open_at(position)
+                .map(|item| {
+                    let (batch, position) = item.expect("batch");
+                    let ids = arrow::array::AsArray::as_primitive::<arrow::datatypes::Int64Type>(
+                        batch.column(0),
+                    )
+                    .values()
+                    .to_vec();
+                    (ids, position)
+                })
+                .collect::<Vec<_>>(),
+        )
+    };
+    let all = read(None);
+    assert_eq!(
+        all.iter().flat_map(|a| a.0.clone()).collect::<Vec<_>>(),
+        (0..10).collect::<Vec<_>>()
+    );
+    for (ids, position) in &all {
+        let after = ids.last().copied().unwrap_or(-1) + 1;
+        let rest: Vec<i64> = read(Some(position.clone()))
+            .into_iter()
+            .flat_map(|r| r.0)
+            .collect();
+        assert_eq!(rest, (after..10).collect::<Vec<_>>(), "after {position:?}");
+    }
+}

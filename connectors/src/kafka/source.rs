@@ -16,14 +16,16 @@ use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
-use futures::{FutureExt, StreamExt};
+use futures::{FutureExt, StreamExt, TryStreamExt};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
-use sluice_engine::connector::{ConnectorContext, Reading, ScanRequest, Source, Split};
+use sluice_engine::connector::{
+    ConnectorContext, Reading, ScanRequest, Source, Split, SplitPosition,
+};
 use sluice_engine::metrics::JobMetrics;
 use sluice_engine::sql::{Mode, Options, TableDef};
 use sluice_engine::{Result, SluiceError};
@@ -537,17 +539,49 @@ impl Split for KafkaSplit {
     }
 
     fn open(self: Arc<Self>) -> BoxStream<'static, Result<RecordBatch>> {
-        if self.stop.is_some_and(|stop| stop <= self.start) {
+        self.open_at(None)
+            .map(|item| item.map(|(batch, _)| batch))
+            .boxed()
+    }
+
+    /// Positions are offsets: the next record to read.
+    fn open_at(
+        self: Arc<Self>,
+        position: Option<SplitPosition>,
+    ) -> BoxStream<'static, Result<(RecordBatch, SplitPosition)>> {
+        let start = match position {
+            None => self.start,
+            Some(position) => match position
+                .0
+                .strip_prefix("offset:")
+                .and_then(|n| n.parse::<i64>().ok())
+            {
+                Some(offset) => offset,
+                None => {
+                    let e = SluiceError::Runtime(format!(
+                        "{}: '{}' is not a Kafka position",
+                        self.describe(),
+                        position.0
+                    ));
+                    return futures::stream::once(async { Err(e) }).boxed();
+                }
+            },
+        };
+        if self.stop.is_some_and(|stop| stop <= start) {
             return futures::stream::empty().boxed();
         }
-        match PartitionReader::open(self) {
-            Ok(reader) => futures::stream::try_unfold(reader, |mut reader| async move {
-                let batch = reader.next_batch().await?;
-                Ok(batch.map(|b| (b, reader)))
+        // The consumer is made when the stream is first polled, on the
+        // runtime that reads it.
+        futures::stream::once(async move { PartitionReader::open(self, start) })
+            .map_ok(|reader| {
+                futures::stream::try_unfold(reader, |mut reader| async move {
+                    let batch = reader.next_batch().await?;
+                    let position = SplitPosition(format!("offset:{}", reader.gathered.next));
+                    Ok(batch.map(|b| ((b, position), reader)))
+                })
             })
-            .boxed(),
-            Err(e) => futures::stream::once(async { Err(e) }).boxed(),
-        }
+            .try_flatten()
+            .boxed()
     }
 }
 
@@ -667,7 +701,7 @@ struct PartitionReader {
 }
 
 impl PartitionReader {
-    fn open(split: Arc<KafkaSplit>) -> Result<Self> {
+    fn open(split: Arc<KafkaSplit>, start: i64) -> Result<Self> {
         let p = &split.properties;
         let commit = p.get("group.id").is_some();
         let group = format!("sluice-{}", split.table);
@@ -694,7 +728,7 @@ impl PartitionReader {
             .map_err(|e| p.error("creating a consumer", e))?;
         let mut assignment = TopicPartitionList::new();
         assignment
-            .add_partition_offset(&split.topic, split.partition, Offset::Offset(split.start))
+            .add_partition_offset(&split.topic, split.partition, Offset::Offset(start))
             .and_then(|()| consumer.assign(&assignment))
             .map_err(|e| {
                 p.error(
@@ -715,7 +749,7 @@ impl PartitionReader {
         };
         Ok(Self {
             gathered: Gathered {
-                next: split.start,
+                next: start,
                 records: Records::default(),
             },
             split,

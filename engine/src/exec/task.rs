@@ -19,7 +19,7 @@ use futures::stream::select_all;
 use super::StopSignal;
 use super::channel::{Receiver, Sender};
 use super::exchange::hash_partition;
-use crate::connector::{Reading, SinkWriter, Split};
+use crate::connector::{Reading, SinkWriter, Split, SplitPosition};
 use crate::error::{ExecContext, Result, SluiceError};
 use crate::metrics::JobMetrics;
 use crate::ops::aggregate::event_times;
@@ -341,6 +341,7 @@ pub async fn run(chain: &mut Chain, input: Input, metrics: &JobMetrics) -> Resul
         } => {
             let mut reader = SplitReader {
                 watermarks: SplitWatermarks::new(splits.iter().map(|s| s.min_event_time())),
+                positions: vec![None; splits.len()],
                 compute,
                 watermark,
                 metrics,
@@ -369,6 +370,8 @@ pub async fn run(chain: &mut Chain, input: Input, metrics: &JobMetrics) -> Resul
 /// What a source subtask keeps while it reads its splits.
 struct SplitReader<'a> {
     watermarks: SplitWatermarks,
+    /// Where each split has got to (what a checkpoint will keep).
+    positions: Vec<Option<SplitPosition>>,
     compute: Option<(Vec<Arc<dyn PhysicalExpr>>, SchemaRef)>,
     /// The watermark expression and the rowtime column it is for.
     watermark: Option<(Arc<dyn PhysicalExpr>, usize)>,
@@ -385,7 +388,7 @@ impl SplitReader<'_> {
     ) -> Result<bool> {
         for (i, split) in splits.into_iter().enumerate() {
             self.watermarks.start(i);
-            let mut batches = split.open();
+            let mut batches = split.open_at(None);
             loop {
                 let batch = tokio::select! {
                     biased;
@@ -393,7 +396,11 @@ impl SplitReader<'_> {
                     batch = batches.next() => batch,
                 };
                 match batch {
-                    Some(batch) => self.push(chain, i, batch?).await?,
+                    Some(item) => {
+                        let (batch, position) = item?;
+                        self.positions[i] = Some(position);
+                        self.push(chain, i, batch).await?;
+                    }
                     None => break,
                 }
             }
@@ -418,7 +425,7 @@ impl SplitReader<'_> {
         // Each split's stream, ending with a `None` that says it finished.
         let mut merged = select_all(splits.into_iter().enumerate().map(|(i, split)| {
             split
-                .open()
+                .open_at(None)
                 .map(move |batch| (i, Some(batch)))
                 .chain(futures::stream::once(async move { (i, None) }))
                 .boxed()
@@ -460,11 +467,13 @@ impl SplitReader<'_> {
                     chain.flush().await?;
                 }
                 next = merged.next() => match next {
-                    Some((i, Some(batch))) => {
+                    Some((i, Some(item))) => {
+                        let (batch, position) = item?;
+                        self.positions[i] = Some(position);
                         last_seen[i] = Instant::now();
                         self.watermarks.resume(i);
                         idle_sent = false;
-                        self.push(chain, i, batch?).await?;
+                        self.push(chain, i, batch).await?;
                     }
                     Some((i, None)) => self.finish_split(chain, i).await?,
                     None => return Ok(true),
