@@ -561,3 +561,55 @@ fn a_partition_resumes_exactly_after_a_position() {
         assert_eq!(rest, (after..10).collect::<Vec<_>>(), "after {position:?}");
     }
 }
+
+/// Checkpoints flow through a running stream job: every subtask of every
+/// stage acknowledges each one, and the sources record where each partition
+/// had got to.
+#[test]
+fn checkpoints_cover_every_subtask_and_record_partition_offsets() {
+    let rt = runtime();
+    let topic = rt.block_on(new_topic("checkpoint", 2)).expect("topic");
+    rt.block_on(async {
+        produce(&topic, 0, &events(&[(1, 1), (2, 12), (3, 25)])).await?;
+        produce(&topic, 1, &events(&[(4, 2), (5, 13)])).await
+    })
+    .expect("produce");
+    let out = tempfile::tempdir().expect("tempdir");
+    let job = window_job(&topic, "", out.path())
+        .with_parallelism(2)
+        .with_checkpoint_interval(Duration::from_millis(50));
+    let all_read = std::sync::OnceLock::new();
+    let result = run_until(&rt, &job, move |m| {
+        JobMetrics::get(&m.rows_in) == 5
+            && all_read.get_or_init(Instant::now).elapsed() > Duration::from_millis(500)
+    });
+    assert!(result.stopped);
+    assert!(
+        result.checkpoints.len() >= 3,
+        "{} checkpoints",
+        result.checkpoints.len()
+    );
+    let ids: Vec<u64> = result.checkpoints.iter().map(|c| c.id).collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+    let stages = JobSpec::graph(&job).expect("graph").stages();
+    let subtasks: usize = stages.iter().map(|s| s.parallelism).sum();
+    let last = result.checkpoints.last().expect("a checkpoint");
+    assert_eq!(last.subtasks.len(), subtasks);
+    let mut positions: Vec<String> = last
+        .subtasks
+        .iter()
+        .flat_map(|s| {
+            s.positions
+                .iter()
+                .map(|p| format!("{} {}", p.split, p.position))
+        })
+        .collect();
+    positions.sort();
+    assert_eq!(
+        positions,
+        vec![
+            format!("kafka topic '{topic}' partition 0 from offset 0 offset:3"),
+            format!("kafka topic '{topic}' partition 1 from offset 0 offset:2"),
+        ]
+    );
+}

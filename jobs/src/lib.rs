@@ -36,6 +36,8 @@ pub struct JobSpec {
     pub parallelism: usize,
     /// Function libraries opened for the job, [`udf::Builtins`] first.
     pub libraries: Vec<Arc<dyn FunctionLibrary>>,
+    /// Take checkpoints this often (none when `None`).
+    pub checkpoint_interval: Option<std::time::Duration>,
 }
 
 impl std::fmt::Debug for JobSpec {
@@ -58,6 +60,7 @@ impl JobSpec {
             vars: BTreeMap::new(),
             parallelism: default_parallelism(),
             libraries: vec![Arc::new(udf::Builtins)],
+            checkpoint_interval: None,
         }
     }
 
@@ -79,6 +82,12 @@ impl JobSpec {
 
     pub fn with_parallelism(mut self, parallelism: usize) -> Self {
         self.parallelism = parallelism.max(1);
+        self
+    }
+
+    /// Takes a checkpoint every `interval`.
+    pub fn with_checkpoint_interval(mut self, interval: std::time::Duration) -> Self {
+        self.checkpoint_interval = Some(interval);
         self
     }
 
@@ -181,6 +190,7 @@ pub async fn run_with(
         parameters,
         late_data,
         stop,
+        checkpoint_interval: job.checkpoint_interval,
         ..RunOptions::default()
     };
     sluice_engine::exec::run(&graph, &options, metrics).await

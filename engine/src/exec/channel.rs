@@ -75,6 +75,21 @@ impl Receiver {
     }
 }
 
+impl Receiver {
+    /// Polls for the next message (for merging inputs by hand).
+    pub fn poll_recv(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Message>> {
+        self.rx.poll_recv(cx).map(|message| {
+            if let Some(m) = &message {
+                self.budget.add_permits(cost(m, self.capacity) as usize);
+            }
+            message
+        })
+    }
+}
+
 impl Drop for Receiver {
     fn drop(&mut self) {
         // Wake senders waiting for room: they will find the channel closed.

@@ -21,6 +21,8 @@ use std::time::{Duration, Instant};
 
 use tokio::task::JoinSet;
 
+use crate::checkpoint::CheckpointId;
+use crate::checkpoint::protocol::{Manifest, PendingCheckpoint, SubtaskSnapshot};
 use crate::connector::{Reading, ScanRequest, Split};
 use crate::error::{Result, SluiceError};
 use crate::metrics::JobMetrics;
@@ -43,6 +45,9 @@ pub struct RunOptions {
     pub late_data: Option<Arc<dyn crate::connector::Sink>>,
     /// Stops the job from outside.
     pub stop: StopSignal,
+    /// Take a checkpoint this often (barriers through the graph; each
+    /// subtask acknowledges, the coordinator completes the manifest).
+    pub checkpoint_interval: Option<Duration>,
 }
 
 /// Asks a running job to stop (SIGINT, SIGTERM). Clones share one signal.
@@ -74,6 +79,7 @@ impl Default for RunOptions {
             batch_size: 8192,
             late_data: None,
             stop: StopSignal::default(),
+            checkpoint_interval: None,
         }
     }
 }
@@ -87,6 +93,8 @@ pub struct JobResult {
     pub elapsed: Duration,
     /// Whether the job was stopped before its sources ended.
     pub stopped: bool,
+    /// The checkpoints that completed, oldest first.
+    pub checkpoints: Vec<Manifest>,
 }
 
 /// Runs `graph` until its sources end or `options.stop` is signalled, and
@@ -126,6 +134,22 @@ pub async fn run(
         }
     }
 
+    // Checkpoints: a coordinator that triggers them and collects acks.
+    let (coordinator, link) = match options.checkpoint_interval {
+        Some(interval) => {
+            let (triggers, trigger_rx) = tokio::sync::watch::channel(0);
+            let (acks, ack_rx) = tokio::sync::mpsc::unbounded_channel();
+            let expected = stages.iter().map(|s| (s.root, s.parallelism)).collect();
+            let job = graph.name.clone();
+            (
+                Some(tokio::spawn(coordinate(
+                    job, interval, expected, triggers, ack_rx,
+                ))),
+                Some((trigger_rx, acks)),
+            )
+        }
+        None => (None, None),
+    };
     let mut tasks = JoinSet::new();
     for stage in &stages {
         let root = graph.node(stage.root);
@@ -187,13 +211,21 @@ pub async fn run(
                 ),
             };
             let metrics = Arc::clone(&metrics);
+            let link = link.as_ref().map(|(triggers, acks)| task::CheckpointLink {
+                node: stage.root,
+                subtask,
+                triggers: triggers.clone(),
+                acks: acks.clone(),
+            });
             tasks.spawn(async move {
                 chain.open()?;
-                task::run(&mut chain, input, &metrics).await
+                task::run(&mut chain, input, &metrics, link).await
             });
         }
     }
 
+    // Only the subtasks' copies keep the coordinator's inputs open.
+    drop(link);
     let mut failure: Option<SluiceError> = None;
     while let Some(joined) = tasks.join_next().await {
         let result = joined.unwrap_or_else(|e| {
@@ -215,8 +247,17 @@ pub async fn run(
         }
     }
     if let Some(e) = failure {
+        if let Some(coordinator) = coordinator {
+            coordinator.abort();
+        }
         return Err(e);
     }
+    let checkpoints = match coordinator {
+        Some(coordinator) => coordinator
+            .await
+            .map_err(|e| SluiceError::Runtime(format!("the checkpoint coordinator failed: {e}")))?,
+        None => Vec::new(),
+    };
     for node in &graph.nodes {
         if let NodeKind::Sink(sink) = &node.kind {
             sink.sink.commit().await?;
@@ -237,7 +278,84 @@ pub async fn run(
         late_rows: JobMetrics::get(&metrics.late_rows),
         elapsed: started.elapsed(),
         stopped: options.stop.is_stopped(),
+        checkpoints,
     })
+}
+
+/// Triggers a checkpoint every `interval` and completes each once every
+/// subtask has acknowledged it (a finished subtask counts as having done
+/// so). Returns the completed checkpoints when every subtask has ended.
+async fn coordinate(
+    job: String,
+    interval: Duration,
+    expected: BTreeMap<usize, usize>,
+    triggers: tokio::sync::watch::Sender<CheckpointId>,
+    mut acks: tokio::sync::mpsc::UnboundedReceiver<task::Ack>,
+) -> Vec<Manifest> {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks.tick().await;
+    let mut next: CheckpointId = 1;
+    let mut pending: BTreeMap<CheckpointId, (PendingCheckpoint, Instant)> = BTreeMap::new();
+    let mut finished = std::collections::BTreeSet::new();
+    let mut completed = Vec::new();
+    let total: usize = expected.values().sum();
+    let now_ms = || chrono::Utc::now().timestamp_millis();
+    let empty = |node, subtask| SubtaskSnapshot {
+        node,
+        subtask,
+        state: Vec::new(),
+        positions: Vec::new(),
+        staged: Vec::new(),
+    };
+    loop {
+        // (checkpoint, subtask's snapshot) acknowledgements to record.
+        let mut received: Vec<(CheckpointId, SubtaskSnapshot)> = Vec::new();
+        tokio::select! {
+            _ = ticks.tick(), if finished.len() < total => {
+                let mut checkpoint = PendingCheckpoint::new(next, &expected);
+                let mut done = None;
+                for &(node, subtask) in &finished {
+                    done = checkpoint.acknowledge(empty(node, subtask), &job, now_ms()).ok().flatten();
+                }
+                if let Some(manifest) = done {
+                    completed.push(manifest);
+                } else {
+                    pending.insert(next, (checkpoint, Instant::now()));
+                    triggers.send_replace(next);
+                }
+                next += 1;
+            }
+            ack = acks.recv() => match ack {
+                None => return completed,
+                Some(task::Ack::Snapshot(id, snapshot)) => received.push((id, snapshot)),
+                Some(task::Ack::Finished { node, subtask }) => {
+                    finished.insert((node, subtask));
+                    received.extend(pending.keys().map(|&id| (id, empty(node, subtask))));
+                }
+            },
+        }
+        for (id, snapshot) in received {
+            let Some((checkpoint, started)) = pending.get_mut(&id) else {
+                continue;
+            };
+            match checkpoint.acknowledge(snapshot, &job, now_ms()) {
+                Ok(Some(manifest)) => {
+                    tracing::info!(
+                        checkpoint = id,
+                        millis = started.elapsed().as_millis() as u64,
+                        state_bytes = manifest.state_bytes(),
+                        "checkpoint complete"
+                    );
+                    completed.push(manifest);
+                    pending.remove(&id);
+                }
+                Ok(None) => {}
+                // A subtask that finished and then acknowledged: nothing lost.
+                Err(e) => tracing::debug!("checkpoint {id}: {e}"),
+            }
+        }
+    }
 }
 
 /// Deals splits to `parallelism` subtasks. Splits read in order go round

@@ -19,6 +19,8 @@ use futures::stream::select_all;
 use super::StopSignal;
 use super::channel::{Receiver, Sender};
 use super::exchange::hash_partition;
+use crate::checkpoint::protocol::{self, SubtaskSnapshot};
+use crate::checkpoint::{Arrival, BarrierAligner, CheckpointId, Step};
 use crate::connector::{Reading, SinkWriter, Split, SplitPosition};
 use crate::error::{ExecContext, Result, SluiceError};
 use crate::metrics::JobMetrics;
@@ -27,6 +29,7 @@ use crate::ops::{Message, Operator, OperatorContext, Output};
 use crate::plan::{JobGraph, NodeKind, Partitioning, Stage};
 use crate::time::{END_OF_TIME, InputWatermarks, SplitWatermarks};
 use datafusion::physical_expr::PhysicalExpr;
+use tokio::sync::{mpsc, watch};
 
 /// Words of the error a subtask raises when its downstream has gone away;
 /// the downstream's own error is the one to report.
@@ -207,9 +210,11 @@ impl Chain {
         match message {
             Message::Data(batch) => node.op.on_batch(batch, &mut out)?,
             Message::Watermark(w) => node.op.on_watermark(w, &mut out)?,
-            Message::Idle => {
+            // Operators keep no state yet that a checkpoint must hold:
+            // barriers pass straight through.
+            control @ (Message::Idle | Message::Barrier(_)) => {
                 let outputs = node.outputs.clone();
-                return self.fan_out(&outputs, Message::Idle);
+                return self.fan_out(&outputs, control);
             }
             Message::End => node.op.close(&mut out)?,
         }
@@ -318,7 +323,7 @@ impl Exit {
                     }
                     JobMetrics::add(&metrics.rows_out, rows);
                 }
-                Message::Watermark(_) | Message::Idle => {}
+                Message::Watermark(_) | Message::Idle | Message::Barrier(_) => {}
                 Message::End => {
                     if let Some(w) = writer.take() {
                         w.finish().await?;
@@ -330,7 +335,66 @@ impl Exit {
     }
 }
 
-pub async fn run(chain: &mut Chain, input: Input, metrics: &JobMetrics) -> Result<()> {
+/// What a subtask needs to take part in checkpoints.
+#[derive(Debug, Clone)]
+pub struct CheckpointLink {
+    /// The subtask's stage, by its root node, and its index.
+    pub node: usize,
+    pub subtask: usize,
+    /// The newest checkpoint the coordinator asked for (read by sources).
+    pub triggers: watch::Receiver<CheckpointId>,
+    pub acks: mpsc::UnboundedSender<Ack>,
+}
+
+/// What a subtask tells the checkpoint coordinator.
+#[derive(Debug)]
+pub enum Ack {
+    /// The subtask has passed barrier `id` on and snapshotted.
+    Snapshot(CheckpointId, SubtaskSnapshot),
+    /// The subtask ended; it takes part in no later checkpoint.
+    Finished { node: usize, subtask: usize },
+}
+
+impl CheckpointLink {
+    fn acknowledge(&self, id: CheckpointId, positions: Vec<protocol::SplitPosition>) {
+        // A coordinator that has gone has nothing left to complete.
+        let _ = self.acks.send(Ack::Snapshot(
+            id,
+            SubtaskSnapshot {
+                node: self.node,
+                subtask: self.subtask,
+                state: Vec::new(),
+                positions,
+                staged: Vec::new(),
+            },
+        ));
+    }
+}
+
+pub async fn run(
+    chain: &mut Chain,
+    input: Input,
+    metrics: &JobMetrics,
+    link: Option<CheckpointLink>,
+) -> Result<()> {
+    let finished = link.as_ref().map(|l| Ack::Finished {
+        node: l.node,
+        subtask: l.subtask,
+    });
+    run_input(chain, input, metrics, link.clone()).await?;
+    chain.finish().await?;
+    if let (Some(link), Some(finished)) = (link, finished) {
+        let _ = link.acks.send(finished);
+    }
+    Ok(())
+}
+
+async fn run_input(
+    chain: &mut Chain,
+    input: Input,
+    metrics: &JobMetrics,
+    link: Option<CheckpointLink>,
+) -> Result<()> {
     match input {
         Input::Source {
             splits,
@@ -342,6 +406,9 @@ pub async fn run(chain: &mut Chain, input: Input, metrics: &JobMetrics) -> Resul
             let mut reader = SplitReader {
                 watermarks: SplitWatermarks::new(splits.iter().map(|s| s.min_event_time())),
                 positions: vec![None; splits.len()],
+                names: splits.iter().map(|s| s.describe()).collect(),
+                link,
+                injected: 0,
                 compute,
                 watermark,
                 metrics,
@@ -360,18 +427,21 @@ pub async fn run(chain: &mut Chain, input: Input, metrics: &JobMetrics) -> Resul
                 chain.push(Message::Watermark(w))?;
             }
             chain.push(Message::End)?;
-            chain.flush().await?;
+            chain.flush().await
         }
-        Input::Channels(receivers) => merge_channels(chain, receivers).await?,
+        Input::Channels(receivers) => merge_channels(chain, receivers, link.as_ref()).await,
     }
-    chain.finish().await
 }
 
 /// What a source subtask keeps while it reads its splits.
 struct SplitReader<'a> {
     watermarks: SplitWatermarks,
-    /// Where each split has got to (what a checkpoint will keep).
+    /// Where each split has got to (what a checkpoint keeps), and its name.
     positions: Vec<Option<SplitPosition>>,
+    names: Vec<String>,
+    link: Option<CheckpointLink>,
+    /// The newest barrier this source has sent.
+    injected: CheckpointId,
     compute: Option<(Vec<Arc<dyn PhysicalExpr>>, SchemaRef)>,
     /// The watermark expression and the rowtime column it is for.
     watermark: Option<(Arc<dyn PhysicalExpr>, usize)>,
@@ -393,6 +463,10 @@ impl SplitReader<'_> {
                 let batch = tokio::select! {
                     biased;
                     () = stop.stopped() => return Ok(false),
+                    id = next_trigger(self.link.as_mut()) => {
+                        self.inject_barriers(chain, id).await?;
+                        continue;
+                    }
                     batch = batches.next() => batch,
                 };
                 match batch {
@@ -448,6 +522,7 @@ impl SplitReader<'_> {
             tokio::select! {
                 biased;
                 () = stop.stopped() => return Ok(false),
+                id = next_trigger(self.link.as_mut()) => self.inject_barriers(chain, id).await?,
                 _ = tick => {
                     let Some((timeout, _)) = ticks.as_ref() else { continue };
                     for (i, seen) in last_seen.iter().enumerate() {
@@ -482,6 +557,31 @@ impl SplitReader<'_> {
         }
     }
 
+    /// Sends every barrier up to `id` not sent yet (a trigger may have
+    /// been missed), then tells the coordinator where the splits are.
+    async fn inject_barriers(&mut self, chain: &mut Chain, id: CheckpointId) -> Result<()> {
+        while self.injected < id {
+            self.injected += 1;
+            chain.push(Message::Barrier(self.injected))?;
+            chain.flush().await?;
+            if let Some(link) = &self.link {
+                let positions = self
+                    .positions
+                    .iter()
+                    .zip(&self.names)
+                    .filter_map(|(position, split)| {
+                        position.as_ref().map(|p| protocol::SplitPosition {
+                            split: split.clone(),
+                            position: p.0.clone(),
+                        })
+                    })
+                    .collect();
+                link.acknowledge(self.injected, positions);
+            }
+        }
+        Ok(())
+    }
+
     async fn push(&mut self, chain: &mut Chain, split: usize, batch: RecordBatch) -> Result<()> {
         JobMetrics::add(&self.metrics.rows_in, batch.num_rows() as u64);
         let batch = match &self.compute {
@@ -508,6 +608,17 @@ impl SplitReader<'_> {
             chain.flush().await?;
         }
         Ok(())
+    }
+}
+
+/// The next checkpoint the coordinator asks for; never, without one.
+async fn next_trigger(link: Option<&mut CheckpointLink>) -> CheckpointId {
+    match link {
+        Some(link) => match link.triggers.changed().await {
+            Ok(()) => *link.triggers.borrow_and_update(),
+            Err(_) => std::future::pending().await,
+        },
+        None => std::future::pending().await,
     }
 }
 
@@ -582,42 +693,93 @@ fn push_with_watermarks(
     Ok(())
 }
 
-async fn merge_channels(chain: &mut Chain, receivers: Vec<Receiver>) -> Result<()> {
-    let mut open = receivers.len();
-    let mut watermarks = InputWatermarks::new(receivers.len());
-    let mut merged = select_all(receivers.into_iter().enumerate().map(|(i, rx)| {
-        Box::pin(futures::stream::unfold(rx, move |mut rx| async move {
-            rx.recv().await.map(|m| ((i, m), rx))
-        }))
-    }));
-    if open == 0 {
+/// Merges a subtask's input channels: data in arrival order, watermarks
+/// as their minimum, barriers aligned (a channel whose barrier has arrived
+/// is not read until every channel's has).
+async fn merge_channels(
+    chain: &mut Chain,
+    mut receivers: Vec<Receiver>,
+    link: Option<&CheckpointLink>,
+) -> Result<()> {
+    let inputs = receivers.len();
+    if inputs == 0 {
         chain.push(Message::Watermark(END_OF_TIME))?;
         chain.push(Message::End)?;
         return chain.flush().await;
     }
-    while let Some((i, message)) = merged.next().await {
-        match message {
-            Message::Data(batch) => {
-                watermarks.activate(i);
-                chain.push(Message::Data(batch))?;
-            }
-            Message::Watermark(w) => {
-                if let Some(w) = watermarks.update(i, w) {
-                    chain.push(Message::Watermark(w))?;
+    let mut watermarks = InputWatermarks::new(inputs);
+    let mut aligner = BarrierAligner::new(inputs);
+    let mut closed = vec![false; inputs];
+    let mut next = 0;
+    let mut steps = Vec::new();
+    loop {
+        let received = std::future::poll_fn(|cx| {
+            let mut open = false;
+            for k in 0..inputs {
+                let i = (next + k) % inputs;
+                if closed[i] || aligner.is_blocked(i) {
+                    open |= !closed[i];
+                    continue;
+                }
+                open = true;
+                if let std::task::Poll::Ready(message) = receivers[i].poll_recv(cx) {
+                    // Start with the next channel next time: no input starves.
+                    next = (i + 1) % inputs;
+                    return std::task::Poll::Ready(Some((i, message)));
                 }
             }
-            Message::Idle => {
-                if let Some(w) = watermarks.idle(i) {
-                    chain.push(Message::Watermark(w))?;
-                }
-                if watermarks.all_idle() {
-                    chain.push(Message::Idle)?;
-                }
+            if open {
+                std::task::Poll::Pending
+            } else {
+                std::task::Poll::Ready(None)
             }
-            // An input that ended keeps its last watermark (see InputWatermarks).
+        })
+        .await;
+        let Some((i, Some(message))) = received else {
+            return Err(SluiceError::Runtime(format!(
+                "an upstream subtask {STOPPED}"
+            )));
+        };
+        let arrival = match message {
+            Message::Barrier(id) => Arrival::Barrier(id),
             Message::End => {
-                open -= 1;
-                if open == 0 {
+                closed[i] = true;
+                Arrival::End
+            }
+            other => Arrival::Message((i, other)),
+        };
+        aligner.push(i, arrival, &mut steps)?;
+        for step in steps.drain(..) {
+            match step {
+                Step::Message((i, message)) => match message {
+                    Message::Data(batch) => {
+                        watermarks.activate(i);
+                        chain.push(Message::Data(batch))?;
+                    }
+                    Message::Watermark(w) => {
+                        if let Some(w) = watermarks.update(i, w) {
+                            chain.push(Message::Watermark(w))?;
+                        }
+                    }
+                    Message::Idle => {
+                        if let Some(w) = watermarks.idle(i) {
+                            chain.push(Message::Watermark(w))?;
+                        }
+                        if watermarks.all_idle() {
+                            chain.push(Message::Idle)?;
+                        }
+                    }
+                    Message::Barrier(_) | Message::End => {}
+                },
+                Step::Snapshot(id) => {
+                    chain.push(Message::Barrier(id))?;
+                    chain.flush().await?;
+                    if let Some(link) = link {
+                        link.acknowledge(id, Vec::new());
+                    }
+                }
+                // An input that ended keeps its last watermark (see InputWatermarks).
+                Step::End => {
                     chain.push(Message::End)?;
                     return chain.flush().await;
                 }
@@ -625,7 +787,4 @@ async fn merge_channels(chain: &mut Chain, receivers: Vec<Receiver>) -> Result<(
         }
         chain.flush().await?;
     }
-    Err(SluiceError::Runtime(format!(
-        "an upstream subtask {STOPPED}"
-    )))
 }

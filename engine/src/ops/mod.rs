@@ -29,6 +29,9 @@ pub enum Message {
     Data(RecordBatch),
     /// Event time has advanced to here on this channel.
     Watermark(Millis),
+    /// Checkpoint barrier: everything before it on this channel belongs to
+    /// checkpoint `n`, everything after to the next.
+    Barrier(crate::checkpoint::CheckpointId),
     /// This channel is quiet (its source's partitions are idle): it stops
     /// holding back the watermark downstream until its next message.
     Idle,
