@@ -575,9 +575,11 @@ fn checkpoints_cover_every_subtask_and_record_partition_offsets() {
     })
     .expect("produce");
     let out = tempfile::tempdir().expect("tempdir");
+    let checkpoints = tempfile::tempdir().expect("tempdir");
     let job = window_job(&topic, "", out.path())
         .with_parallelism(2)
-        .with_checkpoint_interval(Duration::from_millis(50));
+        .with_checkpoint_interval(Duration::from_millis(50))
+        .with_checkpoint_dir(&checkpoints.path().display().to_string(), 2);
     let all_read = std::sync::OnceLock::new();
     let result = run_until(&rt, &job, move |m| {
         JobMetrics::get(&m.rows_in) == 5
@@ -612,4 +614,18 @@ fn checkpoints_cover_every_subtask_and_record_partition_offsets() {
             format!("kafka topic '{topic}' partition 1 from offset 0 offset:2"),
         ]
     );
+
+    // The manifests were written, the newest two kept, and the newest is
+    // what a restore would take.
+    use sluice_engine::checkpoint::CheckpointStore;
+    let store = sluice_connectors::checkpoints::ObjectCheckpoints::new(
+        &checkpoints.path().display().to_string(),
+        "kafka",
+    )
+    .expect("store");
+    let listing = rt.block_on(store.list()).expect("list");
+    let kept: Vec<u64> = listing.iter().map(|l| l.0).collect();
+    assert_eq!(kept, ids[ids.len() - 2..].to_vec());
+    let choice = sluice_engine::checkpoint::protocol::choose_restore(listing);
+    assert_eq!(choice.checkpoint.as_ref(), Some(last));
 }

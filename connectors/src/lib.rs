@@ -14,6 +14,7 @@
 //! - `print`: rows to standard output, as Flink prints them (`+I[...]`).
 //! - `blackhole`: discards rows (for benchmarks).
 
+pub mod checkpoints;
 pub mod filesystem;
 pub mod kafka;
 pub mod nexmark;

@@ -38,6 +38,10 @@ pub struct JobSpec {
     pub libraries: Vec<Arc<dyn FunctionLibrary>>,
     /// Take checkpoints this often (none when `None`).
     pub checkpoint_interval: Option<std::time::Duration>,
+    /// Where checkpoints go (a directory or object store URL), and how
+    /// many completed ones to keep.
+    pub checkpoint_dir: Option<String>,
+    pub checkpoints_retained: usize,
 }
 
 impl std::fmt::Debug for JobSpec {
@@ -61,6 +65,8 @@ impl JobSpec {
             parallelism: default_parallelism(),
             libraries: vec![Arc::new(udf::Builtins)],
             checkpoint_interval: None,
+            checkpoint_dir: None,
+            checkpoints_retained: 1,
         }
     }
 
@@ -88,6 +94,14 @@ impl JobSpec {
     /// Takes a checkpoint every `interval`.
     pub fn with_checkpoint_interval(mut self, interval: std::time::Duration) -> Self {
         self.checkpoint_interval = Some(interval);
+        self
+    }
+
+    /// Writes completed checkpoints under `dir` (`<dir>/<job>/chk-<n>/`),
+    /// keeping the newest `retained`.
+    pub fn with_checkpoint_dir(mut self, dir: &str, retained: usize) -> Self {
+        self.checkpoint_dir = Some(dir.to_string());
+        self.checkpoints_retained = retained.max(1);
         self
     }
 
@@ -191,6 +205,16 @@ pub async fn run_with(
         late_data,
         stop,
         checkpoint_interval: job.checkpoint_interval,
+        checkpoint_store: match &job.checkpoint_dir {
+            Some(dir) => Some(
+                Arc::new(sluice_connectors::checkpoints::ObjectCheckpoints::new(
+                    dir,
+                    &compiled.name,
+                )?) as Arc<dyn sluice_engine::checkpoint::CheckpointStore>,
+            ),
+            None => None,
+        },
+        checkpoints_retained: job.checkpoints_retained,
         ..RunOptions::default()
     };
     sluice_engine::exec::run(&graph, &options, metrics).await

@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 
 use tokio::task::JoinSet;
 
-use crate::checkpoint::CheckpointId;
-use crate::checkpoint::protocol::{Manifest, PendingCheckpoint, SubtaskSnapshot};
+use crate::checkpoint::protocol::{Manifest, PendingCheckpoint, SubtaskSnapshot, to_discard};
+use crate::checkpoint::{CheckpointId, CheckpointStore};
 use crate::connector::{Reading, ScanRequest, Split};
 use crate::error::{Result, SluiceError};
 use crate::metrics::JobMetrics;
@@ -48,6 +48,10 @@ pub struct RunOptions {
     /// Take a checkpoint this often (barriers through the graph; each
     /// subtask acknowledges, the coordinator completes the manifest).
     pub checkpoint_interval: Option<Duration>,
+    /// Where completed checkpoints' manifests are written, if anywhere.
+    pub checkpoint_store: Option<Arc<dyn CheckpointStore>>,
+    /// Completed checkpoints to keep there (at least one).
+    pub checkpoints_retained: usize,
 }
 
 /// Asks a running job to stop (SIGINT, SIGTERM). Clones share one signal.
@@ -80,6 +84,8 @@ impl Default for RunOptions {
             late_data: None,
             stop: StopSignal::default(),
             checkpoint_interval: None,
+            checkpoint_store: None,
+            checkpoints_retained: 1,
         }
     }
 }
@@ -140,11 +146,15 @@ pub async fn run(
             let (triggers, trigger_rx) = tokio::sync::watch::channel(0);
             let (acks, ack_rx) = tokio::sync::mpsc::unbounded_channel();
             let expected = stages.iter().map(|s| (s.root, s.parallelism)).collect();
-            let job = graph.name.clone();
+            let coordinator = Coordinator {
+                job: graph.name.clone(),
+                interval,
+                expected,
+                store: options.checkpoint_store.clone(),
+                retained: options.checkpoints_retained,
+            };
             (
-                Some(tokio::spawn(coordinate(
-                    job, interval, expected, triggers, ack_rx,
-                ))),
+                Some(tokio::spawn(coordinator.run(triggers, ack_rx))),
                 Some((trigger_rx, acks)),
             )
         }
@@ -285,14 +295,52 @@ pub async fn run(
 /// Triggers a checkpoint every `interval` and completes each once every
 /// subtask has acknowledged it (a finished subtask counts as having done
 /// so). Returns the completed checkpoints when every subtask has ended.
-async fn coordinate(
+struct Coordinator {
     job: String,
     interval: Duration,
+    /// Subtasks per stage root that must acknowledge each checkpoint.
     expected: BTreeMap<usize, usize>,
+    store: Option<Arc<dyn CheckpointStore>>,
+    retained: usize,
+}
+
+impl Coordinator {
+    /// Writes a completed checkpoint's manifest, then drops checkpoints
+    /// past retention. A checkpoint whose manifest cannot be written did
+    /// not happen: the job goes on, and says so.
+    async fn complete(&self, manifest: &Manifest, completed: &[Manifest]) -> bool {
+        let Some(store) = &self.store else {
+            return true;
+        };
+        if let Err(e) = store.write_manifest(manifest).await {
+            tracing::warn!("checkpoint {} failed: {e}", manifest.id);
+            return false;
+        }
+        let mut complete: Vec<CheckpointId> = completed.iter().map(|m| m.id).collect();
+        complete.push(manifest.id);
+        let discard: Vec<CheckpointId> = to_discard(&complete, &complete, self.retained);
+        if let Err(e) = store.discard(&discard).await {
+            tracing::warn!("discarding old checkpoints in {}: {e}", store.describe());
+        }
+        true
+    }
+
+    async fn run(
+        self,
+        triggers: tokio::sync::watch::Sender<CheckpointId>,
+        acks: tokio::sync::mpsc::UnboundedReceiver<task::Ack>,
+    ) -> Vec<Manifest> {
+        coordinate(&self, triggers, acks).await
+    }
+}
+
+async fn coordinate(
+    coordinator: &Coordinator,
     triggers: tokio::sync::watch::Sender<CheckpointId>,
     mut acks: tokio::sync::mpsc::UnboundedReceiver<task::Ack>,
 ) -> Vec<Manifest> {
-    let mut ticks = tokio::time::interval(interval);
+    let (job, expected) = (&coordinator.job, &coordinator.expected);
+    let mut ticks = tokio::time::interval(coordinator.interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticks.tick().await;
     let mut next: CheckpointId = 1;
@@ -313,13 +361,15 @@ async fn coordinate(
         let mut received: Vec<(CheckpointId, SubtaskSnapshot)> = Vec::new();
         tokio::select! {
             _ = ticks.tick(), if finished.len() < total => {
-                let mut checkpoint = PendingCheckpoint::new(next, &expected);
+                let mut checkpoint = PendingCheckpoint::new(next, expected);
                 let mut done = None;
                 for &(node, subtask) in &finished {
-                    done = checkpoint.acknowledge(empty(node, subtask), &job, now_ms()).ok().flatten();
+                    done = checkpoint.acknowledge(empty(node, subtask), job, now_ms()).ok().flatten();
                 }
                 if let Some(manifest) = done {
-                    completed.push(manifest);
+                    if coordinator.complete(&manifest, &completed).await {
+                        completed.push(manifest);
+                    }
                 } else {
                     pending.insert(next, (checkpoint, Instant::now()));
                     triggers.send_replace(next);
@@ -339,8 +389,13 @@ async fn coordinate(
             let Some((checkpoint, started)) = pending.get_mut(&id) else {
                 continue;
             };
-            match checkpoint.acknowledge(snapshot, &job, now_ms()) {
+            let started = *started;
+            match checkpoint.acknowledge(snapshot, job, now_ms()) {
                 Ok(Some(manifest)) => {
+                    pending.remove(&id);
+                    if !coordinator.complete(&manifest, &completed).await {
+                        continue;
+                    }
                     tracing::info!(
                         checkpoint = id,
                         millis = started.elapsed().as_millis() as u64,
@@ -348,7 +403,6 @@ async fn coordinate(
                         "checkpoint complete"
                     );
                     completed.push(manifest);
-                    pending.remove(&id);
                 }
                 Ok(None) => {}
                 // A subtask that finished and then acknowledged: nothing lost.

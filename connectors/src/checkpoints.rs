@@ -1,0 +1,192 @@
+//! Checkpoints on any object store: `<dir>/<job>/chk-<n>/`, each with its
+//! state files and, written last, `_manifest.json`.
+
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use sluice_engine::checkpoint::protocol::{Listing, MANIFEST, Manifest};
+use sluice_engine::checkpoint::{CheckpointId, CheckpointStore};
+use sluice_engine::{Result, SluiceError};
+
+use crate::store::Location;
+
+#[derive(Debug)]
+pub struct ObjectCheckpoints {
+    /// `<dir>/<job>`.
+    root: Location,
+    job: String,
+}
+
+impl ObjectCheckpoints {
+    /// The checkpoints of `job` under the directory or URL `dir`.
+    pub fn new(dir: &str, job: &str) -> Result<Self> {
+        let base = crate::store::resolve(dir, job, "checkpoint directory")?;
+        let root = Location {
+            path: base.path.clone().join(job),
+            url: format!("{}/{job}", base.url.trim_end_matches('/')),
+            store: base.store,
+        };
+        Ok(Self {
+            root,
+            job: job.to_string(),
+        })
+    }
+
+    fn dir_of(&self, id: CheckpointId) -> Path {
+        self.root.path.clone().join(format!("chk-{id}"))
+    }
+
+    fn error(&self, doing: &str, e: object_store::Error) -> SluiceError {
+        SluiceError::io(format!("{doing} in {}", self.root.url), e)
+    }
+}
+
+impl CheckpointStore for ObjectCheckpoints {
+    fn list(&self) -> BoxFuture<'_, Result<Listing>> {
+        Box::pin(async move {
+            let listed = self
+                .root
+                .store
+                .list_with_delimiter(Some(&self.root.path))
+                .await;
+            let listed = match listed {
+                Ok(listed) => listed,
+                Err(object_store::Error::NotFound { .. }) => return Ok(Vec::new()),
+                Err(e) => return Err(self.error("listing checkpoints", e)),
+            };
+            let mut listing = Vec::new();
+            for prefix in listed.common_prefixes {
+                let Some(id) = prefix
+                    .filename()
+                    .and_then(|name| name.strip_prefix("chk-"))
+                    .and_then(|n| n.parse::<CheckpointId>().ok())
+                else {
+                    continue;
+                };
+                let manifest = match self.root.store.get(&prefix.clone().join(MANIFEST)).await {
+                    Ok(found) => match found.bytes().await {
+                        Ok(bytes) => Some(
+                            std::str::from_utf8(&bytes)
+                                .map_err(|e| format!("manifest is not UTF-8: {e}"))
+                                .and_then(|text| Manifest::parse(text, &self.job))
+                                .and_then(|m| {
+                                    if m.id == id {
+                                        Ok(m)
+                                    } else {
+                                        Err(format!("manifest of checkpoint {} in chk-{id}", m.id))
+                                    }
+                                }),
+                        ),
+                        Err(e) => Some(Err(format!("unreadable manifest: {e}"))),
+                    },
+                    Err(object_store::Error::NotFound { .. }) => {
+                        // A discarded checkpoint leaves an empty directory
+                        // on a local disk: nothing is there.
+                        if self.root.store.list(Some(&prefix)).next().await.is_none() {
+                            continue;
+                        }
+                        None
+                    }
+                    Err(e) => return Err(self.error("reading a manifest", e)),
+                };
+                listing.push((id, manifest));
+            }
+            listing.sort_by_key(|(id, _)| *id);
+            Ok(listing)
+        })
+    }
+
+    fn write_manifest<'a>(&'a self, manifest: &'a Manifest) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let path = self.dir_of(manifest.id).join(MANIFEST);
+            self.root
+                .store
+                .put(&path, PutPayload::from(manifest.to_json().into_bytes()))
+                .await
+                .map(|_| ())
+                .map_err(|e| self.error("writing a manifest", e))
+        })
+    }
+
+    fn discard<'a>(&'a self, ids: &'a [CheckpointId]) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            for &id in ids {
+                let dir = self.dir_of(id);
+                let files: Vec<_> = self.root.store.list(Some(&dir)).collect().await;
+                for file in files {
+                    let file = file.map_err(|e| self.error("listing a checkpoint", e))?;
+                    match self.root.store.delete(&file.location).await {
+                        Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                        Err(e) => return Err(self.error("deleting a checkpoint", e)),
+                    }
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn describe(&self) -> String {
+        self.root.url.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_engine::checkpoint::protocol::{MANIFEST_VERSION, choose_restore};
+    use std::collections::BTreeMap;
+
+    fn manifest(id: CheckpointId, job: &str) -> Manifest {
+        Manifest {
+            version: MANIFEST_VERSION,
+            job: job.to_string(),
+            id,
+            parallelism: BTreeMap::from([(0, 1)]),
+            taken_at_millis: 0,
+            subtasks: Vec::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn listing_finds_complete_damaged_and_unfinished_checkpoints() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store =
+            ObjectCheckpoints::new(&dir.path().display().to_string(), "job").expect("store");
+        assert!(
+            store.list().await.expect("empty").is_empty(),
+            "no directory yet"
+        );
+        for id in [1, 2] {
+            store
+                .write_manifest(&manifest(id, "job"))
+                .await
+                .expect("write");
+        }
+        let root = dir.path().join("job");
+        std::fs::create_dir_all(root.join("chk-3")).expect("dir");
+        std::fs::write(root.join("chk-3").join(MANIFEST), "{ damaged").expect("write");
+        std::fs::create_dir_all(root.join("chk-4")).expect("dir");
+        std::fs::write(root.join("chk-4").join("state-0.arrow"), "x").expect("write");
+        let listing = store.list().await.expect("list");
+        assert_eq!(
+            listing.iter().map(|l| l.0).collect::<Vec<_>>(),
+            vec![1, 2, 3, 4]
+        );
+        let choice = choose_restore(listing);
+        assert_eq!(choice.checkpoint.map(|m| m.id), Some(2));
+        assert_eq!(
+            choice.skipped.iter().map(|s| s.0).collect::<Vec<_>>(),
+            vec![4, 3]
+        );
+        store.discard(&[1, 4]).await.expect("discard");
+        let left: Vec<CheckpointId> = store
+            .list()
+            .await
+            .expect("list")
+            .iter()
+            .map(|l| l.0)
+            .collect();
+        assert_eq!(left, vec![2, 3]);
+    }
+}
