@@ -260,6 +260,9 @@ impl Case {
                 header_lines + 1
             )),
             (None, Ok(result)) => {
+                if mode == Mode::Stream && result.checkpoints.is_empty() {
+                    return Err("the stream run completed no checkpoint".to_string());
+                }
                 if let Some(late) = self.late
                     && result.late_rows != late
                 {

@@ -71,6 +71,17 @@ pub trait Split: Send + Sync + Debug {
     /// Names the split in messages, e.g. `file:///data/bid/part-0.parquet row groups 0..4`.
     fn describe(&self) -> String;
 
+    /// Names the split across runs, for the positions a checkpoint keeps:
+    /// it must not depend on when the job was planned or on parallelism.
+    fn key(&self) -> String {
+        self.describe()
+    }
+
+    /// The position before the split's first row.
+    fn start_position(&self) -> SplitPosition {
+        SplitPosition::after_rows(0)
+    }
+
     /// The smallest event time in the split, when statistics tell it.
     fn min_event_time(&self) -> Option<Millis> {
         None
@@ -103,13 +114,25 @@ pub trait Split: Send + Sync + Debug {
             Some(Ok(rows)) => rows,
             Some(Err(e)) => return Box::pin(futures::stream::once(async move { Err(e) })),
         };
-        let mut read = 0u64;
+        let read = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counted = Arc::clone(&read);
+        let name = self.describe();
+        // A split shorter than the position was changed since: say so
+        // rather than yield nothing.
+        let check = futures::stream::once(async move {
+            let read = counted.load(std::sync::atomic::Ordering::Relaxed);
+            (read < skip).then(|| {
+                Err(SluiceError::Data(format!(
+                    "{name}: resuming after row {skip}, but it has only {read} rows now"
+                )))
+            })
+        });
         let batches = self.open();
-        Box::pin(futures::StreamExt::filter_map(batches, move |batch| {
+        let batches = futures::StreamExt::filter_map(batches, move |batch| {
             let item = batch.map(|batch| {
                 let rows = batch.num_rows() as u64;
-                let before = read;
-                read += rows;
+                let before = read.fetch_add(rows, std::sync::atomic::Ordering::Relaxed);
+                let read = before + rows;
                 // Rows up to `skip` were read before the position.
                 let from = skip.saturating_sub(before).min(rows);
                 (from < rows).then(|| {
@@ -125,7 +148,9 @@ pub trait Split: Send + Sync + Debug {
                 Err(e) => Some(Err(e)),
             };
             std::future::ready(item)
-        }))
+        });
+        let check = futures::StreamExt::filter_map(check, std::future::ready);
+        Box::pin(futures::StreamExt::chain(batches, check))
     }
 }
 
@@ -358,5 +383,10 @@ mod tests {
                 .await
                 .is_some_and(|r| r.is_err())
         );
+        let past_end: Vec<_> = Arc::new(Counting)
+            .open_at(Some(SplitPosition::after_rows(12)))
+            .collect()
+            .await;
+        assert!(matches!(past_end.as_slice(), [Err(_)]), "{past_end:?}");
     }
 }

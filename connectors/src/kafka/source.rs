@@ -538,6 +538,15 @@ impl Split for KafkaSplit {
         Some(self.backlog)
     }
 
+    /// The partition, whatever offsets this run planned.
+    fn key(&self) -> String {
+        format!("kafka:{}:{}", self.topic, self.partition)
+    }
+
+    fn start_position(&self) -> SplitPosition {
+        SplitPosition(format!("offset:{}", self.start))
+    }
+
     fn open(self: Arc<Self>) -> BoxStream<'static, Result<RecordBatch>> {
         self.open_at(None)
             .map(|item| item.map(|(batch, _)| batch))

@@ -124,6 +124,11 @@ impl PendingCheckpoint {
         self.id
     }
 
+    /// Whether subtask `subtask` of `node` has reported.
+    pub fn has(&self, node: usize, subtask: usize) -> bool {
+        self.received.contains_key(&(node, subtask))
+    }
+
     /// Records one subtask's snapshot; once every subtask has reported,
     /// returns the manifest to write.
     pub fn acknowledge(
@@ -139,12 +144,13 @@ impl PendingCheckpoint {
                 self.id, key.1, key.0
             )));
         }
-        if self.received.insert(key, snapshot).is_some() {
+        if self.received.contains_key(&key) {
             return Err(SluiceError::Runtime(format!(
                 "checkpoint {}: subtask {} of node {} reported twice",
                 self.id, key.1, key.0
             )));
         }
+        self.received.insert(key, snapshot);
         if self.received.len() < self.expected.len() {
             return Ok(None);
         }
@@ -304,10 +310,10 @@ mod tests {
                 .expect("ack"),
             None
         );
-        assert!(
-            pending.acknowledge(snapshot(0, 1, 2), "job", 1).is_err(),
-            "twice"
-        );
+        let mut again = snapshot(0, 1, 2);
+        again.positions.clear();
+        assert!(pending.acknowledge(again, "job", 1).is_err(), "twice");
+        assert!(pending.has(0, 1) && !pending.has(0, 0));
         assert!(
             pending.acknowledge(snapshot(1, 0, 2), "job", 1).is_err(),
             "unknown node"
@@ -325,6 +331,10 @@ mod tests {
         assert_eq!(manifest.id, 5);
         assert_eq!(manifest.parallelism, parallelism);
         assert_eq!(manifest.subtasks.len(), 3);
+        assert!(
+            manifest.subtasks.iter().all(|s| !s.positions.is_empty()),
+            "a second report never replaces the first"
+        );
         assert_eq!(manifest.state_bytes(), 300);
         assert_eq!(
             Manifest::parse(&manifest.to_json(), "job"),

@@ -146,10 +146,22 @@ pub async fn run(
             let (triggers, trigger_rx) = tokio::sync::watch::channel(0);
             let (acks, ack_rx) = tokio::sync::mpsc::unbounded_channel();
             let expected = stages.iter().map(|s| (s.root, s.parallelism)).collect();
+            let source_roots: std::collections::BTreeSet<usize> = stages
+                .iter()
+                .filter(|s| matches!(graph.node(s.root).kind, NodeKind::Source(_)))
+                .map(|s| s.root)
+                .collect();
+            let sources = stages
+                .iter()
+                .filter(|s| source_roots.contains(&s.root))
+                .map(|s| s.parallelism)
+                .sum();
             let coordinator = Coordinator {
                 job: graph.name.clone(),
                 interval,
                 expected,
+                source_roots,
+                sources,
                 store: options.checkpoint_store.clone(),
                 retained: options.checkpoints_retained,
             };
@@ -300,6 +312,10 @@ struct Coordinator {
     interval: Duration,
     /// Subtasks per stage root that must acknowledge each checkpoint.
     expected: BTreeMap<usize, usize>,
+    /// Source stages, and their subtasks in all: once all have ended, no
+    /// barrier flows any more.
+    source_roots: std::collections::BTreeSet<usize>,
+    sources: usize,
     store: Option<Arc<dyn CheckpointStore>>,
     retained: usize,
 }
@@ -345,26 +361,22 @@ async fn coordinate(
     ticks.tick().await;
     let mut next: CheckpointId = 1;
     let mut pending: BTreeMap<CheckpointId, (PendingCheckpoint, Instant)> = BTreeMap::new();
-    let mut finished = std::collections::BTreeSet::new();
+    // Subtasks that ended, with their final snapshot (a source's positions).
+    let mut finished: BTreeMap<(usize, usize), SubtaskSnapshot> = BTreeMap::new();
+    let mut finished_sources = 0;
     let mut completed = Vec::new();
-    let total: usize = expected.values().sum();
     let now_ms = || chrono::Utc::now().timestamp_millis();
-    let empty = |node, subtask| SubtaskSnapshot {
-        node,
-        subtask,
-        state: Vec::new(),
-        positions: Vec::new(),
-        staged: Vec::new(),
-    };
     loop {
         // (checkpoint, subtask's snapshot) acknowledgements to record.
         let mut received: Vec<(CheckpointId, SubtaskSnapshot)> = Vec::new();
         tokio::select! {
-            _ = ticks.tick(), if finished.len() < total => {
+            // One checkpoint at a time, and none once no source runs: no
+            // barrier would flow.
+            _ = ticks.tick(), if pending.is_empty() && finished_sources < coordinator.sources => {
                 let mut checkpoint = PendingCheckpoint::new(next, expected);
                 let mut done = None;
-                for &(node, subtask) in &finished {
-                    done = checkpoint.acknowledge(empty(node, subtask), job, now_ms()).ok().flatten();
+                for snapshot in finished.values() {
+                    done = checkpoint.acknowledge(snapshot.clone(), job, now_ms()).ok().flatten();
                 }
                 if let Some(manifest) = done {
                     if coordinator.complete(&manifest, &completed).await {
@@ -379,9 +391,26 @@ async fn coordinate(
             ack = acks.recv() => match ack {
                 None => return completed,
                 Some(task::Ack::Snapshot(id, snapshot)) => received.push((id, snapshot)),
-                Some(task::Ack::Finished { node, subtask }) => {
-                    finished.insert((node, subtask));
-                    received.extend(pending.keys().map(|&id| (id, empty(node, subtask))));
+                Some(task::Ack::Finished { node, subtask, positions }) => {
+                    let snapshot = SubtaskSnapshot {
+                        node,
+                        subtask,
+                        state: Vec::new(),
+                        positions,
+                        staged: Vec::new(),
+                    };
+                    if coordinator.source_roots.contains(&node) {
+                        finished_sources += 1;
+                    }
+                    // It counts for the checkpoints it has not acknowledged:
+                    // what it sent for the others stands.
+                    received.extend(
+                        pending
+                            .iter()
+                            .filter(|(_, (c, _))| !c.has(node, subtask))
+                            .map(|(&id, _)| (id, snapshot.clone())),
+                    );
+                    finished.insert((node, subtask), snapshot);
                 }
             },
         }
@@ -405,8 +434,7 @@ async fn coordinate(
                     completed.push(manifest);
                 }
                 Ok(None) => {}
-                // A subtask that finished and then acknowledged: nothing lost.
-                Err(e) => tracing::debug!("checkpoint {id}: {e}"),
+                Err(e) => tracing::warn!("checkpoint {id}: {e}"),
             }
         }
     }

@@ -351,8 +351,13 @@ pub struct CheckpointLink {
 pub enum Ack {
     /// The subtask has passed barrier `id` on and snapshotted.
     Snapshot(CheckpointId, SubtaskSnapshot),
-    /// The subtask ended; it takes part in no later checkpoint.
-    Finished { node: usize, subtask: usize },
+    /// The subtask ended; it takes part in no later checkpoint. A source
+    /// says where its splits ended: later checkpoints keep that.
+    Finished {
+        node: usize,
+        subtask: usize,
+        positions: Vec<protocol::SplitPosition>,
+    },
 }
 
 impl CheckpointLink {
@@ -377,24 +382,26 @@ pub async fn run(
     metrics: &JobMetrics,
     link: Option<CheckpointLink>,
 ) -> Result<()> {
-    let finished = link.as_ref().map(|l| Ack::Finished {
-        node: l.node,
-        subtask: l.subtask,
-    });
-    run_input(chain, input, metrics, link.clone()).await?;
+    let positions = run_input(chain, input, metrics, link.clone()).await?;
     chain.finish().await?;
-    if let (Some(link), Some(finished)) = (link, finished) {
-        let _ = link.acks.send(finished);
+    if let Some(link) = link {
+        let _ = link.acks.send(Ack::Finished {
+            node: link.node,
+            subtask: link.subtask,
+            positions,
+        });
     }
     Ok(())
 }
 
+/// Runs the subtask's input to its end; a source returns where its splits
+/// ended.
 async fn run_input(
     chain: &mut Chain,
     input: Input,
     metrics: &JobMetrics,
     link: Option<CheckpointLink>,
-) -> Result<()> {
+) -> Result<Vec<protocol::SplitPosition>> {
     match input {
         Input::Source {
             splits,
@@ -406,7 +413,7 @@ async fn run_input(
             let mut reader = SplitReader {
                 watermarks: SplitWatermarks::new(splits.iter().map(|s| s.min_event_time())),
                 positions: vec![None; splits.len()],
-                names: splits.iter().map(|s| s.describe()).collect(),
+                keys: splits.iter().map(|s| s.key()).collect(),
                 link,
                 injected: 0,
                 compute,
@@ -427,9 +434,12 @@ async fn run_input(
                 chain.push(Message::Watermark(w))?;
             }
             chain.push(Message::End)?;
-            chain.flush().await
+            chain.flush().await?;
+            Ok(reader.positions())
         }
-        Input::Channels(receivers) => merge_channels(chain, receivers, link.as_ref()).await,
+        Input::Channels(receivers) => merge_channels(chain, receivers, link.as_ref())
+            .await
+            .map(|()| Vec::new()),
     }
 }
 
@@ -438,7 +448,7 @@ struct SplitReader<'a> {
     watermarks: SplitWatermarks,
     /// Where each split has got to (what a checkpoint keeps), and its name.
     positions: Vec<Option<SplitPosition>>,
-    names: Vec<String>,
+    keys: Vec<String>,
     link: Option<CheckpointLink>,
     /// The newest barrier this source has sent.
     injected: CheckpointId,
@@ -458,6 +468,7 @@ impl SplitReader<'_> {
     ) -> Result<bool> {
         for (i, split) in splits.into_iter().enumerate() {
             self.watermarks.start(i);
+            self.positions[i] = Some(split.start_position());
             let mut batches = split.open_at(None);
             loop {
                 let batch = tokio::select! {
@@ -493,8 +504,9 @@ impl SplitReader<'_> {
         stop: &StopSignal,
     ) -> Result<bool> {
         let mut last_seen = vec![Instant::now(); splits.len()];
-        for i in 0..splits.len() {
+        for (i, split) in splits.iter().enumerate() {
             self.watermarks.start(i);
+            self.positions[i] = Some(split.start_position());
         }
         // Each split's stream, ending with a `None` that says it finished.
         let mut merged = select_all(splits.into_iter().enumerate().map(|(i, split)| {
@@ -565,21 +577,24 @@ impl SplitReader<'_> {
             chain.push(Message::Barrier(self.injected))?;
             chain.flush().await?;
             if let Some(link) = &self.link {
-                let positions = self
-                    .positions
-                    .iter()
-                    .zip(&self.names)
-                    .filter_map(|(position, split)| {
-                        position.as_ref().map(|p| protocol::SplitPosition {
-                            split: split.clone(),
-                            position: p.0.clone(),
-                        })
-                    })
-                    .collect();
-                link.acknowledge(self.injected, positions);
+                link.acknowledge(self.injected, self.positions());
             }
         }
         Ok(())
+    }
+
+    /// Where the splits opened so far have got to, by split key.
+    fn positions(&self) -> Vec<protocol::SplitPosition> {
+        self.positions
+            .iter()
+            .zip(&self.keys)
+            .filter_map(|(position, split)| {
+                position.as_ref().map(|p| protocol::SplitPosition {
+                    split: split.clone(),
+                    position: p.0.clone(),
+                })
+            })
+            .collect()
     }
 
     async fn push(&mut self, chain: &mut Chain, split: usize, batch: RecordBatch) -> Result<()> {
