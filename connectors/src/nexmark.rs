@@ -46,7 +46,7 @@ use nexmark::EventGenerator;
 use nexmark::config::NexmarkConfig;
 use nexmark::event::Event;
 use sluice_engine::connector::{
-    ConnectorContext, Reading, ScanRequest, Source, SourceFactory, Split,
+    ConnectorContext, Reading, ScanRequest, Source, SourceFactory, Split, SplitPosition,
 };
 use sluice_engine::error::ExecContext;
 use sluice_engine::sql::{Mode, Options, TableDef};
@@ -242,27 +242,62 @@ impl Split for NexmarkSplit {
         self.count
     }
 
+    fn key(&self) -> String {
+        format!("nexmark:{}/{}", self.index, self.step)
+    }
+
     fn open(self: Arc<Self>) -> BoxStream<'static, Result<RecordBatch>> {
+        self.open_at(None)
+            .map(|item| item.map(|(batch, _)| batch))
+            .boxed()
+    }
+
+    /// Positions count the split's events; resuming starts the generator
+    /// there, without generating (or waiting for) the events before it.
+    fn open_at(
+        self: Arc<Self>,
+        position: Option<SplitPosition>,
+    ) -> BoxStream<'static, Result<(RecordBatch, SplitPosition)>> {
+        let made = match position.as_ref().map(SplitPosition::rows) {
+            None => 0,
+            Some(Ok(rows)) => rows,
+            Some(Err(e)) => return futures::stream::once(async { Err(e) }).boxed(),
+        };
+        if self.count.is_some_and(|count| made > count) {
+            let e = SluiceError::Data(format!(
+                "{}: resuming after event {made} of {:?}",
+                self.describe(),
+                self.count
+            ));
+            return futures::stream::once(async { Err(e) }).boxed();
+        }
         let generator = EventGenerator::new(self.config.clone())
-            .with_offset(self.index)
+            .with_offset(self.index + made * self.step)
             .with_step(self.step);
-        let state = (self, generator, 0u64, Instant::now());
-        futures::stream::unfold(state, |(split, mut generator, made, started)| async move {
-            let left = split.count.map_or(u64::MAX, |c| c - made);
-            if left == 0 {
-                return None;
-            }
-            let rows = (split.batch_size as u64).min(left) as usize;
-            if split.count.is_none() {
-                // Unbounded: keep to the rate in wall-clock time.
-                let due = Duration::from_secs_f64(made as f64 / split.rate);
-                if let Some(wait) = due.checked_sub(started.elapsed()) {
-                    tokio::time::sleep(wait).await;
+        // The wall-clock pace counts from the resumed event on.
+        let state = (self, generator, made, made, Instant::now());
+        futures::stream::unfold(
+            state,
+            |(split, mut generator, made, resumed, started)| async move {
+                let left = split.count.map_or(u64::MAX, |c| c - made);
+                if left == 0 {
+                    return None;
                 }
-            }
-            let batch = split.batch(&mut generator, rows);
-            Some((batch, (split, generator, made + rows as u64, started)))
-        })
+                let rows = (split.batch_size as u64).min(left) as usize;
+                if split.count.is_none() {
+                    // Unbounded: keep to the rate in wall-clock time.
+                    let due = Duration::from_secs_f64((made - resumed) as f64 / split.rate);
+                    if let Some(wait) = due.checked_sub(started.elapsed()) {
+                        tokio::time::sleep(wait).await;
+                    }
+                }
+                let made_now = made + rows as u64;
+                let item = split
+                    .batch(&mut generator, rows)
+                    .map(|batch| (batch, SplitPosition::after_rows(made_now)));
+                Some((item, (split, generator, made_now, resumed, started)))
+            },
+        )
         .boxed()
     }
 }
@@ -429,5 +464,93 @@ impl StructBuilder {
         let array = StructArray::try_new(fields, children, Some(NullBuffer::from(self.valid)))
             .exec_context(|| format!("nexmark column `{}`", field.name()))?;
         Ok(Arc::new(array))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Array, AsArray, StructArray};
+    use arrow::datatypes::{Int64Type, Schema};
+
+    fn split() -> Arc<NexmarkSplit> {
+        let bid = Field::new(
+            "bid",
+            DataType::Struct(
+                [
+                    "auction", "bidder", "price", "channel", "url", "dateTime", "extra",
+                ]
+                .iter()
+                .zip(BID)
+                .map(|(name, kind)| {
+                    let t = match kind {
+                        Int => DataType::Int64,
+                        Text => DataType::Utf8,
+                        Time => DataType::Timestamp(arrow::datatypes::TimeUnit::Millisecond, None),
+                    };
+                    Field::new(*name, t, true)
+                })
+                .collect(),
+            ),
+            true,
+        );
+        Arc::new(NexmarkSplit {
+            config: NexmarkConfig {
+                base_time: BASE_TIME_MS,
+                ..NexmarkConfig::default()
+            },
+            index: 1,
+            step: 2,
+            count: Some(500),
+            rate: 1000.0,
+            schema: Arc::new(Schema::new(vec![bid])),
+            columns: vec![Column::Bid],
+            batch_size: 64,
+        })
+    }
+
+    /// Bidders of the bids in what a split yields, with the positions.
+    async fn bidders(position: Option<SplitPosition>) -> Vec<(Vec<i64>, SplitPosition)> {
+        split()
+            .open_at(position)
+            .map(|item| {
+                let (batch, position) = item.expect("batch");
+                let bids: &StructArray = batch.column(0).as_struct();
+                let bidders = bids.column(1).as_primitive::<Int64Type>();
+                let values = (0..bids.len())
+                    .filter(|&i| !bids.is_null(i))
+                    .map(|i| bidders.value(i))
+                    .collect();
+                (values, position)
+            })
+            .collect()
+            .await
+    }
+
+    #[tokio::test]
+    async fn resuming_generates_exactly_the_events_after_the_position() {
+        let all = bidders(None).await;
+        assert_eq!(
+            all.last().map(|a| a.1.clone()),
+            Some(SplitPosition::after_rows(500))
+        );
+        let everything: Vec<i64> = all.iter().flat_map(|a| a.0.clone()).collect();
+        let mut seen = 0;
+        for (values, position) in &all[..all.len() - 1] {
+            seen += values.len();
+            let rest: Vec<i64> = bidders(Some(position.clone()))
+                .await
+                .into_iter()
+                .flat_map(|r| r.0)
+                .collect();
+            assert_eq!(rest, everything[seen..].to_vec(), "after {position:?}");
+        }
+        assert!(
+            split()
+                .open_at(Some(SplitPosition::after_rows(501)))
+                .next()
+                .await
+                .is_some_and(|r| r.is_err())
+        );
     }
 }
