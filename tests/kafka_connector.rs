@@ -646,3 +646,52 @@ fn checkpoints_cover_every_subtask_and_record_partition_offsets() {
     let choice = sluice_engine::checkpoint::protocol::choose_restore(listing);
     assert_eq!(choice.checkpoint.as_ref(), Some(last));
 }
+
+/// With checkpoints, a running stream job's file output becomes visible as
+/// each checkpoint completes, not only when the job ends.
+#[test]
+fn file_output_becomes_visible_at_each_checkpoint() {
+    let rt = runtime();
+    let topic = rt.block_on(new_topic("visible", 1)).expect("topic");
+    rt.block_on(produce(&topic, 0, &events(&[(1, 1), (2, 12), (3, 25)])))
+        .expect("produce");
+    let out = tempfile::tempdir().expect("tempdir");
+    let visible = {
+        let dir = out.path().to_path_buf();
+        move || {
+            std::fs::read_dir(&dir)
+                .map(|entries| {
+                    entries.filter_map(|e| e.ok()).any(|e| {
+                        let name = e.file_name().to_string_lossy().to_string();
+                        !name.starts_with('.') && !name.starts_with('_')
+                    })
+                })
+                .unwrap_or(false)
+        }
+    };
+    let job = window_job(&topic, "", out.path())
+        .with_parallelism(1)
+        .with_checkpoint_interval(Duration::from_millis(100));
+    // The topic stays open: only a checkpoint can make the fired windows
+    // (the watermark passed 00:00:10 and 00:00:20) visible.
+    let watched = visible.clone();
+    let result = run_until(&rt, &job, move |_| watched());
+    assert!(result.stopped);
+    assert!(
+        result
+            .checkpoints
+            .iter()
+            .any(|c| !c.subtasks.iter().all(|s| s.staged.is_empty())),
+        "some checkpoint covered staged output"
+    );
+    assert!(visible());
+    assert!(
+        result.elapsed < Duration::from_secs(15),
+        "made visible before the stop"
+    );
+    assert!(sluice_tests::staged_files(out.path()).is_empty());
+    assert_eq!(
+        rows(out.path()),
+        vec!["2026-01-01T00:00:00, 1", "2026-01-01T00:00:10, 1"]
+    );
+}

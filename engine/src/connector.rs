@@ -190,12 +190,31 @@ pub trait Sink: Send + Sync + Debug {
         Box::pin(async { Ok(()) })
     }
 
+    /// Makes visible what writers staged for a checkpoint that completed
+    /// (two-phase commit). Must be idempotent: a restore commits again.
+    fn commit_checkpoint<'a>(
+        &'a self,
+        _staged: &'a [crate::checkpoint::protocol::StagedOutput],
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async { Ok(()) })
+    }
+
     /// A short human description for `explain` and the summary.
     fn describe(&self) -> String;
 }
 
 pub trait SinkWriter: Send {
     fn write(&mut self, batch: RecordBatch) -> BoxFuture<'_, Result<()>>;
+
+    /// At a checkpoint barrier: seals what was written since the last one
+    /// and says where it is staged, for [`Sink::commit_checkpoint`] once the
+    /// checkpoint completes. Writing goes on into new output.
+    fn prepare_commit(
+        &mut self,
+        _checkpoint: crate::checkpoint::CheckpointId,
+    ) -> BoxFuture<'_, Result<Vec<crate::checkpoint::protocol::StagedOutput>>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
 
     /// Flushes and closes; the output is staged until [`Sink::commit`].
     fn finish(self: Box<Self>) -> BoxFuture<'static, Result<()>>;

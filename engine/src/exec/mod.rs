@@ -162,6 +162,16 @@ pub async fn run(
                 expected,
                 source_roots,
                 sources,
+                sinks: graph
+                    .nodes
+                    .iter()
+                    .filter_map(|n| match &n.kind {
+                        NodeKind::Sink(sink) => {
+                            Some((sink.table.name.clone(), Arc::clone(&sink.sink)))
+                        }
+                        _ => None,
+                    })
+                    .collect(),
                 store: options.checkpoint_store.clone(),
                 retained: options.checkpoints_retained,
             };
@@ -316,6 +326,8 @@ struct Coordinator {
     /// barrier flows any more.
     source_roots: std::collections::BTreeSet<usize>,
     sources: usize,
+    /// The job's sinks by table name, to commit what checkpoints staged.
+    sinks: BTreeMap<String, Arc<dyn crate::connector::Sink>>,
     store: Option<Arc<dyn CheckpointStore>>,
     retained: usize,
 }
@@ -325,13 +337,31 @@ impl Coordinator {
     /// past retention. A checkpoint whose manifest cannot be written did
     /// not happen: the job goes on, and says so.
     async fn complete(&self, manifest: &Manifest, completed: &[Manifest]) -> bool {
-        let Some(store) = &self.store else {
-            return true;
-        };
-        if let Err(e) = store.write_manifest(manifest).await {
+        if let Some(store) = &self.store
+            && let Err(e) = store.write_manifest(manifest).await
+        {
             tracing::warn!("checkpoint {} failed: {e}", manifest.id);
             return false;
         }
+        // The checkpoint exists: what its sinks staged becomes visible. A
+        // failure here is finished by the commit at the end of the job, or
+        // by a restore.
+        let staged = crate::checkpoint::protocol::commits_of(manifest);
+        for (table, sink) in &self.sinks {
+            let mine: Vec<_> = staged
+                .iter()
+                .filter(|s| &s.sink == table)
+                .cloned()
+                .collect();
+            if !mine.is_empty()
+                && let Err(e) = sink.commit_checkpoint(&mine).await
+            {
+                tracing::warn!("committing checkpoint {} of `{table}`: {e}", manifest.id);
+            }
+        }
+        let Some(store) = &self.store else {
+            return true;
+        };
         let mut complete: Vec<CheckpointId> = completed.iter().map(|m| m.id).collect();
         complete.push(manifest.id);
         let discard: Vec<CheckpointId> = to_discard(&complete, &complete, self.retained);

@@ -83,6 +83,8 @@ pub struct Chain {
     /// Late rows set aside by operators, and where they go.
     late: Vec<RecordBatch>,
     late_writer: Option<Box<dyn SinkWriter>>,
+    /// What the chain's sinks staged at the last barrier.
+    staged: Vec<protocol::StagedOutput>,
     context: OperatorContext,
 }
 
@@ -170,6 +172,7 @@ impl Chain {
             pending,
             late: Vec::new(),
             late_writer,
+            staged: Vec::new(),
             context: context.clone(),
         })
     }
@@ -237,6 +240,16 @@ impl Chain {
     async fn flush(&mut self) -> Result<()> {
         for (exit, pending) in self.exits.iter_mut().zip(self.pending.iter_mut()) {
             for message in pending.drain(..) {
+                if let (Message::Barrier(id), Exit::Sink { table, writer, .. }) =
+                    (&message, &mut *exit)
+                    && let Some(writer) = writer.as_mut()
+                {
+                    let mut staged = writer.prepare_commit(*id).await?;
+                    for output in &mut staged {
+                        output.sink = table.clone();
+                    }
+                    self.staged.extend(staged);
+                }
                 exit.send(message).await?;
             }
         }
@@ -361,7 +374,12 @@ pub enum Ack {
 }
 
 impl CheckpointLink {
-    fn acknowledge(&self, id: CheckpointId, positions: Vec<protocol::SplitPosition>) {
+    fn acknowledge(
+        &self,
+        id: CheckpointId,
+        positions: Vec<protocol::SplitPosition>,
+        staged: Vec<protocol::StagedOutput>,
+    ) {
         // A coordinator that has gone has nothing left to complete.
         let _ = self.acks.send(Ack::Snapshot(
             id,
@@ -370,7 +388,7 @@ impl CheckpointLink {
                 subtask: self.subtask,
                 state: Vec::new(),
                 positions,
-                staged: Vec::new(),
+                staged,
             },
         ));
     }
@@ -577,7 +595,11 @@ impl SplitReader<'_> {
             chain.push(Message::Barrier(self.injected))?;
             chain.flush().await?;
             if let Some(link) = &self.link {
-                link.acknowledge(self.injected, self.positions());
+                link.acknowledge(
+                    self.injected,
+                    self.positions(),
+                    std::mem::take(&mut chain.staged),
+                );
             }
         }
         Ok(())
@@ -790,7 +812,7 @@ async fn merge_channels(
                     chain.push(Message::Barrier(id))?;
                     chain.flush().await?;
                     if let Some(link) = link {
-                        link.acknowledge(id, Vec::new());
+                        link.acknowledge(id, Vec::new(), std::mem::take(&mut chain.staged));
                     }
                 }
                 // An input that ended keeps its last watermark (see InputWatermarks).
