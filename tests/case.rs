@@ -234,12 +234,10 @@ impl Case {
         let spec = sluice::JobSpec::from_text(&format!("{}.sql", self.name), &job)
             .with_mode(mode)
             .with_parallelism(parallelism);
-        // Stream runs take checkpoints all the time: barriers flowing and
-        // aligning through the graph must not change a single row.
-        let spec = match mode {
-            Mode::Stream => spec.with_checkpoint_interval(std::time::Duration::from_millis(10)),
-            Mode::Batch => spec,
-        };
+        // Both modes take checkpoints all the time: barriers flowing and
+        // aligning through the graph, and sinks rolling their files at each,
+        // must not change a single row.
+        let spec = spec.with_checkpoint_interval(std::time::Duration::from_millis(10));
         let result = runtime.block_on(sluice::run(&spec));
         match (&self.error, result) {
             (Some(expected), Err(e)) => {

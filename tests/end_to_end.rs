@@ -96,9 +96,15 @@ fn nexmark_jobs_match_datafusion_from_files_and_topics() {
                     .with_var("TOPIC", &topic)
                     .with_var("BOUNDED", "latest-offset")
                     .with_mode(mode)
-                    .with_parallelism(parallelism);
+                    .with_parallelism(parallelism)
+                    // Checkpoints in both modes must leave the results alone.
+                    .with_checkpoint_interval(std::time::Duration::from_millis(5));
             let result = runtime.block_on(sluice::run(&job)).expect("sluice run");
             assert_eq!(result.late_rows, 0, "{query}: generated data is in order");
+            assert!(
+                !result.checkpoints.is_empty(),
+                "{query} {mode}: checkpoints were taken"
+            );
             let actual = sluice_rows(&out.path().join(query));
             let expected = datafusion_rows(
                 &runtime,

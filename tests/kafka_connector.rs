@@ -208,24 +208,31 @@ fn a_bad_record_stops_the_job_naming_where_it_is() {
     assert!(ids(out.path()).is_empty(), "nothing committed");
 }
 
-#[test]
-fn bad_records_can_be_skipped_and_are_counted() {
-    let rt = runtime();
-    let topic = bad_topic(&rt);
+/// Copies the ids of `topic` with the source options `extra`; returns the
+/// ids written and the job's counters.
+fn copy_counting(
+    rt: &tokio::runtime::Runtime,
+    topic: &str,
+    extra: &str,
+) -> (Vec<i64>, Arc<JobMetrics>) {
     let out = tempfile::tempdir().expect("tempdir");
     let metrics = Arc::new(JobMetrics::default());
-    let job = copy_job(
-        &topic,
-        &format!("{BOUNDED}, 'json.ignore-parse-errors' = 'true'"),
-        out.path(),
-    );
+    let job = copy_job(topic, &format!("{BOUNDED}, {extra}"), out.path());
     rt.block_on(sluice::run_with(
         &job,
         Arc::clone(&metrics),
         StopSignal::default(),
     ))
     .expect("job");
-    assert_eq!(ids(out.path()), vec![1, 2, 5]);
+    (ids(out.path()), metrics)
+}
+
+#[test]
+fn bad_records_can_be_skipped_and_are_counted() {
+    let rt = runtime();
+    let topic = bad_topic(&rt);
+    let (ids, metrics) = copy_counting(&rt, &topic, "'json.ignore-parse-errors' = 'true'");
+    assert_eq!(ids, vec![1, 2, 5]);
     assert_eq!(JobMetrics::get(&metrics.records_skipped), 2);
     assert!(
         metrics
@@ -239,20 +246,8 @@ fn bad_records_can_go_to_a_dead_letter_topic() {
     let rt = runtime();
     let topic = bad_topic(&rt);
     let dead = rt.block_on(new_topic("dead", 1)).expect("topic");
-    let out = tempfile::tempdir().expect("tempdir");
-    let metrics = Arc::new(JobMetrics::default());
-    let job = copy_job(
-        &topic,
-        &format!("{BOUNDED}, 'dead-letter.topic' = '{dead}'"),
-        out.path(),
-    );
-    rt.block_on(sluice::run_with(
-        &job,
-        Arc::clone(&metrics),
-        StopSignal::default(),
-    ))
-    .expect("job");
-    assert_eq!(ids(out.path()), vec![1, 2, 5]);
+    let (ids, metrics) = copy_counting(&rt, &topic, &format!("'dead-letter.topic' = '{dead}'"));
+    assert_eq!(ids, vec![1, 2, 5]);
     assert_eq!(JobMetrics::get(&metrics.records_dead_lettered), 2);
     let letters = read_all(&dead).expect("dead letters");
     let values: Vec<String> = letters

@@ -47,6 +47,7 @@ use nexmark::config::NexmarkConfig;
 use nexmark::event::Event;
 use sluice_engine::connector::{
     ConnectorContext, Reading, ScanRequest, Source, SourceFactory, Split, SplitPosition,
+    without_positions,
 };
 use sluice_engine::error::ExecContext;
 use sluice_engine::sql::{Mode, Options, TableDef};
@@ -247,9 +248,7 @@ impl Split for NexmarkSplit {
     }
 
     fn open(self: Arc<Self>) -> BoxStream<'static, Result<RecordBatch>> {
-        self.open_at(None)
-            .map(|item| item.map(|(batch, _)| batch))
-            .boxed()
+        without_positions(self.open_at(None))
     }
 
     /// Positions count the split's events; resuming starts the generator
@@ -377,47 +376,56 @@ impl StructBuilder {
         }
     }
 
+    /// Appends an event's fields in Nexmark's order, without allocating:
+    /// this runs once per generated event.
     fn append(&mut self, event: &Event) {
-        let mut ints: Vec<i64> = Vec::new();
-        let mut texts: Vec<&str> = Vec::new();
-        let mut times: Vec<i64> = Vec::new();
-        match event {
-            Event::Person(p) => {
-                ints.push(p.id as i64);
-                texts.extend([
-                    p.name.as_str(),
+        let (ints, texts, times): ([i64; 5], [&str; 6], [i64; 2]) = match event {
+            Event::Person(p) => (
+                [p.id as i64, 0, 0, 0, 0],
+                [
+                    &p.name,
                     &p.email_address,
                     &p.credit_card,
                     &p.city,
                     &p.state,
                     &p.extra,
-                ]);
-                times.push(p.date_time as i64);
-            }
-            Event::Auction(a) => {
-                ints.extend([
+                ],
+                [p.date_time as i64, 0],
+            ),
+            Event::Auction(a) => (
+                [
                     a.id as i64,
                     a.initial_bid as i64,
                     a.reserve as i64,
                     a.seller as i64,
                     a.category as i64,
-                ]);
-                texts.extend([a.item_name.as_str(), &a.description, &a.extra]);
-                times.extend([a.date_time as i64, a.expires as i64]);
-            }
-            Event::Bid(b) => {
-                ints.extend([b.auction as i64, b.bidder as i64, b.price as i64]);
-                texts.extend([b.channel.as_str(), &b.url, &b.extra]);
-                times.push(b.date_time as i64);
-            }
-        }
-        let (mut ints, mut texts, mut times) =
-            (ints.into_iter(), texts.into_iter(), times.into_iter());
+                ],
+                [&a.item_name, &a.description, &a.extra, "", "", ""],
+                [a.date_time as i64, a.expires as i64],
+            ),
+            Event::Bid(b) => (
+                [b.auction as i64, b.bidder as i64, b.price as i64, 0, 0],
+                [&b.channel, &b.url, &b.extra, "", "", ""],
+                [b.date_time as i64, 0],
+            ),
+        };
+        let (mut int, mut text, mut time) = (0, 0, 0);
+        // The builders follow the kind's field order, so the i-th builder
+        // of a kind takes that kind's i-th value.
         for field in &mut self.fields {
             match field {
-                FieldBuilder::Int(b) => b.append_option(ints.next()),
-                FieldBuilder::Text(b) => b.append_option(texts.next()),
-                FieldBuilder::Time(b) => b.append_option(times.next()),
+                FieldBuilder::Int(b) => {
+                    b.append_value(ints[int]);
+                    int += 1;
+                }
+                FieldBuilder::Text(b) => {
+                    b.append_value(texts[text]);
+                    text += 1;
+                }
+                FieldBuilder::Time(b) => {
+                    b.append_value(times[time]);
+                    time += 1;
+                }
             }
         }
         self.valid.push(true);

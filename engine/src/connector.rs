@@ -154,6 +154,16 @@ pub trait Split: Send + Sync + Debug {
     }
 }
 
+/// The batches of a positioned split stream, for a split whose `open`
+/// is its `open_at` from the start.
+pub fn without_positions(
+    stream: BoxStream<'static, Result<(RecordBatch, SplitPosition)>>,
+) -> BoxStream<'static, Result<RecordBatch>> {
+    Box::pin(futures::StreamExt::map(stream, |item| {
+        item.map(|(batch, _)| batch)
+    }))
+}
+
 /// Where a split had got to, in the split's own terms: rows read by
 /// default, an offset for a Kafka partition.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -162,6 +172,19 @@ pub struct SplitPosition(pub String);
 impl SplitPosition {
     pub fn after_rows(rows: u64) -> Self {
         Self(format!("rows:{rows}"))
+    }
+
+    /// A position in a log: the offset of the next record to read.
+    pub fn at_offset(offset: i64) -> Self {
+        Self(format!("offset:{offset}"))
+    }
+
+    /// The offset of an [`SplitPosition::at_offset`] position.
+    pub fn offset(&self) -> Result<i64> {
+        self.0
+            .strip_prefix("offset:")
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| SluiceError::Runtime(format!("'{}' is not an offset position", self.0)))
     }
 
     /// The rows a default position counts.

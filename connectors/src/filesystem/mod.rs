@@ -33,6 +33,19 @@ pub fn late_data_sink(path: &str) -> Result<Arc<dyn Sink>> {
     )))
 }
 
+/// Flink's `csv.field-delimiter`: one character, or `\t`; `,` by default.
+pub(crate) fn take_csv_delimiter(options: &mut Options) -> Result<u8> {
+    match options.take("csv.field-delimiter") {
+        None => Ok(b','),
+        Some(d) if d.len() == 1 => Ok(d.as_bytes()[0]),
+        Some(d) if d == "\\t" => Ok(b'\t'),
+        Some(d) => Err(SluiceError::config(format!(
+            "table `{}`: option 'csv.field-delimiter' = '{d}' must be one character",
+            options.table()
+        ))),
+    }
+}
+
 /// The file formats the connector reads and writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -48,17 +61,7 @@ impl Format {
             "parquet" => Self::Parquet,
             "json" => Self::Json,
             "csv" => {
-                let delimiter = match options.take("csv.field-delimiter") {
-                    None => b',',
-                    Some(d) if d.len() == 1 => d.as_bytes()[0],
-                    Some(d) if d == "\\t" => b'\t',
-                    Some(d) => {
-                        return Err(SluiceError::config(format!(
-                            "table `{}`: option 'csv.field-delimiter' = '{d}' must be one character",
-                            options.table()
-                        )));
-                    }
-                };
+                let delimiter = take_csv_delimiter(options)?;
                 let header = options
                     .take_parsed::<bool>("csv.header", "'true' or 'false'")?
                     .unwrap_or(false);

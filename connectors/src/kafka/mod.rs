@@ -118,17 +118,7 @@ fn take_format(options: &mut Options) -> Result<RecordFormat> {
         "json" => Ok(RecordFormat::Json),
         "raw" => Ok(RecordFormat::Raw),
         "csv" => {
-            let delimiter = match options.take("csv.field-delimiter") {
-                None => b',',
-                Some(d) if d.len() == 1 => d.as_bytes()[0],
-                Some(d) if d == "\\t" => b'\t',
-                Some(d) => {
-                    return Err(SluiceError::config(format!(
-                        "table `{}`: option 'csv.field-delimiter' = '{d}' must be one character",
-                        options.table()
-                    )));
-                }
-            };
+            let delimiter = crate::filesystem::take_csv_delimiter(options)?;
             Ok(RecordFormat::Csv { delimiter })
         }
         other => Err(SluiceError::config(format!(

@@ -36,8 +36,12 @@ enum Partitioner {
     RoundRobin,
 }
 
+/// A Kafka sink: its settings, shared with its writers.
 #[derive(Debug)]
-pub struct KafkaSink {
+pub struct KafkaSink(Arc<Settings>);
+
+#[derive(Debug)]
+struct Settings {
     table: String,
     topic: String,
     schema: SchemaRef,
@@ -109,7 +113,7 @@ impl KafkaSink {
                 )));
             }
         };
-        Ok(Self {
+        Ok(Self(Arc::new(Settings {
             table: name,
             topic,
             schema: Arc::clone(&table.schema),
@@ -118,7 +122,7 @@ impl KafkaSink {
             key_fields,
             partitioner,
             fire_and_forget,
-        })
+        })))
     }
 }
 
@@ -128,10 +132,11 @@ impl Sink for KafkaSink {
         subtask: usize,
         _parallelism: usize,
     ) -> BoxFuture<'_, Result<Box<dyn SinkWriter>>> {
+        let settings = Arc::clone(&self.0);
         Box::pin(async move {
-            let p = Arc::clone(&self.properties);
-            let topic = self.topic.clone();
-            let table = self.table.clone();
+            let p = Arc::clone(&settings.properties);
+            let topic = settings.topic.clone();
+            let table = settings.table.clone();
             // The partition count, and a clear error for a missing topic.
             let partitions = tokio::task::spawn_blocking(move || -> Result<i32> {
                 let consumer: BaseConsumer = p
@@ -156,21 +161,14 @@ impl Sink for KafkaSink {
             })
             .await
             .map_err(|e| SluiceError::Runtime(format!("opening a Kafka sink: {e}")))??;
-            let producer: FutureProducer = self
+            let producer: FutureProducer = settings
                 .properties
                 // murmur2 of the key, as Kafka's Java clients (and Flink) do.
                 .config(&[("linger.ms", "20"), ("partitioner", "murmur2_random")])
                 .create()
-                .map_err(|e| self.properties.error("creating a producer", e))?;
+                .map_err(|e| settings.properties.error("creating a producer", e))?;
             Ok(Box::new(KafkaWriter {
-                table: self.table.clone(),
-                topic: self.topic.clone(),
-                schema: Arc::clone(&self.schema),
-                properties: Arc::clone(&self.properties),
-                format: self.format,
-                key_fields: self.key_fields.clone(),
-                partitioner: self.partitioner,
-                fire_and_forget: self.fire_and_forget,
+                settings,
                 partitions,
                 next_partition: subtask as i32 % partitions,
                 fixed_partition: subtask as i32 % partitions,
@@ -181,19 +179,12 @@ impl Sink for KafkaSink {
     }
 
     fn describe(&self) -> String {
-        format!("kafka topic '{}'", self.topic)
+        format!("kafka topic '{}'", self.0.topic)
     }
 }
 
 struct KafkaWriter {
-    table: String,
-    topic: String,
-    schema: SchemaRef,
-    properties: Arc<Properties>,
-    format: RecordFormat,
-    key_fields: Vec<usize>,
-    partitioner: Partitioner,
-    fire_and_forget: bool,
+    settings: Arc<Settings>,
     partitions: i32,
     next_partition: i32,
     fixed_partition: i32,
@@ -203,7 +194,7 @@ struct KafkaWriter {
 
 impl KafkaWriter {
     fn partition(&mut self) -> Option<i32> {
-        match self.partitioner {
+        match self.settings.partitioner {
             Partitioner::Default => None,
             Partitioner::Fixed => Some(self.fixed_partition),
             Partitioner::RoundRobin => {
@@ -224,28 +215,30 @@ impl KafkaWriter {
             Ok(Err((e, _))) => Err(self.delivery_error(e)),
             Err(_) => Err(SluiceError::Runtime(format!(
                 "table `{}`: the producer of topic '{}' went away before confirming a delivery",
-                self.table, self.topic
+                self.settings.table, self.settings.topic
             ))),
         }
     }
 
     fn delivery_error(&self, e: KafkaError) -> SluiceError {
-        self.properties
-            .error(format!("delivering a record to topic '{}'", self.topic), e)
+        self.settings.properties.error(
+            format!("delivering a record to topic '{}'", self.settings.topic),
+            e,
+        )
     }
 
     async fn write_batch(&mut self, batch: RecordBatch) -> Result<()> {
-        let values = encode(&batch, self.format, &self.schema)?;
-        let keys = if self.key_fields.is_empty() {
+        let values = encode(&batch, self.settings.format, &self.settings.schema)?;
+        let keys = if self.settings.key_fields.is_empty() {
             None
         } else {
-            let keys = batch
-                .project(&self.key_fields)
-                .exec_context(|| format!("taking the key fields of table `{}`", self.table))?;
+            let keys = batch.project(&self.settings.key_fields).exec_context(|| {
+                format!("taking the key fields of table `{}`", self.settings.table)
+            })?;
             let schema = keys.schema();
-            Some(encode(&keys, self.format.key_format(), &schema)?)
+            Some(encode(&keys, self.settings.format.key_format(), &schema)?)
         };
-        let topic = self.topic.clone();
+        let topic = self.settings.topic.clone();
         for (row, value) in values.iter().enumerate() {
             let partition = self.partition();
             let mut record = FutureRecord::<[u8], [u8]>::to(&topic).payload(value.as_slice());
@@ -258,7 +251,7 @@ impl KafkaWriter {
             loop {
                 match self.producer.send_result(record) {
                     Ok(delivery) => {
-                        if !self.fire_and_forget {
+                        if !self.settings.fire_and_forget {
                             self.in_flight.push_back(delivery);
                         }
                         break;

@@ -24,7 +24,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 use sluice_engine::connector::{
-    ConnectorContext, Reading, ScanRequest, Source, Split, SplitPosition,
+    ConnectorContext, Reading, ScanRequest, Source, Split, SplitPosition, without_positions,
 };
 use sluice_engine::metrics::JobMetrics;
 use sluice_engine::sql::{Mode, Options, TableDef};
@@ -544,13 +544,11 @@ impl Split for KafkaSplit {
     }
 
     fn start_position(&self) -> SplitPosition {
-        SplitPosition(format!("offset:{}", self.start))
+        SplitPosition::at_offset(self.start)
     }
 
     fn open(self: Arc<Self>) -> BoxStream<'static, Result<RecordBatch>> {
-        self.open_at(None)
-            .map(|item| item.map(|(batch, _)| batch))
-            .boxed()
+        without_positions(self.open_at(None))
     }
 
     /// Positions are offsets: the next record to read.
@@ -558,23 +556,13 @@ impl Split for KafkaSplit {
         self: Arc<Self>,
         position: Option<SplitPosition>,
     ) -> BoxStream<'static, Result<(RecordBatch, SplitPosition)>> {
-        let start = match position {
+        let start = match position.as_ref().map(SplitPosition::offset) {
             None => self.start,
-            Some(position) => match position
-                .0
-                .strip_prefix("offset:")
-                .and_then(|n| n.parse::<i64>().ok())
-            {
-                Some(offset) => offset,
-                None => {
-                    let e = SluiceError::Runtime(format!(
-                        "{}: '{}' is not a Kafka position",
-                        self.describe(),
-                        position.0
-                    ));
-                    return futures::stream::once(async { Err(e) }).boxed();
-                }
-            },
+            Some(Ok(offset)) => offset,
+            Some(Err(e)) => {
+                let e = SluiceError::Runtime(format!("{}: {e}", self.describe()));
+                return futures::stream::once(async { Err(e) }).boxed();
+            }
         };
         if self.stop.is_some_and(|stop| stop <= start) {
             return futures::stream::empty().boxed();
@@ -585,7 +573,7 @@ impl Split for KafkaSplit {
             .map_ok(|reader| {
                 futures::stream::try_unfold(reader, |mut reader| async move {
                     let batch = reader.next_batch().await?;
-                    let position = SplitPosition(format!("offset:{}", reader.gathered.next));
+                    let position = SplitPosition::at_offset(reader.gathered.next);
                     Ok(batch.map(|b| ((b, position), reader)))
                 })
             })
