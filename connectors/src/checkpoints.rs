@@ -97,6 +97,36 @@ impl CheckpointStore for ObjectCheckpoints {
         })
     }
 
+    fn write_state<'a>(
+        &'a self,
+        id: CheckpointId,
+        name: &'a str,
+        bytes: Vec<u8>,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            self.root
+                .store
+                .put(&self.dir_of(id).join(name), PutPayload::from(bytes))
+                .await
+                .map(|_| ())
+                .map_err(|e| self.error(&format!("writing state file chk-{id}/{name}"), e))
+        })
+    }
+
+    fn read_state<'a>(&'a self, id: CheckpointId, name: &'a str) -> BoxFuture<'a, Result<Vec<u8>>> {
+        Box::pin(async move {
+            let doing = format!("reading state file chk-{id}/{name}");
+            let found = self
+                .root
+                .store
+                .get(&self.dir_of(id).join(name))
+                .await
+                .map_err(|e| self.error(&doing, e))?;
+            let bytes = found.bytes().await.map_err(|e| self.error(&doing, e))?;
+            Ok(bytes.to_vec())
+        })
+    }
+
     fn write_manifest<'a>(&'a self, manifest: &'a Manifest) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
             let path = self.dir_of(manifest.id).join(MANIFEST);

@@ -222,6 +222,17 @@ pub trait Sink: Send + Sync + Debug {
         Box::pin(async { Ok(()) })
     }
 
+    /// Before a restored job runs: commits what the restored checkpoint
+    /// staged (its commit may not have happened before the crash) and
+    /// drops anything staged after it, which the restored job writes
+    /// again. Must be idempotent.
+    fn recover<'a>(
+        &'a self,
+        _staged: &'a [crate::checkpoint::protocol::StagedOutput],
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async { Ok(()) })
+    }
+
     /// A short human description for `explain` and the summary.
     fn describe(&self) -> String;
 }

@@ -30,6 +30,12 @@ impl JobMetrics {
         counter.fetch_add(n, Ordering::Relaxed);
     }
 
+    /// Forgets the rows a run expected, before a restarted run plans its
+    /// splits again. Counters of rows seen go on counting.
+    pub fn reset_progress(&self) {
+        self.rows_expected.store(0, Ordering::Relaxed);
+    }
+
     pub fn get(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)
     }

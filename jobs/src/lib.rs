@@ -17,6 +17,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
+use sluice_connectors::checkpoints::ObjectCheckpoints;
+use sluice_engine::checkpoint::{CheckpointStore, Restored};
 use sluice_engine::connector::ConnectorRegistry;
 use sluice_engine::metrics::JobMetrics;
 use sluice_engine::plan::JobGraph;
@@ -42,6 +44,22 @@ pub struct JobSpec {
     /// many completed ones to keep.
     pub checkpoint_dir: Option<String>,
     pub checkpoints_retained: usize,
+    /// What checkpoint to resume from.
+    pub restore: Option<Restore>,
+    /// Restarts from the last checkpoint after a transient failure, and
+    /// the pause before the first (doubling each time, up to a minute).
+    pub restart_attempts: u32,
+    pub restart_delay: std::time::Duration,
+}
+
+/// Which checkpoint a job resumes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Restore {
+    /// The newest complete one of this job in its checkpoint directory;
+    /// a fresh start (said so) when there is none.
+    Latest,
+    /// One checkpoint's directory: `<dir>/<job>/chk-<n>`.
+    Path(String),
 }
 
 impl std::fmt::Debug for JobSpec {
@@ -67,6 +85,9 @@ impl JobSpec {
             checkpoint_interval: None,
             checkpoint_dir: None,
             checkpoints_retained: 1,
+            restore: None,
+            restart_attempts: 0,
+            restart_delay: std::time::Duration::from_secs(1),
         }
     }
 
@@ -102,6 +123,20 @@ impl JobSpec {
     pub fn with_checkpoint_dir(mut self, dir: &str, retained: usize) -> Self {
         self.checkpoint_dir = Some(dir.to_string());
         self.checkpoints_retained = retained.max(1);
+        self
+    }
+
+    /// Resumes from a checkpoint.
+    pub fn with_restore(mut self, restore: Restore) -> Self {
+        self.restore = Some(restore);
+        self
+    }
+
+    /// Restarts from the last checkpoint up to `attempts` times after a
+    /// transient failure (storage or network), waiting `delay` first.
+    pub fn with_restarts(mut self, attempts: u32, delay: std::time::Duration) -> Self {
+        self.restart_attempts = attempts;
+        self.restart_delay = delay;
         self
     }
 
@@ -188,34 +223,109 @@ pub async fn run(job: &JobSpec) -> Result<JobResult> {
 }
 
 /// Runs a job, counting into `metrics` (for progress reporting), until its
-/// sources end or `stop` is signalled.
+/// sources end or `stop` is signalled. A transient failure restarts it
+/// from its last checkpoint, as often as the job allows.
 pub async fn run_with(
     job: &JobSpec,
     metrics: Arc<JobMetrics>,
     stop: StopSignal,
 ) -> Result<JobResult> {
     let (compiled, parameters, _libraries) = job.open()?;
-    let graph = sluice_engine::plan::translate(&compiled, &connectors(), job.parallelism)?;
-    let late_data = match parameters.get(sluice_connectors::filesystem::LATE_DATA_PATH) {
-        Some(path) => Some(sluice_connectors::filesystem::late_data_sink(path)?),
+    let store: Option<Arc<dyn CheckpointStore>> = match &job.checkpoint_dir {
+        Some(dir) => Some(Arc::new(ObjectCheckpoints::new(dir, &compiled.name)?)),
         None => None,
     };
-    let options = RunOptions {
-        parameters,
-        late_data,
-        stop,
-        checkpoint_interval: job.checkpoint_interval,
-        checkpoint_store: match &job.checkpoint_dir {
-            Some(dir) => Some(
-                Arc::new(sluice_connectors::checkpoints::ObjectCheckpoints::new(
-                    dir,
-                    &compiled.name,
-                )?) as Arc<dyn sluice_engine::checkpoint::CheckpointStore>,
-            ),
+    let mut restore = job.restore.clone();
+    let mut delay = job.restart_delay;
+    for attempt in 0.. {
+        // Sinks and sources are made afresh for every attempt: nothing a
+        // failed attempt staged is committed by the next.
+        let graph = sluice_engine::plan::translate(&compiled, &connectors(), job.parallelism)?;
+        let late_data = match parameters.get(sluice_connectors::filesystem::LATE_DATA_PATH) {
+            Some(path) => Some(sluice_connectors::filesystem::late_data_sink(path)?),
             None => None,
-        },
-        checkpoints_retained: job.checkpoints_retained,
-        ..RunOptions::default()
-    };
-    sluice_engine::exec::run(&graph, &options, metrics).await
+        };
+        let restored = match &restore {
+            None => None,
+            Some(which) => restore_point(which, store.as_deref(), &compiled.name).await?,
+        };
+        let options = RunOptions {
+            parameters: parameters.clone(),
+            late_data,
+            stop: stop.clone(),
+            checkpoint_interval: job.checkpoint_interval,
+            checkpoint_store: store.clone(),
+            checkpoints_retained: job.checkpoints_retained,
+            restore: restored.map(Arc::new),
+            ..RunOptions::default()
+        };
+        match sluice_engine::exec::run(&graph, &options, Arc::clone(&metrics)).await {
+            Err(e) if e.is_retryable() && attempt < job.restart_attempts && !stop.is_stopped() => {
+                tracing::warn!(
+                    "job {} failed ({e}); restarting from its last checkpoint in {delay:?} (restart {} of {})",
+                    compiled.name,
+                    attempt + 1,
+                    job.restart_attempts
+                );
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    () = stop.stopped() => return Err(e),
+                }
+                delay = (delay * 2).min(std::time::Duration::from_secs(60));
+                // Only a job that checkpoints has somewhere to resume from.
+                if store.is_some() {
+                    restore = Some(Restore::Latest);
+                }
+                metrics.reset_progress();
+            }
+            result => return result,
+        }
+    }
+    unreachable!("the restart loop returns")
+}
+
+/// Reads the checkpoint to resume from.
+async fn restore_point(
+    which: &Restore,
+    store: Option<&dyn CheckpointStore>,
+    job: &str,
+) -> Result<Option<Restored>> {
+    match which {
+        Restore::Latest => {
+            let Some(store) = store else {
+                return Err(SluiceError::config(
+                    "restoring the latest checkpoint needs a checkpoint directory",
+                ));
+            };
+            let restored = sluice_engine::checkpoint::load(store, None).await?;
+            match &restored {
+                Some(r) => tracing::info!(
+                    "job {job}: resuming from checkpoint {} in {}",
+                    r.manifest.id,
+                    store.describe()
+                ),
+                None => tracing::warn!(
+                    "job {job}: no complete checkpoint in {}; starting from the beginning",
+                    store.describe()
+                ),
+            }
+            Ok(restored)
+        }
+        Restore::Path(path) => {
+            let trimmed = path.trim_end_matches('/');
+            let parse = || {
+                let (job_dir, chk) = trimmed.rsplit_once('/')?;
+                let id = chk.strip_prefix("chk-")?.parse().ok()?;
+                let (dir, job) = job_dir.rsplit_once('/').unwrap_or((".", job_dir));
+                Some((dir, job, id))
+            };
+            let (dir, owner, id) = parse().ok_or_else(|| {
+                SluiceError::config(format!(
+                    "--restore {path}: expected a checkpoint directory, <dir>/<job>/chk-<n>"
+                ))
+            })?;
+            let store = ObjectCheckpoints::new(if dir.is_empty() { "/" } else { dir }, owner)?;
+            sluice_engine::checkpoint::load(&store, Some(id)).await
+        }
+    }
 }

@@ -100,6 +100,53 @@ struct JobArgs {
     /// Subtasks per operator (default: the number of cores).
     #[arg(long)]
     parallelism: Option<usize>,
+    /// Where checkpoints go: a directory or object store URL; each job
+    /// gets `<dir>/<job>/chk-<n>/` [default in stream mode: .sluice/checkpoints]
+    #[arg(long, value_name = "URL")]
+    checkpoint_dir: Option<String>,
+    /// Take a checkpoint this often, e.g. 10s, 500ms, 1m [default in stream
+    /// mode: 10s; batch mode checkpoints only when asked]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    checkpoint_interval: Option<Duration>,
+    /// Completed checkpoints to keep (the newest; at least one).
+    #[arg(long, default_value_t = 2)]
+    checkpoints_retained: usize,
+    /// Resume from `latest` (the newest complete checkpoint of this job; a
+    /// fresh start if there is none) or from a checkpoint directory
+    /// `<dir>/<job>/chk-<n>`.
+    #[arg(long, value_name = "latest|PATH")]
+    restore: Option<String>,
+    /// Restarts from the last checkpoint after a transient failure
+    /// (storage or broker unavailable); errors in the job or data stop it.
+    #[arg(long, default_value_t = 3)]
+    restart_attempts: u32,
+    /// Pause before the first restart; it doubles each time, up to a minute.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "1s")]
+    restart_delay: Duration,
+}
+
+/// Parses `500ms`, `10s`, `2m`, `1h` (a bare number is seconds).
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("'{text}' is not a duration such as 500ms, 10s or 1m"))?;
+    let seconds = match unit.trim() {
+        "ms" => value / 1000.0,
+        "" | "s" => value,
+        "m" | "min" => value * 60.0,
+        "h" => value * 3600.0,
+        other => {
+            return Err(format!(
+                "unknown unit '{other}' in '{text}': use ms, s, m or h"
+            ));
+        }
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|e| format!("'{text}': {e}"))
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -140,6 +187,31 @@ impl JobArgs {
                 .with_context(|| format!("--set {pair}: expected NAME=VALUE"))?;
             spec = spec.with_var(name.trim(), value);
         }
+        // Stream jobs checkpoint by default; batch jobs when any
+        // checkpoint option is given.
+        let checkpointing = matches!(self.mode, ModeArg::Stream)
+            || self.checkpoint_interval.is_some()
+            || self.checkpoint_dir.is_some()
+            || self.restore.is_some();
+        if checkpointing {
+            let interval = self.checkpoint_interval.unwrap_or(Duration::from_secs(10));
+            if interval.is_zero() {
+                bail!("--checkpoint-interval must be more than zero");
+            }
+            let dir = self
+                .checkpoint_dir
+                .as_deref()
+                .unwrap_or(".sluice/checkpoints");
+            spec = spec
+                .with_checkpoint_interval(interval)
+                .with_checkpoint_dir(dir, self.checkpoints_retained);
+        }
+        match self.restore.as_deref() {
+            None => {}
+            Some("latest") => spec = spec.with_restore(sluice::Restore::Latest),
+            Some(path) => spec = spec.with_restore(sluice::Restore::Path(path.to_string())),
+        }
+        spec = spec.with_restarts(self.restart_attempts, self.restart_delay);
         Ok(spec)
     }
 }

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
+use futures::StreamExt;
 use futures::future::BoxFuture;
 use object_store::ObjectStoreExt;
 use object_store::buffered::BufWriter;
@@ -107,6 +108,57 @@ impl Sink for FileSink {
                 self.location.store.rename(&from, &to).await.map_err(|e| {
                     SluiceError::io(format!("committing {}", self.location.url_of(&to)), e)
                 })?;
+            }
+            Ok(())
+        })
+    }
+
+    fn recover<'a>(&'a self, staged: &'a [StagedOutput]) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let store = &self.location.store;
+            for s in staged {
+                let (from, to) = (Path::from(s.staged.as_str()), Path::from(s.target.as_str()));
+                match store.rename(&from, &to).await {
+                    Ok(()) => {}
+                    // Committed before the crash: the target is there.
+                    Err(object_store::Error::NotFound { .. }) if store.head(&to).await.is_ok() => {}
+                    Err(e) => {
+                        return Err(SluiceError::io(
+                            format!("committing restored output {}", self.location.url_of(&to)),
+                            e,
+                        ));
+                    }
+                }
+            }
+            // Parts staged after the checkpoint (or by a run that never
+            // checkpointed): the restored job writes their rows again.
+            let listed: Vec<_> = store
+                .list(Some(&self.location.path))
+                .collect::<Vec<_>>()
+                .await;
+            for item in listed {
+                let meta = match item {
+                    Ok(meta) => meta,
+                    Err(object_store::Error::NotFound { .. }) => continue,
+                    Err(e) => {
+                        return Err(SluiceError::io(format!("listing {}", self.location.url), e));
+                    }
+                };
+                let stale = meta
+                    .location
+                    .filename()
+                    .is_some_and(|n| n.starts_with(".part-") && n.ends_with(".inprogress"));
+                if stale {
+                    match store.delete(&meta.location).await {
+                        Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                        Err(e) => {
+                            return Err(SluiceError::io(
+                                format!("dropping {}", self.location.url_of(&meta.location)),
+                                e,
+                            ));
+                        }
+                    }
+                }
             }
             Ok(())
         })

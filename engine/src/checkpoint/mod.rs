@@ -6,6 +6,7 @@
 
 pub mod barrier;
 pub mod protocol;
+pub mod state;
 
 pub use barrier::{Arrival, BarrierAligner, CheckpointId, Step};
 
@@ -23,6 +24,18 @@ pub trait CheckpointStore: Send + Sync + Debug {
     /// none, `Err` when it is damaged).
     fn list(&self) -> BoxFuture<'_, Result<Listing>>;
 
+    /// Writes a state file of checkpoint `id` (`name` is relative to its
+    /// directory).
+    fn write_state<'a>(
+        &'a self,
+        id: CheckpointId,
+        name: &'a str,
+        bytes: Vec<u8>,
+    ) -> BoxFuture<'a, Result<()>>;
+
+    /// Reads a state file of checkpoint `id`.
+    fn read_state<'a>(&'a self, id: CheckpointId, name: &'a str) -> BoxFuture<'a, Result<Vec<u8>>>;
+
     /// Writes the manifest last, which makes the checkpoint exist.
     fn write_manifest<'a>(&'a self, manifest: &'a Manifest) -> BoxFuture<'a, Result<()>>;
 
@@ -31,4 +44,75 @@ pub trait CheckpointStore: Send + Sync + Debug {
 
     /// Where the checkpoints are, for messages.
     fn describe(&self) -> String;
+}
+
+/// A checkpoint read back for a restore: its manifest and every state file,
+/// decoded, by path.
+#[derive(Debug, Clone)]
+pub struct Restored {
+    pub manifest: Manifest,
+    pub state: std::collections::BTreeMap<String, Vec<arrow::record_batch::RecordBatch>>,
+}
+
+/// Reads checkpoint `id` of `store`, or the newest one that is complete and
+/// whole when `id` is `None`. Newer checkpoints that are unfinished or
+/// damaged (manifest or state files) are passed over with a warning.
+/// `Ok(None)`: there is no checkpoint to restore.
+pub async fn load(
+    store: &dyn CheckpointStore,
+    id: Option<CheckpointId>,
+) -> Result<Option<Restored>> {
+    let listing = store.list().await?;
+    if let Some(id) = id {
+        let manifest = match listing.into_iter().find(|(found, _)| *found == id) {
+            Some((_, Some(Ok(manifest)))) => manifest,
+            Some((_, Some(Err(reason)))) => {
+                return Err(crate::SluiceError::Config(format!(
+                    "checkpoint {id} in {} cannot be restored: {reason}",
+                    store.describe()
+                )));
+            }
+            Some((_, None)) => {
+                return Err(crate::SluiceError::Config(format!(
+                    "checkpoint {id} in {} never completed (it has no manifest)",
+                    store.describe()
+                )));
+            }
+            None => {
+                return Err(crate::SluiceError::Config(format!(
+                    "there is no checkpoint {id} in {}",
+                    store.describe()
+                )));
+            }
+        };
+        return read_state(store, manifest).await.map(Some);
+    }
+    let mut listing = listing;
+    loop {
+        let choice = protocol::choose_restore(listing.clone());
+        for (id, reason) in &choice.skipped {
+            tracing::warn!("skipping checkpoint {id} in {}: {reason}", store.describe());
+        }
+        let Some(manifest) = choice.checkpoint else {
+            return Ok(None);
+        };
+        let id = manifest.id;
+        match read_state(store, manifest).await {
+            Ok(restored) => return Ok(Some(restored)),
+            Err(e) => {
+                tracing::warn!("skipping checkpoint {id} in {}: {e}", store.describe());
+                listing.retain(|(found, _)| *found < id);
+            }
+        }
+    }
+}
+
+async fn read_state(store: &dyn CheckpointStore, manifest: Manifest) -> Result<Restored> {
+    let mut state = std::collections::BTreeMap::new();
+    for file in manifest.subtasks.iter().flat_map(|s| &s.state) {
+        let bytes = store.read_state(manifest.id, &file.path).await?;
+        let what = format!("chk-{}/{}", manifest.id, file.path);
+        state.insert(file.path.clone(), state::decode(bytes, &what)?);
+    }
+    Ok(Restored { manifest, state })
 }

@@ -20,12 +20,21 @@ pub const MANIFEST_VERSION: u32 = 1;
 /// The file name that marks a checkpoint complete.
 pub const MANIFEST: &str = "_manifest.json";
 
-/// One state file of an operator subtask: the key groups it covers.
+/// One state file of an operator subtask (Arrow IPC): the key groups it
+/// covers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StateFile {
     /// Relative to the checkpoint's directory.
     pub path: String,
+    /// The operator's node in the job graph.
+    pub operator: usize,
+    /// The key groups of the subtask that wrote it.
     pub key_groups: Range<usize>,
+    /// Whether its rows are keyed: split by key group on restore. Other
+    /// state goes whole to the subtask that owns its first key group.
+    pub keyed: bool,
+    /// The operator's watermark when the state was taken.
+    pub watermark: i64,
     pub bytes: u64,
 }
 
@@ -35,6 +44,10 @@ pub struct StateFile {
 pub struct SplitPosition {
     pub split: String,
     pub position: String,
+    /// The split's own watermark then, so a restored source does not move
+    /// event time back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watermark: Option<i64>,
 }
 
 /// Output a sink staged during the checkpoint's epoch, to be made visible
@@ -238,28 +251,40 @@ pub fn commits_of(manifest: &Manifest) -> Vec<StagedOutput> {
         .collect()
 }
 
-/// The state files subtask `subtask` of `parallelism` restores for `node`:
-/// those whose key groups meet the key groups it now owns.
-pub fn state_for(manifest: &Manifest, node: usize, key_groups: &Range<usize>) -> Vec<StateFile> {
+/// The state files a subtask that now owns `key_groups` restores for
+/// `operator`: keyed files whose key groups meet its own (it keeps only its
+/// rows of them), and other files whose first key group is its own (each
+/// goes whole to exactly one subtask).
+pub fn state_for(
+    manifest: &Manifest,
+    operator: usize,
+    key_groups: &Range<usize>,
+) -> Vec<StateFile> {
     manifest
         .subtasks
         .iter()
-        .filter(|s| s.node == node)
         .flat_map(|s| &s.state)
-        .filter(|f| f.key_groups.start < key_groups.end && key_groups.start < f.key_groups.end)
+        .filter(|f| f.operator == operator)
+        .filter(|f| {
+            if f.keyed {
+                f.key_groups.start < key_groups.end && key_groups.start < f.key_groups.end
+            } else {
+                key_groups.contains(&f.key_groups.start)
+            }
+        })
         .cloned()
         .collect()
 }
 
 /// The positions recorded for `node`'s splits, by split name, whatever
 /// subtask read them (splits are reassigned on restore).
-pub fn positions_for(manifest: &Manifest, node: usize) -> BTreeMap<String, String> {
+pub fn positions_for(manifest: &Manifest, node: usize) -> BTreeMap<String, SplitPosition> {
     manifest
         .subtasks
         .iter()
         .filter(|s| s.node == node)
         .flat_map(|s| &s.positions)
-        .map(|p| (p.split.clone(), p.position.clone()))
+        .map(|p| (p.split.clone(), p.clone()))
         .collect()
 }
 
@@ -272,14 +297,28 @@ mod tests {
         SubtaskSnapshot {
             node,
             subtask,
-            state: vec![StateFile {
-                path: format!("n{node}-s{subtask}.arrow"),
-                key_groups: key_groups_of(subtask, parallelism),
-                bytes: 100,
-            }],
+            state: vec![
+                StateFile {
+                    path: format!("n{node}-s{subtask}.arrow"),
+                    operator: 7,
+                    key_groups: key_groups_of(subtask, parallelism),
+                    keyed: true,
+                    watermark: 0,
+                    bytes: 60,
+                },
+                StateFile {
+                    path: format!("n{node}-s{subtask}-local.arrow"),
+                    operator: 8,
+                    key_groups: key_groups_of(subtask, parallelism),
+                    keyed: false,
+                    watermark: 0,
+                    bytes: 40,
+                },
+            ],
             positions: vec![SplitPosition {
                 split: format!("p{subtask}"),
                 position: format!("{}", 10 * subtask),
+                watermark: None,
             }],
             staged: vec![StagedOutput {
                 sink: "out".into(),
@@ -386,20 +425,30 @@ mod tests {
         let old = manifest(1, 4);
         for new in [1, 2, 3, 4, 8] {
             let mut covered = vec![0; MAX_PARALLELISM];
+            let mut unkeyed = Vec::new();
             for subtask in 0..new {
                 let owned = key_groups_of(subtask, new);
-                for file in state_for(&old, 0, &owned) {
+                for file in state_for(&old, 7, &owned) {
                     for g in file.key_groups.clone() {
                         if owned.contains(&g) {
                             covered[g] += 1;
                         }
                     }
                 }
+                unkeyed.extend(state_for(&old, 8, &owned).into_iter().map(|f| f.path));
             }
             assert!(
                 covered.iter().all(|c| *c == 1),
                 "parallelism {new}: {covered:?}"
             );
+            unkeyed.sort();
+            assert_eq!(
+                unkeyed.len(),
+                4,
+                "each unkeyed file restored once: {unkeyed:?}"
+            );
+            unkeyed.dedup();
+            assert_eq!(unkeyed.len(), 4, "each unkeyed file restored once");
         }
         assert_eq!(positions_for(&old, 0).len(), 4);
         assert_eq!(commits_of(&old).len(), 4);

@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use arrow::array::UInt32Array;
+use arrow::array::{ArrayRef, UInt32Array};
 use arrow::compute::take_record_batch;
 use arrow::record_batch::RecordBatch;
 use datafusion::common::hash_utils::{RandomState, create_hashes};
@@ -37,6 +37,13 @@ pub fn key_groups_of(subtask: usize, parallelism: usize) -> std::ops::Range<usiz
     let start = (subtask * MAX_PARALLELISM).div_ceil(parallelism);
     let end = ((subtask + 1) * MAX_PARALLELISM).div_ceil(parallelism);
     start..end
+}
+
+/// The key group of each row of `keys`, hashed as the exchange hashes them.
+pub fn key_groups_of_rows(keys: &[ArrayRef]) -> Result<Vec<usize>> {
+    let mut hashes = vec![0; keys.first().map_or(0, |k| k.len())];
+    create_hashes(keys, &HASH_SEED, &mut hashes).exec_context(|| "hashing keys".to_string())?;
+    Ok(hashes.into_iter().map(key_group).collect())
 }
 
 /// Splits `batch` by the subtask each row's key belongs to.

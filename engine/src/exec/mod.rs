@@ -22,7 +22,8 @@ use std::time::{Duration, Instant};
 use tokio::task::JoinSet;
 
 use crate::checkpoint::protocol::{Manifest, PendingCheckpoint, SubtaskSnapshot, to_discard};
-use crate::checkpoint::{CheckpointId, CheckpointStore};
+use crate::checkpoint::protocol::{commits_of, positions_for};
+use crate::checkpoint::{CheckpointId, CheckpointStore, Restored};
 use crate::connector::{Reading, ScanRequest, Split};
 use crate::error::{Result, SluiceError};
 use crate::metrics::JobMetrics;
@@ -52,6 +53,9 @@ pub struct RunOptions {
     pub checkpoint_store: Option<Arc<dyn CheckpointStore>>,
     /// Completed checkpoints to keep there (at least one).
     pub checkpoints_retained: usize,
+    /// A checkpoint to resume from: sources continue at its positions,
+    /// operators from its state, and sinks commit what it covered.
+    pub restore: Option<Arc<Restored>>,
 }
 
 /// Asks a running job to stop (SIGINT, SIGTERM). Clones share one signal.
@@ -86,6 +90,7 @@ impl Default for RunOptions {
             checkpoint_interval: None,
             checkpoint_store: None,
             checkpoints_retained: 1,
+            restore: None,
         }
     }
 }
@@ -140,10 +145,42 @@ pub async fn run(
         }
     }
 
+    // A restore first finishes what the checkpoint covered: its staged
+    // output is committed, and output staged after it is dropped.
+    if let Some(restored) = &options.restore {
+        let staged = commits_of(&restored.manifest);
+        for node in &graph.nodes {
+            if let NodeKind::Sink(sink) = &node.kind {
+                let mine: Vec<_> = staged
+                    .iter()
+                    .filter(|s| s.sink == sink.table.name)
+                    .cloned()
+                    .collect();
+                sink.sink.recover(&mine).await?;
+            }
+        }
+        tracing::info!(
+            checkpoint = restored.manifest.id,
+            state_bytes = restored.manifest.state_bytes(),
+            "restoring from checkpoint {}",
+            restored.manifest.id
+        );
+    }
+
     // Checkpoints: a coordinator that triggers them and collects acks.
     let (coordinator, link) = match options.checkpoint_interval {
         Some(interval) => {
-            let (triggers, trigger_rx) = tokio::sync::watch::channel(0);
+            // Number on from the checkpoints already there (an earlier
+            // run's, or the one restored), so none is overwritten: sources
+            // send barriers only after the id they start from.
+            let known = match &options.checkpoint_store {
+                Some(store) => Known::list(store.as_ref()).await?,
+                None => Known::default(),
+            };
+            let (triggers, trigger_rx) = tokio::sync::watch::channel(task::Trigger {
+                id: known.all.iter().max().copied().unwrap_or(0),
+                last: false,
+            });
             let (acks, ack_rx) = tokio::sync::mpsc::unbounded_channel();
             let expected = stages.iter().map(|s| (s.root, s.parallelism)).collect();
             let source_roots: std::collections::BTreeSet<usize> = stages
@@ -174,10 +211,13 @@ pub async fn run(
                     .collect(),
                 store: options.checkpoint_store.clone(),
                 retained: options.checkpoints_retained,
+                stop: options.stop.clone(),
+                known: Some(known),
             };
+            let store = options.checkpoint_store.clone();
             (
-                Some(tokio::spawn(coordinator.run(triggers, ack_rx))),
-                Some((trigger_rx, acks)),
+                Some(AbortOnDrop(tokio::spawn(coordinator.run(triggers, ack_rx)))),
+                Some((trigger_rx, acks, store)),
             )
         }
         None => (None, None),
@@ -189,6 +229,10 @@ pub async fn run(
         let mut watermark = None;
         let mut reading = Reading::InOrder;
         let mut compute = None;
+        let restored_positions = match &options.restore {
+            Some(restored) => positions_for(&restored.manifest, stage.root),
+            None => BTreeMap::new(),
+        };
         if let NodeKind::Source(source) = &root.kind {
             let request = ScanRequest {
                 metrics: Arc::clone(&metrics),
@@ -237,19 +281,27 @@ pub async fn run(
                     compute: compute.clone(),
                     watermark: watermark.clone(),
                     stop: options.stop.clone(),
+                    restored: restored_positions.clone(),
                 },
                 _ => task::Input::Channels(
                     receivers.remove(&(stage.root, subtask)).unwrap_or_default(),
                 ),
             };
             let metrics = Arc::clone(&metrics);
-            let link = link.as_ref().map(|(triggers, acks)| task::CheckpointLink {
-                node: stage.root,
-                subtask,
-                triggers: triggers.clone(),
-                acks: acks.clone(),
-            });
+            let link = link
+                .as_ref()
+                .map(|(triggers, acks, store)| task::CheckpointLink {
+                    node: stage.root,
+                    subtask,
+                    triggers: triggers.clone(),
+                    acks: acks.clone(),
+                    store: store.clone(),
+                });
+            let restore = options.restore.clone();
             tasks.spawn(async move {
+                if let Some(restored) = &restore {
+                    chain.restore(restored)?;
+                }
                 chain.open()?;
                 task::run(&mut chain, input, &metrics, link).await
             });
@@ -279,13 +331,10 @@ pub async fn run(
         }
     }
     if let Some(e) = failure {
-        if let Some(coordinator) = coordinator {
-            coordinator.abort();
-        }
         return Err(e);
     }
     let checkpoints = match coordinator {
-        Some(coordinator) => coordinator
+        Some(mut coordinator) => (&mut coordinator.0)
             .await
             .map_err(|e| SluiceError::Runtime(format!("the checkpoint coordinator failed: {e}")))?,
         None => Vec::new(),
@@ -314,6 +363,16 @@ pub async fn run(
     })
 }
 
+/// A spawned task that is aborted when dropped: a job dropped or failed
+/// leaves no coordinator behind.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Triggers a checkpoint every `interval` and completes each once every
 /// subtask has acknowledged it (a finished subtask counts as having done
 /// so). Returns the completed checkpoints when every subtask has ended.
@@ -330,13 +389,38 @@ struct Coordinator {
     sinks: BTreeMap<String, Arc<dyn crate::connector::Sink>>,
     store: Option<Arc<dyn CheckpointStore>>,
     retained: usize,
+    /// When the job is stopped, one last checkpoint is taken.
+    stop: StopSignal,
+    /// The checkpoints already in the store.
+    known: Option<Known>,
+}
+
+/// The checkpoints in the store: complete ones, and all (incomplete ones
+/// are left by crashes, or in progress).
+#[derive(Debug, Default)]
+struct Known {
+    complete: Vec<CheckpointId>,
+    all: Vec<CheckpointId>,
+}
+
+impl Known {
+    async fn list(store: &dyn CheckpointStore) -> Result<Self> {
+        let mut known = Known::default();
+        for (id, manifest) in store.list().await? {
+            if matches!(manifest, Some(Ok(_))) {
+                known.complete.push(id);
+            }
+            known.all.push(id);
+        }
+        Ok(known)
+    }
 }
 
 impl Coordinator {
     /// Writes a completed checkpoint's manifest, then drops checkpoints
     /// past retention. A checkpoint whose manifest cannot be written did
     /// not happen: the job goes on, and says so.
-    async fn complete(&self, manifest: &Manifest, completed: &[Manifest]) -> bool {
+    async fn complete(&self, manifest: &Manifest, known: &mut Known) -> bool {
         if let Some(store) = &self.store
             && let Err(e) = store.write_manifest(manifest).await
         {
@@ -346,7 +430,7 @@ impl Coordinator {
         // The checkpoint exists: what its sinks staged becomes visible. A
         // failure here is finished by the commit at the end of the job, or
         // by a restore.
-        let staged = crate::checkpoint::protocol::commits_of(manifest);
+        let staged = commits_of(manifest);
         for (table, sink) in &self.sinks {
             let mine: Vec<_> = staged
                 .iter()
@@ -362,72 +446,94 @@ impl Coordinator {
         let Some(store) = &self.store else {
             return true;
         };
-        let mut complete: Vec<CheckpointId> = completed.iter().map(|m| m.id).collect();
-        complete.push(manifest.id);
-        let discard: Vec<CheckpointId> = to_discard(&complete, &complete, self.retained);
-        if let Err(e) = store.discard(&discard).await {
-            tracing::warn!("discarding old checkpoints in {}: {e}", store.describe());
+        known.complete.push(manifest.id);
+        let discard: Vec<CheckpointId> = to_discard(&known.complete, &known.all, self.retained);
+        match store.discard(&discard).await {
+            Ok(()) => {
+                known.complete.retain(|id| !discard.contains(id));
+                known.all.retain(|id| !discard.contains(id));
+            }
+            Err(e) => tracing::warn!("discarding old checkpoints in {}: {e}", store.describe()),
         }
         true
     }
 
     async fn run(
         self,
-        triggers: tokio::sync::watch::Sender<CheckpointId>,
+        triggers: tokio::sync::watch::Sender<task::Trigger>,
         acks: tokio::sync::mpsc::UnboundedReceiver<task::Ack>,
     ) -> Vec<Manifest> {
-        coordinate(&self, triggers, acks).await
+        let mut coordinator = self;
+        coordinate(&mut coordinator, triggers, acks).await
     }
 }
 
 async fn coordinate(
-    coordinator: &Coordinator,
-    triggers: tokio::sync::watch::Sender<CheckpointId>,
+    coordinator: &mut Coordinator,
+    triggers: tokio::sync::watch::Sender<task::Trigger>,
     mut acks: tokio::sync::mpsc::UnboundedReceiver<task::Ack>,
 ) -> Vec<Manifest> {
     let (job, expected) = (&coordinator.job, &coordinator.expected);
     let mut ticks = tokio::time::interval(coordinator.interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticks.tick().await;
-    let mut next: CheckpointId = 1;
+    let mut known = coordinator.known.take().unwrap_or_default();
+    let mut next: CheckpointId = known.all.iter().max().map_or(1, |id| id + 1);
     let mut pending: BTreeMap<CheckpointId, (PendingCheckpoint, Instant)> = BTreeMap::new();
     // Subtasks that ended, with their final snapshot (a source's positions).
     let mut finished: BTreeMap<(usize, usize), SubtaskSnapshot> = BTreeMap::new();
     let mut finished_sources = 0;
     let mut completed = Vec::new();
+    let mut stopping = false;
     let now_ms = || chrono::Utc::now().timestamp_millis();
     loop {
         // (checkpoint, subtask's snapshot) acknowledgements to record.
         let mut received: Vec<(CheckpointId, SubtaskSnapshot)> = Vec::new();
+        // A checkpoint to trigger, and whether it is the last.
+        let mut trigger = None;
         tokio::select! {
             // One checkpoint at a time, and none once no source runs: no
             // barrier would flow.
-            _ = ticks.tick(), if pending.is_empty() && finished_sources < coordinator.sources => {
-                let mut checkpoint = PendingCheckpoint::new(next, expected);
-                let mut done = None;
-                for snapshot in finished.values() {
-                    done = checkpoint.acknowledge(snapshot.clone(), job, now_ms()).ok().flatten();
-                }
-                if let Some(manifest) = done {
-                    if coordinator.complete(&manifest, &completed).await {
-                        completed.push(manifest);
-                    }
-                } else {
-                    pending.insert(next, (checkpoint, Instant::now()));
-                    triggers.send_replace(next);
-                }
-                next += 1;
+            _ = ticks.tick(), if pending.is_empty() && finished_sources < coordinator.sources && !stopping => {
+                trigger = Some(false);
+            }
+            // Stopped: one last checkpoint at once, whatever is in flight.
+            () = coordinator.stop.stopped(), if !stopping => {
+                stopping = true;
+                trigger = (finished_sources < coordinator.sources).then_some(true);
             }
             ack = acks.recv() => match ack {
-                None => return completed,
-                Some(task::Ack::Snapshot(id, snapshot)) => received.push((id, snapshot)),
-                Some(task::Ack::Finished { node, subtask, positions }) => {
+                None => {
+                    // Every subtask ended. Unless stopped (the last
+                    // checkpoint holds the unfired state), a checkpoint of
+                    // the end commits the last output, and a restore from
+                    // it finds the job done rather than doing it again.
+                    if !coordinator.stop.is_stopped() && !finished.is_empty() {
+                        let mut end = PendingCheckpoint::new(next, expected);
+                        let mut done = None;
+                        for snapshot in finished.values() {
+                            done = end.acknowledge(snapshot.clone(), job, now_ms()).ok().flatten();
+                        }
+                        // Not among the checkpoints the job reports: it was
+                        // taken after the run, not during it.
+                        if let Some(manifest) = done {
+                            coordinator.complete(&manifest, &mut known).await;
+                        }
+                    }
+                    return completed;
+                }
+                Some(task::Ack::Snapshot(id, snapshot)) => {
+                    tracing::debug!(checkpoint = id, node = snapshot.node, subtask = snapshot.subtask, "subtask snapshotted");
+                    received.push((id, snapshot));
+                }
+                Some(task::Ack::Finished { node, subtask, positions, staged }) => {
+                    // Its input ended: its operators fired and emptied.
                     let snapshot = SubtaskSnapshot {
                         node,
                         subtask,
                         state: Vec::new(),
                         positions,
-                        staged: Vec::new(),
+                        staged,
                     };
                     if coordinator.source_roots.contains(&node) {
                         finished_sources += 1;
@@ -444,6 +550,28 @@ async fn coordinate(
                 }
             },
         }
+        if let Some(last) = trigger {
+            let mut checkpoint = PendingCheckpoint::new(next, expected);
+            let mut done = None;
+            for snapshot in finished.values() {
+                done = checkpoint
+                    .acknowledge(snapshot.clone(), job, now_ms())
+                    .ok()
+                    .flatten();
+            }
+            known.all.push(next);
+            if let Some(manifest) = done {
+                if coordinator.complete(&manifest, &mut known).await {
+                    completed.push(manifest);
+                }
+            } else {
+                pending.insert(next, (checkpoint, Instant::now()));
+            }
+            tracing::debug!(checkpoint = next, last, "checkpoint triggered");
+            // Sources wait for the last trigger even when it needs no barrier.
+            triggers.send_replace(task::Trigger { id: next, last });
+            next += 1;
+        }
         for (id, snapshot) in received {
             let Some((checkpoint, started)) = pending.get_mut(&id) else {
                 continue;
@@ -452,7 +580,7 @@ async fn coordinate(
             match checkpoint.acknowledge(snapshot, job, now_ms()) {
                 Ok(Some(manifest)) => {
                     pending.remove(&id);
-                    if !coordinator.complete(&manifest, &completed).await {
+                    if !coordinator.complete(&manifest, &mut known).await {
                         continue;
                     }
                     tracing::info!(

@@ -19,15 +19,20 @@ use futures::stream::select_all;
 use super::StopSignal;
 use super::channel::{Receiver, Sender};
 use super::exchange::hash_partition;
-use crate::checkpoint::protocol::{self, SubtaskSnapshot};
-use crate::checkpoint::{Arrival, BarrierAligner, CheckpointId, Step};
+use std::collections::BTreeMap;
+
+use futures::stream::BoxStream;
+
+use super::exchange::key_groups_of;
+use crate::checkpoint::protocol::{self, StateFile, SubtaskSnapshot};
+use crate::checkpoint::{Arrival, BarrierAligner, CheckpointId, CheckpointStore, Restored, Step};
 use crate::connector::{Reading, SinkWriter, Split, SplitPosition};
 use crate::error::{ExecContext, Result, SluiceError};
 use crate::metrics::JobMetrics;
 use crate::ops::aggregate::event_times;
-use crate::ops::{Message, Operator, OperatorContext, Output};
+use crate::ops::{Message, Operator, OperatorContext, Output, RestoredState};
 use crate::plan::{JobGraph, NodeKind, Partitioning, Stage};
-use crate::time::{END_OF_TIME, InputWatermarks, SplitWatermarks};
+use crate::time::{BEFORE_TIME, END_OF_TIME, InputWatermarks, SplitWatermarks};
 use datafusion::physical_expr::PhysicalExpr;
 use tokio::sync::{mpsc, watch};
 
@@ -45,6 +50,8 @@ pub enum Input {
         /// The watermark expression and the rowtime column it is for.
         watermark: Option<(Arc<dyn PhysicalExpr>, usize)>,
         stop: StopSignal,
+        /// Split positions of a restored checkpoint, by split name.
+        restored: BTreeMap<String, protocol::SplitPosition>,
     },
     Channels(Vec<Receiver>),
 }
@@ -56,6 +63,8 @@ enum Target {
 }
 
 struct ChainNode {
+    /// The operator's node in the job graph: what its state is filed under.
+    id: usize,
     op: Box<dyn Operator>,
     outputs: Vec<Target>,
 }
@@ -95,7 +104,7 @@ impl Chain {
         graph: &JobGraph,
         stage: &Stage,
         context: &OperatorContext,
-        senders: &mut std::collections::BTreeMap<(usize, usize), Vec<Sender>>,
+        senders: &mut BTreeMap<(usize, usize), Vec<Sender>>,
         late_data: Option<&dyn crate::connector::Sink>,
     ) -> Result<Self> {
         let mut nodes = Vec::new();
@@ -108,6 +117,7 @@ impl Chain {
                 NodeKind::Operator(factory) => {
                     target_of.insert(id, Target::Node(nodes.len()));
                     nodes.push(ChainNode {
+                        id,
                         op: factory.create(context)?,
                         outputs: Vec::new(),
                     });
@@ -184,6 +194,74 @@ impl Chain {
         Ok(())
     }
 
+    /// Gives every operator its state from a restored checkpoint: the
+    /// files of the key groups this subtask owns.
+    pub fn restore(&mut self, restored: &Restored) -> Result<()> {
+        let key_groups = key_groups_of(self.context.subtask, self.context.parallelism);
+        for node in &mut self.nodes {
+            let files = protocol::state_for(&restored.manifest, node.id, &key_groups);
+            if files.is_empty() {
+                continue;
+            }
+            let mut batches = Vec::new();
+            for file in &files {
+                let state = restored.state.get(&file.path).ok_or_else(|| {
+                    SluiceError::Runtime(format!(
+                        "checkpoint {} lists state file {} but it was not read",
+                        restored.manifest.id, file.path
+                    ))
+                })?;
+                batches.extend(state.iter().cloned());
+            }
+            let watermark = files
+                .iter()
+                .map(|f| f.watermark)
+                .min()
+                .unwrap_or(BEFORE_TIME);
+            node.op.restore(RestoredState {
+                batches,
+                watermark,
+                key_groups: key_groups.clone(),
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Takes every operator's state for checkpoint `id` and writes it to
+    /// the checkpoint store, if there is one.
+    async fn snapshot(
+        &mut self,
+        id: CheckpointId,
+        link: &CheckpointLink,
+    ) -> Result<Vec<StateFile>> {
+        let key_groups = key_groups_of(self.context.subtask, self.context.parallelism);
+        let mut files = Vec::new();
+        for node in &mut self.nodes {
+            let Some(state) = node.op.snapshot()? else {
+                continue;
+            };
+            let Some(store) = &link.store else {
+                continue;
+            };
+            let bytes = crate::checkpoint::state::encode(
+                Arc::new(arrow::datatypes::Schema::empty()),
+                &state.batches,
+            )?;
+            let path = format!("op-{}-{}.arrow", node.id, self.context.subtask);
+            let size = bytes.len() as u64;
+            store.write_state(id, &path, bytes).await?;
+            files.push(StateFile {
+                path,
+                operator: node.id,
+                key_groups: key_groups.clone(),
+                keyed: state.keyed,
+                watermark: state.watermark,
+                bytes: size,
+            });
+        }
+        Ok(files)
+    }
+
     fn push(&mut self, message: Message) -> Result<()> {
         let entry = self.entry.clone();
         self.fan_out(&entry, message)
@@ -213,8 +291,9 @@ impl Chain {
         match message {
             Message::Data(batch) => node.op.on_batch(batch, &mut out)?,
             Message::Watermark(w) => node.op.on_watermark(w, &mut out)?,
-            // Operators keep no state yet that a checkpoint must hold:
-            // barriers pass straight through.
+            // Barriers pass straight through: the chain snapshots every
+            // operator once the barrier has passed them all, before the
+            // next message, which is the same.
             control @ (Message::Idle | Message::Barrier(_)) => {
                 let outputs = node.outputs.clone();
                 return self.fan_out(&outputs, control);
@@ -240,11 +319,17 @@ impl Chain {
     async fn flush(&mut self) -> Result<()> {
         for (exit, pending) in self.exits.iter_mut().zip(self.pending.iter_mut()) {
             for message in pending.drain(..) {
-                if let (Message::Barrier(id), Exit::Sink { table, writer, .. }) =
-                    (&message, &mut *exit)
+                // At a barrier, and at the end (for the checkpoint that
+                // covers the finished subtask), a sink stages what it wrote.
+                let checkpoint = match &message {
+                    Message::Barrier(id) => Some(*id),
+                    Message::End => Some(0),
+                    _ => None,
+                };
+                if let (Some(id), Exit::Sink { table, writer, .. }) = (checkpoint, &mut *exit)
                     && let Some(writer) = writer.as_mut()
                 {
-                    let mut staged = writer.prepare_commit(*id).await?;
+                    let mut staged = writer.prepare_commit(id).await?;
                     for output in &mut staged {
                         output.sink = table.clone();
                     }
@@ -348,6 +433,15 @@ impl Exit {
     }
 }
 
+/// The newest checkpoint the coordinator asked for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Trigger {
+    pub id: CheckpointId,
+    /// The job is stopping: this checkpoint is its last (a savepoint), and
+    /// sources stop right after its barrier.
+    pub last: bool,
+}
+
 /// What a subtask needs to take part in checkpoints.
 #[derive(Debug, Clone)]
 pub struct CheckpointLink {
@@ -355,8 +449,10 @@ pub struct CheckpointLink {
     pub node: usize,
     pub subtask: usize,
     /// The newest checkpoint the coordinator asked for (read by sources).
-    pub triggers: watch::Receiver<CheckpointId>,
+    pub triggers: watch::Receiver<Trigger>,
     pub acks: mpsc::UnboundedSender<Ack>,
+    /// Where state files go.
+    pub store: Option<Arc<dyn CheckpointStore>>,
 }
 
 /// What a subtask tells the checkpoint coordinator.
@@ -370,27 +466,32 @@ pub enum Ack {
         node: usize,
         subtask: usize,
         positions: Vec<protocol::SplitPosition>,
+        /// What its sinks wrote after its last barrier.
+        staged: Vec<protocol::StagedOutput>,
     },
 }
 
 impl CheckpointLink {
-    fn acknowledge(
+    /// Snapshots the chain's operators and tells the coordinator.
+    async fn acknowledge(
         &self,
+        chain: &mut Chain,
         id: CheckpointId,
         positions: Vec<protocol::SplitPosition>,
-        staged: Vec<protocol::StagedOutput>,
-    ) {
+    ) -> Result<()> {
+        let state = chain.snapshot(id, self).await?;
         // A coordinator that has gone has nothing left to complete.
         let _ = self.acks.send(Ack::Snapshot(
             id,
             SubtaskSnapshot {
                 node: self.node,
                 subtask: self.subtask,
-                state: Vec::new(),
+                state,
                 positions,
-                staged,
+                staged: std::mem::take(&mut chain.staged),
             },
         ));
+        Ok(())
     }
 }
 
@@ -407,6 +508,7 @@ pub async fn run(
             node: link.node,
             subtask: link.subtask,
             positions,
+            staged: std::mem::take(&mut chain.staged),
         });
     }
     Ok(())
@@ -427,13 +529,41 @@ async fn run_input(
             compute,
             watermark,
             stop,
+            restored,
         } => {
+            let mut watermarks = SplitWatermarks::new(splits.iter().map(|s| s.min_event_time()));
+            for (i, split) in splits.iter().enumerate() {
+                if let Some(w) = restored.get(&split.key()).and_then(|p| p.watermark) {
+                    watermarks.restore(i, w);
+                }
+            }
+            // A restored source starts where event time was, before any
+            // row: operators chained to it judge lateness as they did.
+            if !restored.is_empty()
+                && let Some(w) = watermarks.advance()
+            {
+                chain.push(Message::Watermark(w))?;
+            }
+            let positions = splits
+                .iter()
+                .map(|s| {
+                    restored
+                        .get(&s.key())
+                        .map(|p| SplitPosition(p.position.clone()))
+                })
+                .collect();
+            // Barriers go out for checkpoints after the one the coordinator
+            // starts from.
+            let injected = link.as_ref().map_or(0, |l| l.triggers.borrow().id);
             let mut reader = SplitReader {
-                watermarks: SplitWatermarks::new(splits.iter().map(|s| s.min_event_time())),
-                positions: vec![None; splits.len()],
+                restored,
+                watermarks,
+                // Splits not reopened yet keep their restored positions in
+                // the next checkpoints: their rows so far are in its state.
+                positions,
                 keys: splits.iter().map(|s| s.key()).collect(),
                 link,
-                injected: 0,
+                injected,
                 compute,
                 watermark,
                 metrics,
@@ -467,6 +597,8 @@ struct SplitReader<'a> {
     /// Where each split has got to (what a checkpoint keeps), and its name.
     positions: Vec<Option<SplitPosition>>,
     keys: Vec<String>,
+    /// Where a restored checkpoint says splits had got to, by name.
+    restored: BTreeMap<String, protocol::SplitPosition>,
     link: Option<CheckpointLink>,
     /// The newest barrier this source has sent.
     injected: CheckpointId,
@@ -485,13 +617,11 @@ impl SplitReader<'_> {
         stop: &StopSignal,
     ) -> Result<bool> {
         for (i, split) in splits.into_iter().enumerate() {
-            self.watermarks.start(i);
-            self.positions[i] = Some(split.start_position());
-            let mut batches = split.open_at(None);
+            let mut batches = self.open(i, &split);
             loop {
                 let batch = tokio::select! {
                     biased;
-                    () = stop.stopped() => return Ok(false),
+                    () = stop.stopped() => return self.stop(chain).await.map(|()| false),
                     id = next_trigger(self.link.as_mut()) => {
                         self.inject_barriers(chain, id).await?;
                         continue;
@@ -522,14 +652,14 @@ impl SplitReader<'_> {
         stop: &StopSignal,
     ) -> Result<bool> {
         let mut last_seen = vec![Instant::now(); splits.len()];
-        for (i, split) in splits.iter().enumerate() {
-            self.watermarks.start(i);
-            self.positions[i] = Some(split.start_position());
-        }
+        let streams: Vec<_> = splits
+            .iter()
+            .enumerate()
+            .map(|(i, split)| self.open(i, split))
+            .collect();
         // Each split's stream, ending with a `None` that says it finished.
-        let mut merged = select_all(splits.into_iter().enumerate().map(|(i, split)| {
-            split
-                .open_at(None)
+        let mut merged = select_all(streams.into_iter().enumerate().map(|(i, stream)| {
+            stream
                 .map(move |batch| (i, Some(batch)))
                 .chain(futures::stream::once(async move { (i, None) }))
                 .boxed()
@@ -551,7 +681,7 @@ impl SplitReader<'_> {
             // cannot keep an empty one from being marked idle.
             tokio::select! {
                 biased;
-                () = stop.stopped() => return Ok(false),
+                () = stop.stopped() => return self.stop(chain).await.map(|()| false),
                 id = next_trigger(self.link.as_mut()) => self.inject_barriers(chain, id).await?,
                 _ = tick => {
                     let Some((timeout, _)) = ticks.as_ref() else { continue };
@@ -587,6 +717,22 @@ impl SplitReader<'_> {
         }
     }
 
+    /// Stops reading. With checkpoints, first sends the barrier of the
+    /// last checkpoint, which the coordinator triggers when the job is
+    /// stopped: it covers everything read, so a restart from it neither
+    /// skips nor repeats a row.
+    async fn stop(&mut self, chain: &mut Chain) -> Result<()> {
+        let Some(link) = self.link.as_mut() else {
+            return Ok(());
+        };
+        let last = match link.triggers.wait_for(|t| t.last).await {
+            Ok(trigger) => trigger.id,
+            // No coordinator: no checkpoint to finish.
+            Err(_) => return Ok(()),
+        };
+        self.inject_barriers(chain, last).await
+    }
+
     /// Sends every barrier up to `id` not sent yet (a trigger may have
     /// been missed), then tells the coordinator where the splits are.
     async fn inject_barriers(&mut self, chain: &mut Chain, id: CheckpointId) -> Result<()> {
@@ -595,11 +741,8 @@ impl SplitReader<'_> {
             chain.push(Message::Barrier(self.injected))?;
             chain.flush().await?;
             if let Some(link) = &self.link {
-                link.acknowledge(
-                    self.injected,
-                    self.positions(),
-                    std::mem::take(&mut chain.staged),
-                );
+                link.acknowledge(chain, self.injected, self.positions())
+                    .await?;
             }
         }
         Ok(())
@@ -610,13 +753,36 @@ impl SplitReader<'_> {
         self.positions
             .iter()
             .zip(&self.keys)
-            .filter_map(|(position, split)| {
+            .enumerate()
+            .filter_map(|(i, (position, split))| {
                 position.as_ref().map(|p| protocol::SplitPosition {
                     split: split.clone(),
                     position: p.0.clone(),
+                    watermark: Some(self.watermarks.split_watermark(i)),
                 })
             })
             .collect()
+    }
+
+    /// Starts split `i`: at its restored position, if it has one (with its
+    /// watermark), else at its beginning.
+    fn open(
+        &mut self,
+        i: usize,
+        split: &Arc<dyn Split>,
+    ) -> BoxStream<'static, Result<(RecordBatch, SplitPosition)>> {
+        self.watermarks.start(i);
+        match self.restored.get(&self.keys[i]) {
+            Some(restored) => {
+                let position = SplitPosition(restored.position.clone());
+                self.positions[i] = Some(position.clone());
+                Arc::clone(split).open_at(Some(position))
+            }
+            None => {
+                self.positions[i] = Some(split.start_position());
+                Arc::clone(split).open_at(None)
+            }
+        }
     }
 
     async fn push(&mut self, chain: &mut Chain, split: usize, batch: RecordBatch) -> Result<()> {
@@ -652,7 +818,7 @@ impl SplitReader<'_> {
 async fn next_trigger(link: Option<&mut CheckpointLink>) -> CheckpointId {
     match link {
         Some(link) => match link.triggers.changed().await {
-            Ok(()) => *link.triggers.borrow_and_update(),
+            Ok(()) => link.triggers.borrow_and_update().id,
             Err(_) => std::future::pending().await,
         },
         None => std::future::pending().await,
@@ -812,7 +978,7 @@ async fn merge_channels(
                     chain.push(Message::Barrier(id))?;
                     chain.flush().await?;
                     if let Some(link) = link {
-                        link.acknowledge(id, Vec::new(), std::mem::take(&mut chain.staged));
+                        link.acknowledge(chain, id, Vec::new()).await?;
                     }
                 }
                 // An input that ended keeps its last watermark (see InputWatermarks).

@@ -115,6 +115,71 @@ pub trait Operator: Send {
     fn close(&mut self, _out: &mut Output) -> Result<()> {
         Ok(())
     }
+
+    /// The state a checkpoint keeps, taken when a barrier passes (between
+    /// two messages); `None` for an operator that keeps none. Taking it
+    /// must not change what the operator emits later.
+    fn snapshot(&mut self) -> Result<Option<OperatorState>> {
+        Ok(None)
+    }
+
+    /// Restores what [`Operator::snapshot`] took, before the first message.
+    /// Keyed state may come from several earlier subtasks (the parallelism
+    /// changed): keep only the rows of the key groups this subtask owns.
+    fn restore(&mut self, state: RestoredState) -> Result<()> {
+        if state.batches.iter().any(|b| b.num_rows() > 0) {
+            return Err(crate::SluiceError::Runtime(
+                "a checkpoint holds state for an operator that keeps none: was the job changed?"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// An operator's state in a checkpoint: Arrow batches of one schema.
+#[derive(Debug, Clone)]
+pub struct OperatorState {
+    pub batches: Vec<RecordBatch>,
+    /// Whether rows belong to keys (routed by a hash exchange), so that a
+    /// restore at another parallelism splits them by key group. Other
+    /// state (e.g. partial aggregates before an exchange) goes whole to one
+    /// subtask.
+    pub keyed: bool,
+    /// The operator's watermark when the state was taken.
+    pub watermark: Millis,
+}
+
+/// State handed back to an operator on restore.
+#[derive(Debug, Clone)]
+pub struct RestoredState {
+    pub batches: Vec<RecordBatch>,
+    /// The lowest watermark among the snapshots restored.
+    pub watermark: Millis,
+    /// The key groups the restoring subtask owns.
+    pub key_groups: std::ops::Range<usize>,
+}
+
+impl RestoredState {
+    /// The rows of `batch` whose keys (`keys`, evaluated over it) fall in
+    /// this subtask's key groups.
+    pub fn owned(
+        &self,
+        batch: &RecordBatch,
+        keys: &[arrow::array::ArrayRef],
+    ) -> Result<RecordBatch> {
+        if keys.is_empty() || self.key_groups == (0..crate::exec::exchange::MAX_PARALLELISM) {
+            return Ok(batch.clone());
+        }
+        let groups = crate::exec::exchange::key_groups_of_rows(keys)?;
+        let mask: arrow::array::BooleanArray = groups
+            .iter()
+            .map(|g| Some(self.key_groups.contains(g)))
+            .collect();
+        arrow::compute::filter_record_batch(batch, &mask).map_err(|e| {
+            crate::SluiceError::Runtime(format!("selecting restored state by key group: {e}"))
+        })
+    }
 }
 
 /// Makes one operator instance per subtask; lives in the job graph.

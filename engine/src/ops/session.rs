@@ -22,7 +22,7 @@ use arrow::record_batch::RecordBatch;
 use arrow::row::{RowConverter, SortField};
 
 use super::aggregate::{AggregateSpec, Groups, Windows, event_times};
-use super::{Operator, OperatorContext, OperatorFactory, Output};
+use super::{Operator, OperatorContext, OperatorFactory, OperatorState, Output, RestoredState};
 use crate::error::{ExecContext, Result};
 use crate::time::{BEFORE_TIME, END_OF_TIME, Millis};
 
@@ -202,6 +202,38 @@ impl Sessions {
 }
 
 impl Operator for Sessions {
+    /// The rows of sessions still open, as buffered.
+    fn snapshot(&mut self) -> Result<Option<OperatorState>> {
+        if self.buffer.len() > 1 {
+            let schema = self.buffer[0].schema();
+            let all = concat_batches(&schema, &self.buffer)
+                .exec_context(|| "gathering session rows".to_string())?;
+            self.buffer = vec![all];
+        }
+        Ok(Some(OperatorState {
+            batches: self.buffer.clone(),
+            keyed: !self.plan.spec.keys.is_empty(),
+            watermark: self.watermark,
+        }))
+    }
+
+    fn restore(&mut self, state: RestoredState) -> Result<()> {
+        self.watermark = self.watermark.max(state.watermark);
+        for batch in &state.batches {
+            let keys = self.plan.spec.evaluate(batch)?.keys;
+            let batch = state.owned(batch, &keys)?;
+            if batch.num_rows() == 0 {
+                continue;
+            }
+            let times = event_times(batch.column(self.plan.time_index))?;
+            if let Some(min) = arrow::compute::min(&times) {
+                self.next_close = self.next_close.min(min + self.plan.gap - 1);
+            }
+            self.buffer.push(batch);
+        }
+        Ok(())
+    }
+
     fn on_batch(&mut self, batch: RecordBatch, out: &mut Output) -> Result<()> {
         let times = event_times(batch.column(self.plan.time_index))?;
         // Rows without a time belong to no session.

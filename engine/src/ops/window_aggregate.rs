@@ -27,7 +27,7 @@ use arrow::record_batch::RecordBatch;
 use arrow::record_batch::RecordBatchOptions;
 
 use super::aggregate::{AggregateSpec, Evaluated, GroupState, Groups, Windows, event_times};
-use super::{Operator, OperatorContext, OperatorFactory, Output};
+use super::{Operator, OperatorContext, OperatorFactory, OperatorState, Output, RestoredState};
 use crate::error::{ExecContext, Result};
 use crate::sql::window_tvf::describe;
 use crate::time::{Millis, WindowKind};
@@ -104,14 +104,10 @@ impl OperatorFactory for WindowAggregate {
     }
 
     fn create(&self, _context: &OperatorContext) -> Result<Box<dyn Operator>> {
-        let state_schema = match self.phase {
-            Phase::Local => Some(state_schema(&self.spec)?),
-            _ => None,
-        };
         let state_widths = self.spec.state_fields()?.iter().map(Vec::len).collect();
         Ok(Box::new(SlicedWindows {
             plan: self.clone(),
-            state_schema,
+            state_schema: state_schema(&self.spec)?,
             state_widths,
             slices: BTreeMap::new(),
             pending: BTreeSet::new(),
@@ -131,8 +127,9 @@ struct Slice {
 
 struct SlicedWindows {
     plan: WindowAggregate,
-    /// The schema of emitted partial states, in the local phase.
-    state_schema: Option<SchemaRef>,
+    /// Partial states per slice and key: what the local phase emits and
+    /// what a checkpoint keeps.
+    state_schema: SchemaRef,
     /// How many state columns each aggregate has.
     state_widths: Vec<usize>,
     slices: BTreeMap<Millis, Slice>,
@@ -185,9 +182,6 @@ impl SlicedWindows {
 
     /// Emits the partial state of every slice the watermark has passed.
     fn emit_ended_slices(&mut self, out: &mut Output) -> Result<()> {
-        let Some(schema) = self.state_schema.clone() else {
-            return Ok(());
-        };
         let kind = self.kind();
         let len = kind.slice_len();
         let watermark = self.watermark;
@@ -201,23 +195,70 @@ impl SlicedWindows {
             })
             .collect();
         for s in ended {
-            let Some(mut live) = self.slices.remove(&s).and_then(|slice| slice.live) else {
+            let Some(slice) = self.slices.remove(&s) else {
                 continue;
             };
-            let state = live.take_state()?;
-            let mut columns: Vec<ArrayRef> = vec![Arc::new(
-                arrow::array::TimestampMillisecondArray::from_value(s, state.rows),
-            )];
-            columns.extend(state.keys);
-            columns.extend(state.states.into_iter().flatten());
-            out.batch(
-                RecordBatch::try_new_with_options(
-                    Arc::clone(&schema),
-                    columns,
-                    &RecordBatchOptions::new().with_row_count(Some(state.rows)),
-                )
-                .exec_context(|| "emitting partial aggregates".to_string())?,
-            );
+            if let Some(state) = self.compact(slice)? {
+                out.batch(self.state_batch(s, state)?);
+            }
+        }
+        Ok(())
+    }
+
+    /// A slice's partial states as one: its frozen parts and live rows
+    /// merged (frozen parts exist once a checkpoint or a fired window has
+    /// taken the slice's state).
+    fn compact(&self, slice: Slice) -> Result<Option<GroupState>> {
+        let Slice { live, mut frozen } = slice;
+        let live = match live {
+            Some(mut live) if !live.is_empty() => Some(live.take_state()?),
+            _ => None,
+        };
+        Ok(match (frozen.len(), live) {
+            (0, live) => live,
+            (1, None) => frozen.pop(),
+            (_, live) => {
+                let spec = &self.plan.spec;
+                let mut merged = Groups::new(&spec.key_schema, &spec.aggregates)?;
+                for part in frozen.iter().chain(live.as_ref()) {
+                    merged.merge(part)?;
+                }
+                Some(merged.take_state()?)
+            }
+        })
+    }
+
+    /// Partial states of `slice` as rows of [`state_schema`].
+    fn state_batch(&self, slice: Millis, state: GroupState) -> Result<RecordBatch> {
+        let mut columns: Vec<ArrayRef> = vec![Arc::new(
+            arrow::array::TimestampMillisecondArray::from_value(slice, state.rows),
+        )];
+        columns.extend(state.keys);
+        columns.extend(state.states.into_iter().flatten());
+        RecordBatch::try_new_with_options(
+            Arc::clone(&self.state_schema),
+            columns,
+            &RecordBatchOptions::new().with_row_count(Some(state.rows)),
+        )
+        .exec_context(|| "assembling partial aggregates".to_string())
+    }
+
+    /// Adds partial-state rows (of [`state_schema`]) to their slices.
+    fn add_states(&mut self, batch: &RecordBatch) -> Result<()> {
+        let slices = event_times(batch.column(0))?;
+        let mut by_slice: BTreeMap<Millis, Vec<u32>> = BTreeMap::new();
+        for (row, slice) in slices.values().iter().enumerate() {
+            by_slice.entry(*slice).or_default().push(row as u32);
+        }
+        for (slice, rows) in by_slice {
+            let rows = if rows.len() == batch.num_rows() {
+                batch.clone()
+            } else {
+                take_record_batch(batch, &UInt32Array::from(rows))
+                    .exec_context(|| "restoring slices".to_string())?
+            };
+            let states = self.partial_states(&rows);
+            self.groups(slice)?.merge(&states)?;
         }
         Ok(())
     }
@@ -283,6 +324,59 @@ impl SlicedWindows {
 }
 
 impl Operator for SlicedWindows {
+    /// Every slice's partial states, one row per key. Each slice's state is
+    /// compacted to one frozen part (rows added later go to a new live
+    /// part), so what is kept between checkpoints does not pile up.
+    fn snapshot(&mut self) -> Result<Option<OperatorState>> {
+        let spec = Arc::clone(&self.plan.spec);
+        let starts: Vec<Millis> = self.slices.keys().copied().collect();
+        let mut taken = Vec::with_capacity(starts.len());
+        for start in starts {
+            let Some(slice) = self.slices.remove(&start) else {
+                continue;
+            };
+            let state = self.compact(slice)?;
+            let frozen = state.iter().cloned().collect();
+            self.slices.insert(start, Slice { live: None, frozen });
+            if let Some(state) = state {
+                taken.push((start, state));
+            }
+        }
+        let batches = taken
+            .into_iter()
+            .map(|(start, state)| self.state_batch(start, state))
+            .collect::<Result<_>>()?;
+        Ok(Some(OperatorState {
+            batches,
+            // Only the merge phase sits behind a hash exchange; partial
+            // states before it can be merged anywhere.
+            keyed: self.plan.phase == Phase::Merge && !spec.keys.is_empty(),
+            watermark: self.watermark,
+        }))
+    }
+
+    fn restore(&mut self, state: RestoredState) -> Result<()> {
+        // Behind an exchange every subtask saw the same watermarks before
+        // the barrier, so the restored one holds for all keys. A local
+        // phase takes its watermark from the source it is chained to,
+        // which may now read other splits than the one that snapshotted.
+        if self.plan.phase == Phase::Merge {
+            self.watermark = self.watermark.max(state.watermark);
+        }
+        let keys = self.plan.spec.key_schema.fields().len();
+        for batch in &state.batches {
+            let batch = if self.plan.phase == Phase::Merge {
+                state.owned(batch, &batch.columns()[1..1 + keys])?
+            } else {
+                batch.clone()
+            };
+            if batch.num_rows() > 0 {
+                self.add_states(&batch)?;
+            }
+        }
+        Ok(())
+    }
+
     fn on_batch(&mut self, batch: RecordBatch, out: &mut Output) -> Result<()> {
         let input = match self.plan.phase {
             Phase::Merge => Input::States(self.partial_states(&batch)),

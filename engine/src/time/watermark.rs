@@ -58,6 +58,14 @@ impl SplitWatermarks {
         }
     }
 
+    /// Sets a split not started yet at the watermark a checkpoint recorded
+    /// for it, so a restored source does not move event time back.
+    pub fn restore(&mut self, split: usize, watermark: Millis) {
+        if let SplitState::Pending { lower_bound } = &mut self.splits[split] {
+            *lower_bound = (*lower_bound).max(watermark);
+        }
+    }
+
     pub fn start(&mut self, split: usize) {
         if let SplitState::Pending { lower_bound } = self.splits[split] {
             self.splits[split] = SplitState::Active {
