@@ -155,3 +155,193 @@ fn a_job_crashed_at_checkpoints_and_restored_commits_what_an_uninterrupted_run_d
         }
     }
 }
+
+/// The `sluice` binary next to this test's (cargo builds it for the
+/// workspace's tests).
+fn sluice_binary() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target directory");
+    let binary = dir.join("sluice");
+    assert!(
+        binary.exists(),
+        "{} is missing: run the tests with `cargo test --workspace`, which builds it",
+        binary.display()
+    );
+    binary
+}
+
+/// A small random number generator, seeded from the clock and printed, so
+/// a failing sequence of kills can be replayed with SLUICE_CRASH_SEED.
+struct Kills(u64);
+
+impl Kills {
+    fn new() -> Self {
+        let seed = std::env::var("SLUICE_CRASH_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(1, |d| d.as_nanos() as u64)
+            });
+        eprintln!("kill times from SLUICE_CRASH_SEED={seed}");
+        Self(seed)
+    }
+
+    /// A number in `range`.
+    fn next(&mut self, range: std::ops::Range<u64>) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        range.start + (self.0 >> 33) % (range.end - range.start)
+    }
+}
+
+/// Runs `sluice run` with `args` until it exits or `kill_after` passes,
+/// then kills it with SIGKILL. Returns whether it finished by itself.
+fn run_or_kill(args: &[String], kill_after: Option<Duration>) -> bool {
+    let mut child = std::process::Command::new(sluice_binary())
+        .arg("run")
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn sluice");
+    let started = std::time::Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            let mut stderr = String::new();
+            if let Some(mut pipe) = child.stderr.take() {
+                let _ = std::io::Read::read_to_string(&mut pipe, &mut stderr);
+            }
+            assert!(status.success(), "sluice run {args:?} failed: {stderr}");
+            return true;
+        }
+        if kill_after.is_some_and(|after| started.elapsed() >= after) {
+            child.kill().expect("SIGKILL");
+            let _ = child.wait();
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// The binary killed with SIGKILL at random moments of a Parquet backfill
+/// and of a stream job reading Kafka, restarted each time with
+/// `--restore latest` at a random parallelism until it finishes, commits
+/// exactly the rows of an uninterrupted run.
+#[test]
+fn the_binary_killed_at_random_moments_and_restored_commits_exactly_once() {
+    let mut kills = Kills::new();
+    let data = tempfile::tempdir().expect("tempdir");
+    sluice::generate::nexmark::generate(
+        data.path(),
+        400_000,
+        4,
+        sluice::generate::FileFormat::Parquet,
+    )
+    .expect("generate");
+    let brokers = sluice_tests::kafka::brokers().expect("a broker");
+    let topic = sluice_tests::kafka::unique_topic("crash");
+    sluice::generate::nexmark::generate_to(
+        &sluice::generate::Destination::Kafka {
+            brokers: brokers.clone(),
+            topic: topic.clone(),
+            partitions: 3,
+            rate: None,
+        },
+        100_000,
+    )
+    .expect("generate to Kafka");
+    for (mode, query) in [("batch", "tumble"), ("batch", "hop"), ("stream", "tumble")] {
+        let args = |out: &Path, parallelism: u64, extra: &[String]| -> Vec<String> {
+            let mut args = vec![
+                repo()
+                    .join(format!("jobs/sql/nexmark/{query}.sql"))
+                    .display()
+                    .to_string(),
+                "--mode".into(),
+                mode.into(),
+                "--parallelism".into(),
+                parallelism.to_string(),
+            ];
+            for (name, value) in [
+                ("DATA", data.path().display().to_string()),
+                ("OUT", out.display().to_string()),
+                ("KAFKA", brokers.clone()),
+                ("TOPIC", topic.clone()),
+                ("BOUNDED", "latest-offset".to_string()),
+            ] {
+                args.push("--set".into());
+                args.push(format!("{name}={value}"));
+            }
+            args.extend_from_slice(extra);
+            args
+        };
+        let reference = tempfile::tempdir().expect("tempdir");
+        let reference_checkpoints = tempfile::tempdir().expect("tempdir");
+        let started = std::time::Instant::now();
+        assert!(run_or_kill(
+            &args(
+                reference.path(),
+                2,
+                &[
+                    "--checkpoint-dir".into(),
+                    reference_checkpoints.path().display().to_string()
+                ]
+            ),
+            None
+        ));
+        // Kills land between a fifth and nine tenths of an uninterrupted
+        // run's time: in start-up, mid-work and near the end.
+        let whole = started.elapsed().as_millis() as u64;
+        let expected = committed_rows(&reference.path().join(query));
+        assert!(!expected.is_empty(), "{query}: no rows");
+
+        let out = tempfile::tempdir().expect("tempdir");
+        let checkpoints = tempfile::tempdir().expect("tempdir");
+        let restarting = [
+            "--checkpoint-dir".to_string(),
+            checkpoints.path().display().to_string(),
+            "--checkpoint-interval".into(),
+            "20ms".into(),
+            "--restore".into(),
+            "latest".into(),
+        ];
+        let mut killed = 0;
+        for attempt in 0.. {
+            let parallelism = kills.next(1..4);
+            // After a few kills the job runs to its end.
+            let kill_after =
+                (attempt < 4).then(|| Duration::from_millis(kills.next(whole / 5..whole * 9 / 10)));
+            if run_or_kill(&args(out.path(), parallelism, &restarting), kill_after) {
+                break;
+            }
+            killed += 1;
+        }
+        assert!(killed > 0, "{mode} {query}: never killed");
+        let dir = out.path().join(query);
+        assert!(
+            staged_files(&dir).is_empty(),
+            "{mode} {query}: uncommitted files left"
+        );
+        let actual = committed_rows(&dir);
+        assert_eq!(
+            actual.len(),
+            expected.len(),
+            "{mode} {query}: row counts after {killed} kills"
+        );
+        assert!(
+            actual == expected,
+            "{mode} {query}: rows after {killed} kills"
+        );
+        // A finished job restored again has nothing left to do.
+        assert!(run_or_kill(&args(out.path(), 2, &restarting), None));
+        assert_eq!(committed_rows(&dir), expected, "{mode} {query}: rerun");
+    }
+}

@@ -177,8 +177,9 @@ pub async fn run(
                 Some(store) => Known::list(store.as_ref()).await?,
                 None => Known::default(),
             };
+            let start = known.all.iter().max().copied().unwrap_or(0);
             let (triggers, trigger_rx) = tokio::sync::watch::channel(task::Trigger {
-                id: known.all.iter().max().copied().unwrap_or(0),
+                id: start,
                 last: false,
             });
             let (acks, ack_rx) = tokio::sync::mpsc::unbounded_channel();
@@ -217,7 +218,7 @@ pub async fn run(
             let store = options.checkpoint_store.clone();
             (
                 Some(AbortOnDrop(tokio::spawn(coordinator.run(triggers, ack_rx)))),
-                Some((trigger_rx, acks, store)),
+                Some((trigger_rx, acks, store, start)),
             )
         }
         None => (None, None),
@@ -290,9 +291,10 @@ pub async fn run(
             let metrics = Arc::clone(&metrics);
             let link = link
                 .as_ref()
-                .map(|(triggers, acks, store)| task::CheckpointLink {
+                .map(|(triggers, acks, store, start)| task::CheckpointLink {
                     node: stage.root,
                     subtask,
+                    start: *start,
                     triggers: triggers.clone(),
                     acks: acks.clone(),
                     store: store.clone(),

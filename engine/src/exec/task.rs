@@ -448,7 +448,9 @@ pub struct CheckpointLink {
     /// The subtask's stage, by its root node, and its index.
     pub node: usize,
     pub subtask: usize,
-    /// The newest checkpoint the coordinator asked for (read by sources).
+    /// The checkpoint before the coordinator's first (the newest already
+    /// stored), and the newest it asked for (read by sources).
+    pub start: CheckpointId,
     pub triggers: watch::Receiver<Trigger>,
     pub acks: mpsc::UnboundedSender<Ack>,
     /// Where state files go.
@@ -554,7 +556,7 @@ async fn run_input(
                 .collect();
             // Barriers go out for checkpoints after the one the coordinator
             // starts from.
-            let injected = link.as_ref().map_or(0, |l| l.triggers.borrow().id);
+            let injected = link.as_ref().map_or(0, |l| l.start);
             let mut reader = SplitReader {
                 restored,
                 watermarks,
