@@ -3,6 +3,7 @@
 #
 #   scripts/broker.sh start    install tansu if missing, start it, wait until it
 #                              answers a metadata request, print the bootstrap address
+#   scripts/broker.sh restart  kill it and start it again on the same data
 #   scripts/broker.sh stop     stop it (its data directory goes too)
 #   scripts/broker.sh status   print the bootstrap address if it answers, else fail
 #
@@ -60,10 +61,15 @@ start() {
         echo "$address"
         return 0
     fi
-    local tansu
-    tansu=$(find_tansu) || { install_tansu; tansu="$tools/bin/tansu"; }
     rm -rf "$state"
     mkdir -p "$state"
+    launch
+}
+
+# Runs tansu on the state directory as it is.
+launch() {
+    local tansu
+    tansu=$(find_tansu) || { install_tansu; tansu="$tools/bin/tansu"; }
     # tansu reads a .env in its working directory: give it an empty one.
     (
         cd "$state"
@@ -92,6 +98,24 @@ start() {
     return 1
 }
 
+# Kills the broker and starts it again on the same storage: what a broker
+# restart in production looks like to clients.
+restart() {
+    if [[ -f "$state/pid" ]]; then
+        local pid
+        pid=$(cat "$state/pid")
+        kill "$pid" 2>/dev/null || true
+        # Its port is free only once it has exited.
+        for _ in $(seq 1 100); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -9 "$pid" 2>/dev/null || true
+    fi
+    mkdir -p "$state"
+    launch
+}
+
 stop() {
     if [[ -f "$state/pid" ]]; then
         kill "$(cat "$state/pid")" 2>/dev/null || true
@@ -101,6 +125,7 @@ stop() {
 
 case "${1:-}" in
     start) start ;;
+    restart) restart ;;
     stop) stop ;;
     status)
         if answers; then echo "$address"; else
@@ -109,7 +134,7 @@ case "${1:-}" in
         fi
         ;;
     *)
-        echo "usage: $0 start|stop|status" >&2
+        echo "usage: $0 start|restart|stop|status" >&2
         exit 2
         ;;
 esac

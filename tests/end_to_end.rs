@@ -101,8 +101,10 @@ fn nexmark_jobs_match_datafusion_from_files_and_topics() {
                     .with_checkpoint_interval(std::time::Duration::from_millis(5));
             let result = runtime.block_on(sluice::run(&job)).expect("sluice run");
             assert_eq!(result.late_rows, 0, "{query}: generated data is in order");
+            // A batch run may end before its first checkpoint; reading
+            // topics takes long enough for some.
             assert!(
-                !result.checkpoints.is_empty(),
+                mode == Mode::Batch || !result.checkpoints.is_empty(),
                 "{query} {mode}: checkpoints were taken"
             );
             let actual = sluice_rows(&out.path().join(query));

@@ -345,3 +345,205 @@ fn the_binary_killed_at_random_moments_and_restored_commits_exactly_once() {
         assert_eq!(committed_rows(&dir), expected, "{mode} {query}: rerun");
     }
 }
+
+/// A stream job stopped (SIGINT's path) takes a last checkpoint after its
+/// sources stop: resumed from it, the job neither skips nor repeats a row.
+#[test]
+fn a_stopped_stream_job_resumes_from_its_last_checkpoint_without_gap_or_repeat() {
+    let runtime = runtime();
+    let brokers = sluice_tests::kafka::brokers().expect("a broker");
+    let topic = sluice_tests::kafka::unique_topic("savepoint");
+    sluice::generate::nexmark::generate_to(
+        &sluice::generate::Destination::Kafka {
+            brokers: brokers.clone(),
+            topic: topic.clone(),
+            partitions: 3,
+            rate: None,
+        },
+        60_000,
+    )
+    .expect("generate to Kafka");
+    let job = |out: &Path, checkpoints: &Path, bounded: &str| {
+        sluice::JobSpec::from_file(&repo().join("jobs/sql/nexmark/tumble.sql"))
+            .expect("job file")
+            .with_mode(sluice_engine::sql::Mode::Stream)
+            .with_parallelism(2)
+            .with_var("OUT", &out.display().to_string())
+            .with_var("KAFKA", &brokers)
+            .with_var("TOPIC", &topic)
+            .with_var("BOUNDED", bounded)
+            .with_checkpoint_interval(Duration::from_secs(3600))
+            .with_checkpoint_dir(&checkpoints.display().to_string(), 2)
+    };
+    let reference = tempfile::tempdir().expect("tempdir");
+    let reference_checkpoints = tempfile::tempdir().expect("tempdir");
+    let whole = runtime
+        .block_on(sluice::run(&job(
+            reference.path(),
+            reference_checkpoints.path(),
+            "latest-offset",
+        )))
+        .expect("uninterrupted run");
+    let expected = committed_rows(&reference.path().join("tumble"));
+
+    let out = tempfile::tempdir().expect("tempdir");
+    let checkpoints = tempfile::tempdir().expect("tempdir");
+    // The topic never ends for this run: it stops once some rows are in.
+    let metrics = std::sync::Arc::new(sluice_engine::metrics::JobMetrics::default());
+    let stop = sluice_engine::StopSignal::default();
+    let watcher = {
+        let (metrics, stop) = (std::sync::Arc::clone(&metrics), stop.clone());
+        runtime.spawn(async move {
+            while sluice_engine::metrics::JobMetrics::get(&metrics.rows_in) < 20_000 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            stop.stop();
+        })
+    };
+    let first = runtime
+        .block_on(sluice::run_with(
+            &job(out.path(), checkpoints.path(), "unbounded"),
+            metrics,
+            stop,
+        ))
+        .expect("first run");
+    watcher.abort();
+    assert!(first.stopped);
+    assert!(
+        first.rows_in < whole.rows_in,
+        "stopped before the end ({} rows read)",
+        first.rows_in
+    );
+    // The interval is an hour: the one checkpoint is the stop's.
+    assert_eq!(first.checkpoints.len(), 1, "the last checkpoint");
+    let second = runtime
+        .block_on(sluice::run(
+            &job(out.path(), checkpoints.path(), "latest-offset")
+                .with_restore(sluice::Restore::Latest),
+        ))
+        .expect("resumed run");
+    assert_eq!(
+        first.rows_in + second.rows_in,
+        whole.rows_in,
+        "every record read once"
+    );
+    let dir = out.path().join("tumble");
+    assert!(staged_files(&dir).is_empty(), "uncommitted files left");
+    assert_eq!(committed_rows(&dir), expected);
+}
+
+/// A broker of this test's own on another port, stopped when dropped.
+struct PrivateBroker {
+    port: u16,
+}
+
+impl PrivateBroker {
+    fn script(&self, command: &str) -> String {
+        let output = std::process::Command::new("bash")
+            .arg(repo().join("scripts/broker.sh"))
+            .arg(command)
+            .env("SLUICE_KAFKA_PORT", self.port.to_string())
+            .output()
+            .expect("run scripts/broker.sh");
+        assert!(
+            output.status.success(),
+            "broker.sh {command}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).trim().to_string()
+    }
+}
+
+impl Drop for PrivateBroker {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("bash")
+            .arg(repo().join("scripts/broker.sh"))
+            .arg("stop")
+            .env("SLUICE_KAFKA_PORT", self.port.to_string())
+            .output();
+    }
+}
+
+/// The broker restarted in the middle of a stream job: the job stalls
+/// while it is away, goes on when it is back, and its output is exact.
+#[test]
+fn a_broker_restart_mid_run_stalls_the_job_and_loses_nothing() {
+    let main_runtime = runtime();
+    let broker = PrivateBroker {
+        port: 19092 + (std::process::id() % 500) as u16,
+    };
+    let brokers = broker.script("start");
+    let topic = sluice_tests::kafka::unique_topic("restart");
+    sluice::generate::nexmark::generate_to(
+        &sluice::generate::Destination::Kafka {
+            brokers: brokers.clone(),
+            topic: topic.clone(),
+            partitions: 2,
+            rate: None,
+        },
+        40_000,
+    )
+    .expect("generate to Kafka");
+    // The consumer fetches little at a time, so it needs the broker until
+    // the end rather than holding every record before the restart.
+    let text = std::fs::read_to_string(repo().join("jobs/sql/nexmark/tumble.sql"))
+        .expect("job file")
+        .replace(
+            "'stream.format' = 'json',",
+            "'stream.format' = 'json',\n  'stream.properties.queued.max.messages.kbytes' = '16',\n  'stream.properties.max.partition.fetch.bytes' = '16384',",
+        );
+    assert!(text.contains("queued.max.messages.kbytes"));
+    let job = |out: &Path| {
+        sluice::JobSpec::from_text("tumble.sql", &text)
+            .with_mode(sluice_engine::sql::Mode::Stream)
+            .with_parallelism(2)
+            .with_var("OUT", &out.display().to_string())
+            .with_var("KAFKA", &brokers)
+            .with_var("TOPIC", &topic)
+            .with_var("BOUNDED", "latest-offset")
+    };
+    let reference = tempfile::tempdir().expect("tempdir");
+    let whole = main_runtime
+        .block_on(sluice::run(&job(reference.path())))
+        .expect("uninterrupted run");
+    let expected = committed_rows(&reference.path().join("tumble"));
+
+    let out = tempfile::tempdir().expect("tempdir");
+    let checkpoints = tempfile::tempdir().expect("tempdir");
+    let spec = job(out.path())
+        .with_checkpoint_interval(Duration::from_millis(50))
+        .with_checkpoint_dir(&checkpoints.path().display().to_string(), 2)
+        .with_restarts(5, Duration::from_millis(500));
+    let metrics = std::sync::Arc::new(sluice_engine::metrics::JobMetrics::default());
+    let running = {
+        let metrics = std::sync::Arc::clone(&metrics);
+        std::thread::spawn(move || {
+            runtime().block_on(sluice::run_with(
+                &spec,
+                metrics,
+                sluice_engine::StopSignal::default(),
+            ))
+        })
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while sluice_engine::metrics::JobMetrics::get(&metrics.rows_in) < 5_000 {
+        assert!(std::time::Instant::now() < deadline, "the job read nothing");
+        assert!(!running.is_finished(), "the job ended before the restart");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    broker.script("restart");
+    assert!(
+        !running.is_finished(),
+        "the job still had records to read when the broker came back"
+    );
+    let result = running.join().expect("job thread").expect("job");
+    assert!(
+        result.rows_in >= whole.rows_in,
+        "read {} of {}",
+        result.rows_in,
+        whole.rows_in
+    );
+    let dir = out.path().join("tumble");
+    assert!(staged_files(&dir).is_empty(), "uncommitted files left");
+    assert_eq!(committed_rows(&dir), expected);
+}

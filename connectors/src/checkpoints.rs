@@ -219,4 +219,73 @@ mod tests {
             .collect();
         assert_eq!(left, vec![2, 3]);
     }
+
+    fn with_state(id: CheckpointId, file: &str, bytes: u64) -> Manifest {
+        let mut m = manifest(id, "job");
+        m.subtasks
+            .push(sluice_engine::checkpoint::protocol::SubtaskSnapshot {
+                node: 0,
+                subtask: 0,
+                state: vec![sluice_engine::checkpoint::protocol::StateFile {
+                    path: file.to_string(),
+                    operator: 1,
+                    key_groups: 0..128,
+                    keyed: true,
+                    watermark: 0,
+                    bytes,
+                }],
+                positions: Vec::new(),
+                staged: Vec::new(),
+            });
+        m
+    }
+
+    /// A newest checkpoint whose state file is damaged or missing is
+    /// passed over for the one before; named explicitly, it is an error.
+    #[tokio::test]
+    async fn a_damaged_newest_checkpoint_falls_back_to_the_previous_one() {
+        use arrow::array::Int64Array;
+        use arrow::datatypes::{DataType, Field, Schema};
+        use arrow::record_batch::RecordBatch;
+        use sluice_engine::checkpoint::{load, state};
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store =
+            ObjectCheckpoints::new(&dir.path().display().to_string(), "job").expect("store");
+        let schema = std::sync::Arc::new(Schema::new(vec![Field::new("k", DataType::Int64, true)]));
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![std::sync::Arc::new(Int64Array::from(vec![1, 2, 3]))],
+        )
+        .expect("batch");
+        let bytes = state::encode(schema, std::slice::from_ref(&batch)).expect("encode");
+        for id in [1, 2, 3] {
+            store
+                .write_state(id, "op-1-0.arrow", bytes.clone())
+                .await
+                .expect("state");
+            store
+                .write_manifest(&with_state(id, "op-1-0.arrow", bytes.len() as u64))
+                .await
+                .expect("manifest");
+        }
+        let root = dir.path().join("job");
+        // 3's state file is cut short; 2's is gone.
+        std::fs::write(root.join("chk-3/op-1-0.arrow"), &bytes[..bytes.len() / 2]).expect("cut");
+        std::fs::remove_file(root.join("chk-2/op-1-0.arrow")).expect("remove");
+        let restored = load(&store, None)
+            .await
+            .expect("load")
+            .expect("a checkpoint");
+        assert_eq!(restored.manifest.id, 1);
+        assert_eq!(restored.state["op-1-0.arrow"], vec![batch]);
+        let named = load(&store, Some(3)).await.expect_err("damaged");
+        assert!(named.to_string().contains("chk-3/op-1-0.arrow"), "{named}");
+        assert!(load(&store, Some(9)).await.is_err(), "no such checkpoint");
+        std::fs::remove_file(root.join("chk-1/op-1-0.arrow")).expect("remove");
+        assert!(
+            load(&store, None).await.expect("load").is_none(),
+            "nothing whole: a fresh start"
+        );
+    }
 }
