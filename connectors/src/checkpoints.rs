@@ -174,6 +174,7 @@ mod tests {
             id,
             parallelism: BTreeMap::from([(0, 1)]),
             taken_at_millis: 0,
+            duration_millis: 0,
             subtasks: Vec::new(),
         }
     }

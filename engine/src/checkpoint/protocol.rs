@@ -77,6 +77,9 @@ pub struct Manifest {
     /// Subtasks per node when the checkpoint was taken.
     pub parallelism: BTreeMap<usize, usize>,
     pub taken_at_millis: i64,
+    /// From the trigger to the last subtask's acknowledgement.
+    #[serde(default)]
+    pub duration_millis: u64,
     pub subtasks: Vec<SubtaskSnapshot>,
 }
 
@@ -177,6 +180,7 @@ impl PendingCheckpoint {
             id: self.id,
             parallelism,
             taken_at_millis,
+            duration_millis: 0,
             subtasks: std::mem::take(&mut self.received).into_values().collect(),
         }))
     }

@@ -580,8 +580,9 @@ async fn coordinate(
             };
             let started = *started;
             match checkpoint.acknowledge(snapshot, job, now_ms()) {
-                Ok(Some(manifest)) => {
+                Ok(Some(mut manifest)) => {
                     pending.remove(&id);
+                    manifest.duration_millis = started.elapsed().as_millis() as u64;
                     if !coordinator.complete(&manifest, &mut known).await {
                         continue;
                     }
