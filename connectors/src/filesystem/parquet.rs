@@ -20,10 +20,12 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::statistics::StatisticsConverter;
-use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
+use parquet::arrow::arrow_reader::{
+    ArrowReaderMetadata, ArrowReaderOptions, RowSelection, RowSelector,
+};
 use parquet::arrow::async_reader::{AsyncFileReader, ParquetRecordBatchStreamBuilder};
 use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
-use sluice_engine::connector::{ScanRequest, Source, Split};
+use sluice_engine::connector::{ScanRequest, Source, Split, SplitPosition, without_positions};
 use sluice_engine::sql::TableDef;
 use sluice_engine::time::Millis;
 use sluice_engine::{Result, SluiceError};
@@ -180,22 +182,56 @@ impl Split for RowGroupSplit {
     }
 
     fn open(self: Arc<Self>) -> BoxStream<'static, Result<RecordBatch>> {
+        without_positions(self.open_at(None))
+    }
+
+    /// Resumes after `rows:N` by a row selection: the pages of the rows
+    /// read before are skipped, not decoded.
+    fn open_at(
+        self: Arc<Self>,
+        position: Option<SplitPosition>,
+    ) -> BoxStream<'static, Result<(RecordBatch, SplitPosition)>> {
+        let skip = match position.as_ref().map(SplitPosition::rows) {
+            None => 0,
+            Some(Ok(rows)) => rows,
+            Some(Err(e)) => return futures::stream::once(async move { Err(e) }).boxed(),
+        };
+        if skip > self.rows {
+            let message = format!(
+                "{}: resuming after row {skip}, but it has only {} rows now",
+                self.describe(),
+                self.rows
+            );
+            return futures::stream::once(async move { Err(SluiceError::Data(message)) }).boxed();
+        }
         let file = Arc::clone(&self.file);
         let reader = ObjectReader::new(Arc::clone(&file.store), file.path.clone(), file.size);
-        let stream =
+        let mut builder =
             ParquetRecordBatchStreamBuilder::new_with_metadata(reader, file.metadata.clone())
                 .with_projection(file.mask.clone())
                 .with_row_groups(vec![self.row_group])
-                .with_batch_size(file.batch_size)
-                .build();
-        match stream {
-            Ok(stream) => stream
-                .map(move |batch| {
-                    let batch =
-                        batch.map_err(|e| SluiceError::io(format!("reading {}", file.url), e))?;
-                    file.fit.apply(batch, &file.url)
-                })
-                .boxed(),
+                .with_batch_size(file.batch_size);
+        if skip > 0 {
+            builder = builder.with_row_selection(RowSelection::from(vec![
+                RowSelector::skip(skip as usize),
+                RowSelector::select((self.rows - skip) as usize),
+            ]));
+        }
+        match builder.build() {
+            Ok(stream) => {
+                let mut read = skip;
+                stream
+                    .map(move |batch| {
+                        let batch = batch
+                            .map_err(|e| SluiceError::io(format!("reading {}", file.url), e))?;
+                        read += batch.num_rows() as u64;
+                        Ok((
+                            file.fit.apply(batch, &file.url)?,
+                            SplitPosition::after_rows(read),
+                        ))
+                    })
+                    .boxed()
+            }
             Err(e) => {
                 let url = self.file.url.clone();
                 futures::stream::once(async move { Err(SluiceError::Data(format!("{url}: {e}"))) })

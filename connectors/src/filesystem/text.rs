@@ -11,8 +11,8 @@ use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt};
-use sluice_engine::connector::{ScanRequest, Source, Split};
+use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt};
+use sluice_engine::connector::{ScanRequest, Source, Split, SplitPosition, without_positions};
 use sluice_engine::sql::TableDef;
 use sluice_engine::{Result, SluiceError};
 
@@ -109,6 +109,9 @@ type Decoding = (Box<dyn Decoder>, Option<Vec<usize>>);
 struct DecodeState {
     chunks: BoxStream<'static, Result<Bytes>>,
     buffer: Bytes,
+    /// Bytes of the file decoded so far: after a full batch, the offset
+    /// of the next record.
+    offset: u64,
     decoder: Box<dyn Decoder>,
     finished: bool,
     url: String,
@@ -117,15 +120,19 @@ struct DecodeState {
 }
 
 impl DecodeState {
-    async fn next_batch(&mut self) -> Option<Result<RecordBatch>> {
+    /// The next batch and the byte offset just after its last record.
+    async fn next_batch(&mut self) -> Option<Result<(RecordBatch, SplitPosition)>> {
         loop {
             if !self.buffer.is_empty() {
                 match self.decoder.decode(&self.buffer) {
-                    Ok(consumed) => self.buffer.advance(consumed),
+                    Ok(consumed) => {
+                        self.buffer.advance(consumed);
+                        self.offset += consumed as u64;
+                    }
                     Err(e) => return Some(Err(self.error(e))),
                 }
                 if self.decoder.is_full() {
-                    return self.flush().transpose();
+                    return self.flush_at().transpose();
                 }
                 continue;
             }
@@ -137,10 +144,15 @@ impl DecodeState {
                 Some(Err(e)) => return Some(Err(e)),
                 None => {
                     self.finished = true;
-                    return self.flush().transpose();
+                    return self.flush_at().transpose();
                 }
             }
         }
+    }
+
+    fn flush_at(&mut self) -> Result<Option<(RecordBatch, SplitPosition)>> {
+        let offset = self.offset;
+        Ok(self.flush()?.map(|batch| (batch, at_byte(offset))))
     }
 
     fn flush(&mut self) -> Result<Option<RecordBatch>> {
@@ -162,6 +174,24 @@ impl Split for TextSplit {
     }
 
     fn open(self: Arc<Self>) -> BoxStream<'static, Result<RecordBatch>> {
+        without_positions(self.open_at(None))
+    }
+
+    /// Positions are byte offsets (`bytes:N`, at a record's start): a
+    /// resumed file is read from there, not decoded again from its start.
+    fn start_position(&self) -> SplitPosition {
+        at_byte(0)
+    }
+
+    fn open_at(
+        self: Arc<Self>,
+        position: Option<SplitPosition>,
+    ) -> BoxStream<'static, Result<(RecordBatch, SplitPosition)>> {
+        let start = match position.as_ref().map(byte_of) {
+            None => 0,
+            Some(Ok(offset)) => offset,
+            Some(Err(e)) => return futures::stream::once(async move { Err(e) }).boxed(),
+        };
         let decoder: std::result::Result<Decoding, ArrowError> = match self.format {
             Format::Json => arrow::json::ReaderBuilder::new(Arc::clone(&self.request.schema))
                 .with_batch_size(self.request.batch_size)
@@ -176,7 +206,8 @@ impl Split for TextSplit {
                 Box::new(Csv(arrow::csv::ReaderBuilder::new(Arc::clone(
                     &self.table_schema,
                 ))
-                .with_header(header)
+                // A resumed file starts after its header.
+                .with_header(header && start == 0)
                 .with_delimiter(delimiter)
                 .with_batch_size(self.request.batch_size)
                 .build_decoder())) as Box<dyn Decoder>,
@@ -201,22 +232,37 @@ impl Split for TextSplit {
         let url = self.url.clone();
         let get_url = url.clone();
         let chunks = futures::stream::once(async move {
-            store
-                .get(&path)
-                .await
-                .map_err(|e| SluiceError::io(format!("reading {get_url}"), e))
-        })
-        .map_ok(move |result| {
+            let fail = |e| SluiceError::io(format!("reading {get_url}"), e);
+            if start > 0 {
+                // A file read to its end has nothing after; one shorter
+                // than the position was changed since.
+                let size = store.head(&path).await.map_err(fail)?.size;
+                if start >= size {
+                    if start > size {
+                        return Err(SluiceError::Data(format!(
+                            "{get_url}: resuming at byte {start}, but it has only {size} bytes now"
+                        )));
+                    }
+                    return Ok(futures::stream::empty().boxed());
+                }
+            }
+            let options = GetOptions {
+                range: (start > 0).then_some(GetRange::Offset(start)),
+                ..GetOptions::default()
+            };
+            let result = store.get_opts(&path, options).await.map_err(fail)?;
             let url = url.clone();
-            result
+            Ok(result
                 .into_stream()
                 .map_err(move |e| SluiceError::io(format!("reading {url}"), e))
+                .boxed())
         })
         .try_flatten()
         .boxed();
         let state = DecodeState {
             chunks,
             buffer: Bytes::new(),
+            offset: start,
             decoder,
             finished: false,
             url: self.url.clone(),
@@ -227,6 +273,23 @@ impl Split for TextSplit {
         })
         .boxed()
     }
+}
+
+fn at_byte(offset: u64) -> SplitPosition {
+    SplitPosition(format!("bytes:{offset}"))
+}
+
+fn byte_of(position: &SplitPosition) -> Result<u64> {
+    position
+        .0
+        .strip_prefix("bytes:")
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| {
+            SluiceError::Runtime(format!(
+                "'{}' is not a byte offset in a text file (was the table's format changed?)",
+                position.0
+            ))
+        })
 }
 
 #[cfg(test)]
@@ -282,5 +345,93 @@ mod tests {
             }
         }
         assert_eq!(ids, (0..rows as i64).collect::<Vec<_>>());
+    }
+
+    /// Reading on from any batch's position (a byte offset) yields exactly
+    /// the rows after it, for JSON lines and for CSV with a header.
+    #[tokio::test]
+    async fn resuming_at_a_byte_offset_yields_exactly_the_rows_after_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let rows = 500;
+        let json: String = (0..rows)
+            .map(|i| format!("{{\"id\": {i}, \"pad\": \"{}\"}}\n", "x".repeat(i % 30)))
+            .collect();
+        let csv: String = std::iter::once("id,pad\n".to_string())
+            .chain((0..rows).map(|i| format!("{i},{}\n", "y".repeat(i % 30))))
+            .collect();
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, true),
+            Field::new("pad", DataType::Utf8, true),
+        ]));
+        for (name, text, format) in [
+            ("part-0.json", json, Format::Json),
+            (
+                "part-0.csv",
+                csv,
+                Format::Csv {
+                    delimiter: b',',
+                    header: true,
+                },
+            ),
+        ] {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).expect("write");
+            let source = TextSource {
+                files: FileSet::parse(&path.display().to_string(), "t").expect("files"),
+                table_schema: Arc::clone(&schema),
+                format,
+            };
+            let request = ScanRequest {
+                metrics: Arc::new(JobMetrics::default()),
+                projection: vec![0],
+                schema: Arc::new(schema.project(&[0]).expect("project")),
+                time_column: None,
+                batch_size: 64,
+            };
+            let splits = source.plan_splits(request).await.expect("splits");
+            let split = &splits[0];
+            let read = |position: Option<SplitPosition>| {
+                let split = Arc::clone(split);
+                async move {
+                    let mut out = Vec::new();
+                    let mut batches = split.open_at(position);
+                    while let Some(item) = batches.next().await {
+                        let (batch, position) = item.expect("batch");
+                        let ids: Vec<i64> = batch
+                            .column(0)
+                            .as_primitive::<Int64Type>()
+                            .values()
+                            .to_vec();
+                        out.push((ids, position));
+                    }
+                    out
+                }
+            };
+            let all = read(None).await;
+            assert_eq!(
+                all.iter().flat_map(|b| b.0.clone()).collect::<Vec<_>>(),
+                (0..rows as i64).collect::<Vec<_>>(),
+                "{name}"
+            );
+            assert!(all.len() > 3, "{name}: several batches");
+            for (ids, position) in &all {
+                let next = ids.last().copied().unwrap_or(-1) + 1;
+                let rest: Vec<i64> = read(Some(position.clone()))
+                    .await
+                    .into_iter()
+                    .flat_map(|b| b.0)
+                    .collect();
+                assert_eq!(
+                    rest,
+                    (next..rows as i64).collect::<Vec<_>>(),
+                    "{name} after {position:?}"
+                );
+            }
+            let mut wrong = Arc::clone(split).open_at(Some(SplitPosition("rows:3".into())));
+            assert!(
+                wrong.next().await.is_some_and(|r| r.is_err()),
+                "{name}: a position of another kind is an error"
+            );
+        }
     }
 }
