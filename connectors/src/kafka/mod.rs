@@ -36,6 +36,7 @@
 mod decode;
 mod sink;
 mod source;
+mod transactions;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -1,9 +1,11 @@
-//! Rows to a Kafka topic, one record per row, at least once.
+//! Rows to a Kafka topic, one record per row: at least once by default,
+//! exactly once in transactions committed with checkpoints
+//! (`'sink.delivery-guarantee' = 'exactly-once'`, see [`super::transactions`]).
 //!
 //! Each subtask has its own producer. Records are handed to librdkafka as
 //! fast as it queues them; their deliveries are awaited in the background
-//! and all of them before the writer finishes, so a failed delivery stops
-//! the job with an error rather than vanishing.
+//! and all of them before the writer finishes or prepares a transaction, so
+//! a failed delivery stops the job with an error rather than vanishing.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -16,11 +18,13 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
+use sluice_engine::checkpoint::protocol::StagedOutput;
 use sluice_engine::connector::{Sink, SinkWriter};
 use sluice_engine::error::ExecContext;
 use sluice_engine::sql::{Options, TableDef};
 use sluice_engine::{Result, SluiceError};
 
+use super::transactions::Transactions;
 use super::{DEFAULT_CONNECT_TIMEOUT, Properties, RecordFormat, take_format};
 
 /// Deliveries awaited at most at once before a writer waits for the oldest.
@@ -51,6 +55,8 @@ struct Settings {
     partitioner: Partitioner,
     /// `sink.delivery-guarantee` = 'none': deliveries are not awaited.
     fire_and_forget: bool,
+    /// `sink.delivery-guarantee` = 'exactly-once'.
+    transactions: Option<Arc<Transactions>>,
 }
 
 impl KafkaSink {
@@ -99,17 +105,27 @@ impl KafkaSink {
                 )));
             }
         };
-        let fire_and_forget = match options.take("sink.delivery-guarantee").as_deref() {
-            None | Some("at-least-once") => false,
-            Some("none") => true,
+        let prefix = options.take("sink.transactional-id-prefix");
+        let (fire_and_forget, transactions) = match options
+            .take("sink.delivery-guarantee")
+            .as_deref()
+        {
+            None | Some("at-least-once") => (false, None),
+            Some("none") => (true, None),
             Some("exactly-once") => {
-                return Err(config(
-                    "'sink.delivery-guarantee' = 'exactly-once' needs checkpoints, which Sluice does not have yet; use 'at-least-once'".to_string(),
-                ));
+                let Some(prefix) = prefix.filter(|p| !p.trim().is_empty()) else {
+                    return Err(config(
+                            "'sink.delivery-guarantee' = 'exactly-once' needs 'sink.transactional-id-prefix', unique to this sink among the jobs writing to the cluster".to_string(),
+                        ));
+                };
+                (
+                    false,
+                    Some(Arc::new(Transactions::new(prefix, Arc::clone(&properties)))),
+                )
             }
             Some(other) => {
                 return Err(config(format!(
-                    "option 'sink.delivery-guarantee' = '{other}' is not one of 'at-least-once', 'none'"
+                    "option 'sink.delivery-guarantee' = '{other}' is not one of 'exactly-once', 'at-least-once', 'none'"
                 )));
             }
         };
@@ -122,6 +138,7 @@ impl KafkaSink {
             key_fields,
             partitioner,
             fire_and_forget,
+            transactions,
         })))
     }
 }
@@ -161,20 +178,65 @@ impl Sink for KafkaSink {
             })
             .await
             .map_err(|e| SluiceError::Runtime(format!("opening a Kafka sink: {e}")))??;
-            let producer: FutureProducer = settings
-                .properties
-                // murmur2 of the key, as Kafka's Java clients (and Flink) do.
-                .config(&[("linger.ms", "20"), ("partitioner", "murmur2_random")])
-                .create()
-                .map_err(|e| settings.properties.error("creating a producer", e))?;
+            let producer = match &settings.transactions {
+                // Fences this subtask's ids: what a crashed run left open
+                // is aborted before anything new is written.
+                Some(transactions) => {
+                    transactions.abort_subtask(subtask).await?;
+                    None
+                }
+                None => Some(
+                    settings
+                        .properties
+                        // murmur2 of the key, as Kafka's Java clients (and Flink) do.
+                        .config(&[("linger.ms", "20"), ("partitioner", "murmur2_random")])
+                        .create()
+                        .map_err(|e| settings.properties.error("creating a producer", e))?,
+                ),
+            };
             Ok(Box::new(KafkaWriter {
                 settings,
+                subtask,
                 partitions,
                 next_partition: subtask as i32 % partitions,
                 fixed_partition: subtask as i32 % partitions,
                 producer,
+                transaction: None,
                 in_flight: VecDeque::new(),
             }) as Box<dyn SinkWriter>)
+        })
+    }
+
+    fn commit(&self) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move {
+            match &self.0.transactions {
+                Some(transactions) => transactions.commit_all().await,
+                None => Ok(()),
+            }
+        })
+    }
+
+    fn commit_checkpoint<'a>(&'a self, staged: &'a [StagedOutput]) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            match &self.0.transactions {
+                Some(transactions) => {
+                    let ids: Vec<String> = staged.iter().map(|s| s.staged.clone()).collect();
+                    transactions.commit(&ids).await
+                }
+                None => Ok(()),
+            }
+        })
+    }
+
+    fn recover<'a>(&'a self, staged: &'a [StagedOutput]) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            match &self.0.transactions {
+                Some(transactions) => {
+                    let ids: Vec<String> = staged.iter().map(|s| s.staged.clone()).collect();
+                    transactions.abort_lingering(&ids).await
+                }
+                None => Ok(()),
+            }
         })
     }
 
@@ -185,10 +247,15 @@ impl Sink for KafkaSink {
 
 struct KafkaWriter {
     settings: Arc<Settings>,
+    subtask: usize,
     partitions: i32,
     next_partition: i32,
     fixed_partition: i32,
-    producer: FutureProducer,
+    /// The producer records go to: the sink's own, or the current
+    /// transaction's (begun with the epoch's first record).
+    producer: Option<FutureProducer>,
+    /// The current transaction's id, when one is open.
+    transaction: Option<String>,
     in_flight: VecDeque<DeliveryFuture>,
 }
 
@@ -227,7 +294,44 @@ impl KafkaWriter {
         )
     }
 
+    /// Begins the epoch's transaction on a free id, if none is open.
+    async fn ensure_transaction(&mut self) -> Result<()> {
+        let Some(transactions) = self.settings.transactions.clone() else {
+            return Ok(());
+        };
+        if self.transaction.is_none() {
+            let id = transactions.id(self.subtask, transactions.free_slot(self.subtask)?);
+            self.producer = Some(transactions.begin(&id).await?);
+            self.transaction = Some(id);
+        }
+        Ok(())
+    }
+
+    /// Waits for every delivery, then for librdkafka's queue to drain.
+    async fn flush(&mut self) -> Result<()> {
+        while !self.in_flight.is_empty() {
+            self.await_oldest().await?;
+        }
+        let Some(producer) = self.producer.clone() else {
+            return Ok(());
+        };
+        let flushed = tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(60)))
+            .await
+            .map_err(|e| SluiceError::Runtime(format!("flushing a producer: {e}")))?;
+        flushed.map_err(|e| self.delivery_error(e))
+    }
+
     async fn write_batch(&mut self, batch: RecordBatch) -> Result<()> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        self.ensure_transaction().await?;
+        let Some(producer) = self.producer.clone() else {
+            return Err(SluiceError::Runtime(format!(
+                "table `{}`: the Kafka sink has no producer",
+                self.settings.table
+            )));
+        };
         let values = encode(&batch, self.settings.format, &self.settings.schema)?;
         let keys = if self.settings.key_fields.is_empty() {
             None
@@ -249,7 +353,7 @@ impl KafkaWriter {
                 record = record.partition(partition);
             }
             loop {
-                match self.producer.send_result(record) {
+                match producer.send_result(record) {
                     Ok(delivery) => {
                         if !self.settings.fire_and_forget {
                             self.in_flight.push_back(delivery);
@@ -280,17 +384,43 @@ impl SinkWriter for KafkaWriter {
         Box::pin(self.write_batch(batch))
     }
 
+    /// In exactly-once mode, flushes the epoch's transaction and hands it
+    /// over prepared; it is committed once the checkpoint completes.
+    fn prepare_commit(
+        &mut self,
+        _checkpoint: sluice_engine::checkpoint::CheckpointId,
+    ) -> BoxFuture<'_, Result<Vec<StagedOutput>>> {
+        Box::pin(async move {
+            let (Some(transactions), Some(id)) =
+                (self.settings.transactions.clone(), self.transaction.take())
+            else {
+                return Ok(Vec::new());
+            };
+            self.flush().await?;
+            let Some(producer) = self.producer.take() else {
+                return Ok(Vec::new());
+            };
+            transactions.prepare(id.clone(), producer)?;
+            Ok(vec![StagedOutput {
+                sink: String::new(),
+                staged: id,
+                target: self.settings.topic.clone(),
+            }])
+        })
+    }
+
     fn finish(mut self: Box<Self>) -> BoxFuture<'static, Result<()>> {
         Box::pin(async move {
-            while !self.in_flight.is_empty() {
-                self.await_oldest().await?;
+            self.flush().await?;
+            // The input's end prepared the last transaction; one opened
+            // after that waits for the job's commit like the others.
+            if let (Some(transactions), Some(id)) =
+                (self.settings.transactions.clone(), self.transaction.take())
+                && let Some(producer) = self.producer.take()
+            {
+                transactions.prepare(id, producer)?;
             }
-            let producer = self.producer.clone();
-            let flushed =
-                tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(60)))
-                    .await
-                    .map_err(|e| SluiceError::Runtime(format!("flushing a producer: {e}")))?;
-            flushed.map_err(|e| self.delivery_error(e))
+            Ok(())
         })
     }
 }
