@@ -176,6 +176,7 @@ mod tests {
             taken_at_millis: 0,
             duration_millis: 0,
             subtasks: Vec::new(),
+            carried: Vec::new(),
         }
     }
 

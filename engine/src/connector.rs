@@ -225,10 +225,12 @@ pub trait Sink: Send + Sync + Debug {
     /// Before a restored job runs: commits what the restored checkpoint
     /// staged (its commit may not have happened before the crash) and
     /// drops anything staged after it, which the restored job writes
-    /// again. Must be idempotent.
+    /// again. `writers` is how many writers the checkpointed job had.
+    /// Must be idempotent.
     fn recover<'a>(
         &'a self,
         _staged: &'a [crate::checkpoint::protocol::StagedOutput],
+        _writers: usize,
     ) -> BoxFuture<'a, Result<()>> {
         Box::pin(async { Ok(()) })
     }

@@ -259,6 +259,10 @@ pub async fn run_with(
             restore: restored.map(Arc::new),
             ..RunOptions::default()
         };
+        // The newest complete checkpoint before this attempt: a retry
+        // resumes from a newer one if the attempt made one, else from the
+        // same place as this attempt.
+        let newest_before = newest_complete(store.as_deref()).await;
         match sluice_engine::exec::run(&graph, &options, Arc::clone(&metrics)).await {
             Err(e) if e.is_retryable() && attempt < job.restart_attempts && !stop.is_stopped() => {
                 tracing::warn!(
@@ -272,8 +276,7 @@ pub async fn run_with(
                     () = stop.stopped() => return Err(e),
                 }
                 delay = (delay * 2).min(std::time::Duration::from_secs(60));
-                // Only a job that checkpoints has somewhere to resume from.
-                if store.is_some() {
+                if newest_complete(store.as_deref()).await > newest_before {
                     restore = Some(Restore::Latest);
                 }
                 metrics.reset_progress();
@@ -282,6 +285,21 @@ pub async fn run_with(
         }
     }
     unreachable!("the restart loop returns")
+}
+
+/// The id of the newest complete checkpoint in `store` (0 if none, or no
+/// store, or it cannot be listed).
+async fn newest_complete(store: Option<&dyn CheckpointStore>) -> u64 {
+    let Some(store) = store else { return 0 };
+    match store.list().await {
+        Ok(listing) => listing
+            .into_iter()
+            .filter(|(_, m)| matches!(m, Some(Ok(_))))
+            .map(|(id, _)| id)
+            .max()
+            .unwrap_or(0),
+        Err(_) => 0,
+    }
 }
 
 /// Reads the checkpoint to resume from.

@@ -156,7 +156,10 @@ fn a_stream_job_stops_cleanly_on_sigint() {
         ),
     )
     .expect("write job");
+    // Stream mode checkpoints by default, into .sluice/checkpoints under
+    // the working directory.
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .current_dir(dir.path())
         .arg("run")
         .arg(&job)
         .args(["--mode", "stream"])
@@ -207,4 +210,11 @@ fn a_stream_job_stops_cleanly_on_sigint() {
         stderr.contains("tail.sql stopped: 920 rows in, 920 rows out"),
         "{stderr}"
     );
+    // The stop took a last checkpoint in the default directory.
+    let checkpoints: Vec<_> = std::fs::read_dir(dir.path().join(".sluice/checkpoints/tail"))
+        .expect("the default checkpoint directory")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().join("_manifest.json").exists())
+        .collect();
+    assert!(!checkpoints.is_empty(), "no checkpoint: {stderr}");
 }

@@ -113,7 +113,11 @@ impl Sink for FileSink {
         })
     }
 
-    fn recover<'a>(&'a self, staged: &'a [StagedOutput]) -> BoxFuture<'a, Result<()>> {
+    fn recover<'a>(
+        &'a self,
+        staged: &'a [StagedOutput],
+        _writers: usize,
+    ) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
             let store = &self.location.store;
             for s in staged {

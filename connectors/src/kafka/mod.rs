@@ -46,6 +46,7 @@ use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaErrorCode;
 use sluice_engine::connector::{ConnectorContext, Sink, SinkFactory, Source, SourceFactory};
 use sluice_engine::sql::{Options, TableDef};
 use sluice_engine::{Result, SluiceError};
@@ -99,16 +100,33 @@ impl Properties {
         config
     }
 
-    /// An error from the cluster, naming the table and the brokers.
+    /// An error from the cluster, naming the table and the brokers. Bad
+    /// client settings and features the broker lacks are configuration
+    /// errors (a restart cannot cure them); the rest may pass.
     pub(crate) fn error(&self, doing: impl std::fmt::Display, e: KafkaError) -> SluiceError {
-        SluiceError::io(
-            format!(
-                "table `{}`: {doing} (Kafka at '{}')",
-                self.table,
-                self.bootstrap()
-            ),
+        let context = format!(
+            "table `{}`: {doing} (Kafka at '{}')",
+            self.table,
+            self.bootstrap()
+        );
+        let permanent = matches!(
             e,
-        )
+            KafkaError::ClientConfig(..) | KafkaError::ClientCreation(_)
+        ) || matches!(
+            e.rdkafka_error_code(),
+            Some(
+                RDKafkaErrorCode::UnsupportedFeature
+                    | RDKafkaErrorCode::UnsupportedVersion
+                    | RDKafkaErrorCode::Fatal
+                    | RDKafkaErrorCode::InvalidTransactionTimeout
+                    | RDKafkaErrorCode::TransactionalIdAuthorizationFailed
+            )
+        );
+        if permanent {
+            SluiceError::config(format!("{context}: {e}"))
+        } else {
+            SluiceError::io(context, e)
+        }
     }
 }
 
@@ -172,7 +190,7 @@ pub async fn create_topic(brokers: &str, topic: &str, partitions: i32) -> Result
     for result in results {
         match result {
             Ok(_) => {}
-            Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
             Err((name, code)) => {
                 return Err(SluiceError::io(
                     format!("creating topic '{name}' at '{brokers}'"),

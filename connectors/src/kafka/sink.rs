@@ -228,12 +228,16 @@ impl Sink for KafkaSink {
         })
     }
 
-    fn recover<'a>(&'a self, staged: &'a [StagedOutput]) -> BoxFuture<'a, Result<()>> {
+    fn recover<'a>(
+        &'a self,
+        staged: &'a [StagedOutput],
+        writers: usize,
+    ) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
             match &self.0.transactions {
                 Some(transactions) => {
                     let ids: Vec<String> = staged.iter().map(|s| s.staged.clone()).collect();
-                    transactions.abort_lingering(&ids).await
+                    transactions.abort_lingering(&ids, writers).await
                 }
                 None => Ok(()),
             }

@@ -146,30 +146,41 @@ impl Transactions {
         self.commit_all_of(producers).await
     }
 
+    /// Commits in turn; on a failure the transaction and those after it
+    /// stay prepared, for the next checkpoint (or restore) to commit.
     async fn commit_all_of(&self, producers: Vec<(String, FutureProducer)>) -> Result<()> {
         if producers.is_empty() {
             return Ok(());
         }
         let properties = Arc::clone(&self.properties);
-        tokio::task::spawn_blocking(move || {
-            for (id, producer) in producers {
-                producer
-                    .commit_transaction(TIMEOUT)
-                    .map_err(|e| properties.error(format!("committing transaction '{id}'"), e))?;
+        let (left, failure) = tokio::task::spawn_blocking(move || {
+            let mut producers = producers.into_iter();
+            while let Some((id, producer)) = producers.next() {
+                if let Err(e) = producer.commit_transaction(TIMEOUT) {
+                    let error = properties.error(format!("committing transaction '{id}'"), e);
+                    let left: Vec<_> = std::iter::once((id, producer)).chain(producers).collect();
+                    return (left, Some(error));
+                }
             }
-            Ok(())
+            (Vec::new(), None)
         })
         .await
-        .map_err(|e| SluiceError::Runtime(format!("committing Kafka transactions: {e}")))?
+        .map_err(|e| SluiceError::Runtime(format!("committing Kafka transactions: {e}")))?;
+        self.prepared()?.extend(left);
+        failure.map_or(Ok(()), Err)
     }
 
-    /// Aborts whatever an earlier run left open under the ids of the
-    /// subtasks in `ids` (a restored checkpoint's transactions). Writers
-    /// fence their own subtask's ids when they open, so this matters for
-    /// subtasks a job restored at a lower parallelism no longer has.
-    pub(crate) async fn abort_lingering(&self, ids: &[String]) -> Result<()> {
-        let subtasks: std::collections::BTreeSet<usize> =
-            ids.iter().filter_map(|id| self.subtask_of(id)).collect();
+    /// Aborts whatever an earlier run left open under the ids of its
+    /// `writers` subtasks and of those in `ids` (a restored checkpoint's
+    /// transactions). Writers fence their own subtask's ids when they open,
+    /// so this matters for subtasks a job restored at a lower parallelism
+    /// no longer has.
+    pub(crate) async fn abort_lingering(&self, ids: &[String], writers: usize) -> Result<()> {
+        let subtasks: std::collections::BTreeSet<usize> = ids
+            .iter()
+            .filter_map(|id| self.subtask_of(id))
+            .chain(0..writers)
+            .collect();
         for subtask in subtasks {
             self.abort_subtask(subtask).await?;
         }

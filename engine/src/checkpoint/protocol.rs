@@ -81,6 +81,10 @@ pub struct Manifest {
     #[serde(default)]
     pub duration_millis: u64,
     pub subtasks: Vec<SubtaskSnapshot>,
+    /// Output staged for earlier checkpoints that failed (or whose commit
+    /// did), committed with this one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub carried: Vec<StagedOutput>,
 }
 
 impl Manifest {
@@ -182,6 +186,7 @@ impl PendingCheckpoint {
             taken_at_millis,
             duration_millis: 0,
             subtasks: std::mem::take(&mut self.received).into_values().collect(),
+            carried: Vec::new(),
         }))
     }
 }
@@ -249,9 +254,15 @@ pub fn to_discard(
 /// finished (commits are idempotent moves).
 pub fn commits_of(manifest: &Manifest) -> Vec<StagedOutput> {
     manifest
-        .subtasks
+        .carried
         .iter()
-        .flat_map(|s| s.staged.iter().cloned())
+        .cloned()
+        .chain(
+            manifest
+                .subtasks
+                .iter()
+                .flat_map(|s| s.staged.iter().cloned()),
+        )
         .collect()
 }
 

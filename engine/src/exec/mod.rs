@@ -149,15 +149,30 @@ pub async fn run(
     // output is committed, and output staged after it is dropped.
     if let Some(restored) = &options.restore {
         let staged = commits_of(&restored.manifest);
-        for node in &graph.nodes {
+        for (id, node) in graph.nodes.iter().enumerate() {
             if let NodeKind::Sink(sink) = &node.kind {
                 let mine: Vec<_> = staged
                     .iter()
                     .filter(|s| s.sink == sink.table.name)
                     .cloned()
                     .collect();
-                sink.sink.recover(&mine).await?;
+                // The sink's writers then: its stage's subtasks.
+                let writers = stages
+                    .iter()
+                    .find(|s| s.nodes.contains(&id))
+                    .and_then(|s| restored.manifest.parallelism.get(&s.root))
+                    .copied()
+                    .unwrap_or(0);
+                sink.sink.recover(&mine, writers).await?;
             }
+        }
+        if let Some(late) = &options.late_data {
+            let mine: Vec<_> = staged
+                .iter()
+                .filter(|s| s.sink == task::LATE_DATA)
+                .cloned()
+                .collect();
+            late.recover(&mine, 0).await?;
         }
         tracing::info!(
             checkpoint = restored.manifest.id,
@@ -209,6 +224,12 @@ pub async fn run(
                         }
                         _ => None,
                     })
+                    .chain(
+                        options
+                            .late_data
+                            .iter()
+                            .map(|sink| (task::LATE_DATA.to_string(), Arc::clone(sink))),
+                    )
                     .collect(),
                 store: options.checkpoint_store.clone(),
                 retained: options.checkpoints_retained,
@@ -333,22 +354,38 @@ pub async fn run(
         }
     }
     if let Some(e) = failure {
+        // Nothing of a failed run may write to the store once it returns:
+        // a restart lists the store next.
+        if let Some(mut coordinator) = coordinator {
+            coordinator.0.abort();
+            let _ = (&mut coordinator.0).await;
+        }
         return Err(e);
     }
+    let checkpointed = coordinator.is_some();
     let checkpoints = match coordinator {
         Some(mut coordinator) => (&mut coordinator.0)
             .await
             .map_err(|e| SluiceError::Runtime(format!("the checkpoint coordinator failed: {e}")))?,
         None => Vec::new(),
     };
-    for node in &graph.nodes {
-        if let NodeKind::Sink(sink) = &node.kind {
-            sink.sink.commit().await?;
+    // With checkpoints in a store, every output is committed by the
+    // checkpoint that covers it (the end's, or a stopped job's last), and
+    // output no completed checkpoint covers is left to a restore, which
+    // writes it again. Committing it here would repeat it after a restore.
+    if !(checkpointed && options.checkpoint_store.is_some()) {
+        for node in &graph.nodes {
+            if let NodeKind::Sink(sink) = &node.kind {
+                sink.sink.commit().await?;
+            }
         }
     }
     let late = JobMetrics::get(&metrics.late_rows);
     match &options.late_data {
-        Some(sink) => sink.commit().await?,
+        Some(sink) if !(checkpointed && options.checkpoint_store.is_some()) => {
+            sink.commit().await?
+        }
+        Some(_) => {}
         None if late > 0 => tracing::warn!(
             late,
             "rows arrived behind the watermark after their windows fired; set 'sluice.late-data.path' to keep them"
@@ -403,6 +440,9 @@ struct Coordinator {
 struct Known {
     complete: Vec<CheckpointId>,
     all: Vec<CheckpointId>,
+    /// Staged output whose checkpoint failed or whose commit did: the next
+    /// checkpoint carries it.
+    uncommitted: Vec<crate::checkpoint::protocol::StagedOutput>,
 }
 
 impl Known {
@@ -422,11 +462,15 @@ impl Coordinator {
     /// Writes a completed checkpoint's manifest, then drops checkpoints
     /// past retention. A checkpoint whose manifest cannot be written did
     /// not happen: the job goes on, and says so.
-    async fn complete(&self, manifest: &Manifest, known: &mut Known) -> bool {
+    async fn complete(&self, manifest: &mut Manifest, known: &mut Known) -> bool {
+        // Output of earlier checkpoints that failed, or whose commit did,
+        // is committed by this one.
+        manifest.carried.append(&mut known.uncommitted);
         if let Some(store) = &self.store
             && let Err(e) = store.write_manifest(manifest).await
         {
             tracing::warn!("checkpoint {} failed: {e}", manifest.id);
+            known.uncommitted = commits_of(manifest);
             return false;
         }
         // The checkpoint exists: what its sinks staged becomes visible. A
@@ -443,6 +487,7 @@ impl Coordinator {
                 && let Err(e) = sink.commit_checkpoint(&mine).await
             {
                 tracing::warn!("committing checkpoint {} of `{table}`: {e}", manifest.id);
+                known.uncommitted.extend(mine);
             }
         }
         let Some(store) = &self.store else {
@@ -487,6 +532,8 @@ async fn coordinate(
     let mut finished_sources = 0;
     let mut completed = Vec::new();
     let mut stopping = false;
+    // Whether a source ended because the job was stopped.
+    let mut any_stopped = false;
     let now_ms = || chrono::Utc::now().timestamp_millis();
     loop {
         // (checkpoint, subtask's snapshot) acknowledgements to record.
@@ -506,11 +553,12 @@ async fn coordinate(
             }
             ack = acks.recv() => match ack {
                 None => {
-                    // Every subtask ended. Unless stopped (the last
-                    // checkpoint holds the unfired state), a checkpoint of
-                    // the end commits the last output, and a restore from
-                    // it finds the job done rather than doing it again.
-                    if !coordinator.stop.is_stopped() && !finished.is_empty() {
+                    // Every subtask ended. If every source read to its end
+                    // (none was stopped, which leaves state in the last
+                    // checkpoint), a checkpoint of the end commits the last
+                    // output, and a restore from it finds the job done
+                    // rather than doing it again.
+                    if !any_stopped && !finished.is_empty() {
                         let mut end = PendingCheckpoint::new(next, expected);
                         let mut done = None;
                         for snapshot in finished.values() {
@@ -518,8 +566,12 @@ async fn coordinate(
                         }
                         // Not among the checkpoints the job reports: it was
                         // taken after the run, not during it.
-                        if let Some(manifest) = done {
-                            coordinator.complete(&manifest, &mut known).await;
+                        if let Some(mut manifest) = done
+                            && !coordinator.complete(&mut manifest, &mut known).await
+                        {
+                            tracing::warn!(
+                                "the checkpoint of the job's end failed: its last output stays staged until a restore writes it again"
+                            );
                         }
                     }
                     return completed;
@@ -528,7 +580,8 @@ async fn coordinate(
                     tracing::debug!(checkpoint = id, node = snapshot.node, subtask = snapshot.subtask, "subtask snapshotted");
                     received.push((id, snapshot));
                 }
-                Some(task::Ack::Finished { node, subtask, positions, staged }) => {
+                Some(task::Ack::Finished { node, subtask, positions, staged, stopped }) => {
+                    any_stopped |= stopped;
                     // Its input ended: its operators fired and emptied.
                     let snapshot = SubtaskSnapshot {
                         node,
@@ -562,8 +615,8 @@ async fn coordinate(
                     .flatten();
             }
             known.all.push(next);
-            if let Some(manifest) = done {
-                if coordinator.complete(&manifest, &mut known).await {
+            if let Some(mut manifest) = done {
+                if coordinator.complete(&mut manifest, &mut known).await {
                     completed.push(manifest);
                 }
             } else {
@@ -583,7 +636,7 @@ async fn coordinate(
                 Ok(Some(mut manifest)) => {
                     pending.remove(&id);
                     manifest.duration_millis = started.elapsed().as_millis() as u64;
-                    if !coordinator.complete(&manifest, &mut known).await {
+                    if !coordinator.complete(&mut manifest, &mut known).await {
                         continue;
                     }
                     tracing::info!(

@@ -36,6 +36,9 @@ use crate::time::{BEFORE_TIME, END_OF_TIME, InputWatermarks, SplitWatermarks};
 use datafusion::physical_expr::PhysicalExpr;
 use tokio::sync::{mpsc, watch};
 
+/// The name the late-data output's staged files go under in checkpoints.
+pub const LATE_DATA: &str = "sluice.late-data";
+
 /// Words of the error a subtask raises when its downstream has gone away;
 /// the downstream's own error is the one to report.
 pub const STOPPED: &str = "stopped before this subtask finished";
@@ -317,6 +320,16 @@ impl Chain {
 
     /// Sends and writes what the chain produced.
     async fn flush(&mut self) -> Result<()> {
+        // Late rows set aside so far came before any barrier now pending.
+        match self.late_writer.as_mut() {
+            Some(writer) => {
+                for batch in self.late.drain(..) {
+                    writer.write(batch).await?;
+                }
+            }
+            None => self.late.clear(),
+        }
+        let mut barrier = None;
         for (exit, pending) in self.exits.iter_mut().zip(self.pending.iter_mut()) {
             for message in pending.drain(..) {
                 // At a barrier, and at the end (for the checkpoint that
@@ -326,6 +339,7 @@ impl Chain {
                     Message::End => Some(0),
                     _ => None,
                 };
+                barrier = barrier.or(checkpoint);
                 if let (Some(id), Exit::Sink { table, writer, .. }) = (checkpoint, &mut *exit)
                     && let Some(writer) = writer.as_mut()
                 {
@@ -338,13 +352,13 @@ impl Chain {
                 exit.send(message).await?;
             }
         }
-        match self.late_writer.as_mut() {
-            Some(writer) => {
-                for batch in self.late.drain(..) {
-                    writer.write(batch).await?;
-                }
+        // The late-data output is committed with checkpoints too.
+        if let (Some(id), Some(writer)) = (barrier, self.late_writer.as_mut()) {
+            let mut staged = writer.prepare_commit(id).await?;
+            for output in &mut staged {
+                output.sink = LATE_DATA.to_string();
             }
-            None => self.late.clear(),
+            self.staged.extend(staged);
         }
         Ok(())
     }
@@ -470,6 +484,9 @@ pub enum Ack {
         positions: Vec<protocol::SplitPosition>,
         /// What its sinks wrote after its last barrier.
         staged: Vec<protocol::StagedOutput>,
+        /// A source that was stopped rather than read to its end: the
+        /// job's state is in the last checkpoint, not empty.
+        stopped: bool,
     },
 }
 
@@ -503,7 +520,7 @@ pub async fn run(
     metrics: &JobMetrics,
     link: Option<CheckpointLink>,
 ) -> Result<()> {
-    let positions = run_input(chain, input, metrics, link.clone()).await?;
+    let (positions, stopped) = run_input(chain, input, metrics, link.clone()).await?;
     chain.finish().await?;
     if let Some(link) = link {
         let _ = link.acks.send(Ack::Finished {
@@ -511,19 +528,20 @@ pub async fn run(
             subtask: link.subtask,
             positions,
             staged: std::mem::take(&mut chain.staged),
+            stopped,
         });
     }
     Ok(())
 }
 
 /// Runs the subtask's input to its end; a source returns where its splits
-/// ended.
+/// ended, and whether it was stopped before their end.
 async fn run_input(
     chain: &mut Chain,
     input: Input,
     metrics: &JobMetrics,
     link: Option<CheckpointLink>,
-) -> Result<Vec<protocol::SplitPosition>> {
+) -> Result<(Vec<protocol::SplitPosition>, bool)> {
     match input {
         Input::Source {
             splits,
@@ -585,11 +603,11 @@ async fn run_input(
             }
             chain.push(Message::End)?;
             chain.flush().await?;
-            Ok(reader.positions())
+            Ok((reader.positions(), !finished))
         }
         Input::Channels(receivers) => merge_channels(chain, receivers, link.as_ref())
             .await
-            .map(|()| Vec::new()),
+            .map(|()| (Vec::new(), false)),
     }
 }
 

@@ -220,6 +220,18 @@ impl Operator for Sessions {
     fn restore(&mut self, state: RestoredState) -> Result<()> {
         self.watermark = self.watermark.max(state.watermark);
         for batch in &state.batches {
+            let fits = batch.num_columns() > self.plan.time_index + 1
+                && batch
+                    .schema()
+                    .fields()
+                    .last()
+                    .is_some_and(|f| f.name() == "__behind");
+            if !fits {
+                return Err(crate::SluiceError::Config(format!(
+                    "the checkpoint's session state does not fit the job's: columns {} (was the query changed?)",
+                    batch.schema()
+                )));
+            }
             let keys = self.plan.spec.evaluate(batch)?.keys;
             let batch = state.owned(batch, &keys)?;
             if batch.num_rows() == 0 {
