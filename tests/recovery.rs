@@ -547,3 +547,76 @@ fn a_broker_restart_mid_run_stalls_the_job_and_loses_nothing() {
     assert!(staged_files(&dir).is_empty(), "uncommitted files left");
     assert_eq!(committed_rows(&dir), expected);
 }
+
+/// A transient failure (the checkpoint store failing under a running job)
+/// restarts the job in-process from its last checkpoint, after the restart
+/// delay, and the output is still exact.
+#[test]
+fn a_transient_failure_restarts_the_job_from_its_last_checkpoint() {
+    let main_runtime = runtime();
+    let data = tempfile::tempdir().expect("tempdir");
+    sluice::generate::nexmark::generate(
+        data.path(),
+        400_000,
+        4,
+        sluice::generate::FileFormat::Parquet,
+    )
+    .expect("generate");
+    let job = |out: &Path| {
+        sluice::JobSpec::from_file(&repo().join("jobs/sql/nexmark/tumble.sql"))
+            .expect("job file")
+            .with_var("DATA", &data.path().display().to_string())
+            .with_var("OUT", &out.display().to_string())
+            .with_parallelism(2)
+    };
+    let reference = tempfile::tempdir().expect("tempdir");
+    main_runtime
+        .block_on(sluice::run(&job(reference.path())))
+        .expect("uninterrupted run");
+    let expected = committed_rows(&reference.path().join("tumble"));
+
+    let out = tempfile::tempdir().expect("tempdir");
+    let checkpoints = tempfile::tempdir().expect("tempdir");
+    let spec = job(out.path())
+        .with_checkpoint_interval(Duration::from_millis(3))
+        .with_checkpoint_dir(&checkpoints.path().display().to_string(), 2)
+        .with_restarts(3, Duration::from_millis(400));
+    let metrics = std::sync::Arc::new(sluice_engine::metrics::JobMetrics::default());
+    let running = {
+        let metrics = std::sync::Arc::clone(&metrics);
+        std::thread::spawn(move || {
+            runtime().block_on(sluice::run_with(
+                &spec,
+                metrics,
+                sluice_engine::StopSignal::default(),
+            ))
+        })
+    };
+    // Once a checkpoint is complete, the job's checkpoint directory turns
+    // into a file: writing the next state files fails (an Io error, as a
+    // store outage gives). It comes back before the restart delay is over.
+    let jobdir = checkpoints.path().join("nexmark_tumble");
+    let away = checkpoints.path().join("away");
+    while newest_checkpoint(checkpoints.path()) == 0 {
+        assert!(!running.is_finished(), "the job ended before a checkpoint");
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    std::fs::rename(&jobdir, &away).expect("move the directory away");
+    std::fs::write(&jobdir, "not a directory").expect("block it");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while sluice_engine::metrics::JobMetrics::get(&metrics.restarts) == 0
+        && !running.is_finished()
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    std::fs::remove_file(&jobdir).expect("unblock");
+    std::fs::rename(&away, &jobdir).expect("move it back");
+    let result = running.join().expect("job thread");
+    let restarts = sluice_engine::metrics::JobMetrics::get(&metrics.restarts);
+    result.expect("the job recovers");
+    assert!(restarts >= 1, "the job restarted ({restarts} restarts)");
+    let dir = out.path().join("tumble");
+    assert!(staged_files(&dir).is_empty(), "uncommitted files left");
+    assert_eq!(committed_rows(&dir), expected);
+}

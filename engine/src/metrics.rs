@@ -23,6 +23,10 @@ pub struct JobMetrics {
     pub records_skipped: AtomicU64,
     /// Input records that could not be decoded and went to a dead-letter output.
     pub records_dead_lettered: AtomicU64,
+    /// Checkpoints completed.
+    pub checkpoints: AtomicU64,
+    /// Restarts from the last checkpoint after a transient failure.
+    pub restarts: AtomicU64,
 }
 
 impl JobMetrics {
@@ -72,6 +76,16 @@ impl JobMetrics {
                 "sluice_source_splits_done_total",
                 "Source splits finished.",
                 &self.splits_done,
+            ),
+            (
+                "sluice_checkpoints_completed_total",
+                "Checkpoints completed.",
+                &self.checkpoints,
+            ),
+            (
+                "sluice_job_restarts_total",
+                "Restarts from the last checkpoint after a transient failure.",
+                &self.restarts,
             ),
         ] {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");

@@ -237,69 +237,76 @@ pub async fn run_with(
     };
     let mut restore = job.restore.clone();
     let mut delay = job.restart_delay;
+    // A retry resumes from the newest checkpoint if the failed attempt
+    // completed one (which must then be found), else from where that
+    // attempt started.
+    let mut must_find = false;
     for attempt in 0.. {
-        // Sinks and sources are made afresh for every attempt: nothing a
-        // failed attempt staged is committed by the next.
-        let graph = sluice_engine::plan::translate(&compiled, &connectors(), job.parallelism)?;
-        let late_data = match parameters.get(sluice_connectors::filesystem::LATE_DATA_PATH) {
-            Some(path) => Some(sluice_connectors::filesystem::late_data_sink(path)?),
-            None => None,
-        };
-        let restored = match &restore {
-            None => None,
-            Some(which) => restore_point(which, store.as_deref(), &compiled.name).await?,
-        };
-        let options = RunOptions {
-            parameters: parameters.clone(),
-            late_data,
-            stop: stop.clone(),
-            checkpoint_interval: job.checkpoint_interval,
-            checkpoint_store: store.clone(),
-            checkpoints_retained: job.checkpoints_retained,
-            restore: restored.map(Arc::new),
-            ..RunOptions::default()
-        };
-        // The newest complete checkpoint before this attempt: a retry
-        // resumes from a newer one if the attempt made one, else from the
-        // same place as this attempt.
-        let newest_before = newest_complete(store.as_deref()).await;
-        match sluice_engine::exec::run(&graph, &options, Arc::clone(&metrics)).await {
-            Err(e) if e.is_retryable() && attempt < job.restart_attempts && !stop.is_stopped() => {
-                tracing::warn!(
-                    "job {} failed ({e}); restarting from its last checkpoint in {delay:?} (restart {} of {})",
-                    compiled.name,
-                    attempt + 1,
-                    job.restart_attempts
-                );
-                tokio::select! {
-                    () = tokio::time::sleep(delay) => {}
-                    () = stop.stopped() => return Err(e),
+        let checkpoints_before = JobMetrics::get(&metrics.checkpoints);
+        type Attempt = std::result::Result<JobResult, SluiceError>;
+        let result: Result<Attempt> = async {
+            // Sinks and sources are made afresh for every attempt: nothing
+            // a failed attempt staged is committed by the next.
+            let graph =
+                sluice_engine::plan::translate(&compiled, &connectors(), job.parallelism)?;
+            let late_data = match parameters.get(sluice_connectors::filesystem::LATE_DATA_PATH) {
+                Some(path) => Some(sluice_connectors::filesystem::late_data_sink(path)?),
+                None => None,
+            };
+            let restored = match &restore {
+                None => None,
+                Some(which) => {
+                    let found = restore_point(which, store.as_deref(), &compiled.name).await?;
+                    if found.is_none() && must_find {
+                        return Err(SluiceError::io(
+                            format!("restarting job {}", compiled.name),
+                            std::io::Error::other(
+                                "its checkpoints are not there, though one was completed: is the checkpoint store unavailable?",
+                            ),
+                        ));
+                    }
+                    found
                 }
-                delay = (delay * 2).min(std::time::Duration::from_secs(60));
-                if newest_complete(store.as_deref()).await > newest_before {
-                    restore = Some(Restore::Latest);
-                }
-                metrics.reset_progress();
-            }
-            result => return result,
+            };
+            let options = RunOptions {
+                parameters: parameters.clone(),
+                late_data,
+                stop: stop.clone(),
+                checkpoint_interval: job.checkpoint_interval,
+                checkpoint_store: store.clone(),
+                checkpoints_retained: job.checkpoints_retained,
+                restore: restored.map(Arc::new),
+                ..RunOptions::default()
+            };
+            Ok(sluice_engine::exec::run(&graph, &options, Arc::clone(&metrics)).await)
         }
+        .await;
+        let e = match result {
+            Ok(Ok(result)) => return Ok(result),
+            Ok(Err(e)) | Err(e) => e,
+        };
+        if !(e.is_retryable() && attempt < job.restart_attempts && !stop.is_stopped()) {
+            return Err(e);
+        }
+        tracing::warn!(
+            "job {} failed ({e}); restarting from its last checkpoint in {delay:?} (restart {} of {})",
+            compiled.name,
+            attempt + 1,
+            job.restart_attempts
+        );
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = stop.stopped() => return Err(e),
+        }
+        delay = (delay * 2).min(std::time::Duration::from_secs(60));
+        if store.is_some() && JobMetrics::get(&metrics.checkpoints) > checkpoints_before {
+            restore = Some(Restore::Latest);
+            must_find = true;
+        }
+        metrics.reset_progress();
+        JobMetrics::add(&metrics.restarts, 1);
     }
     unreachable!("the restart loop returns")
-}
-
-/// The id of the newest complete checkpoint in `store` (0 if none, or no
-/// store, or it cannot be listed).
-async fn newest_complete(store: Option<&dyn CheckpointStore>) -> u64 {
-    let Some(store) = store else { return 0 };
-    match store.list().await {
-        Ok(listing) => listing
-            .into_iter()
-            .filter(|(_, m)| matches!(m, Some(Ok(_))))
-            .map(|(id, _)| id)
-            .max()
-            .unwrap_or(0),
-        Err(_) => 0,
-    }
 }
 
 /// Reads the checkpoint to resume from.

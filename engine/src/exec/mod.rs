@@ -235,6 +235,7 @@ pub async fn run(
                 retained: options.checkpoints_retained,
                 stop: options.stop.clone(),
                 known: Some(known),
+                metrics: Arc::clone(&metrics),
             };
             let store = options.checkpoint_store.clone();
             (
@@ -432,6 +433,7 @@ struct Coordinator {
     stop: StopSignal,
     /// The checkpoints already in the store.
     known: Option<Known>,
+    metrics: Arc<JobMetrics>,
 }
 
 /// The checkpoints in the store: complete ones, and all (incomplete ones
@@ -473,6 +475,7 @@ impl Coordinator {
             known.uncommitted = commits_of(manifest);
             return false;
         }
+        JobMetrics::add(&self.metrics.checkpoints, 1);
         // The checkpoint exists: what its sinks staged becomes visible. A
         // failure here is finished by the commit at the end of the job, or
         // by a restore.
