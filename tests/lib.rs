@@ -8,6 +8,7 @@ use arrow::util::display::{ArrayFormatter, FormatOptions};
 
 pub mod case;
 pub mod kafka;
+pub mod mock;
 pub mod reference;
 
 /// Reads every visible Parquet file under `dir` (skipping `.`/`_` names, as
