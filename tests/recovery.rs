@@ -730,3 +730,40 @@ fn the_binary_killed_while_writing_parquet_and_kafka_exactly_once_loses_nothing(
         );
     }
 }
+
+/// A job restored from the checkpoint of its end has nothing left to do,
+/// even one whose aggregate has a row for no input (COUNT(*) of nothing).
+#[test]
+fn restoring_a_finished_job_does_nothing() {
+    let runtime = runtime();
+    let data = tempfile::tempdir().expect("tempdir");
+    sluice::generate::nexmark::generate(
+        data.path(),
+        2_000,
+        2,
+        sluice::generate::FileFormat::Parquet,
+    )
+    .expect("generate");
+    let out = tempfile::tempdir().expect("tempdir");
+    let checkpoints = tempfile::tempdir().expect("tempdir");
+    let text = format!(
+        "CREATE TABLE bid (auction BIGINT, price BIGINT) WITH ('connector' = 'filesystem',
+           'path' = '{}', 'format' = 'parquet');
+         CREATE TABLE total (bids BIGINT) WITH ('connector' = 'filesystem', 'path' = '{}',
+           'format' = 'parquet');
+         INSERT INTO total SELECT COUNT(*) FROM bid;",
+        data.path().join("bid").display(),
+        out.path().display()
+    );
+    let spec = sluice::JobSpec::from_text("total", &text)
+        .with_checkpoint_interval(Duration::from_millis(5))
+        .with_checkpoint_dir(&checkpoints.path().display().to_string(), 2)
+        .with_restore(sluice::Restore::Latest);
+    let first = runtime.block_on(sluice::run(&spec)).expect("first run");
+    assert!(first.rows_in > 0);
+    let rows = committed_rows(out.path());
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    let again = runtime.block_on(sluice::run(&spec)).expect("second run");
+    assert_eq!((again.rows_in, again.rows_out), (0, 0));
+    assert_eq!(committed_rows(out.path()), rows);
+}

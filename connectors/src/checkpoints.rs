@@ -177,6 +177,7 @@ mod tests {
             duration_millis: 0,
             subtasks: Vec::new(),
             carried: Vec::new(),
+            end: false,
         }
     }
 

@@ -85,6 +85,9 @@ pub struct Manifest {
     /// did), committed with this one.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub carried: Vec<StagedOutput>,
+    /// Taken when every subtask had ended: the job was done.
+    #[serde(default)]
+    pub end: bool,
 }
 
 impl Manifest {
@@ -187,6 +190,7 @@ impl PendingCheckpoint {
             duration_millis: 0,
             subtasks: std::mem::take(&mut self.received).into_values().collect(),
             carried: Vec::new(),
+            end: false,
         }))
     }
 }

@@ -174,6 +174,20 @@ pub async fn run(
                 .collect();
             late.recover(&mine, 0).await?;
         }
+        if restored.manifest.end {
+            tracing::warn!(
+                "checkpoint {} was taken when the job had ended: there is nothing left to do",
+                restored.manifest.id
+            );
+            return Ok(JobResult {
+                rows_in: 0,
+                rows_out: 0,
+                late_rows: 0,
+                elapsed: started.elapsed(),
+                stopped: false,
+                checkpoints: Vec::new(),
+            });
+        }
         tracing::info!(
             checkpoint = restored.manifest.id,
             state_bytes = restored.manifest.state_bytes(),
@@ -569,7 +583,7 @@ async fn coordinate(
                         }
                         // Not among the checkpoints the job reports: it was
                         // taken after the run, not during it.
-                        if let Some(mut manifest) = done
+                        if let Some(mut manifest) = done.map(|m| Manifest { end: true, ..m })
                             && !coordinator.complete(&mut manifest, &mut known).await
                         {
                             tracing::warn!(
