@@ -112,7 +112,10 @@ pub trait Split: Send + Sync + Debug {
         let skip = match position.as_ref().map(SplitPosition::rows) {
             None => 0,
             Some(Ok(rows)) => rows,
-            Some(Err(e)) => return Box::pin(futures::stream::once(async move { Err(e) })),
+            Some(Err(e)) => {
+                let e = SluiceError::Runtime(format!("{}: {e}", self.describe()));
+                return Box::pin(futures::stream::once(async move { Err(e) }));
+            }
         };
         let read = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let counted = Arc::clone(&read);

@@ -194,7 +194,10 @@ impl Split for RowGroupSplit {
         let skip = match position.as_ref().map(SplitPosition::rows) {
             None => 0,
             Some(Ok(rows)) => rows,
-            Some(Err(e)) => return futures::stream::once(async move { Err(e) }).boxed(),
+            Some(Err(e)) => {
+                let e = SluiceError::Runtime(format!("{}: {e}", self.describe()));
+                return futures::stream::once(async move { Err(e) }).boxed();
+            }
         };
         if skip > self.rows {
             let message = format!(

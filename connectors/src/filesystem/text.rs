@@ -190,7 +190,10 @@ impl Split for TextSplit {
         let start = match position.as_ref().map(byte_of) {
             None => 0,
             Some(Ok(offset)) => offset,
-            Some(Err(e)) => return futures::stream::once(async move { Err(e) }).boxed(),
+            Some(Err(e)) => {
+                let e = SluiceError::Runtime(format!("{}: {e}", self.url));
+                return futures::stream::once(async move { Err(e) }).boxed();
+            }
         };
         let decoder: std::result::Result<Decoding, ArrowError> = match self.format {
             Format::Json => arrow::json::ReaderBuilder::new(Arc::clone(&self.request.schema))

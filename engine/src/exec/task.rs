@@ -68,6 +68,8 @@ enum Target {
 struct ChainNode {
     /// The operator's node in the job graph: what its state is filed under.
     id: usize,
+    /// Its name, for messages.
+    name: String,
     op: Box<dyn Operator>,
     outputs: Vec<Target>,
 }
@@ -121,6 +123,7 @@ impl Chain {
                     target_of.insert(id, Target::Node(nodes.len()));
                     nodes.push(ChainNode {
                         id,
+                        name: factory.name().to_string(),
                         op: factory.create(context)?,
                         outputs: Vec::new(),
                     });
@@ -221,11 +224,22 @@ impl Chain {
                 .map(|f| f.watermark)
                 .min()
                 .unwrap_or(BEFORE_TIME);
-            node.op.restore(RestoredState {
-                batches,
-                watermark,
-                key_groups: key_groups.clone(),
-            })?;
+            node.op
+                .restore(RestoredState {
+                    batches,
+                    watermark,
+                    key_groups: key_groups.clone(),
+                })
+                .map_err(|e| {
+                    let paths: Vec<&str> = files.iter().map(|f| f.path.as_str()).collect();
+                    SluiceError::Config(format!(
+                        "restoring {} (node {}) from checkpoint {} ({}): {e}",
+                        node.name,
+                        node.id,
+                        restored.manifest.id,
+                        paths.join(", ")
+                    ))
+                })?;
         }
         Ok(())
     }
