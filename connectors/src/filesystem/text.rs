@@ -11,7 +11,7 @@ use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
-use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt};
+use object_store::{ObjectStore, ObjectStoreExt};
 use sluice_engine::connector::{ScanRequest, Source, Split, SplitPosition, without_positions};
 use sluice_engine::sql::TableDef;
 use sluice_engine::{Result, SluiceError};
@@ -234,30 +234,35 @@ impl Split for TextSplit {
         let path = self.path.clone();
         let url = self.url.clone();
         let get_url = url.clone();
+        // The file is read in large ranges, one ahead of the decoder. A
+        // single GET's stream would come in 8 KiB pieces from a local disk,
+        // each a blocking task of its own: most of the time of reading a
+        // JSON file went to waking threads.
         let chunks = futures::stream::once(async move {
             let fail = |e| SluiceError::io(format!("reading {get_url}"), e);
-            if start > 0 {
-                // A file read to its end has nothing after; one shorter
-                // than the position was changed since.
-                let size = store.head(&path).await.map_err(fail)?.size;
-                if start >= size {
-                    if start > size {
-                        return Err(SluiceError::Data(format!(
-                            "{get_url}: resuming at byte {start}, but it has only {size} bytes now"
-                        )));
-                    }
-                    return Ok(futures::stream::empty().boxed());
-                }
+            let size = store.head(&path).await.map_err(fail)?.size;
+            if start > size {
+                // Shorter than the position: it was changed since.
+                return Err(SluiceError::Data(format!(
+                    "{get_url}: resuming at byte {start}, but it has only {size} bytes now"
+                )));
             }
-            let options = GetOptions {
-                range: (start > 0).then_some(GetRange::Offset(start)),
-                ..GetOptions::default()
-            };
-            let result = store.get_opts(&path, options).await.map_err(fail)?;
+            let ranges: Vec<std::ops::Range<u64>> = (start..size)
+                .step_by(READ_SIZE as usize)
+                .map(|from| from..(from + READ_SIZE).min(size))
+                .collect();
             let url = url.clone();
-            Ok(result
-                .into_stream()
-                .map_err(move |e| SluiceError::io(format!("reading {url}"), e))
+            Ok(futures::stream::iter(ranges)
+                .map(move |range| {
+                    let (store, path, url) = (Arc::clone(&store), path.clone(), url.clone());
+                    async move {
+                        store
+                            .get_range(&path, range)
+                            .await
+                            .map_err(|e| SluiceError::io(format!("reading {url}"), e))
+                    }
+                })
+                .buffered(2)
                 .boxed())
         })
         .try_flatten()
@@ -277,6 +282,10 @@ impl Split for TextSplit {
         .boxed()
     }
 }
+
+/// Bytes per read of a text file (small in tests, so records and batches
+/// cross read boundaries there).
+const READ_SIZE: u64 = if cfg!(test) { 8 << 10 } else { 4 << 20 };
 
 fn at_byte(offset: u64) -> SplitPosition {
     SplitPosition(format!("bytes:{offset}"))
