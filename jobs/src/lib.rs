@@ -285,7 +285,15 @@ pub async fn run_with(
             Ok(Ok(result)) => return Ok(result),
             Ok(Err(e)) | Err(e) => e,
         };
-        if !(e.is_retryable() && attempt < job.restart_attempts && !stop.is_stopped()) {
+        // Without a store, checkpoints committed output that a restart
+        // could not resume after: it would write it again.
+        let committed_unrecoverably =
+            store.is_none() && JobMetrics::get(&metrics.checkpoints) > checkpoints_before;
+        let retry = e.is_retryable()
+            && attempt < job.restart_attempts
+            && !stop.is_stopped()
+            && !committed_unrecoverably;
+        if !retry {
             return Err(e);
         }
         tracing::warn!(
