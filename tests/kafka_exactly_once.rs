@@ -38,22 +38,23 @@ fn job(brokers: &str, sink_options: &str) -> String {
     )
 }
 
-const EXACTLY_ONCE: &str = ", 'sink.delivery-guarantee' = 'exactly-once', \
-     'sink.transactional-id-prefix' = 'sluice-test'";
-
-/// Rows go out in transactions that checkpoints commit: the checkpoints
-/// name them, and a `read_committed` consumer reads every row once.
-#[test]
-fn the_exactly_once_sink_writes_in_transactions_committed_by_checkpoints() {
-    let runtime = runtime();
+/// A mock cluster with topics `in` (holding `bids` bids), `out` and
+/// `reference`, and the rows the job writes at least once into
+/// `reference`: what the exactly-once runs must write.
+fn cluster_and_reference(
+    runtime: &tokio::runtime::Runtime,
+    bids: usize,
+) -> (
+    MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+    String,
+    Vec<String>,
+) {
     let cluster = MockCluster::new(3).expect("mock cluster");
     let brokers = cluster.bootstrap_servers();
-    cluster.create_topic("in", 2, 1).expect("topic");
-    cluster.create_topic("out", 2, 1).expect("topic");
-    runtime.block_on(produce_bids(&brokers, "in", 2, 20_000));
-
-    // The same job at least once, into a topic of its own, for reference.
-    cluster.create_topic("reference", 2, 1).expect("topic");
+    for topic in ["in", "out", "reference"] {
+        cluster.create_topic(topic, 2, 1).expect("topic");
+    }
+    runtime.block_on(produce_bids(&brokers, "in", 2, bids));
     let reference = job(&brokers, "").replace("'topic' = 'out'", "'topic' = 'reference'");
     runtime
         .block_on(sluice::run(
@@ -62,6 +63,18 @@ fn the_exactly_once_sink_writes_in_transactions_committed_by_checkpoints() {
         .expect("reference run");
     let expected = read_committed(&brokers, "reference");
     assert!(!expected.is_empty());
+    (cluster, brokers, expected)
+}
+
+const EXACTLY_ONCE: &str = ", 'sink.delivery-guarantee' = 'exactly-once', \
+     'sink.transactional-id-prefix' = 'sluice-test'";
+
+/// Rows go out in transactions that checkpoints commit: the checkpoints
+/// name them, and a `read_committed` consumer reads every row once.
+#[test]
+fn the_exactly_once_sink_writes_in_transactions_committed_by_checkpoints() {
+    let runtime = runtime();
+    let (_cluster, brokers, expected) = cluster_and_reference(&runtime, 20_000);
 
     let checkpoints = tempfile::tempdir().expect("tempdir");
     let spec = sluice::JobSpec::from_text("exactly-once", &job(&brokers, EXACTLY_ONCE))
@@ -99,19 +112,7 @@ fn the_exactly_once_sink_writes_in_transactions_committed_by_checkpoints() {
 #[test]
 fn a_restored_exactly_once_job_writes_every_row() {
     let runtime = runtime();
-    let cluster = MockCluster::new(3).expect("mock cluster");
-    let brokers = cluster.bootstrap_servers();
-    cluster.create_topic("in", 2, 1).expect("topic");
-    cluster.create_topic("out", 2, 1).expect("topic");
-    cluster.create_topic("reference", 2, 1).expect("topic");
-    runtime.block_on(produce_bids(&brokers, "in", 2, 20_000));
-    let reference = job(&brokers, "").replace("'topic' = 'out'", "'topic' = 'reference'");
-    runtime
-        .block_on(sluice::run(
-            &sluice::JobSpec::from_text("reference", &reference).with_mode(Mode::Stream),
-        ))
-        .expect("reference run");
-    let expected = read_committed(&brokers, "reference");
+    let (_cluster, brokers, expected) = cluster_and_reference(&runtime, 20_000);
 
     let checkpoints = tempfile::tempdir().expect("tempdir");
     let spec = sluice::JobSpec::from_text("exactly-once", &job(&brokers, EXACTLY_ONCE))
@@ -120,7 +121,7 @@ fn a_restored_exactly_once_job_writes_every_row() {
         .with_checkpoint_interval(Duration::from_millis(5))
         .with_checkpoint_dir(&checkpoints.path().display().to_string(), 2)
         .with_restore(sluice::Restore::Latest);
-    let crashed = runtime_for_crash();
+    let crashed = crate::runtime();
     let newest = || {
         std::fs::read_dir(checkpoints.path().join("exactly-once"))
             .map(|entries| {
@@ -151,10 +152,6 @@ fn a_restored_exactly_once_job_writes_every_row() {
             "missing {row} (crashed: {crashed_before_the_end})"
         );
     }
-}
-
-fn runtime_for_crash() -> tokio::runtime::Runtime {
-    runtime()
 }
 
 /// Exactly-once needs a transactional-id prefix, and says so.

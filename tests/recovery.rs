@@ -231,6 +231,37 @@ fn run_or_kill(args: &[String], kill_after: Option<Duration>) -> bool {
     }
 }
 
+/// Runs attempts of a job, each killed after a random time from a tenth to
+/// a half of an uninterrupted run's `whole` milliseconds (restored attempts
+/// start further on, so kills spread over the whole job), until one runs to
+/// its end; after four kills the next runs to its end. A scenario whose
+/// first attempt ended before its kill (a race with the kill time) starts
+/// again afresh, up to five times. `attempt(scenario, parallelism,
+/// kill_after)` says whether the attempt finished by itself. Returns the
+/// last scenario and its kills.
+fn kill_until_done(
+    kills: &mut Kills,
+    whole: u64,
+    mut attempt: impl FnMut(usize, u64, Option<Duration>) -> bool,
+) -> (usize, usize) {
+    for scenario in 0..5 {
+        let mut killed = 0;
+        for n in 0.. {
+            let parallelism = kills.next(1..4);
+            let kill_after =
+                (n < 4).then(|| Duration::from_millis(kills.next(whole / 10..whole / 2)));
+            if attempt(scenario, parallelism, kill_after) {
+                break;
+            }
+            killed += 1;
+        }
+        if killed > 0 {
+            return (scenario, killed);
+        }
+    }
+    panic!("in five scenarios, the job always ended before it was killed");
+}
+
 /// The binary killed with SIGKILL at random moments of a Parquet backfill
 /// and of a stream job reading Kafka, restarted each time with
 /// `--restore latest` at a random parallelism until it finishes, commits
@@ -304,28 +335,33 @@ fn the_binary_killed_at_random_moments_and_restored_commits_exactly_once() {
         let expected = committed_rows(&reference.path().join(query));
         assert!(!expected.is_empty(), "{query}: no rows");
 
-        let out = tempfile::tempdir().expect("tempdir");
-        let checkpoints = tempfile::tempdir().expect("tempdir");
-        let restarting = [
-            "--checkpoint-dir".to_string(),
-            checkpoints.path().display().to_string(),
-            "--checkpoint-interval".into(),
-            "20ms".into(),
-            "--restore".into(),
-            "latest".into(),
-        ];
-        let mut killed = 0;
-        for attempt in 0.. {
-            let parallelism = kills.next(1..4);
-            // After a few kills the job runs to its end.
-            let kill_after =
-                (attempt < 4).then(|| Duration::from_millis(kills.next(whole / 10..whole / 2)));
-            if run_or_kill(&args(out.path(), parallelism, &restarting), kill_after) {
-                break;
-            }
-            killed += 1;
-        }
-        assert!(killed > 0, "{mode} {query}: never killed");
+        let mut dirs: Vec<(tempfile::TempDir, tempfile::TempDir)> = Vec::new();
+        let restarting = |checkpoints: &Path| {
+            [
+                "--checkpoint-dir".to_string(),
+                checkpoints.display().to_string(),
+                "--checkpoint-interval".into(),
+                "20ms".into(),
+                "--restore".into(),
+                "latest".into(),
+            ]
+        };
+        let (scenario, killed) =
+            kill_until_done(&mut kills, whole, |scenario, parallelism, kill_after| {
+                if dirs.len() <= scenario {
+                    dirs.push((
+                        tempfile::tempdir().expect("tempdir"),
+                        tempfile::tempdir().expect("tempdir"),
+                    ));
+                }
+                let (out, checkpoints) = &dirs[scenario];
+                run_or_kill(
+                    &args(out.path(), parallelism, &restarting(checkpoints.path())),
+                    kill_after,
+                )
+            });
+        let (out, checkpoints) = &dirs[scenario];
+        let restarting = restarting(checkpoints.path());
         let dir = out.path().join(query);
         assert!(
             staged_files(&dir).is_empty(),
@@ -433,6 +469,27 @@ fn a_stopped_stream_job_resumes_from_its_last_checkpoint_without_gap_or_repeat()
     assert_eq!(committed_rows(&dir), expected);
 }
 
+/// Runs `spec` on a thread of its own; its metrics show how far it got.
+fn run_in_background(
+    spec: sluice::JobSpec,
+) -> (
+    std::sync::Arc<sluice_engine::metrics::JobMetrics>,
+    std::thread::JoinHandle<sluice_engine::Result<sluice_engine::JobResult>>,
+) {
+    let metrics = std::sync::Arc::new(sluice_engine::metrics::JobMetrics::default());
+    let running = {
+        let metrics = std::sync::Arc::clone(&metrics);
+        std::thread::spawn(move || {
+            runtime().block_on(sluice::run_with(
+                &spec,
+                metrics,
+                sluice_engine::StopSignal::default(),
+            ))
+        })
+    };
+    (metrics, running)
+}
+
 /// A broker of this test's own on another port, stopped when dropped.
 struct PrivateBroker {
     port: u16,
@@ -515,17 +572,7 @@ fn a_broker_restart_mid_run_stalls_the_job_and_loses_nothing() {
         .with_checkpoint_interval(Duration::from_millis(50))
         .with_checkpoint_dir(&checkpoints.path().display().to_string(), 2)
         .with_restarts(5, Duration::from_millis(500));
-    let metrics = std::sync::Arc::new(sluice_engine::metrics::JobMetrics::default());
-    let running = {
-        let metrics = std::sync::Arc::clone(&metrics);
-        std::thread::spawn(move || {
-            runtime().block_on(sluice::run_with(
-                &spec,
-                metrics,
-                sluice_engine::StopSignal::default(),
-            ))
-        })
-    };
+    let (metrics, running) = run_in_background(spec);
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while sluice_engine::metrics::JobMetrics::get(&metrics.rows_in) < 5_000 {
         assert!(std::time::Instant::now() < deadline, "the job read nothing");
@@ -582,17 +629,7 @@ fn a_transient_failure_restarts_the_job_from_its_last_checkpoint() {
         .with_checkpoint_interval(Duration::from_millis(3))
         .with_checkpoint_dir(&checkpoints.path().display().to_string(), 2)
         .with_restarts(3, Duration::from_millis(400));
-    let metrics = std::sync::Arc::new(sluice_engine::metrics::JobMetrics::default());
-    let running = {
-        let metrics = std::sync::Arc::clone(&metrics);
-        std::thread::spawn(move || {
-            runtime().block_on(sluice::run_with(
-                &spec,
-                metrics,
-                sluice_engine::StopSignal::default(),
-            ))
-        })
-    };
+    let (metrics, running) = run_in_background(spec);
     // Once a checkpoint is complete, the job's checkpoint directory turns
     // into a file: writing the next state files fails (an Io error, as a
     // store outage gives). It comes back before the restart delay is over.
@@ -634,7 +671,7 @@ fn the_binary_killed_while_writing_parquet_and_kafka_exactly_once_loses_nothing(
     let runtime = runtime();
     let cluster = rdkafka::mocking::MockCluster::new(3).expect("mock cluster");
     let brokers = cluster.bootstrap_servers();
-    for topic in ["in", "out", "reference"] {
+    for topic in ["in", "reference"] {
         cluster.create_topic(topic, 2, 1).expect("topic");
     }
     runtime.block_on(sluice_tests::mock::produce_bids(&brokers, "in", 2, 20_000));
@@ -697,22 +734,25 @@ fn the_binary_killed_while_writing_parquet_and_kafka_exactly_once_loses_nothing(
     let expected_records = sluice_tests::mock::read_committed(&brokers, "reference");
     assert!(!expected_files.is_empty() && !expected_records.is_empty());
 
-    let out = tempfile::tempdir().expect("tempdir");
-    let checkpoints = tempfile::tempdir().expect("tempdir");
-    let mut killed = 0;
-    for attempt in 0.. {
-        let kill_after =
-            (attempt < 4).then(|| Duration::from_millis(kills.next(whole / 10..whole / 2)));
-        let parallelism = kills.next(1..4);
-        if run_or_kill(
-            &args(job(out.path(), "out"), checkpoints.path(), parallelism),
-            kill_after,
-        ) {
-            break;
-        }
-        killed += 1;
-    }
-    assert!(killed > 0, "never killed");
+    let mut dirs: Vec<(tempfile::TempDir, tempfile::TempDir)> = Vec::new();
+    let (scenario, killed) =
+        kill_until_done(&mut kills, whole, |scenario, parallelism, kill_after| {
+            // Each scenario writes a topic of its own.
+            let topic = format!("out{scenario}");
+            if dirs.len() <= scenario {
+                cluster.create_topic(&topic, 2, 1).expect("topic");
+                dirs.push((
+                    tempfile::tempdir().expect("tempdir"),
+                    tempfile::tempdir().expect("tempdir"),
+                ));
+            }
+            let (out, checkpoints) = &dirs[scenario];
+            run_or_kill(
+                &args(job(out.path(), &topic), checkpoints.path(), parallelism),
+                kill_after,
+            )
+        });
+    let (out, _) = &dirs[scenario];
     assert!(
         staged_files(out.path()).is_empty(),
         "uncommitted files left"
@@ -722,7 +762,7 @@ fn the_binary_killed_while_writing_parquet_and_kafka_exactly_once_loses_nothing(
         expected_files,
         "after {killed} kills"
     );
-    let records = sluice_tests::mock::read_committed(&brokers, "out");
+    let records = sluice_tests::mock::read_committed(&brokers, &format!("out{scenario}"));
     for record in &expected_records {
         assert!(
             records.contains(record),

@@ -109,13 +109,9 @@ pub trait Split: Send + Sync + Debug {
         self: Arc<Self>,
         position: Option<SplitPosition>,
     ) -> BoxStream<'static, Result<(RecordBatch, SplitPosition)>> {
-        let skip = match position.as_ref().map(SplitPosition::rows) {
-            None => 0,
-            Some(Ok(rows)) => rows,
-            Some(Err(e)) => {
-                let e = SluiceError::Runtime(format!("{}: {e}", self.describe()));
-                return Box::pin(futures::stream::once(async move { Err(e) }));
-            }
+        let skip = match SplitPosition::rows_to_skip(position.as_ref(), &self.describe()) {
+            Ok(rows) => rows,
+            Err(e) => return Box::pin(futures::stream::once(async move { Err(e) })),
         };
         let read = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let counted = Arc::clone(&read);
@@ -191,6 +187,15 @@ impl SplitPosition {
     }
 
     /// The rows a default position counts.
+    /// The rows to skip to resume `split` at `position` (none from the
+    /// start); an error naming the split if it is not a row count.
+    pub fn rows_to_skip(position: Option<&SplitPosition>, split: &str) -> Result<u64> {
+        position.map_or(Ok(0), |p| {
+            p.rows()
+                .map_err(|e| SluiceError::Runtime(format!("{split}: {e}")))
+        })
+    }
+
     pub fn rows(&self) -> Result<u64> {
         self.0
             .strip_prefix("rows:")

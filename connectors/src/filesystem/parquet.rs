@@ -191,13 +191,9 @@ impl Split for RowGroupSplit {
         self: Arc<Self>,
         position: Option<SplitPosition>,
     ) -> BoxStream<'static, Result<(RecordBatch, SplitPosition)>> {
-        let skip = match position.as_ref().map(SplitPosition::rows) {
-            None => 0,
-            Some(Ok(rows)) => rows,
-            Some(Err(e)) => {
-                let e = SluiceError::Runtime(format!("{}: {e}", self.describe()));
-                return futures::stream::once(async move { Err(e) }).boxed();
-            }
+        let skip = match SplitPosition::rows_to_skip(position.as_ref(), &self.describe()) {
+            Ok(rows) => rows,
+            Err(e) => return futures::stream::once(async move { Err(e) }).boxed(),
         };
         if skip > self.rows {
             let message = format!(
