@@ -56,6 +56,9 @@ pub struct RunOptions {
     /// A checkpoint to resume from: sources continue at its positions,
     /// operators from its state, and sinks commit what it covered.
     pub restore: Option<Arc<Restored>>,
+    /// A restore was asked for but there was no checkpoint: output that
+    /// earlier runs staged and no checkpoint covers is dropped.
+    pub discard_staged: bool,
 }
 
 /// Asks a running job to stop (SIGINT, SIGTERM). Clones share one signal.
@@ -91,6 +94,7 @@ impl Default for RunOptions {
             checkpoint_store: None,
             checkpoints_retained: 1,
             restore: None,
+            discard_staged: false,
         }
     }
 }
@@ -147,6 +151,16 @@ pub async fn run(
 
     // A restore first finishes what the checkpoint covered: its staged
     // output is committed, and output staged after it is dropped.
+    if options.restore.is_none() && options.discard_staged {
+        for node in &graph.nodes {
+            if let NodeKind::Sink(sink) = &node.kind {
+                sink.sink.recover(&[], 0).await?;
+            }
+        }
+        if let Some(late) = &options.late_data {
+            late.recover(&[], 0).await?;
+        }
+    }
     if let Some(restored) = &options.restore {
         let staged = commits_of(&restored.manifest);
         for (id, node) in graph.nodes.iter().enumerate() {
