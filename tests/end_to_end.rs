@@ -83,7 +83,7 @@ fn nexmark_jobs_match_datafusion_from_files_and_topics() {
     .expect("generate to Kafka");
     let runs = [(Mode::Batch, 1), (Mode::Batch, 2), (Mode::Stream, 2)];
     for query in [
-        "q0", "q1", "q2", "q11", "q14", "q15", "q16", "q21", "q22", "tumble", "hop",
+        "q0", "q1", "q2", "q5", "q11", "q14", "q15", "q16", "q21", "q22", "tumble", "hop",
     ] {
         for (mode, parallelism) in runs {
             let out = tempfile::tempdir().expect("tempdir");
@@ -204,6 +204,12 @@ fn game_daily_matches_datafusion_in_both_modes() {
     let expected_stats =
         datafusion_rows(&runtime, "events", &events, reference::GAME_DAILY_APP_STATS);
     let expected_bad = datafusion_rows(&runtime, "events", &events, reference::GAME_BAD_EVENTS);
+    let expected_distribution = datafusion_rows(
+        &runtime,
+        "events",
+        &events,
+        reference::GAME_PLAYTIME_DISTRIBUTION,
+    );
     assert_eq!(expected_stats.len(), 12, "4 apps over 3 days");
     assert!(
         !expected_bad.is_empty(),
@@ -231,6 +237,7 @@ fn game_daily_matches_datafusion_in_both_modes() {
             "{mode}"
         );
         let distribution = sluice_rows(&out.path().join("playtime_distribution"));
+        assert_eq!(distribution, expected_distribution, "{mode}");
         // Every active player of an app and day lands in exactly one bucket.
         let players: u64 = distribution
             .iter()

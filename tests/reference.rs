@@ -89,6 +89,17 @@ pub fn nexmark(query: &str) -> Option<&'static str> {
                  (INTERVAL '6 seconds'), (INTERVAL '8 seconds')) AS offsets(o)) \
              GROUP BY 1, 2, 3"
         }
+        // The hop counts as above, then the top auction of each window.
+        "q5" => {
+            "SELECT ws AS window_start, ws + INTERVAL '10 seconds' AS window_end, \
+               first_value(auction ORDER BY bids DESC, auction DESC) AS auction, max(bids) AS bids FROM ( \
+               SELECT auction, ws, count(*) AS bids FROM ( \
+                 SELECT auction, date_bin(INTERVAL '2 seconds', date_time, TIMESTAMP '1970-01-01') - o AS ws \
+                 FROM bid CROSS JOIN (VALUES (INTERVAL '0 seconds'), (INTERVAL '2 seconds'), (INTERVAL '4 seconds'), \
+                   (INTERVAL '6 seconds'), (INTERVAL '8 seconds')) AS offsets(o)) \
+               GROUP BY 1, 2) \
+             GROUP BY ws"
+        }
         _ => return None,
     })
 }
@@ -108,3 +119,17 @@ pub const GAME_DAILY_APP_STATS: &str = "\
 pub const GAME_BAD_EVENTS: &str = "\
     SELECT * FROM events WHERE player_id IS NULL OR app_id IS NULL OR event IS NULL \
       OR event NOT IN ('session_start', 'level_up', 'purchase', 'session_end')";
+
+/// DataFusion's SQL for the `playtime_distribution` output of `game_daily.sql`.
+pub const GAME_PLAYTIME_DISTRIBUTION: &str = "\
+    SELECT app_id, day_start, \
+      CASE WHEN play_time_s < 600 THEN '0-10 min' WHEN play_time_s < 1800 THEN '10-30 min' \
+           WHEN play_time_s < 3600 THEN '30-60 min' ELSE '60+ min' END AS bucket, \
+      count(*) AS players \
+    FROM (SELECT app_id, player_id, date_bin(INTERVAL '1 day', ts, TIMESTAMP '1970-01-01') AS day_start, \
+            coalesce(sum(duration_s), 0) AS play_time_s \
+          FROM events \
+          WHERE player_id IS NOT NULL AND app_id IS NOT NULL \
+            AND event IN ('session_start', 'level_up', 'purchase', 'session_end') \
+          GROUP BY 1, 2, 3) \
+    GROUP BY 1, 2, 3";

@@ -101,7 +101,16 @@ impl AggregateSpec {
         let args = self
             .aggregates
             .iter()
-            .map(|a| a.expressions().iter().map(eval).collect::<Result<Vec<_>>>())
+            .map(|a| {
+                // An aggregate with ORDER BY takes the ordering values after
+                // its arguments, as in DataFusion's partial aggregation.
+                let ordering = a.order_bys().iter().map(|o| &o.expr);
+                a.expressions()
+                    .iter()
+                    .chain(ordering)
+                    .map(eval)
+                    .collect::<Result<Vec<_>>>()
+            })
             .collect::<Result<_>>()?;
         let filters = self
             .filters

@@ -16,6 +16,7 @@ use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{Column, DFSchema, DFSchemaRef};
 use datafusion::logical_expr::execution_props::ExecutionProps;
 use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
+use datafusion::logical_expr::utils::AggregateOrderSensitivity;
 use datafusion::logical_expr::{Expr, ExprSchemable, LogicalPlan};
 use datafusion::physical_expr::aggregate::LoweredAggregateBuilder;
 use datafusion::physical_expr::{PhysicalExpr, create_physical_expr};
@@ -821,9 +822,13 @@ impl Translator<'_> {
             let (aggregate, filter) = (lowered.aggregate, lowered.filter);
             // `WITHIN GROUP (ORDER BY x)` of ordered-set aggregates such as
             // percentiles only names the value; their accumulators order it
-            // themselves. Any other ORDER BY needs sorted input.
-            if !aggregate.order_bys().is_empty() && !aggregate.fun().supports_within_group_clause()
-            {
+            // themselves. FIRST_VALUE and LAST_VALUE compare the ORDER BY
+            // values row by row (DataFusion calls that a beneficial, not a
+            // required, ordering), so they are right on unsorted input and
+            // their states merge. Any other ORDER BY needs sorted input.
+            let orders_itself = aggregate.fun().supports_within_group_clause()
+                || aggregate.order_sensitivity() == AggregateOrderSensitivity::Beneficial;
+            if !aggregate.order_bys().is_empty() && !orders_itself {
                 return Err(self.error(format!(
                     "{expr}: ORDER BY inside an aggregate is not supported yet"
                 )));
