@@ -1,130 +1,447 @@
-//! Nexmark side by side: Sluice and DataFusion on the same Parquet files.
+//! Nexmark and the game job side by side: Sluice and DataFusion on the same
+//! files, each query in its own process so that peak memory is its own.
 //!
 //! ```text
-//! cargo run --release -p sluice-benches --bin nexmark-bench -- \
-//!     --events 10000000 --data /tmp/nexmark-10m --parallelism 2
+//! cargo build --release -p sluice-benches --bin nexmark-bench
+//! ./target/release/nexmark-bench --runs 3
 //! ```
 //!
-//! Generates the data once (8 time-ranged files), then for each query runs
-//! Sluice's job file in batch mode and the equivalent DataFusion SQL, in the
-//! same process and the same tokio runtime, with the same number of
-//! threads/partitions. Each result is checked against the other (row count
-//! and an order-independent checksum), so a fast wrong answer cannot pass.
+//! Generates the data once (Nexmark bids and game events, each as Parquet
+//! and as JSON lines, 8 files per table). Then, for each query, it runs the
+//! shipped job file (`jobs/sql/nexmark/{query}.sql`, `jobs/sql/game_daily.sql`)
+//! in batch mode over Parquet and in stream mode over the JSON lines, and the
+//! equivalent DataFusion SQL (`tests/reference.rs`) over the Parquet files.
+//! Both engines write their results as snappy Parquet files and use the same
+//! number of threads and partitions. Each run is a child process of this
+//! one, which reports its wall time and peak resident memory (`VmHWM`).
+//!
+//! Every result is checked against DataFusion's (row count and an
+//! order-independent checksum of every row), so a fast wrong answer cannot
+//! pass.
 
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
+use arrow::util::display::{ArrayFormatter, FormatOptions};
 use clap::Parser;
+use datafusion::config::TableParquetOptions;
+use datafusion::dataframe::DataFrameWriteOptions;
 use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
+use sluice::generate::FileFormat;
+use sluice_engine::sql::Mode;
+use sluice_tests::reference;
 
 #[derive(Parser)]
 struct Args {
-    /// Events to generate (when the data directory has none yet).
-    #[arg(long, default_value_t = 10_000_000)]
+    /// Nexmark events to generate (10,869,566 events hold 10M bids).
+    #[arg(long, default_value_t = 10_869_566)]
     events: u64,
-    #[arg(long, default_value = "/tmp/sluice-nexmark")]
+    /// Game events to generate, over `--game-days` days.
+    #[arg(long, default_value_t = 10_000_000)]
+    game_events: u64,
+    #[arg(long, default_value_t = 7)]
+    game_days: u32,
+    /// Where the generated files are kept between runs.
+    #[arg(long, default_value = "/tmp/sluice-nexmark-bench")]
     data: PathBuf,
     #[arg(long, default_value_t = 2)]
     parallelism: usize,
-    /// Queries to run.
-    #[arg(long, value_delimiter = ',', default_value = "tumble,hop")]
+    /// Queries: Nexmark job names, and `game` for the game daily job.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "q0,q1,q2,tumble,hop,q5,game"
+    )]
     queries: Vec<String>,
-    /// Runs of each engine per query; the best is reported.
+    /// Sluice's modes: `batch` (Parquet) and `stream` (JSON lines).
+    #[arg(long, value_delimiter = ',', default_value = "batch,stream")]
+    modes: Vec<String>,
+    /// Runs of each engine per query and mode; the best time is reported.
     #[arg(long, default_value_t = 3)]
     runs: usize,
+    /// Internal: run one engine once and report (`sluice` or `datafusion`).
+    #[arg(long, hide = true)]
+    child: Option<String>,
+    /// Internal: the child's output directory.
+    #[arg(long, hide = true)]
+    out: Option<PathBuf>,
 }
 
-/// Row count and an order-independent checksum of formatted rows.
-fn fingerprint(batches: &[arrow::array::RecordBatch]) -> Result<(usize, u64)> {
-    let rows = sluice_tests::sorted_rows(batches).map_err(anyhow::Error::msg)?;
-    let mut sum = 0u64;
-    for row in &rows {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        row.hash(&mut h);
-        sum = sum.wrapping_add(h.finish());
+/// What one child run reports.
+#[derive(Debug, Clone, Copy)]
+struct Measured {
+    seconds: f64,
+    rows_in: u64,
+    peak_rss_kib: u64,
+}
+
+/// The best time of several runs, and the highest peak memory among them.
+#[derive(Debug, Default, Clone, Copy)]
+struct Best {
+    seconds: Option<f64>,
+    rows_in: u64,
+    peak_rss_kib: u64,
+}
+
+impl Best {
+    fn add(&mut self, m: Measured) {
+        self.seconds = Some(self.seconds.map_or(m.seconds, |s| s.min(m.seconds)));
+        self.rows_in = m.rows_in;
+        self.peak_rss_kib = self.peak_rss_kib.max(m.peak_rss_kib);
     }
-    Ok((rows.len(), sum))
 }
 
 fn main() -> Result<()> {
     let args = Args::parse();
+    match args.child.as_deref() {
+        Some(engine) => child(&args, engine),
+        None => parent(&args),
+    }
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn is_game(query: &str) -> bool {
+    query == "game"
+}
+
+/// The directory of one table's files in one format.
+fn table_dir(args: &Args, query: &str, format: FileFormat) -> PathBuf {
+    let format = match format {
+        FileFormat::Parquet => "parquet",
+        FileFormat::Json => "json",
+    };
+    match is_game(query) {
+        true => args.data.join(format!("game-{}-{format}", args.game_events)),
+        false => args.data.join(format!("nexmark-{}-{format}", args.events)),
+    }
+}
+
+/// The sink tables a query writes, by name, each with DataFusion's SQL.
+fn outputs(query: &str) -> Result<Vec<(String, &'static str)>> {
+    if is_game(query) {
+        return Ok([
+            ("daily_app_stats", reference::GAME_DAILY_APP_STATS),
+            ("playtime_distribution", reference::GAME_PLAYTIME_DISTRIBUTION),
+            ("bad_events", reference::GAME_BAD_EVENTS),
+        ]
+        .map(|(name, sql)| (name.to_string(), sql))
+        .to_vec());
+    }
+    let sql = reference::nexmark(query)
+        .with_context(|| format!("no DataFusion equivalent for `{query}`"))?;
+    // The Nexmark job files name their sink after the query.
+    Ok(vec![(query.to_string(), sql)])
+}
+
+fn generate(args: &Args) -> Result<()> {
+    for format in [FileFormat::Parquet, FileFormat::Json] {
+        if args.queries.iter().any(|q| !is_game(q)) {
+            let dir = table_dir(args, "q0", format);
+            if !dir.join("bid").exists() {
+                eprintln!(
+                    "generating {} Nexmark events into {}",
+                    args.events,
+                    dir.display()
+                );
+                sluice::generate::nexmark::generate(&dir, args.events, 8, format)?;
+            }
+        }
+        if args.queries.iter().any(|q| is_game(q)) {
+            let dir = table_dir(args, "game", format);
+            if !dir.join("events").exists() {
+                eprintln!(
+                    "generating {} game events into {}",
+                    args.game_events,
+                    dir.display()
+                );
+                sluice::generate::game::generate(
+                    &dir,
+                    args.game_events,
+                    args.game_days,
+                    8,
+                    format,
+                )?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn parent(args: &Args) -> Result<()> {
+    generate(args)?;
+    let exe = std::env::current_exe()?;
+    let scratch = args.data.join("out");
+    println!(
+        "| query | mode | input rows | Sluice s | Sluice rows/s | Sluice peak RSS MiB | DataFusion s | DataFusion peak RSS MiB | Sluice/DataFusion time | results |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    for query in &args.queries {
+        let outputs = outputs(query)?;
+        let run = |engine: &str, mode: &str| -> Result<(Best, (usize, u64))> {
+            let out = scratch.join(format!("{engine}-{mode}-{query}"));
+            let mut best = Best::default();
+            for _ in 0..args.runs.max(1) {
+                let _ = std::fs::remove_dir_all(&out);
+                best.add(spawn(&exe, args, engine, mode, query, &out)?);
+            }
+            let print = fingerprint(&out, &outputs)?;
+            Ok((best, print))
+        };
+        let (datafusion, expected) = run("datafusion", "batch")?;
+        let df_seconds = datafusion.seconds.context("no DataFusion run")?;
+        for mode in &args.modes {
+            let (sluice, actual) = run("sluice", mode)?;
+            let seconds = sluice.seconds.context("no Sluice run")?;
+            let verdict = if actual == expected {
+                format!("same {} rows", actual.0)
+            } else {
+                let sluice_out = scratch.join(format!("sluice-{mode}-{query}"));
+                let df_out = scratch.join(format!("datafusion-batch-{query}"));
+                show_difference(&sluice_out, &df_out, &outputs)?;
+                format!(
+                    "DIFFER: Sluice {} rows, DataFusion {} rows",
+                    actual.0, expected.0
+                )
+            };
+            let input = match mode.as_str() {
+                "batch" => "batch (Parquet)",
+                _ => "stream (JSON lines)",
+            };
+            println!(
+                "| {query} | {input} | {} | {seconds:.3} | {:.2}M | {} | {df_seconds:.3} | {} | {:.2} | {verdict} |",
+                sluice.rows_in,
+                sluice.rows_in as f64 / seconds / 1e6,
+                sluice.peak_rss_kib / 1024,
+                datafusion.peak_rss_kib / 1024,
+                seconds / df_seconds,
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Runs one engine once in a child process and reads its report.
+fn spawn(
+    exe: &Path,
+    args: &Args,
+    engine: &str,
+    mode: &str,
+    query: &str,
+    out: &Path,
+) -> Result<Measured> {
+    let output = Command::new(exe)
+        .args(["--child", engine, "--modes", mode, "--queries", query])
+        .arg("--out")
+        .arg(out)
+        .arg("--data")
+        .arg(&args.data)
+        .args(["--events", &args.events.to_string()])
+        .args(["--game-events", &args.game_events.to_string()])
+        .args(["--game-days", &args.game_days.to_string()])
+        .args(["--parallelism", &args.parallelism.to_string()])
+        .output()
+        .with_context(|| format!("running {}", exe.display()))?;
+    if !output.status.success() {
+        bail!(
+            "{engine} {mode} {query} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let report = String::from_utf8(output.stdout)?;
+    let fields: Vec<&str> = report.split_whitespace().collect();
+    let [seconds, rows_in, peak_rss_kib] = fields[..] else {
+        bail!("{engine} {mode} {query}: unexpected report `{report}`");
+    };
+    Ok(Measured {
+        seconds: seconds.parse()?,
+        rows_in: rows_in.parse()?,
+        peak_rss_kib: peak_rss_kib.parse()?,
+    })
+}
+
+/// The child: one run of one engine, reported as `seconds rows_in peak_kib`.
+fn child(args: &Args, engine: &str) -> Result<()> {
+    let (Some(query), Some(mode), Some(out)) =
+        (args.queries.first(), args.modes.first(), args.out.as_ref())
+    else {
+        bail!("a child run needs --queries, --modes and --out");
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.parallelism)
         .enable_all()
         .build()?;
-    if !args.data.join("bid").exists() {
-        eprintln!(
-            "generating {} Nexmark events into {}",
-            args.events,
-            args.data.display()
-        );
-        sluice::generate::nexmark::generate(
-            &args.data,
-            args.events,
-            8,
-            sluice::generate::FileFormat::Parquet,
-        )?;
-    }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    println!(
-        "| query | bids | Sluice s | Sluice events/s | DataFusion s | DataFusion events/s | Sluice/DataFusion time | results |"
-    );
-    println!("|---|---|---|---|---|---|---|---|");
-    for query in &args.queries {
-        let Some(sql) = sluice_tests::reference::nexmark(query) else {
-            bail!("no DataFusion equivalent for `{query}`");
-        };
-        let out = std::env::temp_dir().join(format!("sluice-bench-{query}"));
-        let job = root.join("jobs/sql/nexmark").join(format!("{query}.sql"));
-        let mut sluice_best = f64::MAX;
-        let mut rows_in = 0;
-        for _ in 0..args.runs {
-            let _ = std::fs::remove_dir_all(&out);
-            let spec = sluice::JobSpec::from_file(&job)?
-                .with_var("DATA", &args.data.display().to_string())
-                .with_var("OUT", &out.display().to_string())
-                .with_parallelism(args.parallelism);
-            let started = Instant::now();
-            let result = runtime.block_on(sluice::run(&spec))?;
-            sluice_best = sluice_best.min(started.elapsed().as_secs_f64());
-            rows_in = result.rows_in;
-        }
-        let sluice_rows =
-            sluice_tests::read_parquet_dir(&out.join(query)).map_err(anyhow::Error::msg)?;
-        let sluice_print = fingerprint(&sluice_rows)?;
+    let started = Instant::now();
+    let rows_in = match engine {
+        "sluice" => runtime.block_on(run_sluice(args, query, mode, out))?,
+        "datafusion" => runtime.block_on(run_datafusion(args, query, out))?,
+        other => bail!("unknown engine `{other}`"),
+    };
+    let seconds = started.elapsed().as_secs_f64();
+    println!("{seconds} {rows_in} {}", peak_rss_kib()?);
+    Ok(())
+}
 
-        let config = SessionConfig::new().with_target_partitions(args.parallelism);
-        let ctx = SessionContext::new_with_config(config);
-        let bid = args.data.join("bid");
-        runtime.block_on(ctx.register_parquet(
+async fn run_sluice(args: &Args, query: &str, mode: &str, out: &Path) -> Result<u64> {
+    let (job, table) = match is_game(query) {
+        true => (repo().join("jobs/sql/game_daily.sql"), "events"),
+        false => (
+            repo().join(format!("jobs/sql/nexmark/{query}.sql")),
             "bid",
-            bid.to_str().context("path")?,
-            ParquetReadOptions::default(),
-        ))?;
-        let mut df_best = f64::MAX;
-        let mut df_rows = Vec::new();
-        for _ in 0..args.runs {
-            let started = Instant::now();
-            df_rows = runtime.block_on(async { ctx.sql(sql).await?.collect().await })?;
-            df_best = df_best.min(started.elapsed().as_secs_f64());
-        }
-        let df_print = fingerprint(&df_rows)?;
-        let verdict = if sluice_print == df_print {
-            format!("same {} rows", sluice_print.0)
-        } else {
-            format!(
-                "DIFFER: Sluice {} rows, DataFusion {} rows",
-                sluice_print.0, df_print.0
-            )
+        ),
+    };
+    let text = std::fs::read_to_string(&job).with_context(|| job.display().to_string())?;
+    let (text, mode, format) = match mode {
+        "batch" => (text, Mode::Batch, FileFormat::Parquet),
+        "stream" => (json_source(&text, table)?, Mode::Stream, FileFormat::Json),
+        other => bail!("unknown mode `{other}`: batch or stream"),
+    };
+    let spec = sluice::JobSpec::from_text(query, &text)
+        .with_var("DATA", &table_dir(args, query, format).display().to_string())
+        .with_var("OUT", &out.display().to_string())
+        .with_mode(mode)
+        .with_parallelism(args.parallelism);
+    Ok(sluice::run(&spec).await?.rows_in)
+}
+
+/// The job with its source table reading JSON-lines files instead of
+/// Parquet, and without the `stream.` options that switch it to Kafka in
+/// stream mode.
+fn json_source(job: &str, table: &str) -> Result<String> {
+    let head = format!("CREATE TABLE {table} (");
+    let start = job
+        .find(&head)
+        .with_context(|| format!("no `{head}` in the job"))?;
+    let end = start
+        + job[start..]
+            .find("\n);")
+            .with_context(|| format!("`{head}` does not end"))?;
+    let mut options: Vec<String> = job[start..end]
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("'stream.") && !l.contains("In stream mode"))
+        .map(|l| l.replace("'format' = 'parquet'", "'format' = 'json'"))
+        .collect();
+    if let Some(last) = options.last_mut() {
+        *last = last.trim_end_matches(',').to_string();
+    }
+    Ok(format!("{}{}{}", &job[..start], options.join("\n"), &job[end..]))
+}
+
+async fn run_datafusion(args: &Args, query: &str, out: &Path) -> Result<u64> {
+    let config = SessionConfig::new().with_target_partitions(args.parallelism);
+    let ctx = SessionContext::new_with_config(config);
+    let table = if is_game(query) { "events" } else { "bid" };
+    let files = table_dir(args, query, FileFormat::Parquet).join(table);
+    ctx.register_parquet(
+        table,
+        files.to_str().context("path")?,
+        ParquetReadOptions::default(),
+    )
+    .await?;
+    // Sluice's file sink writes snappy; DataFusion's default is zstd.
+    let mut parquet = TableParquetOptions::default();
+    parquet.global.compression = Some("snappy".to_string());
+    for (name, sql) in outputs(query)? {
+        let dir = format!("{}/", out.join(name).display());
+        ctx.sql(sql)
+            .await?
+            .write_parquet(&dir, DataFrameWriteOptions::new(), Some(parquet.clone()))
+            .await?;
+    }
+    let rows = ctx
+        .sql(&format!("SELECT count(*) FROM {table}"))
+        .await?
+        .collect()
+        .await?;
+    let count = rows
+        .first()
+        .and_then(|b| b.column(0).as_any().downcast_ref::<arrow::array::Int64Array>())
+        .map(|c| c.value(0))
+        .context("count")?;
+    Ok(count as u64)
+}
+
+/// This process's peak resident memory in KiB.
+fn peak_rss_kib() -> Result<u64> {
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .context("no VmHWM in /proc/self/status")
+}
+
+/// Prints a few rows that only one engine wrote, to standard error.
+fn show_difference(sluice: &Path, datafusion: &Path, outputs: &[(String, &str)]) -> Result<()> {
+    for (name, _) in outputs {
+        let rows = |dir: &Path| -> Result<std::collections::BTreeSet<String>> {
+            let batches = sluice_tests::read_parquet_dir(&dir.join(name)).map_err(anyhow::Error::msg)?;
+            Ok(sluice_tests::sorted_rows(&batches)
+                .map_err(anyhow::Error::msg)?
+                .into_iter()
+                .collect())
         };
-        println!(
-            "| {query} | {rows_in} | {sluice_best:.3} | {:.2}M | {df_best:.3} | {:.2}M | {:.2} | {verdict} |",
-            rows_in as f64 / sluice_best / 1e6,
-            rows_in as f64 / df_best / 1e6,
-            sluice_best / df_best
-        );
+        let (s, d) = (rows(sluice)?, rows(datafusion)?);
+        for row in s.difference(&d).take(3) {
+            eprintln!("{name}: only Sluice wrote   {row}");
+        }
+        for row in d.difference(&s).take(3) {
+            eprintln!("{name}: only DataFusion wrote {row}");
+        }
     }
     Ok(())
+}
+
+/// Row count and an order-independent checksum of every formatted row of
+/// every output, each output's rows hashed with its name; floating-point
+/// values to 12 significant digits.
+fn fingerprint(out: &Path, outputs: &[(String, &str)]) -> Result<(usize, u64)> {
+    let options = FormatOptions::default().with_null("NULL");
+    let (mut rows, mut sum) = (0usize, 0u64);
+    for (name, _) in outputs {
+        let batches =
+            sluice_tests::read_parquet_dir(&out.join(name)).map_err(anyhow::Error::msg)?;
+        for batch in &batches {
+            let formatters = batch
+                .columns()
+                .iter()
+                .map(|c| ArrayFormatter::try_new(c.as_ref(), &options))
+                .collect::<Result<Vec<_>, _>>()?;
+            // Sums of floating-point numbers depend on the order they are
+            // added in, which differs between engines and runs: compare
+            // them to 12 significant digits.
+            let floats: Vec<Option<arrow::array::Float64Array>> = batch
+                .columns()
+                .iter()
+                .map(|c| {
+                    c.data_type().is_floating().then(|| {
+                        arrow::compute::cast(c, &arrow::datatypes::DataType::Float64)
+                            .map(|a| a.as_any().downcast_ref::<arrow::array::Float64Array>().cloned())
+                    })
+                })
+                .map(|c| c.transpose().map(Option::flatten))
+                .collect::<Result<_, _>>()?;
+            let mut line = String::new();
+            for row in 0..batch.num_rows() {
+                line.clear();
+                for (f, float) in formatters.iter().zip(&floats) {
+                    use std::fmt::Write;
+                    match float {
+                        Some(a) if arrow::array::Array::is_valid(a, row) => write!(line, "{:.11e}|", a.value(row))?,
+                        _ => write!(line, "{}|", f.value(row))?,
+                    }
+                }
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                (name, &line).hash(&mut h);
+                sum = sum.wrapping_add(h.finish());
+            }
+            rows += batch.num_rows();
+        }
+    }
+    Ok((rows, sum))
 }
