@@ -228,7 +228,10 @@ fn windows(c: &mut Criterion, data: &Data, runtime: &tokio::runtime::Runtime) {
     let mut group = c.benchmark_group("window_update");
     group.sample_size(20);
     for (name, window) in [
-        ("tumble_10s", "TUMBLE(TABLE bid, DESCRIPTOR(date_time), INTERVAL '10' SECOND)"),
+        (
+            "tumble_10s",
+            "TUMBLE(TABLE bid, DESCRIPTOR(date_time), INTERVAL '10' SECOND)",
+        ),
         (
             "hop_10s_2s",
             "HOP(TABLE bid, DESCRIPTOR(date_time), INTERVAL '2' SECOND, INTERVAL '10' SECOND)",

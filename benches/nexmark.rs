@@ -117,7 +117,9 @@ fn table_dir(args: &Args, query: &str, format: FileFormat) -> PathBuf {
         FileFormat::Json => "json",
     };
     match is_game(query) {
-        true => args.data.join(format!("game-{}-{format}", args.game_events)),
+        true => args
+            .data
+            .join(format!("game-{}-{format}", args.game_events)),
         false => args.data.join(format!("nexmark-{}-{format}", args.events)),
     }
 }
@@ -127,7 +129,10 @@ fn outputs(query: &str) -> Result<Vec<(String, &'static str)>> {
     if is_game(query) {
         return Ok([
             ("daily_app_stats", reference::GAME_DAILY_APP_STATS),
-            ("playtime_distribution", reference::GAME_PLAYTIME_DISTRIBUTION),
+            (
+                "playtime_distribution",
+                reference::GAME_PLAYTIME_DISTRIBUTION,
+            ),
             ("bad_events", reference::GAME_BAD_EVENTS),
         ]
         .map(|(name, sql)| (name.to_string(), sql))
@@ -290,10 +295,7 @@ fn child(args: &Args, engine: &str) -> Result<()> {
 async fn run_sluice(args: &Args, query: &str, mode: &str, out: &Path) -> Result<u64> {
     let (job, table) = match is_game(query) {
         true => (repo().join("jobs/sql/game_daily.sql"), "events"),
-        false => (
-            repo().join(format!("jobs/sql/nexmark/{query}.sql")),
-            "bid",
-        ),
+        false => (repo().join(format!("jobs/sql/nexmark/{query}.sql")), "bid"),
     };
     let text = std::fs::read_to_string(&job).with_context(|| job.display().to_string())?;
     let (text, mode, format) = match mode {
@@ -302,7 +304,10 @@ async fn run_sluice(args: &Args, query: &str, mode: &str, out: &Path) -> Result<
         other => bail!("unknown mode `{other}`: batch or stream"),
     };
     let spec = sluice::JobSpec::from_text(query, &text)
-        .with_var("DATA", &table_dir(args, query, format).display().to_string())
+        .with_var(
+            "DATA",
+            &table_dir(args, query, format).display().to_string(),
+        )
         .with_var("OUT", &out.display().to_string())
         .with_mode(mode)
         .with_parallelism(args.parallelism);
@@ -329,7 +334,12 @@ fn json_source(job: &str, table: &str) -> Result<String> {
     if let Some(last) = options.last_mut() {
         *last = last.trim_end_matches(',').to_string();
     }
-    Ok(format!("{}{}{}", &job[..start], options.join("\n"), &job[end..]))
+    Ok(format!(
+        "{}{}{}",
+        &job[..start],
+        options.join("\n"),
+        &job[end..]
+    ))
 }
 
 async fn run_datafusion(args: &Args, query: &str, out: &Path) -> Result<u64> {
@@ -360,7 +370,11 @@ async fn run_datafusion(args: &Args, query: &str, out: &Path) -> Result<u64> {
         .await?;
     let count = rows
         .first()
-        .and_then(|b| b.column(0).as_any().downcast_ref::<arrow::array::Int64Array>())
+        .and_then(|b| {
+            b.column(0)
+                .as_any()
+                .downcast_ref::<arrow::array::Int64Array>()
+        })
         .map(|c| c.value(0))
         .context("count")?;
     Ok(count as u64)
@@ -380,7 +394,8 @@ fn peak_rss_kib() -> Result<u64> {
 fn show_difference(sluice: &Path, datafusion: &Path, outputs: &[(String, &str)]) -> Result<()> {
     for (name, _) in outputs {
         let rows = |dir: &Path| -> Result<std::collections::BTreeSet<String>> {
-            let batches = sluice_tests::read_parquet_dir(&dir.join(name)).map_err(anyhow::Error::msg)?;
+            let batches =
+                sluice_tests::read_parquet_dir(&dir.join(name)).map_err(anyhow::Error::msg)?;
             Ok(sluice_tests::sorted_rows(&batches)
                 .map_err(anyhow::Error::msg)?
                 .into_iter()
@@ -420,8 +435,11 @@ fn fingerprint(out: &Path, outputs: &[(String, &str)]) -> Result<(usize, u64)> {
                 .iter()
                 .map(|c| {
                     c.data_type().is_floating().then(|| {
-                        arrow::compute::cast(c, &arrow::datatypes::DataType::Float64)
-                            .map(|a| a.as_any().downcast_ref::<arrow::array::Float64Array>().cloned())
+                        arrow::compute::cast(c, &arrow::datatypes::DataType::Float64).map(|a| {
+                            a.as_any()
+                                .downcast_ref::<arrow::array::Float64Array>()
+                                .cloned()
+                        })
                     })
                 })
                 .map(|c| c.transpose().map(Option::flatten))
@@ -432,7 +450,9 @@ fn fingerprint(out: &Path, outputs: &[(String, &str)]) -> Result<(usize, u64)> {
                 for (f, float) in formatters.iter().zip(&floats) {
                     use std::fmt::Write;
                     match float {
-                        Some(a) if arrow::array::Array::is_valid(a, row) => write!(line, "{:.11e}|", a.value(row))?,
+                        Some(a) if arrow::array::Array::is_valid(a, row) => {
+                            write!(line, "{:.11e}|", a.value(row))?
+                        }
                         _ => write!(line, "{}|", f.value(row))?,
                     }
                 }

@@ -29,6 +29,7 @@ use crate::error::{Result, SluiceError};
 use crate::metrics::JobMetrics;
 use crate::ops::OperatorContext;
 use crate::plan::{JobGraph, NodeKind};
+use crate::time::RowtimeWatermark;
 use channel::{Receiver, Sender};
 
 /// How a job runs.
@@ -306,7 +307,7 @@ pub async fn run(
                     .schema
                     .index_of(&decl.column)
                     .ok()
-                    .map(|i| (Arc::clone(expr), i)),
+                    .map(|i| RowtimeWatermark::new(Arc::clone(expr), i, &root.schema)),
                 _ => None,
             };
         }

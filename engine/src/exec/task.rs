@@ -29,10 +29,9 @@ use crate::checkpoint::{Arrival, BarrierAligner, CheckpointId, CheckpointStore, 
 use crate::connector::{Reading, SinkWriter, Split, SplitPosition};
 use crate::error::{ExecContext, Result, SluiceError};
 use crate::metrics::JobMetrics;
-use crate::ops::aggregate::event_times;
 use crate::ops::{Message, Operator, OperatorContext, Output, RestoredState};
 use crate::plan::{JobGraph, NodeKind, Partitioning, Stage};
-use crate::time::{BEFORE_TIME, END_OF_TIME, InputWatermarks, SplitWatermarks};
+use crate::time::{BEFORE_TIME, END_OF_TIME, InputWatermarks, RowtimeWatermark, SplitWatermarks};
 use datafusion::physical_expr::PhysicalExpr;
 use tokio::sync::{mpsc, watch};
 
@@ -50,8 +49,8 @@ pub enum Input {
         /// Computed columns: the output columns as expressions over what
         /// the splits yield, and the output schema.
         compute: Option<(Vec<Arc<dyn PhysicalExpr>>, SchemaRef)>,
-        /// The watermark expression and the rowtime column it is for.
-        watermark: Option<(Arc<dyn PhysicalExpr>, usize)>,
+        /// The table's watermark expression.
+        watermark: Option<RowtimeWatermark>,
         stop: StopSignal,
         /// Split positions of a restored checkpoint, by split name.
         restored: BTreeMap<String, protocol::SplitPosition>,
@@ -637,8 +636,8 @@ struct SplitReader<'a> {
     /// The newest barrier this source has sent.
     injected: CheckpointId,
     compute: Option<(Vec<Arc<dyn PhysicalExpr>>, SchemaRef)>,
-    /// The watermark expression and the rowtime column it is for.
-    watermark: Option<(Arc<dyn PhysicalExpr>, usize)>,
+    /// The table's watermark expression.
+    watermark: Option<RowtimeWatermark>,
     metrics: &'a JobMetrics,
 }
 
@@ -826,8 +825,8 @@ impl SplitReader<'_> {
             None => batch,
         };
         match &self.watermark {
-            Some((expr, time_index)) => {
-                push_with_watermarks(chain, &mut self.watermarks, split, batch, expr, *time_index)?
+            Some(watermark) => {
+                push_with_watermarks(chain, &mut self.watermarks, split, batch, watermark)?
             }
             None => chain.push(Message::Data(batch))?,
         }
@@ -896,15 +895,10 @@ fn push_with_watermarks(
     watermarks: &mut SplitWatermarks,
     split: usize,
     batch: RecordBatch,
-    expr: &Arc<dyn PhysicalExpr>,
-    time_index: usize,
+    watermark: &RowtimeWatermark,
 ) -> Result<()> {
-    let values = expr
-        .evaluate(&batch)
-        .and_then(|v| v.into_array(batch.num_rows()))
-        .exec_context(|| format!("evaluating the watermark {expr}"))?;
-    let values = event_times(&values)?;
-    let times = event_times(batch.column(time_index))?;
+    let times = watermark.times(&batch)?;
+    let values = watermark.values(&batch, &times)?;
     let mut running = watermarks.split_watermark(split);
     let mut start = 0;
     for row in 0..batch.num_rows() {
