@@ -163,7 +163,7 @@ fn sources(c: &mut Criterion, data: &Data, runtime: &tokio::runtime::Runtime) {
         ("json_lines_split", &data.json, "json", Mode::Stream),
         ("parquet_split", &data.parquet, "parquet", Mode::Batch),
     ] {
-        let graph = graph(
+        let three = graph(
             dir,
             format,
             mode,
@@ -177,10 +177,10 @@ fn sources(c: &mut Criterion, data: &Data, runtime: &tokio::runtime::Runtime) {
             BID.split(", WATERMARK").next().unwrap_or(BID),
             "SELECT auction, bidder, price, channel, url, date_time, extra FROM bid",
         );
-        let bids = rows(&runtime.block_on(read_source(&graph)));
+        let bids = rows(&runtime.block_on(read_source(&three)));
         group.throughput(Throughput::Elements(bids));
         group.bench_function(format!("{name}/3_columns"), |b| {
-            b.iter(|| runtime.block_on(read_source(&graph)))
+            b.iter(|| runtime.block_on(read_source(&three)))
         });
         group.bench_function(format!("{name}/all_columns"), |b| {
             b.iter(|| runtime.block_on(read_source(&all)))
@@ -288,22 +288,34 @@ fn snapshot(c: &mut Criterion, data: &Data, runtime: &tokio::runtime::Runtime) {
     );
     let ops = operators_up_to(&graph, "WindowAggregate");
     let local = feed(&ops[..ops.len() - 1], runtime.block_on(read_source(&graph)));
-    let mut op = create(ops[ops.len() - 1].as_ref());
-    let mut out = Output::default();
-    for batch in local {
-        op.on_batch(batch, &mut out).expect("merge");
-    }
-    let state = op.snapshot().expect("snapshot").expect("keyed state");
-    let keys = rows(&state.batches);
+    let merge = &ops[ops.len() - 1];
+    let filled = || {
+        let mut op = create(merge.as_ref());
+        let mut out = Output::default();
+        for batch in &local {
+            op.on_batch(batch.clone(), &mut out).expect("merge");
+        }
+        op
+    };
+    let take = |op: &mut Box<dyn Operator>| {
+        let state = op.snapshot().expect("snapshot").expect("keyed state");
+        sluice_engine::checkpoint::state::encode(state.batches[0].schema(), &state.batches)
+            .expect("encode")
+    };
+    let mut op = filled();
+    let encoded = take(&mut op);
+    eprintln!("checkpoint state: {} bytes", encoded.len());
     let mut group = c.benchmark_group("checkpoint");
     group.sample_size(20);
-    group.throughput(Throughput::Elements(keys));
-    group.bench_function("snapshot_and_encode", |b| {
-        b.iter(|| {
-            let state = op.snapshot().expect("snapshot").expect("keyed state");
-            let schema = state.batches[0].schema();
-            sluice_engine::checkpoint::state::encode(schema, &state.batches).expect("encode")
-        })
+    group.throughput(Throughput::Bytes(encoded.len() as u64));
+    // The first snapshot after rows arrived: the live hash tables are
+    // emitted as arrays (and kept, frozen), then encoded as Arrow IPC.
+    group.bench_function("snapshot_and_encode/after_updates", |b| {
+        b.iter_batched(filled, |mut op| take(&mut op), BatchSize::LargeInput)
+    });
+    // A snapshot of state that has not changed since the last: only encoding.
+    group.bench_function("snapshot_and_encode/unchanged", |b| {
+        b.iter(|| take(&mut op))
     });
     group.finish();
 }
