@@ -33,6 +33,7 @@
 //! JSON values write timestamps as Flink's JSON format does by default
 //! (`yyyy-MM-dd HH:mm:ss.SSS`).
 
+mod consumer;
 mod decode;
 mod sink;
 mod source;

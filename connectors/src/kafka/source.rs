@@ -2,10 +2,10 @@
 //!
 //! Planning asks the cluster for the topics' partitions and offsets and
 //! turns the startup and bounded modes into a start offset and (for a
-//! bounded scan) a stop offset per partition. Each split has its own
-//! consumer, assigned to its partition (no group rebalancing: Sluice's
-//! position belongs to Sluice), and decodes the values it fetches in
-//! batches. With `properties.group.id`, the positions read are committed to
+//! bounded scan) a stop offset per partition. The splits of a scan share
+//! one consumer (`consumer.rs`); each split assigns its partition to it (no
+//! group rebalancing: Sluice's position belongs to Sluice), reads it from a
+//! queue of its own and decodes the values it fetches in batches. With `properties.group.id`, the positions read are committed to
 //! the group so standard tools can show the lag.
 
 use std::collections::BTreeMap;
@@ -17,7 +17,10 @@ use arrow::record_batch::RecordBatch;
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use futures::{FutureExt, StreamExt, TryStreamExt};
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::stream_consumer::StreamPartitionQueue;
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, DefaultConsumerContext, StreamConsumer,
+};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -30,6 +33,7 @@ use sluice_engine::metrics::JobMetrics;
 use sluice_engine::sql::{Mode, Options, TableDef};
 use sluice_engine::{Result, SluiceError};
 
+use super::consumer::{ConsumerSlot, SharedConsumer, is_fatal};
 use super::decode::{BadRecord, RecordDecoder, RecordFormat, Records, preview};
 use super::{DEFAULT_CONNECT_TIMEOUT, Properties, take_format};
 
@@ -296,6 +300,7 @@ impl KafkaSource {
             SluiceError::Config(m) => SluiceError::config(format!("table `{}`: {m}", self.table)),
             other => other,
         })?;
+        let consumers = Arc::new(ConsumerSlot::default());
         let mut splits: Vec<Arc<dyn Split>> = Vec::new();
         for topic in &topics {
             let partitions = existing.get(topic.as_str()).copied().unwrap_or(0) as i32;
@@ -340,6 +345,7 @@ impl KafkaSource {
                     bad_records: self.bad_records.clone(),
                     batch_size: request.batch_size,
                     metrics: Arc::clone(&request.metrics),
+                    consumers: Arc::clone(&consumers),
                 }));
             }
         }
@@ -518,6 +524,8 @@ struct KafkaSplit {
     bad_records: BadRecords,
     batch_size: usize,
     metrics: Arc<JobMetrics>,
+    /// The consumer this scan's splits share.
+    consumers: Arc<ConsumerSlot>,
 }
 
 impl Split for KafkaSplit {
@@ -628,20 +636,7 @@ impl Gathered {
 
     /// Errors librdkafka retries by itself are logged; others stop the job.
     fn consumer_error(&self, split: &KafkaSplit, e: KafkaError) -> Result<()> {
-        let fatal = matches!(
-            e.rdkafka_error_code(),
-            Some(
-                RDKafkaErrorCode::UnknownTopicOrPartition
-                    | RDKafkaErrorCode::UnknownTopic
-                    | RDKafkaErrorCode::UnknownPartition
-                    | RDKafkaErrorCode::OffsetOutOfRange
-                    | RDKafkaErrorCode::AutoOffsetReset
-                    | RDKafkaErrorCode::TopicAuthorizationFailed
-                    | RDKafkaErrorCode::GroupAuthorizationFailed
-                    | RDKafkaErrorCode::SaslAuthenticationFailed
-                    | RDKafkaErrorCode::Fatal
-            )
-        );
+        let fatal = is_fatal(&e);
         let doing = format!(
             "reading topic '{}' partition {} at offset {}",
             split.topic, split.partition, self.next
@@ -660,41 +655,30 @@ impl Gathered {
     }
 }
 
-/// A consumer that is closed off the runtime's threads: closing waits on
-/// the network (leaving the group, committing).
-struct OwnedConsumer(Option<StreamConsumer>);
-
-impl std::ops::Deref for OwnedConsumer {
-    type Target = StreamConsumer;
-
-    fn deref(&self) -> &StreamConsumer {
-        self.0
-            .as_ref()
-            .expect("a consumer is present until it is dropped")
-    }
-}
-
-impl Drop for OwnedConsumer {
-    fn drop(&mut self) {
-        if let Some(consumer) = self.0.take() {
-            match tokio::runtime::Handle::try_current() {
-                Ok(runtime) => {
-                    runtime.spawn_blocking(move || drop(consumer));
-                }
-                Err(_) => drop(consumer),
-            }
-        }
-    }
-}
-
-/// A consumer assigned to one partition, and what it has gathered.
+/// One partition's queue of the shared consumer, and what it has gathered.
 struct PartitionReader {
     split: Arc<KafkaSplit>,
-    consumer: OwnedConsumer,
+    /// Dropped before `shared`, which may close the consumer.
+    queue: StreamPartitionQueue<DefaultConsumerContext>,
+    shared: Arc<SharedConsumer>,
+    /// Read to the stop offset, its position committed and unassigned.
+    finished: bool,
     gathered: Gathered,
     /// Commit positions to the group (only when the table names one).
     commit: bool,
     dead_letters: Option<FutureProducer>,
+}
+
+impl Drop for PartitionReader {
+    /// A reader dropped before its stop (an unbounded partition, a stopped
+    /// or failed job) hands its partition back, so the shared consumer
+    /// stops fetching it.
+    fn drop(&mut self) {
+        if !self.finished {
+            self.shared
+                .unassign(&self.split.topic, self.split.partition);
+        }
+    }
 }
 
 impl PartitionReader {
@@ -719,23 +703,12 @@ impl PartitionReader {
         } else {
             defaults.push(("enable.auto.commit", "false"));
         }
-        let consumer: StreamConsumer = p
-            .config(&defaults)
-            .create()
-            .map_err(|e| p.error("creating a consumer", e))?;
-        let mut assignment = TopicPartitionList::new();
-        assignment
-            .add_partition_offset(&split.topic, split.partition, Offset::Offset(start))
-            .and_then(|()| consumer.assign(&assignment))
-            .map_err(|e| {
-                p.error(
-                    format!(
-                        "assigning topic '{}' partition {}",
-                        split.topic, split.partition
-                    ),
-                    e,
-                )
-            })?;
+        let shared = split.consumers.get_or_create(|| {
+            p.config(&defaults)
+                .create::<StreamConsumer>()
+                .map_err(|e| p.error("creating a consumer", e))
+        })?;
+        let queue = shared.assign(p, &split.topic, split.partition, start)?;
         let dead_letters = match &split.bad_records {
             BadRecords::DeadLetter(_) => Some(
                 p.config(&[])
@@ -750,7 +723,9 @@ impl PartitionReader {
                 records: Records::default(),
             },
             split,
-            consumer: OwnedConsumer(Some(consumer)),
+            queue,
+            shared,
+            finished: false,
             commit,
             dead_letters,
         })
@@ -773,8 +748,9 @@ impl PartitionReader {
                 self.commit_final().await?;
                 return Ok(None);
             }
-            match tokio::time::timeout(POLL, self.consumer.recv()).await {
+            match tokio::time::timeout(POLL, self.queue.recv()).await {
                 Err(_) => {
+                    self.check_failure()?;
                     self.check_position()?;
                     continue;
                 }
@@ -782,7 +758,7 @@ impl PartitionReader {
             }
             // Take whatever else is already fetched, without waiting.
             while self.gathered.records.len() < self.split.batch_size && !self.done() {
-                match self.consumer.recv().now_or_never() {
+                match self.queue.recv().now_or_never() {
                     Some(received) => self.gathered.add(&self.split, received)?,
                     None => break,
                 }
@@ -796,7 +772,8 @@ impl PartitionReader {
                 self.set_aside(bad).await?;
             }
             if self.commit {
-                self.consumer
+                self.shared
+                    .consumer()?
                     .store_offset(
                         &self.split.topic,
                         self.split.partition,
@@ -814,15 +791,19 @@ impl PartitionReader {
     /// group and closes the consumer, off the runtime's threads (both wait
     /// on the network), before the split reports that it is done.
     async fn commit_final(&mut self) -> Result<()> {
-        let Some(consumer) = self.consumer.0.take() else {
+        if self.finished {
             return Ok(());
-        };
+        }
+        self.finished = true;
         let split = Arc::clone(&self.split);
+        let shared = Arc::clone(&self.shared);
         let (commit, next) = (self.commit, self.gathered.next);
         tokio::task::spawn_blocking(move || {
+            shared.unassign(&split.topic, split.partition);
             if !commit {
                 return Ok(());
             }
+            let consumer = shared.consumer()?;
             let mut list = TopicPartitionList::new();
             list.add_partition_offset(&split.topic, split.partition, Offset::Offset(next))
                 .and_then(|()| consumer.commit(&list, CommitMode::Sync))
@@ -847,7 +828,8 @@ impl PartitionReader {
             return Ok(());
         };
         let position = self
-            .consumer
+            .shared
+            .consumer()?
             .position()
             .map_err(|e| self.split.properties.error("reading the position", e))?;
         if let Some(Offset::Offset(at)) = position
@@ -858,6 +840,20 @@ impl PartitionReader {
             self.gathered.next = self.gathered.next.max(at);
         }
         Ok(())
+    }
+
+    /// Fails with the error the shared consumer reported, if any.
+    fn check_failure(&self) -> Result<()> {
+        match self.shared.failure() {
+            Some(e) => Err(self.split.properties.error(
+                format!(
+                    "reading topic '{}' partition {}",
+                    self.split.topic, self.split.partition
+                ),
+                e,
+            )),
+            None => Ok(()),
+        }
     }
 
     /// Reports, skips or dead-letters records that could not be decoded.
