@@ -9,8 +9,13 @@
 //! Generates the data once (Nexmark bids and game events, each as Parquet
 //! and as JSON lines, 8 files per table). Then, for each query, it runs the
 //! shipped job file (`jobs/sql/nexmark/{query}.sql`, `jobs/sql/game_daily.sql`)
-//! in batch mode over Parquet and in stream mode over the JSON lines, and the
-//! equivalent DataFusion SQL (`tests/reference.rs`) over the Parquet files.
+//! in batch mode over Parquet, in stream mode over the JSON lines, and in
+//! stream mode from Kafka (the Nexmark jobs, unchanged: their `stream.`
+//! options name the topic), and the equivalent DataFusion SQL
+//! (`tests/reference.rs`) over the Parquet files. Kafka is librdkafka's
+//! mock cluster, served by this process; it keeps about 5 MB per
+//! partition, so the Kafka runs read fewer events (`--kafka-events`), and
+//! DataFusion runs again over Parquet files of the same events.
 //! Both engines write their results as snappy Parquet files and use the same
 //! number of threads and partitions. Each run is a child process of this
 //! one, which reports its wall time and peak resident memory (`VmHWM`).
@@ -19,6 +24,7 @@
 //! order-independent checksum of every row), so a fast wrong answer cannot
 //! pass.
 
+use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -30,9 +36,14 @@ use clap::Parser;
 use datafusion::config::TableParquetOptions;
 use datafusion::dataframe::DataFrameWriteOptions;
 use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::DefaultProducerContext;
 use sluice::generate::FileFormat;
 use sluice_engine::sql::Mode;
 use sluice_tests::reference;
+
+#[path = "mock_kafka.rs"]
+mod mock_kafka;
 
 #[derive(Parser)]
 struct Args {
@@ -56,9 +67,19 @@ struct Args {
         default_value = "q0,q1,q2,tumble,hop,q5,game"
     )]
     queries: Vec<String>,
-    /// Sluice's modes: `batch` (Parquet) and `stream` (JSON lines).
-    #[arg(long, value_delimiter = ',', default_value = "batch,stream")]
+    /// Sluice's modes: `batch` (Parquet), `stream` (JSON lines) and `kafka`
+    /// (stream mode from the mock cluster; Nexmark queries only).
+    #[arg(long, value_delimiter = ',', default_value = "batch,stream,kafka")]
     modes: Vec<String>,
+    /// Nexmark events whose bids go through Kafka.
+    #[arg(long, default_value_t = 543_478)]
+    kafka_events: u64,
+    /// Partitions of each topic on the mock cluster.
+    #[arg(long, default_value_t = 32)]
+    kafka_partitions: i32,
+    /// Internal: the mock cluster's bootstrap servers.
+    #[arg(long, hide = true)]
+    kafka: Option<String>,
     /// Runs of each engine per query and mode; the best time is reported.
     #[arg(long, default_value_t = 3)]
     runs: usize,
@@ -112,6 +133,12 @@ fn is_game(query: &str) -> bool {
 
 /// The directory of one table's files in one format.
 fn table_dir(args: &Args, query: &str, format: FileFormat) -> PathBuf {
+    table_dir_of(args, query, format, args.events)
+}
+
+/// The directory of one table's files in one format, for `events` Nexmark
+/// events.
+fn table_dir_of(args: &Args, query: &str, format: FileFormat, events: u64) -> PathBuf {
     let format = match format {
         FileFormat::Parquet => "parquet",
         FileFormat::Json => "json",
@@ -120,7 +147,7 @@ fn table_dir(args: &Args, query: &str, format: FileFormat) -> PathBuf {
         true => args
             .data
             .join(format!("game-{}-{format}", args.game_events)),
-        false => args.data.join(format!("nexmark-{}-{format}", args.events)),
+        false => args.data.join(format!("nexmark-{events}-{format}")),
     }
 }
 
@@ -145,6 +172,14 @@ fn outputs(query: &str) -> Result<Vec<(String, &'static str)>> {
 }
 
 fn generate(args: &Args) -> Result<()> {
+    if args.modes.iter().any(|m| m == "kafka") {
+        for format in [FileFormat::Parquet, FileFormat::Json] {
+            let dir = table_dir_of(args, "q0", format, args.kafka_events);
+            if !dir.join("bid").exists() {
+                sluice::generate::nexmark::generate(&dir, args.kafka_events, 8, format)?;
+            }
+        }
+    }
     for format in [FileFormat::Parquet, FileFormat::Json] {
         if args.queries.iter().any(|q| !is_game(q)) {
             let dir = table_dir(args, "q0", format);
@@ -178,8 +213,35 @@ fn generate(args: &Args) -> Result<()> {
     Ok(())
 }
 
+/// The topic prefix the Nexmark jobs read in stream mode (`${TOPIC}.bid`).
+const TOPIC: &str = "bench";
+
+/// Starts the mock cluster and fills `bench.bid` with the bids of
+/// `--kafka-events` events: the bids the small Parquet files hold.
+fn mock_cluster(args: &Args) -> Result<MockCluster<'static, DefaultProducerContext>> {
+    let cluster = MockCluster::new(1)?;
+    let bids = table_dir_of(args, "q0", FileFormat::Json, args.kafka_events).join("bid");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let produced = runtime.block_on(mock_kafka::fill(
+        &cluster,
+        &format!("{TOPIC}.bid"),
+        args.kafka_partitions,
+        &bids,
+    ))?;
+    eprintln!("produced {produced} bids to the mock cluster");
+    Ok(cluster)
+}
+
 fn parent(args: &Args) -> Result<()> {
     generate(args)?;
+    let cluster = match args.modes.iter().any(|m| m == "kafka") {
+        true => Some(mock_cluster(args)?),
+        false => None,
+    };
+    let brokers = cluster.as_ref().map(|c| c.bootstrap_servers());
     let exe = std::env::current_exe()?;
     let scratch = args.data.join("out");
     println!(
@@ -188,26 +250,48 @@ fn parent(args: &Args) -> Result<()> {
     println!("|---|---|---|---|---|---|---|---|---|---|");
     for query in &args.queries {
         let outputs = outputs(query)?;
-        let run = |engine: &str, mode: &str| -> Result<(Best, (usize, u64))> {
-            let out = scratch.join(format!("{engine}-{mode}-{query}"));
+        let run = |engine: &str, mode: &str, events: u64| -> Result<(Best, (usize, u64))> {
+            let out = scratch.join(format!("{engine}-{mode}-{query}-{events}"));
             let mut best = Best::default();
             for _ in 0..args.runs.max(1) {
                 let _ = std::fs::remove_dir_all(&out);
-                best.add(spawn(&exe, args, engine, mode, query, &out)?);
+                let child = Child {
+                    engine,
+                    mode,
+                    query,
+                    out: &out,
+                    events,
+                    kafka: brokers.as_deref(),
+                };
+                best.add(spawn(&exe, args, &child)?);
             }
             let print = fingerprint(&out, &outputs)?;
             Ok((best, print))
         };
-        let (datafusion, expected) = run("datafusion", "batch")?;
-        let df_seconds = datafusion.seconds.context("no DataFusion run")?;
+        let mut references = BTreeMap::new();
         for mode in &args.modes {
-            let (sluice, actual) = run("sluice", mode)?;
+            if mode == "kafka" && is_game(query) {
+                // The game job's table has no Kafka options.
+                continue;
+            }
+            let events = match mode.as_str() {
+                "kafka" => args.kafka_events,
+                _ => args.events,
+            };
+            let (datafusion, expected) = match references.entry(events) {
+                std::collections::btree_map::Entry::Occupied(e) => *e.get(),
+                std::collections::btree_map::Entry::Vacant(e) => {
+                    *e.insert(run("datafusion", "batch", events)?)
+                }
+            };
+            let df_seconds = datafusion.seconds.context("no DataFusion run")?;
+            let (sluice, actual) = run("sluice", mode, events)?;
             let seconds = sluice.seconds.context("no Sluice run")?;
             let verdict = if actual == expected {
                 format!("same {} rows", actual.0)
             } else {
-                let sluice_out = scratch.join(format!("sluice-{mode}-{query}"));
-                let df_out = scratch.join(format!("datafusion-batch-{query}"));
+                let sluice_out = scratch.join(format!("sluice-{mode}-{query}-{events}"));
+                let df_out = scratch.join(format!("datafusion-batch-{query}-{events}"));
                 show_difference(&sluice_out, &df_out, &outputs)?;
                 format!(
                     "DIFFER: Sluice {} rows, DataFusion {} rows",
@@ -216,6 +300,7 @@ fn parent(args: &Args) -> Result<()> {
             };
             let input = match mode.as_str() {
                 "batch" => "batch (Parquet)",
+                "kafka" => "stream (Kafka, mock)",
                 _ => "stream (JSON lines)",
             };
             println!(
@@ -228,25 +313,42 @@ fn parent(args: &Args) -> Result<()> {
             );
         }
     }
+    drop(cluster);
     Ok(())
 }
 
+/// One run of one engine.
+struct Child<'a> {
+    engine: &'a str,
+    mode: &'a str,
+    query: &'a str,
+    out: &'a Path,
+    /// Nexmark events of the input.
+    events: u64,
+    kafka: Option<&'a str>,
+}
+
 /// Runs one engine once in a child process and reads its report.
-fn spawn(
-    exe: &Path,
-    args: &Args,
-    engine: &str,
-    mode: &str,
-    query: &str,
-    out: &Path,
-) -> Result<Measured> {
-    let output = Command::new(exe)
+fn spawn(exe: &Path, args: &Args, child: &Child<'_>) -> Result<Measured> {
+    let Child {
+        engine,
+        mode,
+        query,
+        out,
+        events,
+        kafka,
+    } = *child;
+    let mut command = Command::new(exe);
+    if let Some(brokers) = kafka {
+        command.args(["--kafka", brokers]);
+    }
+    let output = command
         .args(["--child", engine, "--modes", mode, "--queries", query])
         .arg("--out")
         .arg(out)
         .arg("--data")
         .arg(&args.data)
-        .args(["--events", &args.events.to_string()])
+        .args(["--events", &events.to_string()])
         .args(["--game-events", &args.game_events.to_string()])
         .args(["--game-days", &args.game_days.to_string()])
         .args(["--parallelism", &args.parallelism.to_string()])
@@ -301,9 +403,17 @@ async fn run_sluice(args: &Args, query: &str, mode: &str, out: &Path) -> Result<
     let (text, mode, format) = match mode {
         "batch" => (text, Mode::Batch, FileFormat::Parquet),
         "stream" => (json_source(&text, table)?, Mode::Stream, FileFormat::Json),
-        other => bail!("unknown mode `{other}`: batch or stream"),
+        "kafka" => (text, Mode::Stream, FileFormat::Json),
+        other => bail!("unknown mode `{other}`: batch, stream or kafka"),
     };
-    let spec = sluice::JobSpec::from_text(query, &text)
+    let mut spec = sluice::JobSpec::from_text(query, &text);
+    if let Some(brokers) = &args.kafka {
+        spec = spec
+            .with_var("KAFKA", brokers)
+            .with_var("TOPIC", TOPIC)
+            .with_var("BOUNDED", "latest-offset");
+    }
+    let spec = spec
         .with_var(
             "DATA",
             &table_dir(args, query, format).display().to_string(),

@@ -19,12 +19,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
-use rdkafka::ClientConfig;
 use rdkafka::mocking::MockCluster;
-use rdkafka::producer::{FutureProducer, FutureRecord};
 use sluice::JobSpec;
 use sluice::generate::{Destination, FileFormat};
 use sluice_engine::sql::Mode;
+
+#[path = "mock_kafka.rs"]
+mod mock_kafka;
 
 #[derive(Parser)]
 struct Args {
@@ -138,40 +139,6 @@ fn run_best(
     best.context("no run")
 }
 
-/// Produces the bids of `dir` (JSON lines) to `topic`, dealt over its partitions.
-async fn produce_bids(brokers: &str, topic: &str, partitions: i32, dir: &Path) -> Result<u64> {
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("linger.ms", "50")
-        .set("queue.buffering.max.messages", "1000000")
-        .create()?;
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .collect();
-    files.sort();
-    let mut sent = 0u64;
-    let mut pending = std::collections::VecDeque::new();
-    for file in files {
-        let text = std::fs::read(&file)?;
-        for line in text.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-            let record = FutureRecord::<(), [u8]>::to(topic)
-                .partition((sent % partitions as u64) as i32)
-                .payload(line);
-            pending.push_back(producer.send_result(record).map_err(|(e, _)| e)?);
-            sent += 1;
-            if pending.len() > 200_000
-                && let Some(delivery) = pending.pop_front()
-            {
-                delivery.await?.map_err(|(e, _)| e)?;
-            }
-        }
-    }
-    for delivery in pending {
-        delivery.await?.map_err(|(e, _)| e)?;
-    }
-    Ok(sent)
-}
-
 fn peak_rss_mib() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
@@ -216,31 +183,13 @@ fn main() -> Result<()> {
     let cluster = MockCluster::new(1)?;
     let brokers = cluster.bootstrap_servers();
     let topic = "bench.bid";
-    cluster.create_topic(topic, args.kafka_partitions, 1)?;
     let started = Instant::now();
-    let produced = runtime.block_on(produce_bids(
-        &brokers,
+    let produced = runtime.block_on(mock_kafka::fill(
+        &cluster,
         topic,
         args.kafka_partitions,
         &small_json.join("bid"),
     ))?;
-    // The mock cluster drops the oldest records past its size limit.
-    let probe: rdkafka::consumer::BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .create()?;
-    for partition in 0..args.kafka_partitions {
-        let (low, _) = rdkafka::consumer::Consumer::fetch_watermarks(
-            &probe,
-            topic,
-            partition,
-            Duration::from_secs(10),
-        )?;
-        if low > 0 {
-            bail!(
-                "the mock cluster dropped {low} records of partition {partition}: use fewer --kafka-events or more --kafka-partitions"
-            );
-        }
-    }
     eprintln!(
         "produced {produced} bids to the mock cluster in {:.1} s",
         started.elapsed().as_secs_f64()
