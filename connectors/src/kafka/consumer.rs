@@ -6,8 +6,10 @@
 //! went without fetches for about a second at a time. One consumer fetches
 //! for all its assigned partitions together, and split partition queues
 //! keep each split's records apart, so every split still reads at its own
-//! pace and position.
+//! pace and position. A table that commits to a group keeps a consumer per
+//! partition (see `PartitionReader::open`).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -46,14 +48,16 @@ impl ConsumerSlot {
         }
         let consumer = Arc::new(create()?);
         let failed = Arc::new(Mutex::new(None));
-        let poller = tokio::spawn(serve_main_queue(
+        let closing = Arc::new(AtomicBool::new(false));
+        tokio::spawn(serve_main_queue(
             Arc::downgrade(&consumer),
             Arc::clone(&failed),
+            Arc::clone(&closing),
         ));
         let shared = Arc::new(SharedConsumer {
             consumer: Some(consumer),
             failed,
-            poller,
+            closing,
         });
         *slot = Arc::downgrade(&shared);
         Ok(shared)
@@ -66,7 +70,8 @@ pub(super) struct SharedConsumer {
     consumer: Option<Arc<StreamConsumer>>,
     /// A fatal error the consumer reported outside any partition.
     failed: Arc<Mutex<Option<KafkaError>>>,
-    poller: tokio::task::JoinHandle<()>,
+    /// Tells the main queue's poller to let go of the consumer and end.
+    closing: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for SharedConsumer {
@@ -127,16 +132,15 @@ impl Drop for SharedConsumer {
     /// Closing a consumer waits on the network (leaving the group,
     /// committing): it is done off the runtime's threads.
     fn drop(&mut self) {
-        self.poller.abort();
+        self.closing.store(true, Ordering::Release);
         let Some(consumer) = self.consumer.take() else {
             return;
         };
         let close = move || {
-            // The poller may hold the consumer for one more wait.
-            for _ in 0..50 {
-                if Arc::strong_count(&consumer) == 1 {
-                    break;
-                }
+            // The poller holds the consumer for at most one more wait of
+            // MAIN_POLL, then ends; the last reference is dropped here.
+            let deadline = std::time::Instant::now() + 10 * MAIN_POLL;
+            while Arc::strong_count(&consumer) > 1 && std::time::Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(10));
             }
             drop(consumer);
@@ -152,8 +156,15 @@ impl Drop for SharedConsumer {
 
 /// Serves the consumer's main queue, as librdkafka requires once partition
 /// queues are split off: errors that concern no partition arrive here.
-async fn serve_main_queue(consumer: Weak<StreamConsumer>, failed: Arc<Mutex<Option<KafkaError>>>) {
+async fn serve_main_queue(
+    consumer: Weak<StreamConsumer>,
+    failed: Arc<Mutex<Option<KafkaError>>>,
+    closing: Arc<AtomicBool>,
+) {
     loop {
+        if closing.load(Ordering::Acquire) {
+            return;
+        }
         let Some(c) = consumer.upgrade() else {
             return;
         };

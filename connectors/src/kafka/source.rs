@@ -703,12 +703,6 @@ impl PartitionReader {
         } else {
             defaults.push(("enable.auto.commit", "false"));
         }
-        let shared = split.consumers.get_or_create(|| {
-            p.config(&defaults)
-                .create::<StreamConsumer>()
-                .map_err(|e| p.error("creating a consumer", e))
-        })?;
-        let queue = shared.assign(p, &split.topic, split.partition, start)?;
         let dead_letters = match &split.bad_records {
             BadRecords::DeadLetter(_) => Some(
                 p.config(&[])
@@ -717,6 +711,26 @@ impl PartitionReader {
             ),
             _ => None,
         };
+        // With a group to commit to, each partition keeps a consumer of its
+        // own: librdkafka starts fetching a newly assigned partition only
+        // once the consumer's commits in flight are done, so a slow group
+        // coordinator would hold back every partition opened after it.
+        let own;
+        let slot = match commit {
+            true => {
+                own = ConsumerSlot::default();
+                &own
+            }
+            false => split.consumers.as_ref(),
+        };
+        let shared = slot.get_or_create(|| {
+            p.config(&defaults)
+                .create::<StreamConsumer>()
+                .map_err(|e| p.error("creating a consumer", e))
+        })?;
+        // Assigned last: nothing after it may fail and leave the partition
+        // fetching into a queue nobody reads.
+        let queue = shared.assign(p, &split.topic, split.partition, start)?;
         Ok(Self {
             gathered: Gathered {
                 next: start,

@@ -833,6 +833,18 @@ impl Translator<'_> {
                     "{expr}: ORDER BY inside an aggregate is not supported yet"
                 )));
             }
+            // DataFusion's accumulators count a repeated key once and its
+            // state fields twice, which cannot be stored.
+            let keys = aggregate.order_bys();
+            if keys
+                .iter()
+                .enumerate()
+                .any(|(i, k)| keys[..i].iter().any(|earlier| earlier.expr.eq(&k.expr)))
+            {
+                return Err(self.error(format!(
+                    "{expr}: an ORDER BY key is repeated; name each key once"
+                )));
+            }
             aggregates.push(aggregate);
             filters.push(filter);
             output.push(OutputColumn::Aggregate(j));

@@ -22,6 +22,10 @@ use crate::ops::aggregate::event_times;
 
 const DAY: Millis = 86_400_000;
 
+/// Milliseconds within which every time is a date chrono can represent
+/// (about 250,000 years either side of 1970).
+const DATES: Millis = 8_000_000_000_000_000;
+
 /// A table's watermark expression, over the rows its source emits.
 #[derive(Debug, Clone)]
 pub struct RowtimeWatermark {
@@ -71,7 +75,16 @@ impl RowtimeWatermark {
         times: &TimestampMillisecondArray,
     ) -> Result<TimestampMillisecondArray> {
         if let Some(delay) = self.delay {
-            return Ok(times.unary::<_, TimestampMillisecondType>(|t| t.saturating_sub(delay)));
+            // Times DataFusion cannot represent as dates are left to it, so
+            // that they fail as they would there.
+            let fast = times.try_unary::<_, TimestampMillisecondType, ()>(|t| {
+                t.checked_sub(delay)
+                    .filter(|w| t.abs() <= DATES && w.abs() <= DATES)
+                    .ok_or(())
+            });
+            if let Ok(values) = fast {
+                return Ok(values);
+            }
         }
         let values = self
             .expr
@@ -172,6 +185,28 @@ mod tests {
         // Months vary in length, and sub-millisecond parts round: evaluated.
         same_as_evaluated(minus(mdn(1, 0, 0)), None);
         same_as_evaluated(minus(mdn(0, 0, 1_500)), None);
+    }
+
+    #[test]
+    fn times_beyond_dates_fail_as_evaluated() {
+        let times = TimestampMillisecondArray::from(vec![Some(0), Some(i64::MAX - 1)]);
+        let schema = Arc::new(Schema::new(vec![Field::new(
+            "ts",
+            DataType::Timestamp(TimeUnit::Millisecond, None),
+            true,
+        )]));
+        let batch =
+            RecordBatch::try_new(Arc::clone(&schema), vec![Arc::new(times)]).expect("batch");
+        let expr = minus(ScalarValue::IntervalMonthDayNano(Some(
+            IntervalMonthDayNano::new(0, 0, 4_000_000_000),
+        )));
+        let watermark = RowtimeWatermark::new(expr, 0, &schema);
+        assert_eq!(watermark.delay, Some(4_000));
+        let times = watermark.times(&batch).expect("times");
+        assert!(
+            watermark.values(&batch, &times).is_err(),
+            "a time past chrono's dates is an error, as DataFusion makes it"
+        );
     }
 
     #[test]
