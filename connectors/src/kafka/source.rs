@@ -5,8 +5,10 @@
 //! bounded scan) a stop offset per partition. The splits of a scan share
 //! one consumer (`consumer.rs`); each split assigns its partition to it (no
 //! group rebalancing: Sluice's position belongs to Sluice), reads it from a
-//! queue of its own and decodes the values it fetches in batches. With `properties.group.id`, the positions read are committed to
-//! the group so standard tools can show the lag.
+//! queue of its own and decodes the values it fetches in batches. With
+//! `properties.group.id`, the positions read are committed to the group so
+//! standard tools can show the lag; each partition then has a consumer of
+//! its own.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
