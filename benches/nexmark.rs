@@ -383,18 +383,17 @@ fn child(args: &Args, engine: &str) -> Result<()> {
         .worker_threads(args.parallelism)
         .enable_all()
         .build()?;
-    let started = Instant::now();
-    let rows_in = match engine {
+    let (seconds, rows_in) = match engine {
         "sluice" => runtime.block_on(run_sluice(args, query, mode, out))?,
         "datafusion" => runtime.block_on(run_datafusion(args, query, out))?,
         other => bail!("unknown engine `{other}`"),
     };
-    let seconds = started.elapsed().as_secs_f64();
     println!("{seconds} {rows_in} {}", peak_rss_kib()?);
     Ok(())
 }
 
-async fn run_sluice(args: &Args, query: &str, mode: &str, out: &Path) -> Result<u64> {
+/// Runs the job once: its wall time in seconds, and the rows it read.
+async fn run_sluice(args: &Args, query: &str, mode: &str, out: &Path) -> Result<(f64, u64)> {
     let (job, table) = match is_game(query) {
         true => (repo().join("jobs/sql/game_daily.sql"), "events"),
         false => (repo().join(format!("jobs/sql/nexmark/{query}.sql")), "bid"),
@@ -421,7 +420,9 @@ async fn run_sluice(args: &Args, query: &str, mode: &str, out: &Path) -> Result<
         .with_var("OUT", &out.display().to_string())
         .with_mode(mode)
         .with_parallelism(args.parallelism);
-    Ok(sluice::run(&spec).await?.rows_in)
+    let started = Instant::now();
+    let rows_in = sluice::run(&spec).await?.rows_in;
+    Ok((started.elapsed().as_secs_f64(), rows_in))
 }
 
 /// The job with its source table reading JSON-lines files instead of
@@ -452,7 +453,11 @@ fn json_source(job: &str, table: &str) -> Result<String> {
     ))
 }
 
-async fn run_datafusion(args: &Args, query: &str, out: &Path) -> Result<u64> {
+/// Runs the query's SQL once: its wall time in seconds (from the session's
+/// start to the last file written), and the rows of the input table,
+/// counted after the clock stops.
+async fn run_datafusion(args: &Args, query: &str, out: &Path) -> Result<(f64, u64)> {
+    let started = Instant::now();
     let config = SessionConfig::new().with_target_partitions(args.parallelism);
     let ctx = SessionContext::new_with_config(config);
     let table = if is_game(query) { "events" } else { "bid" };
@@ -473,6 +478,7 @@ async fn run_datafusion(args: &Args, query: &str, out: &Path) -> Result<u64> {
             .write_parquet(&dir, DataFrameWriteOptions::new(), Some(parquet.clone()))
             .await?;
     }
+    let seconds = started.elapsed().as_secs_f64();
     let rows = ctx
         .sql(&format!("SELECT count(*) FROM {table}"))
         .await?
@@ -487,7 +493,7 @@ async fn run_datafusion(args: &Args, query: &str, out: &Path) -> Result<u64> {
         })
         .map(|c| c.value(0))
         .context("count")?;
-    Ok(count as u64)
+    Ok((seconds, count as u64))
 }
 
 /// This process's peak resident memory in KiB.

@@ -11,6 +11,20 @@ fn repo() -> &'static Path {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
 }
 
+/// `events` Nexmark events as `files` Parquet files per table, in a
+/// directory that lives as long as the value.
+fn parquet_bids(events: u64, files: usize) -> tempfile::TempDir {
+    let data = tempfile::tempdir().expect("tempdir");
+    sluice::generate::nexmark::generate(
+        data.path(),
+        events,
+        files,
+        sluice::generate::FileFormat::Parquet,
+    )
+    .expect("generate");
+    data
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -56,14 +70,7 @@ fn walk(dir: &Path) -> Vec<String> {
 #[test]
 fn a_job_crashed_at_checkpoints_and_restored_commits_what_an_uninterrupted_run_does() {
     let main_runtime = runtime();
-    let data = tempfile::tempdir().expect("tempdir");
-    sluice::generate::nexmark::generate(
-        data.path(),
-        400_000,
-        4,
-        sluice::generate::FileFormat::Parquet,
-    )
-    .expect("generate");
+    let data = parquet_bids(400_000, 4);
     let queries = std::env::var("SLUICE_RECOVERY_QUERIES")
         .unwrap_or_else(|_| "tumble,hop,q11,q1".to_string());
     for query in queries.split(',') {
@@ -269,14 +276,7 @@ fn kill_until_done(
 #[test]
 fn the_binary_killed_at_random_moments_and_restored_commits_exactly_once() {
     let mut kills = Kills::new();
-    let data = tempfile::tempdir().expect("tempdir");
-    sluice::generate::nexmark::generate(
-        data.path(),
-        400_000,
-        4,
-        sluice::generate::FileFormat::Parquet,
-    )
-    .expect("generate");
+    let data = parquet_bids(400_000, 4);
     let brokers = sluice_tests::kafka::brokers().expect("a broker");
     let topic = sluice_tests::kafka::unique_topic("crash");
     sluice::generate::nexmark::generate_to(
@@ -602,14 +602,7 @@ fn a_broker_restart_mid_run_stalls_the_job_and_loses_nothing() {
 #[test]
 fn a_transient_failure_restarts_the_job_from_its_last_checkpoint() {
     let main_runtime = runtime();
-    let data = tempfile::tempdir().expect("tempdir");
-    sluice::generate::nexmark::generate(
-        data.path(),
-        400_000,
-        4,
-        sluice::generate::FileFormat::Parquet,
-    )
-    .expect("generate");
+    let data = parquet_bids(400_000, 4);
     let job = |out: &Path| {
         sluice::JobSpec::from_file(&repo().join("jobs/sql/nexmark/tumble.sql"))
             .expect("job file")
@@ -776,14 +769,7 @@ fn the_binary_killed_while_writing_parquet_and_kafka_exactly_once_loses_nothing(
 #[test]
 fn restoring_a_finished_job_does_nothing() {
     let runtime = runtime();
-    let data = tempfile::tempdir().expect("tempdir");
-    sluice::generate::nexmark::generate(
-        data.path(),
-        2_000,
-        2,
-        sluice::generate::FileFormat::Parquet,
-    )
-    .expect("generate");
+    let data = parquet_bids(2_000, 2);
     let out = tempfile::tempdir().expect("tempdir");
     let checkpoints = tempfile::tempdir().expect("tempdir");
     let text = format!(
