@@ -87,6 +87,16 @@ pub trait Split: Send + Sync + Debug {
         None
     }
 
+    /// The event time of the split's first row, when the source read it
+    /// while planning (a text file has no statistics). Until the split is
+    /// opened, its watermark stays at what that row will propose: the same
+    /// bound the split sets on itself once read, so no row changes from on
+    /// time to late, yet the subtask's watermark is not held at the start
+    /// of time by every split still to come.
+    fn first_event_time(&self) -> Option<Millis> {
+        None
+    }
+
     /// How many rows the split holds, when known (for progress and for
     /// balancing splits read concurrently).
     fn estimated_rows(&self) -> Option<u64> {

@@ -4,7 +4,9 @@
 //! `/data/bid/*.parquet`; names starting with `.` or `_` are skipped, as
 //! Flink and Hadoop skip staged and marker files), `format` (`parquet`,
 //! `json`, `csv`), `csv.field-delimiter`, and Sluice's `csv.header`
-//! (`'true'` when the first line names the columns; Flink's CSV has none).
+//! (`'true'` when the first line names the columns; Flink's CSV has none)
+//! and `source.split-size` (bytes per split of a JSON-lines file, `32mb` by
+//! default, so one large file is still read by every source subtask).
 
 mod listing;
 mod parquet;
@@ -18,6 +20,9 @@ use sluice_engine::sql::{Options, TableDef};
 use sluice_engine::{Result, SluiceError};
 
 pub use listing::FileSet;
+
+/// The option that sets the bytes per split of a JSON-lines file.
+const SPLIT_SIZE: &str = "source.split-size";
 
 /// The job setting that names where late rows go.
 pub const LATE_DATA_PATH: &str = "sluice.late-data.path";
@@ -99,9 +104,21 @@ impl SourceFactory for FileSystemFactory {
         let path = options.require("path")?;
         let format = Format::from_options(options)?;
         let files = FileSet::parse(&path, &table.name)?;
+        let split_size = options.take_memory_size(SPLIT_SIZE)?;
+        if split_size.is_some() && format != Format::Json {
+            return Err(SluiceError::config(format!(
+                "table `{}`: option '{SPLIT_SIZE}' applies to 'json' files only (Parquet splits by row group; a CSV field may hold a newline, so CSV files are read whole)",
+                table.name
+            )));
+        }
         Ok(match format {
             Format::Parquet => Arc::new(parquet::ParquetSource::new(files, table)),
-            _ => Arc::new(text::TextSource::new(files, table, format)),
+            _ => Arc::new(text::TextSource::new(
+                files,
+                table,
+                format,
+                split_size.unwrap_or(text::DEFAULT_SPLIT_SIZE),
+            )),
         })
     }
 }

@@ -1,9 +1,20 @@
-//! JSON-lines and CSV files as sources: one split per file, decoded
-//! straight into Arrow batches as the bytes arrive.
+//! JSON-lines and CSV files as sources, decoded straight into Arrow batches
+//! as the bytes arrive.
+//!
+//! A JSON-lines file larger than the split size (`source.split-size`,
+//! 32 MiB by default) is read as several splits, each a run of whole lines:
+//! planning moves every cut to just after a newline, so consecutive splits
+//! tile the file and each line belongs to exactly one. (A JSON record
+//! cannot hold a raw newline; a CSV field can, so CSV files stay whole.)
+//! Planning also decodes each split's first line for its event time, which
+//! orders the splits and lets the watermark move past splits not yet read.
 
+use std::ops::Range;
 use std::sync::Arc;
 
-use arrow::datatypes::SchemaRef;
+use arrow::array::{Array, AsArray};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, SchemaRef, TimeUnit, TimestampMillisecondType};
 use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
 use bytes::{Buf, Bytes};
@@ -11,12 +22,19 @@ use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt};
+use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
 use sluice_engine::connector::{ScanRequest, Source, Split, SplitPosition, without_positions};
 use sluice_engine::sql::TableDef;
+use sluice_engine::time::Millis;
 use sluice_engine::{Result, SluiceError};
 
 use super::{FileSet, Format};
+
+/// Bytes per split of a JSON-lines file unless the table says otherwise.
+pub const DEFAULT_SPLIT_SIZE: u64 = 32 << 20;
+
+/// Bytes read at a time while looking for a line's end during planning.
+const PEEK_SIZE: u64 = 64 << 10;
 
 #[derive(Debug)]
 pub struct TextSource {
@@ -24,15 +42,73 @@ pub struct TextSource {
     /// The full table schema: CSV columns are positional.
     table_schema: SchemaRef,
     format: Format,
+    /// Bytes per split of a JSON-lines file.
+    split_size: u64,
 }
 
 impl TextSource {
-    pub fn new(files: FileSet, table: &TableDef, format: Format) -> Self {
+    pub fn new(files: FileSet, table: &TableDef, format: Format, split_size: u64) -> Self {
         Self {
             files,
             table_schema: Arc::clone(&table.physical),
             format,
+            split_size: split_size.max(1),
         }
+    }
+
+    /// The splits of one file: line-aligned ranges of about the split size
+    /// (one range for CSV), each with its first row's event time.
+    async fn plan_file(
+        &self,
+        meta: ObjectMeta,
+        request: &ScanRequest,
+    ) -> Result<Vec<Arc<dyn Split>>> {
+        let store = &self.files.root.store;
+        let url = self.files.url_of(&meta.location);
+        let size = meta.size;
+        let mut bounds = vec![0];
+        if self.format == Format::Json {
+            let mut cut = self.split_size;
+            while cut < size {
+                let line = line_start(store.as_ref(), &meta.location, &url, cut, size).await?;
+                if line >= size {
+                    break;
+                }
+                if line > bounds[bounds.len() - 1] {
+                    bounds.push(line);
+                }
+                cut = line + self.split_size;
+            }
+        }
+        bounds.push(size);
+        let whole = bounds.len() == 2;
+        let time_column = match (&request.time_column, self.format) {
+            (Some(column), Format::Json) => request.schema.index_of(column).ok(),
+            _ => None,
+        };
+        let mut splits = Vec::with_capacity(bounds.len() - 1);
+        for range in bounds.windows(2).map(|w| w[0]..w[1]) {
+            let first_time = match time_column {
+                Some(column) if !range.is_empty() => {
+                    first_line(store.as_ref(), &meta.location, &url, range.clone())
+                        .await?
+                        .and_then(|line| json_time(&line, &request.schema, column))
+                }
+                _ => None,
+            };
+            splits.push(Arc::new(TextSplit {
+                store: Arc::clone(store),
+                url: url.clone(),
+                path: meta.location.clone(),
+                range,
+                whole,
+                first_time,
+                format: self.format,
+                table_schema: Arc::clone(&self.table_schema),
+                request: request.clone(),
+            }) as Arc<dyn Split>);
+        }
+        Ok(splits)
     }
 }
 
@@ -40,21 +116,78 @@ impl Source for TextSource {
     fn plan_splits(&self, request: ScanRequest) -> BoxFuture<'_, Result<Vec<Arc<dyn Split>>>> {
         Box::pin(async move {
             let files = self.files.list().await?;
-            Ok(files
-                .into_iter()
-                .map(|meta| {
-                    Arc::new(TextSplit {
-                        store: Arc::clone(&self.files.root.store),
-                        url: self.files.url_of(&meta.location),
-                        path: meta.location,
-                        format: self.format,
-                        table_schema: Arc::clone(&self.table_schema),
-                        request: request.clone(),
-                    }) as Arc<dyn Split>
-                })
-                .collect())
+            let planned: Vec<Vec<Arc<dyn Split>>> = futures::stream::iter(files)
+                .map(|meta| self.plan_file(meta, &request))
+                .buffered(8)
+                .try_collect()
+                .await?;
+            Ok(planned.into_iter().flatten().collect())
         })
     }
+}
+
+/// Where the first line starting at or after `at` begins: just after the
+/// first newline at or after byte `at - 1`; `size` if there is none.
+async fn line_start(
+    store: &dyn ObjectStore,
+    path: &Path,
+    url: &str,
+    at: u64,
+    size: u64,
+) -> Result<u64> {
+    let mut from = at.saturating_sub(1);
+    while from < size {
+        let to = (from + PEEK_SIZE).min(size);
+        let bytes = get(store, path, url, from..to).await?;
+        if let Some(i) = bytes.iter().position(|&b| b == b'\n') {
+            return Ok(from + i as u64 + 1);
+        }
+        from = to;
+    }
+    Ok(size)
+}
+
+/// The first line of `range` (without its newline), or `None` if it is
+/// longer than the bytes planning is willing to read for it.
+async fn first_line(
+    store: &dyn ObjectStore,
+    path: &Path,
+    url: &str,
+    range: Range<u64>,
+) -> Result<Option<Bytes>> {
+    let to = (range.start + PEEK_SIZE).min(range.end);
+    let bytes = get(store, path, url, range.start..to).await?;
+    Ok(match bytes.iter().position(|&b| b == b'\n') {
+        Some(i) => Some(bytes.slice(..i)),
+        None if to == range.end => Some(bytes),
+        None => None,
+    })
+}
+
+async fn get(store: &dyn ObjectStore, path: &Path, url: &str, range: Range<u64>) -> Result<Bytes> {
+    store
+        .get_range(path, range)
+        .await
+        .map_err(|e| SluiceError::io(format!("reading {url}"), e))
+}
+
+/// The event time in column `column` of one JSON record, if it decodes.
+/// A record that does not is left for reading to report.
+fn json_time(line: &[u8], schema: &SchemaRef, column: usize) -> Option<Millis> {
+    let mut decoder = arrow::json::ReaderBuilder::new(Arc::clone(schema))
+        .with_batch_size(1)
+        .build_decoder()
+        .ok()?;
+    decoder.decode(line).ok()?;
+    decoder.decode(b"\n").ok()?;
+    let batch = decoder.flush().ok()??;
+    let times = cast(
+        batch.column(column),
+        &DataType::Timestamp(TimeUnit::Millisecond, None),
+    )
+    .ok()?;
+    let times = times.as_primitive::<TimestampMillisecondType>();
+    (times.len() == 1 && times.is_valid(0)).then(|| times.value(0))
 }
 
 #[derive(Debug)]
@@ -62,6 +195,11 @@ struct TextSplit {
     store: Arc<dyn ObjectStore>,
     path: Path,
     url: String,
+    /// The bytes of the file this split reads: whole lines.
+    range: Range<u64>,
+    /// Whether the range is the whole file (the split is named by the file).
+    whole: bool,
+    first_time: Option<Millis>,
     format: Format,
     table_schema: SchemaRef,
     request: ScanRequest,
@@ -170,7 +308,18 @@ impl DecodeState {
 
 impl Split for TextSplit {
     fn describe(&self) -> String {
-        self.url.clone()
+        if self.whole {
+            self.url.clone()
+        } else {
+            format!(
+                "{} bytes {}..{}",
+                self.url, self.range.start, self.range.end
+            )
+        }
+    }
+
+    fn first_event_time(&self) -> Option<Millis> {
+        self.first_time
     }
 
     fn open(self: Arc<Self>) -> BoxStream<'static, Result<RecordBatch>> {
@@ -188,7 +337,7 @@ impl Split for TextSplit {
         position: Option<SplitPosition>,
     ) -> BoxStream<'static, Result<(RecordBatch, SplitPosition)>> {
         let start = match position.as_ref().map(byte_of) {
-            None => 0,
+            None => self.range.start,
             Some(Ok(offset)) => offset,
             Some(Err(e)) => {
                 let e = SluiceError::Runtime(format!("{}: {e}", self.url));
@@ -234,6 +383,7 @@ impl Split for TextSplit {
         let path = self.path.clone();
         let url = self.url.clone();
         let get_url = url.clone();
+        let end = self.range.end;
         // The file is read in large ranges, one ahead of the decoder. A
         // single GET's stream would come in 8 KiB pieces from a local disk,
         // each a blocking task of its own: most of the time of reading a
@@ -241,15 +391,15 @@ impl Split for TextSplit {
         let chunks = futures::stream::once(async move {
             let fail = |e| SluiceError::io(format!("reading {get_url}"), e);
             let size = store.head(&path).await.map_err(fail)?.size;
-            if start > size {
-                // Shorter than the position: it was changed since.
+            if end > size {
+                // Shorter than when the job was planned: it was changed since.
                 return Err(SluiceError::Data(format!(
-                    "{get_url}: resuming at byte {start}, but it has only {size} bytes now"
+                    "{get_url}: reading up to byte {end}, but it has only {size} bytes now"
                 )));
             }
-            let ranges: Vec<std::ops::Range<u64>> = (start..size)
+            let ranges: Vec<Range<u64>> = (start..end)
                 .step_by(READ_SIZE as usize)
-                .map(|from| from..(from + READ_SIZE).min(size))
+                .map(|from| from..(from + READ_SIZE).min(end))
                 .collect();
             let url = url.clone();
             Ok(futures::stream::iter(ranges)
@@ -308,7 +458,7 @@ fn byte_of(position: &SplitPosition) -> Result<u64> {
 mod tests {
     use super::*;
     use arrow::array::{Array, AsArray};
-    use arrow::datatypes::{DataType, Field, Int64Type, Schema};
+    use arrow::datatypes::{DataType, Field, Int64Type, Schema, TimeUnit};
     use sluice_engine::metrics::JobMetrics;
 
     /// Records cut by chunk boundaries, with batches far smaller than a
@@ -331,6 +481,7 @@ mod tests {
             files,
             table_schema: Arc::clone(&schema),
             format: Format::Json,
+            split_size: DEFAULT_SPLIT_SIZE,
         };
         let request = ScanRequest {
             metrics: Arc::new(JobMetrics::default()),
@@ -392,6 +543,7 @@ mod tests {
                 files: FileSet::parse(&path.display().to_string(), "t").expect("files"),
                 table_schema: Arc::clone(&schema),
                 format,
+                split_size: DEFAULT_SPLIT_SIZE,
             };
             let request = ScanRequest {
                 metrics: Arc::new(JobMetrics::default()),
@@ -445,5 +597,89 @@ mod tests {
                 "{name}: a position of another kind is an error"
             );
         }
+    }
+
+    /// With a split size far below the file's, splits are runs of whole
+    /// lines that tile the file: read one after another they give every
+    /// record once, in order, whatever the line lengths (lines longer than
+    /// a split, a last line without a newline); each split knows its first
+    /// record's event time; and a split resumed at any of its positions
+    /// gives the rest of its own rows.
+    #[tokio::test]
+    async fn json_splits_are_whole_lines_that_tile_the_file() {
+        use arrow::datatypes::TimestampMillisecondType;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("part-0.json");
+        let rows = 300;
+        let pad = |i: usize| "x".repeat(if i.is_multiple_of(7) { 400 } else { i % 40 });
+        let text = (0..rows)
+            .map(|i| {
+                format!(
+                    "{{\"id\": {i}, \"ts\": {}, \"pad\": \"{}\"}}",
+                    1000 * i,
+                    pad(i)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        std::fs::write(&path, text).expect("write");
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, true),
+            Field::new("ts", DataType::Timestamp(TimeUnit::Millisecond, None), true),
+            Field::new("pad", DataType::Utf8, true),
+        ]));
+        let source = TextSource {
+            files: FileSet::parse(&path.display().to_string(), "t").expect("files"),
+            table_schema: Arc::clone(&schema),
+            format: Format::Json,
+            split_size: 150,
+        };
+        let request = ScanRequest {
+            metrics: Arc::new(JobMetrics::default()),
+            projection: vec![0, 1],
+            schema: Arc::new(schema.project(&[0, 1]).expect("project")),
+            time_column: Some("ts".into()),
+            batch_size: 4,
+        };
+        let splits = source.plan_splits(request).await.expect("splits");
+        assert!(splits.len() > 20, "{} splits", splits.len());
+        let read = |split: Arc<dyn Split>, position: Option<SplitPosition>| async move {
+            let mut out = Vec::new();
+            let mut batches = split.open_at(position);
+            while let Some(item) = batches.next().await {
+                let (batch, position) = item.expect("batch");
+                let ids = batch
+                    .column(0)
+                    .as_primitive::<Int64Type>()
+                    .values()
+                    .to_vec();
+                let times = batch.column(1).as_primitive::<TimestampMillisecondType>();
+                out.push((ids, times.value(0), position));
+            }
+            out
+        };
+        let mut all = Vec::new();
+        for split in &splits {
+            let batches = read(Arc::clone(split), None).await;
+            assert!(!batches.is_empty(), "{} is empty", split.describe());
+            assert_eq!(
+                split.first_event_time(),
+                Some(batches[0].1),
+                "{}: the first row's time",
+                split.describe()
+            );
+            let ids: Vec<i64> = batches.iter().flat_map(|b| b.0.clone()).collect();
+            for (k, (done, _, position)) in batches.iter().enumerate() {
+                let rest: Vec<i64> = read(Arc::clone(split), Some(position.clone()))
+                    .await
+                    .into_iter()
+                    .flat_map(|b| b.0)
+                    .collect();
+                let after: usize = batches[..=k].iter().map(|b| b.0.len()).sum();
+                assert_eq!(rest, ids[after..], "{} after {done:?}", split.describe());
+            }
+            all.extend(ids);
+        }
+        assert_eq!(all, (0..rows as i64).collect::<Vec<_>>());
     }
 }

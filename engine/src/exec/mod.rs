@@ -294,6 +294,7 @@ pub async fn run(
                 batch_size: options.batch_size,
             };
             let splits = source.source.plan_splits(request).await?;
+            check_restored_splits(&source.table.name, &splits, &restored_positions)?;
             let expected: u64 = splits.iter().filter_map(|s| s.estimated_rows()).sum();
             JobMetrics::add(&metrics.rows_expected, expected);
             reading = source.source.reading();
@@ -311,6 +312,18 @@ pub async fn run(
                 _ => None,
             };
         }
+        // Subtasks reading time-ordered splits keep in step, so the windows
+        // open downstream span about a split of event time, however long
+        // the input (see `SplitPace`).
+        let mut paces = match (&root.kind, reading, &watermark) {
+            (NodeKind::Source(_), Reading::InOrder, Some(_)) if stage.parallelism > 1 => {
+                task::SplitPace::for_stage(stage.parallelism)
+                    .into_iter()
+                    .map(Some)
+                    .collect()
+            }
+            _ => Vec::new(),
+        };
         for (subtask, splits) in assigned.into_iter().enumerate() {
             let context = OperatorContext {
                 subtask,
@@ -334,6 +347,7 @@ pub async fn run(
                     watermark: watermark.clone(),
                     stop: options.stop.clone(),
                     restored: restored_positions.clone(),
+                    pace: paces.get_mut(subtask).and_then(Option::take),
                 },
                 _ => task::Input::Channels(
                     receivers.remove(&(stage.root, subtask)).unwrap_or_default(),
@@ -699,8 +713,14 @@ fn assign_splits(
     let mut assigned: Vec<Vec<Arc<dyn Split>>> = vec![Vec::new(); parallelism];
     match reading {
         Reading::InOrder => {
-            splits.sort_by_cached_key(|s| (s.min_event_time().unwrap_or(i64::MIN), s.describe()));
-            for (i, split) in splits.into_iter().enumerate() {
+            // Among splits of the same (or unknown) time, planning's order
+            // (files by name, each from its start) stands.
+            let mut splits: Vec<(usize, Arc<dyn Split>)> = splits.into_iter().enumerate().collect();
+            splits.sort_by_cached_key(|(planned, s)| {
+                let time = s.min_event_time().or_else(|| s.first_event_time());
+                (time.unwrap_or(i64::MIN), *planned)
+            });
+            for (i, (_, split)) in splits.into_iter().enumerate() {
                 assigned[i % parallelism].push(split);
             }
         }
@@ -723,6 +743,34 @@ fn assign_splits(
         }
     }
     assigned
+}
+
+/// Fails if the checkpoint being restored has positions for splits this run
+/// did not plan (a file removed or rewritten, a changed split size): their
+/// rows so far are in the restored state, and reading on without them
+/// would lose what they had left, or read again what was read.
+fn check_restored_splits(
+    table: &str,
+    splits: &[Arc<dyn Split>],
+    restored: &BTreeMap<String, crate::checkpoint::protocol::SplitPosition>,
+) -> Result<()> {
+    if restored.is_empty() {
+        return Ok(());
+    }
+    let planned: std::collections::BTreeSet<String> = splits.iter().map(|s| s.key()).collect();
+    let missing: Vec<&str> = restored
+        .keys()
+        .filter(|key| !planned.contains(*key))
+        .map(String::as_str)
+        .collect();
+    match missing.as_slice() {
+        [] => Ok(()),
+        [first, ..] => Err(SluiceError::config(format!(
+            "table `{table}`: the checkpoint being restored read {} split{} this run does not find, such as `{first}`; were files removed or rewritten, or the table's options changed? Restore with the input as it was, or start without the checkpoint",
+            missing.len(),
+            if missing.len() == 1 { "" } else { "s" },
+        ))),
+    }
 }
 
 fn is_secondary(e: &SluiceError) -> bool {

@@ -31,7 +31,9 @@ use crate::error::{ExecContext, Result, SluiceError};
 use crate::metrics::JobMetrics;
 use crate::ops::{Message, Operator, OperatorContext, Output, RestoredState};
 use crate::plan::{JobGraph, NodeKind, Partitioning, Stage};
-use crate::time::{BEFORE_TIME, END_OF_TIME, InputWatermarks, RowtimeWatermark, SplitWatermarks};
+use crate::time::{
+    BEFORE_TIME, END_OF_TIME, InputWatermarks, Millis, RowtimeWatermark, SplitWatermarks,
+};
 use datafusion::physical_expr::PhysicalExpr;
 use tokio::sync::{mpsc, watch};
 
@@ -54,6 +56,9 @@ pub enum Input {
         stop: StopSignal,
         /// Split positions of a restored checkpoint, by split name.
         restored: BTreeMap<String, protocol::SplitPosition>,
+        /// Keeps the stage's subtasks reading in step, for splits read in
+        /// order.
+        pace: Option<SplitPace>,
     },
     Channels(Vec<Receiver>),
 }
@@ -563,11 +568,15 @@ async fn run_input(
             watermark,
             stop,
             restored,
+            pace,
         } => {
             let mut watermarks = SplitWatermarks::new(splits.iter().map(|s| s.min_event_time()));
             for (i, split) in splits.iter().enumerate() {
+                if let Some(w) = first_row_bound(split.as_ref(), watermark.as_ref()) {
+                    watermarks.raise_pending(i, w);
+                }
                 if let Some(w) = restored.get(&split.key()).and_then(|p| p.watermark) {
-                    watermarks.restore(i, w);
+                    watermarks.raise_pending(i, w);
                 }
             }
             // A restored source starts where event time was, before any
@@ -602,7 +611,7 @@ async fn run_input(
                 metrics,
             };
             let finished = match reading {
-                Reading::InOrder => reader.in_order(chain, splits, &stop).await?,
+                Reading::InOrder => reader.in_order(chain, splits, pace, &stop).await?,
                 Reading::Concurrent { idle_timeout } => {
                     reader
                         .concurrently(chain, splits, idle_timeout, &stop)
@@ -621,6 +630,68 @@ async fn run_input(
         Input::Channels(receivers) => merge_channels(chain, receivers, link.as_ref())
             .await
             .map(|()| (Vec::new(), false)),
+    }
+}
+
+/// Keeps the subtasks of a source stage that read splits in order within
+/// about a split of each other: a subtask opens its `k`-th split only once
+/// every other has opened its `k-1`-th (or has none left).
+///
+/// Splits are dealt round robin in event-time order, so without this a
+/// subtask that reads faster runs ahead in event time, and everything
+/// downstream keeps the windows between the slowest and the fastest open:
+/// state that grows with the input, not with the keys and windows of the
+/// job. Flink's file source gets the same effect by handing splits out as
+/// readers ask; dealing them up front keeps each split's checkpointed
+/// position with one subtask, and the wait is at most about a split.
+pub struct SplitPace {
+    /// How many splits each subtask has opened; `usize::MAX` once it has
+    /// no more to open (finished, stopped or failed).
+    opened: Arc<watch::Sender<Vec<usize>>>,
+    changes: watch::Receiver<Vec<usize>>,
+    subtask: usize,
+}
+
+impl SplitPace {
+    /// One pace for each of a stage's `parallelism` subtasks.
+    pub fn for_stage(parallelism: usize) -> Vec<Self> {
+        let opened = Arc::new(watch::Sender::new(vec![0; parallelism]));
+        (0..parallelism)
+            .map(|subtask| Self {
+                changes: opened.subscribe(),
+                opened: Arc::clone(&opened),
+                subtask,
+            })
+            .collect()
+    }
+
+    /// Waits until the subtask may open its split `k`.
+    async fn turn(&mut self, k: usize) {
+        let me = self.subtask;
+        let ready =
+            |opened: &Vec<usize>| opened.iter().enumerate().all(|(t, &n)| t == me || n >= k);
+        if !ready(&self.changes.borrow()) {
+            tracing::debug!(
+                subtask = me,
+                split = k,
+                "waiting for the other source subtasks to catch up"
+            );
+        }
+        // The sender lives as long as this pace: waiting cannot fail.
+        let _ = self.changes.wait_for(ready).await;
+    }
+
+    /// Records that the subtask opened its split `k`.
+    fn opened(&self, k: usize) {
+        self.opened
+            .send_modify(|opened| opened[self.subtask] = opened[self.subtask].max(k + 1));
+    }
+}
+
+impl Drop for SplitPace {
+    fn drop(&mut self) {
+        self.opened
+            .send_modify(|opened| opened[self.subtask] = usize::MAX);
     }
 }
 
@@ -647,9 +718,23 @@ impl SplitReader<'_> {
         &mut self,
         chain: &mut Chain,
         splits: Vec<Arc<dyn Split>>,
+        mut pace: Option<SplitPace>,
         stop: &StopSignal,
     ) -> Result<bool> {
         for (i, split) in splits.into_iter().enumerate() {
+            if let Some(pace) = pace.as_mut() {
+                loop {
+                    tokio::select! {
+                        biased;
+                        () = stop.stopped() => return self.stop(chain).await.map(|()| false),
+                        id = next_trigger(self.link.as_mut()) => {
+                            self.inject_barriers(chain, id).await?;
+                        }
+                        () = pace.turn(i) => break,
+                    }
+                }
+                pace.opened(i);
+            }
             let mut batches = self.open(i, &split);
             loop {
                 let batch = tokio::select! {
@@ -847,6 +932,18 @@ impl SplitReader<'_> {
     }
 }
 
+/// The watermark a split without statistics holds its subtask at until it
+/// is opened, when planning read its first row: what that row will propose,
+/// and below the row itself (a row at the watermark is late).
+fn first_row_bound(split: &dyn Split, watermark: Option<&RowtimeWatermark>) -> Option<Millis> {
+    if split.min_event_time().is_some() {
+        return None;
+    }
+    let first = split.first_event_time()?;
+    let proposed = watermark?.of_time(first)?;
+    Some(proposed.min(first.saturating_sub(1)))
+}
+
 /// The next checkpoint the coordinator asks for; never, without one.
 async fn next_trigger(link: Option<&mut CheckpointLink>) -> CheckpointId {
     match link {
@@ -1017,5 +1114,140 @@ async fn merge_channels(
             }
         }
         chain.flush().await?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::FutureExt;
+
+    /// A subtask opens its split `k` only once every other has opened its
+    /// split `k - 1`, and one that has gone holds nobody back.
+    #[tokio::test]
+    async fn paced_subtasks_open_splits_in_step() {
+        let mut paces = SplitPace::for_stage(3);
+        let mut third = paces.pop().expect("three");
+        let mut second = paces.pop().expect("three");
+        let mut first = paces.pop().expect("three");
+        first
+            .turn(0)
+            .now_or_never()
+            .expect("the first split is free");
+        first.opened(0);
+        assert!(
+            first.turn(1).now_or_never().is_none(),
+            "the others have not started"
+        );
+        second.turn(0).now_or_never().expect("free");
+        second.opened(0);
+        assert!(
+            first.turn(1).now_or_never().is_none(),
+            "the third has not started"
+        );
+        third.turn(0).now_or_never().expect("free");
+        third.opened(0);
+        first
+            .turn(1)
+            .now_or_never()
+            .expect("everyone has opened split 0");
+        first.opened(1);
+        assert!(
+            first.turn(2).now_or_never().is_none(),
+            "split 1 waits for the others"
+        );
+        // One waiting wakes when the last of the others catches up.
+        let waiting = tokio::spawn(async move {
+            first.turn(2).await;
+            first
+        });
+        second
+            .turn(1)
+            .now_or_never()
+            .expect("first is ahead; third opened 0");
+        second.opened(1);
+        drop(third);
+        let first = tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("woken")
+            .expect("joined");
+        assert!(
+            first.changes.borrow()[2] == usize::MAX,
+            "a subtask gone holds nobody back"
+        );
+        assert!(
+            second.turn(7).now_or_never().is_none(),
+            "first has opened only 2"
+        );
+    }
+
+    #[derive(Debug)]
+    struct Planned {
+        min: Option<Millis>,
+        first: Option<Millis>,
+    }
+
+    impl Split for Planned {
+        fn describe(&self) -> String {
+            "planned".into()
+        }
+        fn min_event_time(&self) -> Option<Millis> {
+            self.min
+        }
+        fn first_event_time(&self) -> Option<Millis> {
+            self.first
+        }
+        fn open(self: Arc<Self>) -> BoxStream<'static, Result<RecordBatch>> {
+            futures::stream::empty().boxed()
+        }
+    }
+
+    /// A split known only by its first row holds the watermark where that
+    /// row will put it, and below the row; statistics, when there, decide.
+    #[test]
+    fn first_rows_bound_the_watermark_where_they_will_put_it() {
+        use arrow::datatypes::{DataType, Field, IntervalDayTime, Schema, TimeUnit};
+        use datafusion::common::ScalarValue;
+        use datafusion::logical_expr::Operator;
+        use datafusion::physical_expr::expressions::{BinaryExpr, Column, Literal};
+        let schema = Schema::new(vec![Field::new(
+            "ts",
+            DataType::Timestamp(TimeUnit::Millisecond, None),
+            true,
+        )]);
+        let ts: Arc<dyn PhysicalExpr> = Arc::new(Column::new("ts", 0));
+        let minus = |ms: i32| -> Arc<dyn PhysicalExpr> {
+            Arc::new(BinaryExpr::new(
+                Arc::clone(&ts),
+                Operator::Minus,
+                Arc::new(Literal::new(ScalarValue::IntervalDayTime(Some(
+                    IntervalDayTime::new(0, ms),
+                )))),
+            ))
+        };
+        let plus: Arc<dyn PhysicalExpr> = Arc::new(BinaryExpr::new(
+            Arc::clone(&ts),
+            Operator::Plus,
+            Arc::new(Literal::new(ScalarValue::IntervalDayTime(Some(
+                IntervalDayTime::new(0, 5),
+            )))),
+        ));
+        let bound = |min, first, expr: Option<Arc<dyn PhysicalExpr>>| {
+            let watermark = expr.map(|e| RowtimeWatermark::new(e, 0, &schema));
+            first_row_bound(&Planned { min, first }, watermark.as_ref())
+        };
+        assert_eq!(bound(None, Some(10_000), Some(minus(2_000))), Some(8_000));
+        assert_eq!(
+            bound(None, Some(10_000), Some(Arc::clone(&ts))),
+            Some(9_999)
+        );
+        assert_eq!(bound(Some(9_000), Some(10_000), Some(minus(2_000))), None);
+        assert_eq!(bound(None, None, Some(minus(2_000))), None);
+        assert_eq!(bound(None, Some(10_000), None), None);
+        assert_eq!(
+            bound(None, Some(10_000), Some(plus)),
+            None,
+            "not a fixed delay"
+        );
     }
 }

@@ -137,6 +137,20 @@ impl Options {
         }
     }
 
+    /// Takes a memory size such as `32mb`, `512 kb`, `1gb` or a bare number
+    /// of bytes (Flink's MemorySize notation; units are powers of 1024).
+    pub fn take_memory_size(&mut self, key: &str) -> Result<Option<u64>> {
+        match self.take(key) {
+            None => Ok(None),
+            Some(v) => parse_memory_size(&v).map(Some).ok_or_else(|| {
+                SluiceError::config(format!(
+                    "table `{}`: option '{key}' = '{v}' is not a memory size (e.g. '32mb', '512kb')",
+                    self.table
+                ))
+            }),
+        }
+    }
+
     /// Takes every option under `prefix`, with the prefix removed.
     pub fn take_prefixed(&mut self, prefix: &str) -> BTreeMap<String, String> {
         let keys: Vec<String> = self
@@ -185,6 +199,25 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
         _ => return None,
     };
     Some(Duration::from_secs_f64(number * ms / 1e3))
+}
+
+/// Parses `32mb`, `32 MB`, `512k`, `1gb`, `100b` or a bare number of bytes.
+pub fn parse_memory_size(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number.parse().ok()?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" | "bytes" => 0,
+        "k" | "kb" | "kibibytes" => 10,
+        "m" | "mb" | "mebibytes" => 20,
+        "g" | "gb" | "gibibytes" => 30,
+        "t" | "tb" | "tebibytes" => 40,
+        _ => return None,
+    };
+    number.checked_mul(1 << shift)
 }
 
 #[cfg(test)]
@@ -261,5 +294,16 @@ mod tests {
         assert_eq!(parse_duration("2 min"), Some(Duration::from_secs(120)));
         assert_eq!(parse_duration("250"), Some(Duration::from_millis(250)));
         assert_eq!(parse_duration("soon"), None);
+    }
+
+    #[test]
+    fn memory_sizes() {
+        assert_eq!(parse_memory_size("32mb"), Some(32 << 20));
+        assert_eq!(parse_memory_size("512 KB"), Some(512 << 10));
+        assert_eq!(parse_memory_size("1g"), Some(1 << 30));
+        assert_eq!(parse_memory_size("100"), Some(100));
+        assert_eq!(parse_memory_size("1.5mb"), None);
+        assert_eq!(parse_memory_size("big"), None);
+        assert_eq!(parse_memory_size("99999999999tb"), None, "overflow");
     }
 }

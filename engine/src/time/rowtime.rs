@@ -63,6 +63,12 @@ impl RowtimeWatermark {
         self.time_index
     }
 
+    /// The watermark a row at `time` proposes, when that needs no row: the
+    /// expression is the rowtime minus a fixed delay.
+    pub fn of_time(&self, time: Millis) -> Option<Millis> {
+        self.delay.and_then(|delay| time.checked_sub(delay))
+    }
+
     /// The rowtime of each row of `batch`, in milliseconds.
     pub fn times(&self, batch: &RecordBatch) -> Result<TimestampMillisecondArray> {
         event_times(batch.column(self.time_index))

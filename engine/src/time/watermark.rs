@@ -58,9 +58,10 @@ impl SplitWatermarks {
         }
     }
 
-    /// Sets a split not started yet at the watermark a checkpoint recorded
-    /// for it, so a restored source does not move event time back.
-    pub fn restore(&mut self, split: usize, watermark: Millis) {
+    /// Raises the watermark a split not started yet holds the subtask at:
+    /// to the one a checkpoint recorded for it (so a restored source does
+    /// not move event time back), or to what its first row will propose.
+    pub fn raise_pending(&mut self, split: usize, watermark: Millis) {
         if let SplitState::Pending { lower_bound } = &mut self.splits[split] {
             *lower_bound = (*lower_bound).max(watermark);
         }
