@@ -379,6 +379,8 @@ fn child(args: &Args, engine: &str) -> Result<()> {
     else {
         bail!("a child run needs --queries, --modes and --out");
     };
+    // As the `sluice` program does; DataFusion runs under the same setting.
+    sluice::limit_malloc_arenas(args.parallelism);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.parallelism)
         .enable_all()

@@ -148,6 +148,7 @@ fn peak_rss_mib() -> Option<f64> {
 
 fn main() -> Result<()> {
     let args = Args::parse();
+    sluice::limit_malloc_arenas(args.parallelism);
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")

@@ -227,6 +227,7 @@ fn main() -> std::process::ExitCode {
 }
 
 fn real_main() -> Result<()> {
+    sluice::limit_malloc_arenas(default_parallelism());
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
