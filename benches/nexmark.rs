@@ -9,8 +9,10 @@
 //! Generates the data once (Nexmark bids and game events, each as Parquet
 //! and as JSON lines, 8 files per table). Then, for each query, it runs the
 //! shipped job file (`jobs/sql/nexmark/{query}.sql`, `jobs/sql/game_daily.sql`)
-//! in batch mode over Parquet, in stream mode over the JSON lines, and in
-//! stream mode from Kafka (the Nexmark jobs, unchanged: their `stream.`
+//! in batch mode over Parquet, in stream mode over the JSON lines, in stream
+//! mode from the `nexmark` source (the job's `bid` table replaced by the
+//! Flink benchmark's `datagen` table, which generates the same events), and
+//! in stream mode from Kafka (the Nexmark jobs, unchanged: their `stream.`
 //! options name the topic), and the equivalent DataFusion SQL
 //! (`tests/reference.rs`) over the Parquet files. Kafka is librdkafka's
 //! mock cluster, served by this process; it keeps about 5 MB per
@@ -67,9 +69,15 @@ struct Args {
         default_value = "q0,q1,q2,tumble,hop,q5,game"
     )]
     queries: Vec<String>,
-    /// Sluice's modes: `batch` (Parquet), `stream` (JSON lines) and `kafka`
-    /// (stream mode from the mock cluster; Nexmark queries only).
-    #[arg(long, value_delimiter = ',', default_value = "batch,stream,kafka")]
+    /// Sluice's modes: `batch` (Parquet), `stream` (JSON lines), `nexmark`
+    /// (stream mode from the `nexmark` source, which generates the same
+    /// events) and `kafka` (stream mode from the mock cluster); the last two
+    /// for Nexmark queries only.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "batch,stream,nexmark,kafka"
+    )]
     modes: Vec<String>,
     /// Nexmark events whose bids go through Kafka.
     #[arg(long, default_value_t = 543_478)]
@@ -270,8 +278,9 @@ fn parent(args: &Args) -> Result<()> {
         };
         let mut references = BTreeMap::new();
         for mode in &args.modes {
-            if mode == "kafka" && is_game(query) {
-                // The game job's table has no Kafka options.
+            if (mode == "kafka" || mode == "nexmark") && is_game(query) {
+                // The game job's table has no Kafka options, and its
+                // events are not Nexmark's.
                 continue;
             }
             let events = match mode.as_str() {
@@ -301,6 +310,7 @@ fn parent(args: &Args) -> Result<()> {
             let input = match mode.as_str() {
                 "batch" => "batch (Parquet)",
                 "kafka" => "stream (Kafka, mock)",
+                "nexmark" => "stream (nexmark source)",
                 _ => "stream (JSON lines)",
             };
             println!(
@@ -405,7 +415,12 @@ async fn run_sluice(args: &Args, query: &str, mode: &str, out: &Path) -> Result<
         "batch" => (text, Mode::Batch, FileFormat::Parquet),
         "stream" => (json_source(&text, table)?, Mode::Stream, FileFormat::Json),
         "kafka" => (text, Mode::Stream, FileFormat::Json),
-        other => bail!("unknown mode `{other}`: batch, stream or kafka"),
+        "nexmark" => (
+            nexmark_source(&text, args.events)?,
+            Mode::Stream,
+            FileFormat::Json,
+        ),
+        other => bail!("unknown mode `{other}`: batch, stream, nexmark or kafka"),
     };
     let mut spec = sluice::JobSpec::from_text(query, &text);
     if let Some(brokers) = &args.kafka {
@@ -427,10 +442,9 @@ async fn run_sluice(args: &Args, query: &str, mode: &str, out: &Path) -> Result<
     Ok((started.elapsed().as_secs_f64(), rows_in))
 }
 
-/// The job with its source table reading JSON-lines files instead of
-/// Parquet, and without the `stream.` options that switch it to Kafka in
-/// stream mode.
-fn json_source(job: &str, table: &str) -> Result<String> {
+/// Where `CREATE TABLE {table} (` starts in the job, and where its closing
+/// `\n);` starts.
+fn table_block(job: &str, table: &str) -> Result<(usize, usize)> {
     let head = format!("CREATE TABLE {table} (");
     let start = job
         .find(&head)
@@ -439,6 +453,14 @@ fn json_source(job: &str, table: &str) -> Result<String> {
         + job[start..]
             .find("\n);")
             .with_context(|| format!("`{head}` does not end"))?;
+    Ok((start, end))
+}
+
+/// The job with its source table reading JSON-lines files instead of
+/// Parquet, and without the `stream.` options that switch it to Kafka in
+/// stream mode.
+fn json_source(job: &str, table: &str) -> Result<String> {
+    let (start, end) = table_block(job, table)?;
     let mut options: Vec<String> = job[start..end]
         .lines()
         .filter(|l| !l.trim_start().starts_with("'stream.") && !l.contains("In stream mode"))
@@ -452,6 +474,30 @@ fn json_source(job: &str, table: &str) -> Result<String> {
         &job[..start],
         options.join("\n"),
         &job[end..]
+    ))
+}
+
+/// The job with its `bid` table replaced by the `nexmark` source: the
+/// Flink benchmark's `datagen` table (`jobs/sql/nexmark/datagen.sql`) for
+/// `events` events, which are those the files hold, and a view of its bids
+/// under the job's column names.
+fn nexmark_source(job: &str, events: u64) -> Result<String> {
+    let (start, end) = table_block(job, "bid")?;
+    let datagen = include_str!("../jobs/sql/nexmark/datagen.sql");
+    let ddl = datagen
+        .find("CREATE TABLE datagen")
+        .zip(datagen.find("CREATE VIEW"))
+        .map(|(from, to)| &datagen[from..to])
+        .context("datagen.sql has no `CREATE TABLE datagen` before its views")?
+        .replace("${EVENTS:-1000000}", &events.to_string());
+    let view = "CREATE VIEW bid AS
+SELECT bid.auction AS auction, bid.bidder AS bidder, bid.price AS price,
+       bid.channel AS channel, bid.url AS url, dateTime AS date_time, bid.extra AS extra
+FROM datagen WHERE event_type = 2;";
+    Ok(format!(
+        "{}{ddl}{view}{}",
+        &job[..start],
+        &job[end + "\n);".len()..]
     ))
 }
 

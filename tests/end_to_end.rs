@@ -148,18 +148,7 @@ fn nexmark_windows_over_split_json_lines_match_datafusion() {
     for query in ["tumble", "hop", "q5"] {
         let path = repo().join(format!("jobs/sql/nexmark/{query}.sql"));
         let text = std::fs::read_to_string(&path).expect("job file");
-        // The bid table over JSON lines: its stream options (a topic) go,
-        // and its files are cut into splits of 64 KiB.
-        let text = text
-            .lines()
-            .filter(|l| !l.trim_start().starts_with("'stream.") && !l.contains("In stream mode"))
-            .collect::<Vec<_>>()
-            .join("\n")
-            .replacen(
-                "'format' = 'parquet',",
-                "'format' = 'json',\n  'source.split-size' = '64kb'",
-                1,
-            );
+        let text = sluice_tests::over_json_lines(&text, "64kb");
         let out = tempfile::tempdir().expect("tempdir");
         let job = sluice::JobSpec::from_text(query, &text)
             .with_var("DATA", &json.path().display().to_string())

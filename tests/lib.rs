@@ -11,6 +11,21 @@ pub mod kafka;
 pub mod mock;
 pub mod reference;
 
+/// A shipped Nexmark job file with its `bid` table reading JSON-lines files
+/// cut into splits of `split_size`, in both modes: the table's `stream.`
+/// options, which switch it to a topic, are dropped.
+pub fn over_json_lines(job: &str, split_size: &str) -> String {
+    job.lines()
+        .filter(|l| !l.trim_start().starts_with("'stream.") && !l.contains("In stream mode"))
+        .collect::<Vec<_>>()
+        .join("\n")
+        .replacen(
+            "'format' = 'parquet',",
+            &format!("'format' = 'json',\n  'source.split-size' = '{split_size}'"),
+            1,
+        )
+}
+
 /// Reads every visible Parquet file under `dir` (skipping `.`/`_` names, as
 /// readers of Sluice's output do).
 pub fn read_parquet_dir(dir: &Path) -> Result<Vec<RecordBatch>, String> {

@@ -81,85 +81,126 @@ fn a_job_crashed_at_checkpoints_and_restored_commits_what_an_uninterrupted_run_d
                 .with_var("OUT", &out.display().to_string())
                 .with_parallelism(parallelism)
         };
-        let reference = tempfile::tempdir().expect("tempdir");
-        main_runtime
-            .block_on(sluice::run(&job(reference.path(), 2)))
-            .expect("uninterrupted run");
-        let expected = committed_rows(&reference.path().join(query));
-        assert!(!expected.is_empty(), "{query}: no rows");
+        crashes_change_nothing(&main_runtime, query, job);
+    }
+}
 
-        // A job over little data may end before a checkpoint completes:
-        // then the scenario runs again, until a crash has happened.
-        let mut crashes = 0;
-        let mut scenario = 0;
-        let (out, checkpoints) = loop {
-            scenario += 1;
-            let out = tempfile::tempdir().expect("tempdir");
-            let checkpoints = tempfile::tempdir().expect("tempdir");
-            for (attempt, parallelism) in [2, 1, 3, 2].into_iter().enumerate() {
-                let spec = job(out.path(), parallelism)
-                    .with_checkpoint_interval(Duration::from_millis(3))
-                    .with_checkpoint_dir(&checkpoints.path().display().to_string(), 2)
-                    .with_restore(sluice::Restore::Latest);
-                // Crash once a checkpoint newer than any so far completes;
-                // the last attempt runs to the end.
-                let newest = newest_checkpoint(checkpoints.path());
-                let crash = attempt < 3;
-                // A runtime of its own, shut down after a crash so that
-                // nothing of the crashed run goes on, as with a killed process.
-                let attempt_runtime = runtime();
-                let outcome = attempt_runtime.block_on(async {
-                    tokio::select! {
-                        result = sluice::run(&spec) => Some(result),
-                        () = async {
-                            while !crash || newest_checkpoint(checkpoints.path()) <= newest {
-                                tokio::time::sleep(Duration::from_millis(1)).await;
-                            }
-                        } => None,
-                    }
-                });
-                match outcome {
-                    Some(result) => {
-                        result.expect("run");
-                        break;
-                    }
-                    None => {
-                        crashes += 1;
-                        attempt_runtime.shutdown_timeout(Duration::from_secs(30));
-                    }
+/// The same over JSON-lines files cut into many small splits, in stream
+/// mode: a split's checkpointed byte offset resumes it at any parallelism,
+/// and the watermarks taken from the splits' first lines and the subtasks
+/// keeping in step hold across restores.
+#[test]
+fn a_stream_job_over_split_json_lines_crashed_and_restored_commits_exactly_once() {
+    let main_runtime = runtime();
+    let data = tempfile::tempdir().expect("tempdir");
+    sluice::generate::nexmark::generate(
+        data.path(),
+        200_000,
+        3,
+        sluice::generate::FileFormat::Json,
+    )
+    .expect("generate");
+    for query in ["hop", "q1"] {
+        let path = repo().join(format!("jobs/sql/nexmark/{query}.sql"));
+        let text = std::fs::read_to_string(&path).expect("job file");
+        let text = sluice_tests::over_json_lines(&text, "256kb");
+        let job = |out: &Path, parallelism: usize| {
+            sluice::JobSpec::from_text(query, &text)
+                .with_var("DATA", &data.path().display().to_string())
+                .with_var("OUT", &out.display().to_string())
+                .with_mode(sluice_engine::sql::Mode::Stream)
+                .with_parallelism(parallelism)
+        };
+        crashes_change_nothing(&main_runtime, query, job);
+    }
+}
+
+/// Runs `job` once uninterrupted, then again crashing it (at parallelism
+/// 2, 1 and 3) each time a new checkpoint completes and restoring it,
+/// until it ends; both must commit the same rows.
+fn crashes_change_nothing(
+    main_runtime: &tokio::runtime::Runtime,
+    query: &str,
+    job: impl Fn(&Path, usize) -> sluice::JobSpec,
+) {
+    let reference = tempfile::tempdir().expect("tempdir");
+    main_runtime
+        .block_on(sluice::run(&job(reference.path(), 2)))
+        .expect("uninterrupted run");
+    let expected = committed_rows(&reference.path().join(query));
+    assert!(!expected.is_empty(), "{query}: no rows");
+
+    // A job over little data may end before a checkpoint completes:
+    // then the scenario runs again, until a crash has happened.
+    let mut crashes = 0;
+    let mut scenario = 0;
+    let (out, checkpoints) = loop {
+        scenario += 1;
+        let out = tempfile::tempdir().expect("tempdir");
+        let checkpoints = tempfile::tempdir().expect("tempdir");
+        for (attempt, parallelism) in [2, 1, 3, 2].into_iter().enumerate() {
+            let spec = job(out.path(), parallelism)
+                .with_checkpoint_interval(Duration::from_millis(3))
+                .with_checkpoint_dir(&checkpoints.path().display().to_string(), 2)
+                .with_restore(sluice::Restore::Latest);
+            // Crash once a checkpoint newer than any so far completes;
+            // the last attempt runs to the end.
+            let newest = newest_checkpoint(checkpoints.path());
+            let crash = attempt < 3;
+            // A runtime of its own, shut down after a crash so that
+            // nothing of the crashed run goes on, as with a killed process.
+            let attempt_runtime = runtime();
+            let outcome = attempt_runtime.block_on(async {
+                tokio::select! {
+                    result = sluice::run(&spec) => Some(result),
+                    () = async {
+                        while !crash || newest_checkpoint(checkpoints.path()) <= newest {
+                            tokio::time::sleep(Duration::from_millis(1)).await;
+                        }
+                    } => None,
+                }
+            });
+            match outcome {
+                Some(result) => {
+                    result.expect("run");
+                    break;
+                }
+                None => {
+                    crashes += 1;
+                    attempt_runtime.shutdown_timeout(Duration::from_secs(30));
                 }
             }
-            if crashes > 0 || scenario == 5 {
-                break (out, checkpoints);
-            }
-        };
-        assert!(crashes >= 1, "{query}: no crash happened before the end");
-        let dir = out.path().join(query);
-        assert!(
-            staged_files(&dir).is_empty(),
-            "{query}: uncommitted files left"
-        );
-        let actual = committed_rows(&dir);
-        assert_eq!(
-            actual.len(),
-            expected.len(),
-            "{query}: row counts; output {:?}; checkpoints {:?}",
-            walk(&dir),
-            walk(checkpoints.path())
-        );
-        if actual != expected {
-            let extra: Vec<_> = actual
-                .iter()
-                .filter(|r| !expected.contains(r))
-                .take(5)
-                .collect();
-            let missing: Vec<_> = expected
-                .iter()
-                .filter(|r| !actual.contains(r))
-                .take(5)
-                .collect();
-            panic!("{query}: rows differ; unexpected {extra:?}, missing {missing:?}");
         }
+        if crashes > 0 || scenario == 5 {
+            break (out, checkpoints);
+        }
+    };
+    assert!(crashes >= 1, "{query}: no crash happened before the end");
+    let dir = out.path().join(query);
+    assert!(
+        staged_files(&dir).is_empty(),
+        "{query}: uncommitted files left"
+    );
+    let actual = committed_rows(&dir);
+    assert_eq!(
+        actual.len(),
+        expected.len(),
+        "{query}: row counts; output {:?}; checkpoints {:?}",
+        walk(&dir),
+        walk(checkpoints.path())
+    );
+    if actual != expected {
+        let extra: Vec<_> = actual
+            .iter()
+            .filter(|r| !expected.contains(r))
+            .take(5)
+            .collect();
+        let missing: Vec<_> = expected
+            .iter()
+            .filter(|r| !actual.contains(r))
+            .take(5)
+            .collect();
+        panic!("{query}: rows differ; unexpected {extra:?}, missing {missing:?}");
     }
 }
 

@@ -36,6 +36,9 @@ pub const DEFAULT_SPLIT_SIZE: u64 = 32 << 20;
 /// Bytes read at a time while looking for a line's end during planning.
 const PEEK_SIZE: u64 = 64 << 10;
 
+/// Reads planning has in flight per file (and files planned at once).
+const PLANNING_READS: usize = 8;
+
 #[derive(Debug)]
 pub struct TextSource {
     files: FileSet,
@@ -63,51 +66,60 @@ impl TextSource {
         meta: ObjectMeta,
         request: &ScanRequest,
     ) -> Result<Vec<Arc<dyn Split>>> {
-        let store = &self.files.root.store;
-        let url = self.files.url_of(&meta.location);
-        let size = meta.size;
-        let mut bounds = vec![0];
-        if self.format == Format::Json {
-            let mut cut = self.split_size;
-            while cut < size {
-                let line = line_start(store.as_ref(), &meta.location, &url, cut, size).await?;
-                if line >= size {
-                    break;
-                }
-                if line > bounds[bounds.len() - 1] {
-                    bounds.push(line);
-                }
-                cut = line + self.split_size;
-            }
-        }
+        let store = self.files.root.store.as_ref();
+        let (path, url, size) = (&meta.location, self.files.url_of(&meta.location), meta.size);
+        // Each cut moves to the next line start; cuts inside one long line
+        // land on the same start and collapse into one.
+        let cuts = match self.format {
+            Format::Json => (1..)
+                .map(|k| k * self.split_size)
+                .take_while(|&cut| cut < size)
+                .collect(),
+            _ => Vec::new(),
+        };
+        let mut bounds: Vec<u64> = futures::stream::iter(cuts)
+            .map(|cut| line_start(store, path, &url, cut, size))
+            .buffered(PLANNING_READS)
+            .try_collect()
+            .await?;
+        bounds.insert(0, 0);
         bounds.push(size);
-        let whole = bounds.len() == 2;
+        bounds.dedup();
+        let ranges: Vec<Range<u64>> = bounds.windows(2).map(|w| w[0]..w[1]).collect();
+        let whole = ranges.len() <= 1;
         let time_column = match (&request.time_column, self.format) {
             (Some(column), Format::Json) => request.schema.index_of(column).ok(),
             _ => None,
         };
-        let mut splits = Vec::with_capacity(bounds.len() - 1);
-        for range in bounds.windows(2).map(|w| w[0]..w[1]) {
-            let first_time = match time_column {
-                Some(column) if !range.is_empty() => {
-                    first_line(store.as_ref(), &meta.location, &url, range.clone())
-                        .await?
-                        .and_then(|line| json_time(&line, &request.schema, column))
-                }
-                _ => None,
-            };
-            splits.push(Arc::new(TextSplit {
-                store: Arc::clone(store),
-                url: url.clone(),
-                path: meta.location.clone(),
-                range,
-                whole,
-                first_time,
-                format: self.format,
-                table_schema: Arc::clone(&self.table_schema),
-                request: request.clone(),
-            }) as Arc<dyn Split>);
-        }
+        let url_ref = &url;
+        let first_times: Vec<Option<Millis>> = futures::stream::iter(ranges.clone())
+            .map(|range| async move {
+                let Some(column) = time_column else {
+                    return Ok(None);
+                };
+                let line = first_line(store, path, url_ref, range).await?;
+                Ok::<_, SluiceError>(line.and_then(|l| json_time(&l, &request.schema, column)))
+            })
+            .buffered(PLANNING_READS)
+            .try_collect()
+            .await?;
+        let splits = ranges
+            .into_iter()
+            .zip(first_times)
+            .map(|(range, first_time)| {
+                Arc::new(TextSplit {
+                    store: Arc::clone(&self.files.root.store),
+                    url: url.clone(),
+                    path: path.clone(),
+                    range,
+                    whole,
+                    first_time,
+                    format: self.format,
+                    table_schema: Arc::clone(&self.table_schema),
+                    request: request.clone(),
+                }) as Arc<dyn Split>
+            })
+            .collect();
         Ok(splits)
     }
 }
@@ -118,7 +130,7 @@ impl Source for TextSource {
             let files = self.files.list().await?;
             let planned: Vec<Vec<Arc<dyn Split>>> = futures::stream::iter(files)
                 .map(|meta| self.plan_file(meta, &request))
-                .buffered(8)
+                .buffered(PLANNING_READS)
                 .try_collect()
                 .await?;
             Ok(planned.into_iter().flatten().collect())

@@ -766,7 +766,7 @@ fn check_restored_splits(
     match missing.as_slice() {
         [] => Ok(()),
         [first, ..] => Err(SluiceError::config(format!(
-            "table `{table}`: the checkpoint being restored read {} split{} this run does not find, such as `{first}`; were files removed or rewritten, or the table's options changed? Restore with the input as it was, or start without the checkpoint",
+            "table `{table}`: the checkpoint being restored read {} split{} this run does not find, such as `{first}`; were files removed or rewritten, or the table's options or the job's parallelism changed (nexmark splits follow it)? Restore with the input and options as they were, or start without the checkpoint",
             missing.len(),
             if missing.len() == 1 { "" } else { "s" },
         ))),
@@ -823,6 +823,51 @@ mod tests {
             .iter()
             .map(|s| s.iter().map(|s| s.describe()).collect())
             .collect()
+    }
+
+    #[test]
+    fn a_restore_must_find_every_split_it_names() {
+        let position = |split: &str| crate::checkpoint::protocol::SplitPosition {
+            split: split.into(),
+            position: "rows:1".into(),
+            watermark: None,
+        };
+        let planned = splits(&[("a", 1, 10), ("b", 1, 20)]);
+        let restored = |names: &[&str]| -> BTreeMap<_, _> {
+            names.iter().map(|n| (n.to_string(), position(n))).collect()
+        };
+        assert!(check_restored_splits("t", &planned, &restored(&[])).is_ok());
+        assert!(
+            check_restored_splits("t", &planned, &restored(&["a"])).is_ok(),
+            "splits new to this run start from their beginning"
+        );
+        let err = check_restored_splits("t", &planned, &restored(&["a", "x", "y"]))
+            .expect_err("x and y are gone")
+            .to_string();
+        assert!(
+            err.starts_with("table `t`: the checkpoint being restored read 2 splits this run does not find, such as `x`"),
+            "{err}"
+        );
+    }
+
+    /// Splits of unknown or equal times keep planning's order, which for
+    /// ranges of one file is their order in the file (names would sort
+    /// `bytes 100..` before `bytes 20..`).
+    #[test]
+    fn ordered_splits_of_equal_time_keep_the_planned_order() {
+        let assigned = assign_splits(
+            splits(&[
+                ("f bytes 0..20", 1, 5),
+                ("f bytes 20..100", 1, 5),
+                ("f bytes 100..120", 1, 5),
+            ]),
+            1,
+            Reading::InOrder,
+        );
+        assert_eq!(
+            names(&assigned),
+            vec![vec!["f bytes 0..20", "f bytes 20..100", "f bytes 100..120"]]
+        );
     }
 
     #[test]
