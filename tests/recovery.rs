@@ -14,14 +14,17 @@ fn repo() -> &'static Path {
 /// `events` Nexmark events as `files` Parquet files per table, in a
 /// directory that lives as long as the value.
 fn parquet_bids(events: u64, files: usize) -> tempfile::TempDir {
+    nexmark_files(events, files, sluice::generate::FileFormat::Parquet)
+}
+
+/// `events` Nexmark events as `files` files per table in `format`.
+fn nexmark_files(
+    events: u64,
+    files: usize,
+    format: sluice::generate::FileFormat,
+) -> tempfile::TempDir {
     let data = tempfile::tempdir().expect("tempdir");
-    sluice::generate::nexmark::generate(
-        data.path(),
-        events,
-        files,
-        sluice::generate::FileFormat::Parquet,
-    )
-    .expect("generate");
+    sluice::generate::nexmark::generate(data.path(), events, files, format).expect("generate");
     data
 }
 
@@ -92,14 +95,7 @@ fn a_job_crashed_at_checkpoints_and_restored_commits_what_an_uninterrupted_run_d
 #[test]
 fn a_stream_job_over_split_json_lines_crashed_and_restored_commits_exactly_once() {
     let main_runtime = runtime();
-    let data = tempfile::tempdir().expect("tempdir");
-    sluice::generate::nexmark::generate(
-        data.path(),
-        200_000,
-        3,
-        sluice::generate::FileFormat::Json,
-    )
-    .expect("generate");
+    let data = nexmark_files(200_000, 3, sluice::generate::FileFormat::Json);
     for query in ["hop", "q1"] {
         let path = repo().join(format!("jobs/sql/nexmark/{query}.sql"));
         let text = std::fs::read_to_string(&path).expect("job file");

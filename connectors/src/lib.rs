@@ -14,6 +14,8 @@
 //! - `print`: rows to standard output, as Flink prints them (`+I[...]`).
 //! - `blackhole`: discards rows (for benchmarks).
 
+#![forbid(unsafe_code)]
+
 pub mod checkpoints;
 pub mod filesystem;
 pub mod kafka;

@@ -89,10 +89,11 @@ pub trait Split: Send + Sync + Debug {
 
     /// The event time of the split's first row, when the source read it
     /// while planning (a text file has no statistics). Until the split is
-    /// opened, its watermark stays at what that row will propose: the same
-    /// bound the split sets on itself once read, so no row changes from on
-    /// time to late, yet the subtask's watermark is not held at the start
-    /// of time by every split still to come.
+    /// opened, its watermark stays at what that row will propose: the bound
+    /// the split sets on itself with its first row, so waiting there makes
+    /// none of its rows late that reading it would not. Without this, every
+    /// split still to come held its subtask's watermark at the start of
+    /// time, and windows fired only once the last split was open.
     fn first_event_time(&self) -> Option<Millis> {
         None
     }

@@ -19,6 +19,8 @@
 //! - [`time`]: watermarks and window assignment.
 //! - [`connector`]: the source and sink traits that `sluice-connectors` implements.
 
+#![forbid(unsafe_code)]
+
 pub mod checkpoint;
 pub mod connector;
 pub mod error;

@@ -220,10 +220,10 @@ pub fn connectors() -> ConnectorRegistry {
 /// glibc gives threads up to eight arenas per core and keeps memory freed
 /// into an arena for that arena. Files are read on tokio's blocking
 /// threads, which come and go, so read buffers ended up spread over many
-/// arenas: a stream job over 10M JSON rows peaked at 190 MiB of RSS with
-/// 35 MB of live heap, and at 95–100 MiB with one arena per worker, in the
-/// same time (`benches/RESULTS.md`). jemalloc and mimalloc, tried as the
-/// global allocator, kept 180–200 MiB.
+/// arenas: a stream job over 10M JSON rows peaked at 186–188 MiB of RSS
+/// with 35 MB of live heap, and at 97–105 MiB with one arena per worker, in
+/// times within each other's noise (`benches/RESULTS.md`). jemalloc and
+/// mimalloc, tried as the global allocator, kept 177–200 MiB.
 pub fn limit_malloc_arenas(threads: usize) {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {

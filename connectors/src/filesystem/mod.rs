@@ -24,6 +24,9 @@ pub use listing::FileSet;
 /// The option that sets the bytes per split of a JSON-lines file.
 const SPLIT_SIZE: &str = "source.split-size";
 
+/// The smallest split size the option accepts.
+const MIN_SPLIT_SIZE: u64 = 64 << 10;
+
 /// The job setting that names where late rows go.
 pub const LATE_DATA_PATH: &str = "sluice.late-data.path";
 
@@ -105,6 +108,14 @@ impl SourceFactory for FileSystemFactory {
         let format = Format::from_options(options)?;
         let files = FileSet::parse(&path, &table.name)?;
         let split_size = options.take_memory_size(SPLIT_SIZE)?;
+        if let Some(size) = split_size
+            && size < MIN_SPLIT_SIZE
+        {
+            return Err(SluiceError::config(format!(
+                "table `{}`: option '{SPLIT_SIZE}' = {size} bytes is below the smallest split, 64kb (each split costs reads while planning)",
+                table.name
+            )));
+        }
         if split_size.is_some() && format != Format::Json {
             return Err(SluiceError::config(format!(
                 "table `{}`: option '{SPLIT_SIZE}' applies to 'json' files only (Parquet splits by row group; a CSV field may hold a newline, so CSV files are read whole)",

@@ -62,7 +62,9 @@ impl Source for ParquetSource {
                         plan_file(store, meta.location, meta.size, url, &self.table, &request).await
                     }
                 })
-                .buffer_unordered(8)
+                // In order: splits of equal times are dealt in planning's
+                // order, which must not change from run to run.
+                .buffered(8)
                 .try_collect()
                 .await?;
             Ok(planned.into_iter().flatten().collect())

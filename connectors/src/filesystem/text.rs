@@ -68,33 +68,40 @@ impl TextSource {
     ) -> Result<Vec<Arc<dyn Split>>> {
         let store = self.files.root.store.as_ref();
         let (path, url, size) = (&meta.location, self.files.url_of(&meta.location), meta.size);
-        // Each cut moves to the next line start; cuts inside one long line
-        // land on the same start and collapse into one.
-        let cuts = match self.format {
+        // Each cut moves to the first line start at or after it, looked for
+        // before the next cut only: a cut inside a line that runs past the
+        // next cut has no line start of its own, and goes.
+        let cuts: Vec<u64> = match self.format {
             Format::Json => (1..)
                 .map(|k| k * self.split_size)
                 .take_while(|&cut| cut < size)
                 .collect(),
             _ => Vec::new(),
         };
-        let mut bounds: Vec<u64> = futures::stream::iter(cuts)
-            .map(|cut| line_start(store, path, &url, cut, size))
+        let searches: Vec<(u64, u64)> = cuts
+            .iter()
+            .enumerate()
+            .map(|(k, &cut)| (cut, cuts.get(k + 1).copied().unwrap_or(size)))
+            .collect();
+        let url_ref = &url;
+        let starts: Vec<Option<u64>> = futures::stream::iter(searches)
+            .map(|(cut, until)| line_start(store, path, url_ref, cut, until))
             .buffered(PLANNING_READS)
             .try_collect()
             .await?;
-        bounds.insert(0, 0);
+        let mut bounds: Vec<u64> = std::iter::once(0)
+            .chain(starts.into_iter().flatten().filter(|&start| start < size))
+            .collect();
         bounds.push(size);
-        bounds.dedup();
         let ranges: Vec<Range<u64>> = bounds.windows(2).map(|w| w[0]..w[1]).collect();
-        let whole = ranges.len() <= 1;
+        let whole = ranges.len() == 1;
         let time_column = match (&request.time_column, self.format) {
             (Some(column), Format::Json) => request.schema.index_of(column).ok(),
             _ => None,
         };
-        let url_ref = &url;
         let first_times: Vec<Option<Millis>> = futures::stream::iter(ranges.clone())
             .map(|range| async move {
-                let Some(column) = time_column else {
+                let Some(column) = time_column.filter(|_| !range.is_empty()) else {
                     return Ok(None);
                 };
                 let line = first_line(store, path, url_ref, range).await?;
@@ -138,25 +145,26 @@ impl Source for TextSource {
     }
 }
 
-/// Where the first line starting at or after `at` begins: just after the
-/// first newline at or after byte `at - 1`; `size` if there is none.
+/// Where the first line starting in `at..until` begins: just after the
+/// first newline in bytes `at - 1 .. until - 1`; `None` if there is none.
 async fn line_start(
     store: &dyn ObjectStore,
     path: &Path,
     url: &str,
     at: u64,
-    size: u64,
-) -> Result<u64> {
+    until: u64,
+) -> Result<Option<u64>> {
     let mut from = at.saturating_sub(1);
-    while from < size {
-        let to = (from + PEEK_SIZE).min(size);
+    let end = until.saturating_sub(1);
+    while from < end {
+        let to = (from + PEEK_SIZE).min(end);
         let bytes = get(store, path, url, from..to).await?;
         if let Some(i) = bytes.iter().position(|&b| b == b'\n') {
-            return Ok(from + i as u64 + 1);
+            return Ok(Some(from + i as u64 + 1));
         }
         from = to;
     }
-    Ok(size)
+    Ok(None)
 }
 
 /// The first line of `range` (without its newline), or `None` if it is
@@ -341,7 +349,7 @@ impl Split for TextSplit {
     /// Positions are byte offsets (`bytes:N`, at a record's start): a
     /// resumed file is read from there, not decoded again from its start.
     fn start_position(&self) -> SplitPosition {
-        at_byte(0)
+        at_byte(self.range.start)
     }
 
     fn open_at(
@@ -349,12 +357,21 @@ impl Split for TextSplit {
         position: Option<SplitPosition>,
     ) -> BoxStream<'static, Result<(RecordBatch, SplitPosition)>> {
         let start = match position.as_ref().map(byte_of) {
-            None => self.range.start,
-            Some(Ok(offset)) => offset,
-            Some(Err(e)) => {
-                let e = SluiceError::Runtime(format!("{}: {e}", self.url));
-                return futures::stream::once(async move { Err(e) }).boxed();
+            None => Ok(self.range.start),
+            Some(Ok(offset)) if self.range.contains(&offset) || offset == self.range.end => {
+                Ok(offset)
             }
+            // Another split's position: reading from there would repeat
+            // or skip rows of other splits.
+            Some(Ok(offset)) => Err(SluiceError::Runtime(format!(
+                "{}: resuming at byte {offset}, outside this split's bytes {}..{}",
+                self.url, self.range.start, self.range.end
+            ))),
+            Some(Err(e)) => Err(SluiceError::Runtime(format!("{}: {e}", self.url))),
+        };
+        let start = match start {
+            Ok(start) => start,
+            Err(e) => return futures::stream::once(async move { Err(e) }).boxed(),
         };
         let decoder: std::result::Result<Decoding, ArrowError> = match self.format {
             Format::Json => arrow::json::ReaderBuilder::new(Arc::clone(&self.request.schema))
@@ -469,8 +486,7 @@ fn byte_of(position: &SplitPosition) -> Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use arrow::array::{Array, AsArray};
-    use arrow::datatypes::{DataType, Field, Int64Type, Schema, TimeUnit};
+    use arrow::datatypes::{Field, Int64Type, Schema};
     use sluice_engine::metrics::JobMetrics;
 
     /// Records cut by chunk boundaries, with batches far smaller than a
@@ -611,49 +627,73 @@ mod tests {
         }
     }
 
+    /// The splits of the JSON-lines file at `path`, 150 bytes each, reading
+    /// columns `projection` in batches of 4 rows, with `time` the rowtime.
+    async fn json_splits(
+        path: &std::path::Path,
+        schema: &SchemaRef,
+        projection: &[usize],
+        time: &str,
+    ) -> Vec<Arc<dyn Split>> {
+        let source = TextSource {
+            files: FileSet::parse(&path.display().to_string(), "t").expect("files"),
+            table_schema: Arc::clone(schema),
+            format: Format::Json,
+            split_size: 150,
+        };
+        let request = ScanRequest {
+            metrics: Arc::new(JobMetrics::default()),
+            projection: projection.to_vec(),
+            schema: Arc::new(schema.project(projection).expect("project")),
+            time_column: Some(time.into()),
+            batch_size: 4,
+        };
+        source.plan_splits(request).await.expect("splits")
+    }
+
     /// With a split size far below the file's, splits are runs of whole
     /// lines that tile the file: read one after another they give every
     /// record once, in order, whatever the line lengths (lines longer than
-    /// a split, a last line without a newline); each split knows its first
-    /// record's event time; and a split resumed at any of its positions
-    /// gives the rest of its own rows.
+    /// a split, one longer than planning reads for a first line, CRLF line
+    /// ends, a last line without a newline); each split knows its first
+    /// record's event time when its first line is short enough; and a split
+    /// resumed at its start or at any of its positions gives the rest of
+    /// its own rows, and only those.
     #[tokio::test]
     async fn json_splits_are_whole_lines_that_tile_the_file() {
-        use arrow::datatypes::TimestampMillisecondType;
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("part-0.json");
         let rows = 300;
-        let pad = |i: usize| "x".repeat(if i.is_multiple_of(7) { 400 } else { i % 40 });
-        let text = (0..rows)
+        let long = 150;
+        let pad = |i: usize| {
+            let len = match i {
+                _ if i == long => PEEK_SIZE as usize + 10,
+                _ if i.is_multiple_of(7) => 400,
+                _ => i % 40,
+            };
+            "x".repeat(len)
+        };
+        let text: String = (0..rows)
             .map(|i| {
+                let end = match i {
+                    _ if i + 1 == rows => "",
+                    _ if i % 2 == 1 => "\r\n",
+                    _ => "\n",
+                };
                 format!(
-                    "{{\"id\": {i}, \"ts\": {}, \"pad\": \"{}\"}}",
+                    "{{\"id\": {i}, \"ts\": {}, \"pad\": \"{}\"}}{end}",
                     1000 * i,
                     pad(i)
                 )
             })
-            .collect::<Vec<_>>()
-            .join("\n");
+            .collect();
         std::fs::write(&path, text).expect("write");
         let schema = Arc::new(Schema::new(vec![
             Field::new("id", DataType::Int64, true),
             Field::new("ts", DataType::Timestamp(TimeUnit::Millisecond, None), true),
             Field::new("pad", DataType::Utf8, true),
         ]));
-        let source = TextSource {
-            files: FileSet::parse(&path.display().to_string(), "t").expect("files"),
-            table_schema: Arc::clone(&schema),
-            format: Format::Json,
-            split_size: 150,
-        };
-        let request = ScanRequest {
-            metrics: Arc::new(JobMetrics::default()),
-            projection: vec![0, 1],
-            schema: Arc::new(schema.project(&[0, 1]).expect("project")),
-            time_column: Some("ts".into()),
-            batch_size: 4,
-        };
-        let splits = source.plan_splits(request).await.expect("splits");
+        let splits = json_splits(&path, &schema, &[0, 1], "ts").await;
         assert!(splits.len() > 20, "{} splits", splits.len());
         let read = |split: Arc<dyn Split>, position: Option<SplitPosition>| async move {
             let mut out = Vec::new();
@@ -674,13 +714,28 @@ mod tests {
         for split in &splits {
             let batches = read(Arc::clone(split), None).await;
             assert!(!batches.is_empty(), "{} is empty", split.describe());
+            let first_id = batches[0].0[0];
             assert_eq!(
                 split.first_event_time(),
-                Some(batches[0].1),
+                (first_id != long as i64).then_some(batches[0].1),
                 "{}: the first row's time",
                 split.describe()
             );
             let ids: Vec<i64> = batches.iter().flat_map(|b| b.0.clone()).collect();
+            let from_start: Vec<i64> = read(Arc::clone(split), Some(split.start_position()))
+                .await
+                .into_iter()
+                .flat_map(|b| b.0)
+                .collect();
+            assert_eq!(from_start, ids, "{} from its start", split.describe());
+            if split.start_position() != at_byte(0) {
+                let mut elsewhere = Arc::clone(split).open_at(Some(at_byte(0)));
+                assert!(
+                    elsewhere.next().await.is_some_and(|r| r.is_err()),
+                    "{}: a position outside the split is an error",
+                    split.describe()
+                );
+            }
             for (k, (done, _, position)) in batches.iter().enumerate() {
                 let rest: Vec<i64> = read(Arc::clone(split), Some(position.clone()))
                     .await
@@ -693,5 +748,23 @@ mod tests {
             all.extend(ids);
         }
         assert_eq!(all, (0..rows as i64).collect::<Vec<_>>());
+        assert!(
+            splits.iter().any(|s| s.first_event_time().is_none()),
+            "the long line starts a split"
+        );
+    }
+
+    /// An empty file is one split that yields nothing.
+    #[tokio::test]
+    async fn an_empty_json_file_is_one_empty_split() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("part-0.json");
+        std::fs::write(&path, "").expect("write");
+        let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, true)]));
+        let splits = json_splits(&path, &schema, &[0], "id").await;
+        assert_eq!(splits.len(), 1);
+        assert_eq!(splits[0].first_event_time(), None);
+        let mut batches = Arc::clone(&splits[0]).open();
+        assert!(batches.next().await.is_none());
     }
 }

@@ -3,10 +3,12 @@
 //! A source subtask reads its splits one after another in event-time order
 //! (files), or all at once (Kafka partitions).
 //! [`SplitWatermarks`] keeps its watermark at the minimum over the splits it
-//! has not finished and that are not idle, counting splits it has not *started* at just below their
-//! smallest event time (known from Parquet statistics) or at the beginning of
-//! time (when nothing is known). So moving on to a file whose rows are older
-//! than what was read before never turns those rows into late data.
+//! has not finished and that are not idle, counting splits it has not
+//! *started* at just below their smallest event time (known from Parquet
+//! statistics), at the watermark their first row will propose (JSON lines,
+//! whose first line planning decodes), or at the beginning of time (when
+//! nothing is known). So moving on to a file whose rows are older than what
+//! was read before never turns those rows into late data.
 //!
 //! A split read concurrently that has yielded nothing for a while can be
 //! marked idle: it stops holding the watermark back until it yields again,
