@@ -181,6 +181,55 @@ fn nexmark_windows_over_split_json_lines_match_datafusion() {
     }
 }
 
+/// A JSON-lines file has no statistics, but its splits' first lines tell
+/// the watermark where they start: while the earlier file is read, event
+/// time moves on, so a row there out of order by more than the watermark's
+/// delay is late, in both modes, as it is over Parquet files with
+/// statistics. (Before, every split still to come held the watermark at the
+/// start of time and no window fired until the last file was open.)
+#[test]
+fn json_lines_move_event_time_before_the_last_file() {
+    let runtime = runtime();
+    let data = tempfile::tempdir().expect("tempdir");
+    let row = |auction: i64, second: u32| {
+        format!("{{\"auction\": {auction}, \"ts\": \"2026-01-01T00:00:{second:02}\"}}\n")
+    };
+    // The first file ends with a row 25 s behind its predecessor.
+    let first: String = [row(1, 10), row(1, 20), row(1, 30), row(1, 5)].concat();
+    let second: String = [row(2, 40), row(2, 50)].concat();
+    std::fs::write(data.path().join("part-0.json"), first).expect("write");
+    std::fs::write(data.path().join("part-1.json"), second).expect("write");
+    let job = format!(
+        "CREATE TABLE bid (auction BIGINT, ts TIMESTAMP(3),
+           WATERMARK FOR ts AS ts - INTERVAL '2' SECOND)
+         WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'json');
+         CREATE TABLE counts (window_start TIMESTAMP(3), bids BIGINT)
+         WITH ('connector' = 'filesystem', 'path' = '${{OUT}}', 'format' = 'parquet');
+         INSERT INTO counts
+         SELECT window_start, COUNT(*)
+         FROM TABLE(TUMBLE(TABLE bid, DESCRIPTOR(ts), INTERVAL '10' SECOND))
+         GROUP BY window_start, window_end;",
+        data.path().display()
+    );
+    for mode in [Mode::Stream, Mode::Batch] {
+        let out = tempfile::tempdir().expect("tempdir");
+        let spec = sluice::JobSpec::from_text("late_json", &job)
+            .with_var("OUT", &out.path().display().to_string())
+            .with_mode(mode)
+            .with_parallelism(1);
+        let result = runtime.block_on(sluice::run(&spec)).expect("sluice run");
+        assert_eq!(result.rows_in, 6, "{mode}");
+        assert_eq!(result.late_rows, 1, "{mode}: the row at 00:05 is late");
+        let rows = sluice_rows(out.path());
+        let starts: Vec<&str> = rows.iter().filter_map(|r| r.split(", ").next()).collect();
+        assert_eq!(
+            starts,
+            ["10", "20", "30", "40", "50"].map(|s| format!("2026-01-01T00:00:{s}")),
+            "{mode}: one row per window but the late row's"
+        );
+    }
+}
+
 /// The Flink Nexmark benchmark's DDL and views over the `nexmark` source
 /// give, in both modes, what the same queries give over files that
 /// `sluice gen nexmark` wrote for the same number of events.
