@@ -413,7 +413,11 @@ async fn run_sluice(args: &Args, query: &str, mode: &str, out: &Path) -> Result<
     let text = std::fs::read_to_string(&job).with_context(|| job.display().to_string())?;
     let (text, mode, format) = match mode {
         "batch" => (text, Mode::Batch, FileFormat::Parquet),
-        "stream" => (json_source(&text, table)?, Mode::Stream, FileFormat::Json),
+        "stream" => (
+            sluice_tests::over_json_lines(&text, table, None).map_err(anyhow::Error::msg)?,
+            Mode::Stream,
+            FileFormat::Json,
+        ),
         "kafka" => (text, Mode::Stream, FileFormat::Json),
         "nexmark" => (
             nexmark_source(&text, args.events)?,
@@ -442,47 +446,12 @@ async fn run_sluice(args: &Args, query: &str, mode: &str, out: &Path) -> Result<
     Ok((started.elapsed().as_secs_f64(), rows_in))
 }
 
-/// Where `CREATE TABLE {table} (` starts in the job, and where its closing
-/// `\n);` starts.
-fn table_block(job: &str, table: &str) -> Result<(usize, usize)> {
-    let head = format!("CREATE TABLE {table} (");
-    let start = job
-        .find(&head)
-        .with_context(|| format!("no `{head}` in the job"))?;
-    let end = start
-        + job[start..]
-            .find("\n);")
-            .with_context(|| format!("`{head}` does not end"))?;
-    Ok((start, end))
-}
-
-/// The job with its source table reading JSON-lines files instead of
-/// Parquet, and without the `stream.` options that switch it to Kafka in
-/// stream mode.
-fn json_source(job: &str, table: &str) -> Result<String> {
-    let (start, end) = table_block(job, table)?;
-    let mut options: Vec<String> = job[start..end]
-        .lines()
-        .filter(|l| !l.trim_start().starts_with("'stream.") && !l.contains("In stream mode"))
-        .map(|l| l.replace("'format' = 'parquet'", "'format' = 'json'"))
-        .collect();
-    if let Some(last) = options.last_mut() {
-        *last = last.trim_end_matches(',').to_string();
-    }
-    Ok(format!(
-        "{}{}{}",
-        &job[..start],
-        options.join("\n"),
-        &job[end..]
-    ))
-}
-
 /// The job with its `bid` table replaced by the `nexmark` source: the
 /// Flink benchmark's `datagen` table (`jobs/sql/nexmark/datagen.sql`) for
 /// `events` events, which are those the files hold, and a view of its bids
 /// under the job's column names.
 fn nexmark_source(job: &str, events: u64) -> Result<String> {
-    let (start, end) = table_block(job, "bid")?;
+    let (start, end) = sluice_tests::table_block(job, "bid").map_err(anyhow::Error::msg)?;
     let datagen = include_str!("../jobs/sql/nexmark/datagen.sql");
     let ddl = datagen
         .find("CREATE TABLE datagen")

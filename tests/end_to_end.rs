@@ -148,7 +148,8 @@ fn nexmark_windows_over_split_json_lines_match_datafusion() {
     for query in ["tumble", "hop", "q5"] {
         let path = repo().join(format!("jobs/sql/nexmark/{query}.sql"));
         let text = std::fs::read_to_string(&path).expect("job file");
-        let text = sluice_tests::over_json_lines(&text, "64kb");
+        let text =
+            sluice_tests::over_json_lines(&text, "bid", Some("64kb")).expect("the bid table");
         let out = tempfile::tempdir().expect("tempdir");
         let job = sluice::JobSpec::from_text(query, &text)
             .with_var("DATA", &json.path().display().to_string())

@@ -11,19 +11,42 @@ pub mod kafka;
 pub mod mock;
 pub mod reference;
 
-/// A shipped Nexmark job file with its `bid` table reading JSON-lines files
-/// cut into splits of `split_size`, in both modes: the table's `stream.`
-/// options, which switch it to a topic, are dropped.
-pub fn over_json_lines(job: &str, split_size: &str) -> String {
-    job.lines()
+/// Where `CREATE TABLE {table} (` starts in a job's text, and where its
+/// closing `\n);` starts.
+pub fn table_block(job: &str, table: &str) -> Result<(usize, usize), String> {
+    let head = format!("CREATE TABLE {table} (");
+    let start = job
+        .find(&head)
+        .ok_or_else(|| format!("no `{head}` in the job"))?;
+    let end = start
+        + job[start..]
+            .find("\n);")
+            .ok_or_else(|| format!("`{head}` does not end"))?;
+    Ok((start, end))
+}
+
+/// A shipped job with its table `table` reading JSON-lines files instead of
+/// Parquet in both modes (the table's `stream.` options, which switch it to
+/// a topic, are dropped), cut into splits of `split_size` when given.
+pub fn over_json_lines(job: &str, table: &str, split_size: Option<&str>) -> Result<String, String> {
+    let (start, end) = table_block(job, table)?;
+    let mut options: Vec<String> = job[start..end]
+        .lines()
         .filter(|l| !l.trim_start().starts_with("'stream.") && !l.contains("In stream mode"))
-        .collect::<Vec<_>>()
-        .join("\n")
-        .replacen(
-            "'format' = 'parquet',",
-            &format!("'format' = 'json',\n  'source.split-size' = '{split_size}'"),
-            1,
-        )
+        .map(|l| l.replace("'format' = 'parquet'", "'format' = 'json'"))
+        .collect();
+    if let Some(last) = options.last_mut() {
+        *last = last.trim_end_matches(',').to_string();
+        if let Some(size) = split_size {
+            last.push_str(&format!(",\n  'source.split-size' = '{size}'"));
+        }
+    }
+    Ok(format!(
+        "{}{}{}",
+        &job[..start],
+        options.join("\n"),
+        &job[end..]
+    ))
 }
 
 /// Reads every visible Parquet file under `dir` (skipping `.`/`_` names, as

@@ -99,7 +99,8 @@ fn a_stream_job_over_split_json_lines_crashed_and_restored_commits_exactly_once(
     for query in ["hop", "q1"] {
         let path = repo().join(format!("jobs/sql/nexmark/{query}.sql"));
         let text = std::fs::read_to_string(&path).expect("job file");
-        let text = sluice_tests::over_json_lines(&text, "256kb");
+        let text =
+            sluice_tests::over_json_lines(&text, "bid", Some("256kb")).expect("the bid table");
         let job = |out: &Path, parallelism: usize| {
             sluice::JobSpec::from_text(query, &text)
                 .with_var("DATA", &data.path().display().to_string())

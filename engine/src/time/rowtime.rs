@@ -66,7 +66,7 @@ impl RowtimeWatermark {
     /// The watermark a row at `time` proposes, when that needs no row: the
     /// expression is the rowtime minus a fixed delay.
     pub fn of_time(&self, time: Millis) -> Option<Millis> {
-        self.delay.and_then(|delay| time.checked_sub(delay))
+        self.delay.and_then(|delay| minus_delay(time, delay))
     }
 
     /// The rowtime of each row of `batch`, in milliseconds.
@@ -81,13 +81,8 @@ impl RowtimeWatermark {
         times: &TimestampMillisecondArray,
     ) -> Result<TimestampMillisecondArray> {
         if let Some(delay) = self.delay {
-            // Times DataFusion cannot represent as dates are left to it, so
-            // that they fail as they would there.
-            let fast = times.try_unary::<_, TimestampMillisecondType, ()>(|t| {
-                t.checked_sub(delay)
-                    .filter(|w| t.abs() <= DATES && w.abs() <= DATES)
-                    .ok_or(())
-            });
+            let fast = times
+                .try_unary::<_, TimestampMillisecondType, ()>(|t| minus_delay(t, delay).ok_or(()));
             if let Ok(values) = fast {
                 return Ok(values);
             }
@@ -99,6 +94,13 @@ impl RowtimeWatermark {
             .exec_context(|| format!("evaluating the watermark {}", self.expr))?;
         event_times(&values)
     }
+}
+
+/// `time - delay` as integers, when both are dates DataFusion can represent
+/// (beyond them, the expression is left to DataFusion, to fail as it does).
+fn minus_delay(time: Millis, delay: Millis) -> Option<Millis> {
+    time.checked_sub(delay)
+        .filter(|w| time.abs() <= DATES && w.abs() <= DATES)
 }
 
 /// `Some(d)` when `expr` is column `time_index` minus a duration `d` of
