@@ -231,7 +231,7 @@ fn main() -> Result<()> {
         std::fs::read_dir(out.path()).map_or(0, |entries| {
             entries
                 .filter_map(|e| e.ok())
-                .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+                .filter(|e| !e.file_name().to_string_lossy().starts_with(['.', '_']))
                 .count()
         })
     };

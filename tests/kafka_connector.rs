@@ -160,10 +160,14 @@ fn an_idle_partition_holds_the_watermark_until_the_idle_timeout() {
         assert!(rows(out.path()).is_empty());
 
         // With one, the windows the data has passed fire while the job runs;
-        // the last stays open, and stopping does not fire it.
+        // the last stays open, and stopping does not fire it. (Checkpoints
+        // make a stopped job's output visible: without them a stopped run
+        // commits nothing.)
         let out = tempfile::tempdir().expect("tempdir");
         let idle = ", 'scan.watermark.idle-timeout' = '300 ms'";
-        let job = window_job(&topic, idle, out.path()).with_parallelism(parallelism);
+        let job = window_job(&topic, idle, out.path())
+            .with_parallelism(parallelism)
+            .with_checkpoint_interval(Duration::from_secs(3600));
         let fired = run_until(&rt, &job, |m| JobMetrics::get(&m.rows_out) >= 2);
         assert!(fired.stopped);
         assert_eq!(

@@ -246,59 +246,112 @@ impl Kills {
     }
 }
 
-/// Runs `sluice run` with `args` until it exits or `kill_after` passes,
-/// then kills it with SIGKILL. Returns whether it finished by itself.
-fn run_or_kill(args: &[String], kill_after: Option<Duration>) -> bool {
+/// How one `sluice run` ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Attempt {
+    Finished,
+    /// Killed once checkpoint `after_checkpoint` had completed.
+    Killed {
+        after_checkpoint: u64,
+    },
+}
+
+/// Runs `sluice run` with `args` until it exits; with `kill = (after,
+/// checkpoints)`, kills it with SIGKILL once `after` has passed and a
+/// checkpoint newer than those under `checkpoints` at its start has
+/// completed, so that every kill has something to restore. Returns how it
+/// ended and what it wrote to standard error (with `sluice=info` logs,
+/// which say which checkpoint it resumed from).
+fn run_or_kill(args: &[String], kill: Option<(Duration, &Path)>) -> (Attempt, String) {
+    let newest_at_start = kill.map_or(0, |(_, checkpoints)| newest_checkpoint(checkpoints));
     let mut child = std::process::Command::new(sluice_binary())
         .arg("run")
         .args(args)
+        .env("SLUICE_LOG", "sluice=info")
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("spawn sluice");
+    // Read standard error as it comes, so a full pipe never blocks the job.
+    let mut pipe = child.stderr.take().expect("stderr");
+    let stderr = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut pipe, &mut text);
+        text
+    });
     let started = std::time::Instant::now();
     loop {
         if let Some(status) = child.try_wait().expect("wait") {
-            let mut stderr = String::new();
-            if let Some(mut pipe) = child.stderr.take() {
-                let _ = std::io::Read::read_to_string(&mut pipe, &mut stderr);
-            }
+            let stderr = stderr.join().expect("stderr reader");
             assert!(status.success(), "sluice run {args:?} failed: {stderr}");
-            return true;
+            return (Attempt::Finished, stderr);
         }
-        if kill_after.is_some_and(|after| started.elapsed() >= after) {
-            child.kill().expect("SIGKILL");
-            let _ = child.wait();
-            return false;
+        if let Some((after, checkpoints)) = kill
+            && started.elapsed() >= after
+        {
+            let newest = newest_checkpoint(checkpoints);
+            if newest > newest_at_start {
+                child.kill().expect("SIGKILL");
+                let _ = child.wait();
+                let stderr = stderr.join().expect("stderr reader");
+                return (
+                    Attempt::Killed {
+                        after_checkpoint: newest,
+                    },
+                    stderr,
+                );
+            }
         }
         std::thread::sleep(Duration::from_millis(2));
     }
 }
 
-/// Runs attempts of a job, each killed after a random time from a tenth to
-/// a half of an uninterrupted run's `whole` milliseconds (restored attempts
-/// start further on, so kills spread over the whole job), until one runs to
-/// its end; after four kills the next runs to its end. A scenario whose
-/// first attempt ended before its kill (a race with the kill time) starts
-/// again afresh, up to five times. `attempt(scenario, parallelism,
-/// kill_after)` says whether the attempt finished by itself. Returns the
-/// last scenario and its kills.
+/// The checkpoint a run's logs say it resumed from.
+fn resumed_from(stderr: &str) -> Option<u64> {
+    let (_, rest) = stderr.split_once("resuming from checkpoint ")?;
+    rest.split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Runs attempts of a job, each killed once a random time from a tenth to
+/// a half of an uninterrupted run's `whole` milliseconds has passed and it
+/// has completed a checkpoint (restored attempts start further on, so kills
+/// spread over the whole job), until one runs to its end; after four kills
+/// the next runs to its end. Every attempt after a kill must say it resumed
+/// from the checkpoint the kill came after, or a later one. A scenario
+/// whose first attempt ended before its kill (a race with the kill time)
+/// starts again afresh, up to five times. `attempt(scenario, parallelism,
+/// kill_after)` runs one attempt. Returns the last scenario and its kills.
 fn kill_until_done(
     kills: &mut Kills,
     whole: u64,
-    mut attempt: impl FnMut(usize, u64, Option<Duration>) -> bool,
+    mut attempt: impl FnMut(usize, u64, Option<Duration>) -> (Attempt, String),
 ) -> (usize, usize) {
     for scenario in 0..5 {
         let mut killed = 0;
+        let mut last_kill: Option<u64> = None;
         for n in 0.. {
             let parallelism = kills.next(1..4);
             let kill_after =
                 (n < 4).then(|| Duration::from_millis(kills.next(whole / 10..whole / 2)));
-            if attempt(scenario, parallelism, kill_after) {
-                break;
+            let (outcome, stderr) = attempt(scenario, parallelism, kill_after);
+            if let Some(checkpoint) = last_kill {
+                let resumed = resumed_from(&stderr);
+                assert!(
+                    resumed.is_some_and(|r| r >= checkpoint),
+                    "killed after checkpoint {checkpoint}, the next run resumed from {resumed:?}: {stderr}"
+                );
             }
-            killed += 1;
+            match outcome {
+                Attempt::Finished => break,
+                Attempt::Killed { after_checkpoint } => {
+                    killed += 1;
+                    last_kill = Some(after_checkpoint);
+                }
+            }
         }
         if killed > 0 {
             return (scenario, killed);
@@ -355,17 +408,18 @@ fn the_binary_killed_at_random_moments_and_restored_commits_exactly_once() {
         let reference = tempfile::tempdir().expect("tempdir");
         let reference_checkpoints = tempfile::tempdir().expect("tempdir");
         let started = std::time::Instant::now();
-        assert!(run_or_kill(
+        let (reference_run, _) = run_or_kill(
             &args(
                 reference.path(),
                 2,
                 &[
                     "--checkpoint-dir".into(),
-                    reference_checkpoints.path().display().to_string()
-                ]
+                    reference_checkpoints.path().display().to_string(),
+                ],
             ),
-            None
-        ));
+            None,
+        );
+        assert_eq!(reference_run, Attempt::Finished);
         // Kills land between a tenth and a half of an uninterrupted run's
         // time after each (re)start: in start-up or mid-work; restored
         // attempts start further on, so kills spread over the whole job.
@@ -395,7 +449,7 @@ fn the_binary_killed_at_random_moments_and_restored_commits_exactly_once() {
                 let (out, checkpoints) = &dirs[scenario];
                 run_or_kill(
                     &args(out.path(), parallelism, &restarting(checkpoints.path())),
-                    kill_after,
+                    kill_after.map(|after| (after, checkpoints.path())),
                 )
             });
         let (out, checkpoints) = &dirs[scenario];
@@ -416,7 +470,9 @@ fn the_binary_killed_at_random_moments_and_restored_commits_exactly_once() {
             "{mode} {query}: rows after {killed} kills"
         );
         // A finished job restored again has nothing left to do.
-        assert!(run_or_kill(&args(out.path(), 2, &restarting), None));
+        let (rerun, stderr) = run_or_kill(&args(out.path(), 2, &restarting), None);
+        assert_eq!(rerun, Attempt::Finished);
+        assert!(stderr.contains("had already finished"), "{stderr}");
         assert_eq!(committed_rows(&dir), expected, "{mode} {query}: rerun");
     }
 }
@@ -497,11 +553,13 @@ fn a_stopped_stream_job_resumes_from_its_last_checkpoint_without_gap_or_repeat()
                 .with_restore(sluice::Restore::Latest),
         ))
         .expect("resumed run");
+    // The resumed run counts on from the checkpoint, which covers every
+    // row the stopped run read: every record is read, and counted, once.
     assert_eq!(
-        first.rows_in + second.rows_in,
-        whole.rows_in,
-        "every record read once"
+        second.restored_from.map(|(_, counts)| counts.rows_in),
+        Some(first.rows_in)
     );
+    assert_eq!(second.rows_in, whole.rows_in, "every record read once");
     let dir = out.path().join("tumble");
     assert!(staged_files(&dir).is_empty(), "uncommitted files left");
     assert_eq!(committed_rows(&dir), expected);
@@ -649,7 +707,7 @@ fn a_transient_failure_restarts_the_job_from_its_last_checkpoint() {
             .with_parallelism(2)
     };
     let reference = tempfile::tempdir().expect("tempdir");
-    main_runtime
+    let uninterrupted = main_runtime
         .block_on(sluice::run(&job(reference.path())))
         .expect("uninterrupted run");
     let expected = committed_rows(&reference.path().join("tumble"));
@@ -683,8 +741,22 @@ fn a_transient_failure_restarts_the_job_from_its_last_checkpoint() {
     std::fs::rename(&away, &jobdir).expect("move it back");
     let result = running.join().expect("job thread");
     let restarts = sluice_engine::metrics::JobMetrics::get(&metrics.restarts);
-    result.expect("the job recovers");
+    let result = result.expect("the job recovers");
     assert!(restarts >= 1, "the job restarted ({restarts} restarts)");
+    // Rows read again after the restart count once.
+    assert_eq!(
+        (result.rows_in, result.rows_out, result.late_rows),
+        (
+            uninterrupted.rows_in,
+            uninterrupted.rows_out,
+            uninterrupted.late_rows
+        ),
+        "counts after {restarts} restarts"
+    );
+    assert_eq!(
+        sluice_engine::metrics::JobMetrics::get(&metrics.rows_in),
+        uninterrupted.rows_in
+    );
     let dir = out.path().join("tumble");
     assert!(staged_files(&dir).is_empty(), "uncommitted files left");
     assert_eq!(committed_rows(&dir), expected);
@@ -752,14 +824,15 @@ fn the_binary_killed_while_writing_parquet_and_kafka_exactly_once_loses_nothing(
     let reference = tempfile::tempdir().expect("tempdir");
     let reference_checkpoints = tempfile::tempdir().expect("tempdir");
     let started = std::time::Instant::now();
-    assert!(run_or_kill(
+    let (reference_run, _) = run_or_kill(
         &args(
             job(reference.path(), "reference"),
             reference_checkpoints.path(),
-            2
+            2,
         ),
-        None
-    ));
+        None,
+    );
+    assert_eq!(reference_run, Attempt::Finished);
     let whole = started.elapsed().as_millis() as u64;
     let expected_files = committed_rows(reference.path());
     let expected_records = sluice_tests::mock::read_committed(&brokers, "reference");
@@ -780,7 +853,7 @@ fn the_binary_killed_while_writing_parquet_and_kafka_exactly_once_loses_nothing(
             let (out, checkpoints) = &dirs[scenario];
             run_or_kill(
                 &args(job(out.path(), &topic), checkpoints.path(), parallelism),
-                kill_after,
+                kill_after.map(|after| (after, checkpoints.path())),
             )
         });
     let (out, _) = &dirs[scenario];
@@ -828,6 +901,11 @@ fn restoring_a_finished_job_does_nothing() {
     let rows = committed_rows(out.path());
     assert_eq!(rows.len(), 1, "{rows:?}");
     let again = runtime.block_on(sluice::run(&spec)).expect("second run");
-    assert_eq!((again.rows_in, again.rows_out), (0, 0));
+    assert!(again.already_finished);
+    // It reports the job's counts, which the checkpoint of its end keeps.
+    assert_eq!(
+        (again.rows_in, again.rows_out),
+        (first.rows_in, first.rows_out)
+    );
     assert_eq!(committed_rows(out.path()), rows);
 }

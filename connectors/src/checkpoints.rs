@@ -178,6 +178,8 @@ mod tests {
             subtasks: Vec::new(),
             carried: Vec::new(),
             end: false,
+            plan: None,
+            counts: Default::default(),
         }
     }
 
@@ -239,6 +241,7 @@ mod tests {
                 }],
                 positions: Vec::new(),
                 staged: Vec::new(),
+                counts: Default::default(),
             });
         m
     }
@@ -286,9 +289,27 @@ mod tests {
         assert!(named.to_string().contains("chk-3/op-1-0.arrow"), "{named}");
         assert!(load(&store, Some(9)).await.is_err(), "no such checkpoint");
         std::fs::remove_file(root.join("chk-1/op-1-0.arrow")).expect("remove");
+        // Nothing whole, though three completed: starting over would write
+        // again what they committed.
+        let none = load(&store, None)
+            .await
+            .expect_err("no checkpoint can be restored")
+            .to_string();
+        for id in ["chk-1: ", "chk-2: ", "chk-3: "] {
+            assert!(none.contains(id), "{none}");
+        }
+        assert!(none.contains("though 3 completed"), "{none}");
+        // Checkpoints that never completed leave nothing to lose: a fresh start.
+        let empty = tempfile::tempdir().expect("tempdir");
+        let unfinished =
+            ObjectCheckpoints::new(&empty.path().display().to_string(), "job").expect("store");
+        unfinished
+            .write_state(1, "op-1-0.arrow", bytes.clone())
+            .await
+            .expect("state");
         assert!(
-            load(&store, None).await.expect("load").is_none(),
-            "nothing whole: a fresh start"
+            load(&unfinished, None).await.expect("load").is_none(),
+            "no manifest: a fresh start"
         );
     }
 }

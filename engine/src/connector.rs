@@ -64,6 +64,12 @@ pub trait Source: Send + Sync + Debug {
     fn is_bounded(&self) -> bool {
         true
     }
+
+    /// What happens to a row whose event time is null or too far ahead
+    /// (see [`crate::time::gate`]): the table's policy for bad records.
+    fn bad_records(&self) -> BadRecordPolicy {
+        BadRecordPolicy::Fail
+    }
 }
 
 /// One independently readable piece of a source.
@@ -217,6 +223,15 @@ impl SplitPosition {
     }
 }
 
+/// What a source does with a record it cannot use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BadRecordPolicy {
+    /// Stop the job with an error naming the record.
+    Fail,
+    /// Skip it, counted (`sluice_source_records_skipped_total`) and logged.
+    Skip,
+}
+
 /// A sink created from a table's options.
 pub trait Sink: Send + Sync + Debug {
     /// Opens the writer of subtask `subtask` of `parallelism`.
@@ -226,10 +241,27 @@ pub trait Sink: Send + Sync + Debug {
         parallelism: usize,
     ) -> BoxFuture<'_, Result<Box<dyn SinkWriter>>>;
 
-    /// Called once after every writer has finished successfully: makes the
-    /// output visible (e.g. moves staged files into place).
+    /// Called once before any writer opens: fails, naming the sink, if its
+    /// output cannot be written (a directory not writable, a store not
+    /// reachable), so a job finds out before the work rather than after.
+    fn check_writable(&self) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    /// Called once after every writer has finished and the job read its
+    /// input to the end: makes the output visible (e.g. moves staged files
+    /// into place) and marks it complete. With checkpoints, what they
+    /// staged is committed by them first; this then commits what is left.
     fn commit(&self) -> BoxFuture<'_, Result<()>> {
         Box::pin(async { Ok(()) })
+    }
+
+    /// Called instead of [`Sink::commit`] when a job without checkpoints
+    /// was stopped or failed: withdraws what this run staged. Returns
+    /// false when output already went where it cannot be withdrawn from
+    /// (records delivered to a topic outside a transaction).
+    fn abort(&self) -> BoxFuture<'_, Result<bool>> {
+        Box::pin(async { Ok(true) })
     }
 
     /// Makes visible what writers staged for a checkpoint that completed
@@ -241,11 +273,11 @@ pub trait Sink: Send + Sync + Debug {
         Box::pin(async { Ok(()) })
     }
 
-    /// Before a restored job runs: commits what the restored checkpoint
-    /// staged (its commit may not have happened before the crash) and
-    /// drops anything staged after it, which the restored job writes
-    /// again. `writers` is how many writers the checkpointed job had.
-    /// Must be idempotent.
+    /// Before a job runs: commits what the restored checkpoint staged (its
+    /// commit may not have happened before the crash), and drops anything
+    /// else earlier runs staged or left half-committed, which this run
+    /// writes again. A fresh start passes no staged output. `writers` is
+    /// how many writers the checkpointed job had. Must be idempotent.
     fn recover<'a>(
         &'a self,
         _staged: &'a [crate::checkpoint::protocol::StagedOutput],

@@ -25,6 +25,7 @@ pub mod checkpoint;
 pub mod connector;
 pub mod error;
 pub mod exec;
+pub mod failpoint;
 pub mod metrics;
 pub mod ops;
 pub mod plan;

@@ -35,9 +35,18 @@ impl JobMetrics {
     }
 
     /// Forgets the rows a run expected, before a restarted run plans its
-    /// splits again. Counters of rows seen go on counting.
+    /// splits again.
     pub fn reset_progress(&self) {
         self.rows_expected.store(0, Ordering::Relaxed);
+    }
+
+    /// Sets the row counters to what a run starts from: zero, or the counts
+    /// of the checkpoint it restores, so that rows a failed attempt read
+    /// after its last checkpoint, and reads again, count once.
+    pub fn start_counting_from(&self, counts: crate::checkpoint::protocol::RowCounts) {
+        self.rows_in.store(counts.rows_in, Ordering::Relaxed);
+        self.rows_out.store(counts.rows_out, Ordering::Relaxed);
+        self.late_rows.store(counts.late_rows, Ordering::Relaxed);
     }
 
     pub fn get(counter: &AtomicU64) -> u64 {

@@ -305,7 +305,6 @@ pub async fn run_with(
                 checkpoint_interval: job.checkpoint_interval,
                 checkpoint_store: store.clone(),
                 checkpoints_retained: job.checkpoints_retained,
-                discard_staged: restore.is_some() && restored.is_none(),
                 restore: restored.map(Arc::new),
                 ..RunOptions::default()
             };

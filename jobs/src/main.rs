@@ -1,6 +1,7 @@
 //! `sluice`: run, explain and feed Sluice jobs.
 
 use std::io::Write;
+use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -99,7 +100,7 @@ struct JobArgs {
     set: Vec<String>,
     /// Subtasks per operator (default: the number of cores).
     #[arg(long)]
-    parallelism: Option<usize>,
+    parallelism: Option<NonZeroUsize>,
     /// Where checkpoints go: a directory or object store URL; each job
     /// gets `<dir>/<job>/chk-<n>/` [default in stream mode: .sluice/checkpoints]
     #[arg(long, value_name = "URL")]
@@ -109,8 +110,8 @@ struct JobArgs {
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     checkpoint_interval: Option<Duration>,
     /// Completed checkpoints to keep (the newest; at least one).
-    #[arg(long, default_value_t = 2)]
-    checkpoints_retained: usize,
+    #[arg(long, default_value = "2")]
+    checkpoints_retained: NonZeroUsize,
     /// Resume from `latest` (the newest complete checkpoint of this job; a
     /// fresh start if there is none) or from a checkpoint directory
     /// `<dir>/<job>/chk-<n>`.
@@ -180,7 +181,10 @@ impl JobArgs {
     fn spec(&self, path: &Path) -> Result<JobSpec> {
         let mut spec = JobSpec::from_file(path)?
             .with_mode(self.mode.into())
-            .with_parallelism(self.parallelism.unwrap_or_else(default_parallelism));
+            .with_parallelism(
+                self.parallelism
+                    .map_or_else(default_parallelism, NonZeroUsize::get),
+            );
         for pair in &self.set {
             let (name, value) = pair
                 .split_once('=')
@@ -204,7 +208,7 @@ impl JobArgs {
                 .unwrap_or(".sluice/checkpoints");
             spec = spec
                 .with_checkpoint_interval(interval)
-                .with_checkpoint_dir(dir, self.checkpoints_retained);
+                .with_checkpoint_dir(dir, self.checkpoints_retained.get());
         }
         match self.restore.as_deref() {
             None => {}
@@ -346,33 +350,92 @@ async fn run_job(spec: &JobSpec) -> Result<sluice_engine::JobResult> {
         })
     };
     let stop = StopSignal::default();
-    let signals = tokio::spawn(stop_on_signal(stop.clone()));
-    let result = sluice::run_with(spec, metrics, stop).await;
-    signals.abort();
+    watch_signals(stop.clone());
+    let result = sluice::run_with(spec, Arc::clone(&metrics), stop).await;
     watcher.abort();
     bar.finish_and_clear();
     let result = result?;
     let seconds = result.elapsed.as_secs_f64();
+    let restored_rows = result.restored_from.map_or(0, |(_, counts)| counts.rows_in);
+    let counts = format!(
+        "{} rows in, {} rows out, {} late rows",
+        result.rows_in, result.rows_out, result.late_rows
+    );
+    let mut notes = String::new();
+    if let Some((id, _)) = result.restored_from {
+        notes.push_str(&format!(", restored from checkpoint {id}"));
+    }
+    let restarts = JobMetrics::get(&metrics.restarts);
+    if restarts > 0 {
+        notes.push_str(&format!(
+            ", {restarts} restart{}",
+            if restarts == 1 { "" } else { "s" }
+        ));
+    }
+    if result.already_finished {
+        eprintln!(
+            "sluice: {} had already finished: nothing to do ({counts}{notes})",
+            spec.name
+        );
+        return Ok(result);
+    }
+    if result.stopped && !result.committed {
+        let mut message = format!(
+            "job {} was stopped before its end; without checkpoints nothing of a stopped run is committed, so its output was dropped ({counts}{notes})",
+            spec.name
+        );
+        for sink in &result.left_behind {
+            message.push_str(&format!(
+                "; {sink} had already received output, which stays there"
+            ));
+        }
+        message.push_str(
+            ". Run with --checkpoint-dir DIR to stop with a savepoint and resume with --restore latest",
+        );
+        bail!(message);
+    }
+    let ending = if result.stopped {
+        match result.checkpoints.last() {
+            Some(last) => format!(
+                "stopped; committed up to checkpoint {} (resume with --restore latest)",
+                last.id
+            ),
+            None => "stopped".to_string(),
+        }
+    } else {
+        "finished".to_string()
+    };
     eprintln!(
-        "sluice: {} {}: {} rows in, {} rows out, {} late rows, {:.2} s, {:.0} events/s",
+        "sluice: {} {ending}: {counts}, {seconds:.2} s, {:.0} events/s{notes}",
         spec.name,
-        if result.stopped {
-            "stopped"
-        } else {
-            "finished"
-        },
-        result.rows_in,
-        result.rows_out,
-        result.late_rows,
-        seconds,
-        result.rows_in as f64 / seconds.max(1e-9)
+        result.rows_in.saturating_sub(restored_rows) as f64 / seconds.max(1e-9)
     );
     Ok(result)
 }
 
+/// Listens for SIGINT and SIGTERM on a thread of its own, so that a
+/// signal is heard however busy the job's worker threads are.
+fn watch_signals(stop: StopSignal) {
+    let spawned = std::thread::Builder::new()
+        .name("sluice-signals".into())
+        .spawn(move || {
+            match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime.block_on(stop_on_signal(stop)),
+                Err(e) => tracing::warn!("cannot listen for signals: {e}"),
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!("cannot listen for signals: {e}");
+    }
+}
+
 /// Stops the job on SIGINT or SIGTERM: sources stop reading, windows not
-/// yet complete stay unfired, sinks commit what was written, exit code 0.
-/// A second signal exits at once (code 130), for when stopping hangs.
+/// yet complete stay unfired; with checkpoints a last one commits what was
+/// done, without them nothing is committed. A second signal exits at once
+/// (code 130), for when stopping hangs.
 async fn stop_on_signal(stop: StopSignal) {
     #[cfg(unix)]
     let mut terminate =

@@ -207,7 +207,8 @@ fn a_stream_job_stops_cleanly_on_sigint() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "exit code: {stderr}");
     assert!(
-        stderr.contains("tail.sql stopped: 920 rows in, 920 rows out"),
+        stderr.contains("tail.sql stopped; committed up to checkpoint ")
+            && stderr.contains(": 920 rows in, 920 rows out"),
         "{stderr}"
     );
     // The stop took a last checkpoint in the default directory.

@@ -133,7 +133,12 @@ fn jobs_write_and_read_parquet_on_s3() {
     );
     let mut total = 0;
     for entry in std::fs::read_dir(dir.path().join("counts")).expect("counts") {
-        let text = std::fs::read_to_string(entry.expect("entry").path()).expect("read");
+        let entry = entry.expect("entry");
+        // Readers skip hidden names: `_SUCCESS`, staged parts.
+        if entry.file_name().to_string_lossy().starts_with(['_', '.']) {
+            continue;
+        }
+        let text = std::fs::read_to_string(entry.path()).expect("read");
         for line in text.lines() {
             let n: u64 = line
                 .rsplit("\"n\":")

@@ -1,12 +1,24 @@
 //! The filesystem sink: one part file per subtask, visible on commit.
 //!
 //! A writer stages its rows under a hidden name (`.part-….inprogress`, which
-//! readers skip) and the sink renames every staged file into place only when
-//! the whole job has succeeded, so a failed run leaves no half-written
-//! results where readers look. With checkpoints, a writer closes its part
-//! at every barrier and starts the next; the parts a checkpoint covers are
-//! renamed into place when it completes (two-phase commit), and the rest
-//! when the job ends.
+//! readers skip). With checkpoints, a writer closes its part at every
+//! barrier and starts the next; the parts a checkpoint covers are renamed
+//! into place when it completes (two-phase commit), and a restore finishes
+//! or drops what a crash interrupted. Without checkpoints, every part is
+//! renamed into place only when the whole job has succeeded.
+//!
+//! How a reader knows a result is complete: `_SUCCESS` appears in the
+//! directory once a job that read its input to the end has committed all
+//! of its output (as Hadoop, Spark and Flink's partition commit mark it),
+//! and every run removes it when it starts. The end-of-job commit is
+//! atomic for that marker: the moves it will make are written first to a
+//! hidden commit log (`.commit-<run>.json`), then made, then `_SUCCESS`,
+//! then the log is removed. A run that dies in between leaves the log, and
+//! the next run into the directory rolls the half-made commit back before
+//! it writes: a run that did not succeed leaves nothing visible.
+//!
+//! One job writes a directory at a time: a starting run drops every part
+//! staged by earlier runs that it does not restore.
 
 use std::sync::{Arc, Mutex};
 
@@ -14,9 +26,9 @@ use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use futures::StreamExt;
 use futures::future::BoxFuture;
-use object_store::ObjectStoreExt;
 use object_store::buffered::BufWriter;
 use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use parquet::arrow::AsyncArrowWriter;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
@@ -27,6 +39,24 @@ use tokio::io::AsyncWriteExt;
 
 use super::Format;
 use crate::store::Location;
+
+/// The marker of a directory whose output is complete.
+pub const SUCCESS: &str = "_SUCCESS";
+
+/// Hidden commit logs: the moves an end-of-job commit is making.
+const COMMIT_LOG_PREFIX: &str = ".commit-";
+
+/// A staged part: `.part-<run>-<subtask>-<n>.<ext>.inprogress`, with a
+/// `#<n>` suffix while a multipart upload to the local disk is under way.
+fn is_staged_part(name: &str) -> bool {
+    name.starts_with(".part-") && name.contains(".inprogress")
+}
+
+/// What a commit log holds: staged files and their final names.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct CommitLog {
+    moves: Vec<(String, String)>,
+}
 
 #[derive(Debug)]
 pub struct FileSink {
@@ -48,6 +78,124 @@ impl FileSink {
             run: uuid::Uuid::new_v4().simple().to_string()[..12].to_string(),
             staged: Arc::new(Mutex::new(Vec::new())),
         }
+    }
+}
+
+impl FileSink {
+    fn commit_log(&self) -> Path {
+        self.location
+            .path
+            .clone()
+            .join(format!("{COMMIT_LOG_PREFIX}{}.json", self.run))
+    }
+
+    fn io(&self, doing: &str, path: &Path, e: object_store::Error) -> SluiceError {
+        SluiceError::io(format!("{doing} {}", self.location.url_of(path)), e)
+    }
+
+    /// Every file in the sink's directory (not below it).
+    async fn list(&self) -> Result<Vec<Path>> {
+        let store = &self.location.store;
+        let mut listed = store.list(Some(&self.location.path));
+        let depth = self.location.path.parts().count();
+        let mut paths = Vec::new();
+        while let Some(item) = listed.next().await {
+            match item {
+                // Files below it belong to other directories.
+                Ok(meta) if meta.location.parts().count() == depth + 1 => {
+                    paths.push(meta.location);
+                }
+                Ok(_) => {}
+                Err(object_store::Error::NotFound { .. }) => continue,
+                Err(e) => return Err(SluiceError::io(format!("listing {}", self.location.url), e)),
+            }
+        }
+        Ok(paths)
+    }
+
+    /// Undoes the end-of-job commit that `log` records: its moved files and
+    /// those still staged go, but for those a restored checkpoint commits.
+    async fn roll_back(&self, log: &Path, restored: &[&str]) -> Result<()> {
+        let store = self.location.store.as_ref();
+        let bytes = store
+            .get(log)
+            .await
+            .map_err(|e| self.io("reading the commit log", log, e))?
+            .bytes()
+            .await
+            .map_err(|e| self.io("reading the commit log", log, e))?;
+        let entries: CommitLog = serde_json::from_slice(&bytes).map_err(|e| {
+            SluiceError::Data(format!(
+                "the commit log {} is damaged ({e}); remove it and the files it names",
+                self.location.url_of(log)
+            ))
+        })?;
+        let mut dropped = 0;
+        for (from, to) in &entries.moves {
+            if restored.contains(&from.as_str()) {
+                continue;
+            }
+            for path in [Path::from(to.as_str()), Path::from(from.as_str())] {
+                delete_if_there(store, &path)
+                    .await
+                    .map_err(|e| self.io("rolling back", &path, e))?;
+            }
+            dropped += 1;
+        }
+        tracing::warn!(
+            "{}: a run died while committing its output; rolled back its {dropped} files",
+            self.location.url
+        );
+        delete_if_there(store, log)
+            .await
+            .map_err(|e| self.io("removing the commit log", log, e))
+    }
+}
+
+impl FileSink {
+    /// Drops what a multipart upload to the local disk cut short left
+    /// (`.part-….inprogress#1`): object_store's listing hides such files.
+    async fn drop_cut_uploads(&self) -> Result<()> {
+        let url = &self.location.url;
+        if url
+            .split_once("://")
+            .is_some_and(|(scheme, _)| scheme != "file")
+        {
+            return Ok(());
+        }
+        let dir = std::path::Path::new("/").join(self.location.path.as_ref());
+        let mut entries = match tokio::fs::read_dir(&dir).await {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(SluiceError::io(format!("listing {url}"), e)),
+        };
+        loop {
+            let entry = match entries.next_entry().await {
+                Ok(Some(entry)) => entry,
+                Ok(None) => return Ok(()),
+                Err(e) => return Err(SluiceError::io(format!("listing {url}"), e)),
+            };
+            let name = entry.file_name().to_string_lossy().to_string();
+            if is_staged_part(&name) && name.contains('#') {
+                match tokio::fs::remove_file(entry.path()).await {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => {
+                        return Err(SluiceError::io(
+                            format!("dropping {}", entry.path().display()),
+                            e,
+                        ));
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn delete_if_there(store: &dyn ObjectStore, path: &Path) -> object_store::Result<()> {
+    match store.delete(path).await {
+        Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+        Err(e) => Err(e),
     }
 }
 
@@ -74,17 +222,84 @@ impl Sink for FileSink {
         Box::pin(async move { Ok(Box::new(writer) as Box<dyn SinkWriter>) })
     }
 
+    fn check_writable(&self) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move {
+            let probe = self
+                .location
+                .path
+                .clone()
+                .join(format!(".sluice-probe-{}", self.run));
+            let store = &self.location.store;
+            let written = store.put(&probe, PutPayload::from_static(b"")).await;
+            let removed = match written {
+                Ok(_) => store.delete(&probe).await,
+                Err(e) => Err(e),
+            };
+            removed.map_err(|e| {
+                SluiceError::io(format!("the sink cannot write to {}", self.location.url), e)
+            })
+        })
+    }
+
     fn commit(&self) -> BoxFuture<'_, Result<()>> {
         Box::pin(async move {
-            let staged = std::mem::take(&mut *self.staged.lock().map_err(|_| {
+            let moves = std::mem::take(&mut *self.staged.lock().map_err(|_| {
                 SluiceError::Runtime("a sink writer panicked while committing".into())
             })?);
-            for (from, to) in staged {
-                self.location.store.rename(&from, &to).await.map_err(|e| {
-                    SluiceError::io(format!("committing {}", self.location.url_of(&to)), e)
-                })?;
+            let store = &self.location.store;
+            let log = self.commit_log();
+            if !moves.is_empty() {
+                let entries = CommitLog {
+                    moves: moves
+                        .iter()
+                        .map(|(from, to)| (from.to_string(), to.to_string()))
+                        .collect(),
+                };
+                let text = serde_json::to_vec(&entries)
+                    .map_err(|e| SluiceError::Runtime(format!("encoding the commit log: {e}")))?;
+                store
+                    .put(&log, PutPayload::from(text))
+                    .await
+                    .map_err(|e| self.io("writing the commit log", &log, e))?;
+            }
+            for (from, to) in &moves {
+                sluice_engine::failpoint::hit("sink.commit.rename");
+                store
+                    .rename(from, to)
+                    .await
+                    .map_err(|e| self.io("committing", to, e))?;
+            }
+            let success = self.location.path.clone().join(SUCCESS);
+            let marker = serde_json::json!({
+                "run": self.run,
+                "committed_at": chrono::Utc::now().to_rfc3339(),
+                "files": moves.iter().filter_map(|(_, to)| to.filename()).collect::<Vec<_>>(),
+            });
+            store
+                .put(&success, PutPayload::from(marker.to_string().into_bytes()))
+                .await
+                .map_err(|e| self.io("marking the output complete", &success, e))?;
+            if !moves.is_empty() {
+                store
+                    .delete(&log)
+                    .await
+                    .map_err(|e| self.io("removing the commit log", &log, e))?;
             }
             Ok(())
+        })
+    }
+
+    fn abort(&self) -> BoxFuture<'_, Result<bool>> {
+        Box::pin(async move {
+            let staged = std::mem::take(&mut *self.staged.lock().map_err(|_| {
+                SluiceError::Runtime("a sink writer panicked while aborting".into())
+            })?);
+            for (from, _) in staged {
+                delete_if_there(self.location.store.as_ref(), &from)
+                    .await
+                    .map_err(|e| self.io("dropping", &from, e))?;
+            }
+            Ok(true)
         })
     }
 
@@ -119,52 +334,44 @@ impl Sink for FileSink {
         _writers: usize,
     ) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
-            let store = &self.location.store;
+            let store = self.location.store.as_ref();
+            // This run is not complete until it commits.
+            let success = self.location.path.clone().join(SUCCESS);
+            delete_if_there(store, &success)
+                .await
+                .map_err(|e| self.io("removing", &success, e))?;
+            let listed = self.list().await?;
+            // End-of-job commits that a crash interrupted: their run did not
+            // succeed, so what they made visible goes, except what the
+            // restored checkpoint covers.
+            let restored: Vec<&str> = staged.iter().map(|s| s.staged.as_str()).collect();
+            for log in listed.iter().filter(|p| {
+                p.filename()
+                    .is_some_and(|n| n.starts_with(COMMIT_LOG_PREFIX))
+            }) {
+                self.roll_back(log, &restored).await?;
+            }
             for s in staged {
                 let (from, to) = (Path::from(s.staged.as_str()), Path::from(s.target.as_str()));
                 match store.rename(&from, &to).await {
                     Ok(()) => {}
                     // Committed before the crash: the target is there.
                     Err(object_store::Error::NotFound { .. }) if store.head(&to).await.is_ok() => {}
-                    Err(e) => {
-                        return Err(SluiceError::io(
-                            format!("committing restored output {}", self.location.url_of(&to)),
-                            e,
-                        ));
-                    }
+                    Err(e) => return Err(self.io("committing restored output", &to, e)),
                 }
             }
             // Parts staged after the checkpoint (or by a run that never
-            // checkpointed): the restored job writes their rows again.
-            let listed: Vec<_> = store
-                .list(Some(&self.location.path))
-                .collect::<Vec<_>>()
-                .await;
-            for item in listed {
-                let meta = match item {
-                    Ok(meta) => meta,
-                    Err(object_store::Error::NotFound { .. }) => continue,
-                    Err(e) => {
-                        return Err(SluiceError::io(format!("listing {}", self.location.url), e));
-                    }
-                };
-                let stale = meta
-                    .location
-                    .filename()
-                    .is_some_and(|n| n.starts_with(".part-") && n.ends_with(".inprogress"));
-                if stale {
-                    match store.delete(&meta.location).await {
-                        Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-                        Err(e) => {
-                            return Err(SluiceError::io(
-                                format!("dropping {}", self.location.url_of(&meta.location)),
-                                e,
-                            ));
-                        }
-                    }
-                }
+            // checkpointed, or half-written when it died): the restored job
+            // writes their rows again.
+            for path in listed
+                .iter()
+                .filter(|p| p.filename().is_some_and(is_staged_part))
+            {
+                delete_if_there(store, path)
+                    .await
+                    .map_err(|e| self.io("dropping", path, e))?;
             }
-            Ok(())
+            self.drop_cut_uploads().await
         })
     }
 
@@ -184,7 +391,7 @@ enum Output {
 
 struct FileWriter {
     sink_url: String,
-    store: Arc<dyn object_store::ObjectStore>,
+    store: Arc<dyn ObjectStore>,
     format: Format,
     schema: SchemaRef,
     /// The sink's directory, this writer's part name, and which part it is
@@ -314,7 +521,7 @@ mod tests {
             .map(|e| {
                 e.filter_map(|e| e.ok())
                     .map(|e| e.file_name().to_string_lossy().to_string())
-                    .filter(|n| !n.starts_with('.'))
+                    .filter(|n| !n.starts_with(['.', '_']))
                     .collect()
             })
             .unwrap_or_default();
@@ -351,6 +558,148 @@ mod tests {
         assert!(
             names[0].ends_with("-0-0.json") && names[1].ends_with("-0-1.json"),
             "{names:?}"
+        );
+        assert!(dir.path().join(SUCCESS).exists(), "marked complete");
+    }
+
+    fn sink_in(dir: &std::path::Path) -> (FileSink, RecordBatch) {
+        let location =
+            crate::store::resolve(&dir.display().to_string(), "t", "path").expect("path");
+        let schema = Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false)]));
+        let batch = RecordBatch::try_new(
+            Arc::clone(&schema),
+            vec![Arc::new(Int64Array::from(vec![1, 2]))],
+        )
+        .expect("batch");
+        (FileSink::new(location, Format::Json, schema), batch)
+    }
+
+    fn names(dir: &std::path::Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .expect("dir")
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().to_string())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// A run that dies between its first and last rename leaves a commit
+    /// log and no `_SUCCESS`; the next run into the directory rolls the
+    /// half-made commit back, and leaves what it restores alone.
+    #[tokio::test]
+    async fn a_commit_cut_short_is_rolled_back_by_the_next_run() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (sink, batch) = sink_in(dir.path());
+        let mut moves = Vec::new();
+        for subtask in 0..3 {
+            let mut writer = sink.open_writer(subtask, 3).await.expect("writer");
+            writer.write(batch.clone()).await.expect("write");
+            writer.finish().await.expect("finish");
+        }
+        for (from, to) in sink.staged.lock().expect("lock").iter() {
+            moves.push((from.to_string(), to.to_string()));
+        }
+        // What the commit does until its second rename, then the crash.
+        let log = CommitLog {
+            moves: moves.clone(),
+        };
+        std::fs::write(
+            dir.path().join(format!(".commit-{}.json", sink.run)),
+            serde_json::to_vec(&log).expect("json"),
+        )
+        .expect("log");
+        for (from, to) in &moves[..2] {
+            sink.location
+                .store
+                .rename(&Path::from(from.as_str()), &Path::from(to.as_str()))
+                .await
+                .expect("rename");
+        }
+        assert_eq!(visible(dir.path()).len(), 2, "half committed");
+        assert!(!dir.path().join(SUCCESS).exists());
+
+        let (next, _) = sink_in(dir.path());
+        next.recover(&[], 0).await.expect("recover");
+        assert!(
+            names(dir.path()).is_empty(),
+            "rolled back: {:?}",
+            names(dir.path())
+        );
+
+        // A restore keeps what its checkpoint covers, even if a commit log
+        // names it too.
+        std::fs::write(
+            dir.path()
+                .join(&moves[0].0[moves[0].0.rfind('/').map_or(0, |i| i + 1)..]),
+            b"{}\n",
+        )
+        .expect("staged");
+        std::fs::write(
+            dir.path().join(".commit-x.json"),
+            serde_json::to_vec(&log).expect("json"),
+        )
+        .expect("log");
+        let covered = StagedOutput {
+            sink: "t".into(),
+            staged: moves[0].0.clone(),
+            target: moves[0].1.clone(),
+        };
+        next.recover(std::slice::from_ref(&covered), 1)
+            .await
+            .expect("recover");
+        assert_eq!(visible(dir.path()).len(), 1, "{:?}", names(dir.path()));
+    }
+
+    /// Parts staged by earlier runs, including a multipart upload cut short
+    /// (`#1`), go when a run starts; so does an old `_SUCCESS`.
+    #[tokio::test]
+    async fn a_start_drops_what_earlier_runs_staged() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for name in [
+            ".part-a-0-0.json.inprogress",
+            ".part-a-1-0.parquet.inprogress#1",
+            SUCCESS,
+            "part-b-0-0.json",
+        ] {
+            std::fs::write(dir.path().join(name), b"x").expect("write");
+        }
+        let (sink, _) = sink_in(dir.path());
+        sink.recover(&[], 0).await.expect("recover");
+        assert_eq!(names(dir.path()), vec!["part-b-0-0.json"]);
+    }
+
+    /// An aborted run withdraws its staged parts and marks nothing.
+    #[tokio::test]
+    async fn an_abort_withdraws_the_staged_parts() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (sink, batch) = sink_in(dir.path());
+        let mut writer = sink.open_writer(0, 1).await.expect("writer");
+        writer.write(batch).await.expect("write");
+        writer.finish().await.expect("finish");
+        assert_eq!(names(dir.path()).len(), 1, "staged");
+        assert!(sink.abort().await.expect("abort"));
+        assert!(names(dir.path()).is_empty(), "{:?}", names(dir.path()));
+    }
+
+    /// A directory that cannot be made (its parent is a file: root can
+    /// write anywhere else) fails the check that runs before the work.
+    #[tokio::test]
+    async fn a_sink_that_cannot_write_says_so_before_the_work() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("file"), b"").expect("file");
+        let (sink, _) = sink_in(&dir.path().join("file").join("out"));
+        let err = sink.check_writable().await.expect_err("not a directory");
+        assert!(
+            err.to_string()
+                .contains("the sink cannot write to file:///"),
+            "{err}"
+        );
+        let (writable, _) = sink_in(&dir.path().join("out"));
+        writable.check_writable().await.expect("writable");
+        assert!(
+            names(&dir.path().join("out")).is_empty(),
+            "the probe is gone"
         );
     }
 }

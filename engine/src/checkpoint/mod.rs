@@ -57,7 +57,10 @@ pub struct Restored {
 /// Reads checkpoint `id` of `store`, or the newest one that is complete and
 /// whole when `id` is `None`. Newer checkpoints that are unfinished or
 /// damaged (manifest or state files) are passed over with a warning.
-/// `Ok(None)`: there is no checkpoint to restore.
+/// `Ok(None)`: there is no checkpoint to restore, because none ever
+/// completed. When checkpoints completed but none can be read, that is an
+/// error listing them: starting over would write again what they
+/// committed.
 pub async fn load(
     store: &dyn CheckpointStore,
     id: Option<CheckpointId>,
@@ -87,6 +90,14 @@ pub async fn load(
         };
         return read_state(store, manifest).await.map(Some);
     }
+    // Checkpoints that completed (they have a manifest) but cannot be read.
+    let mut damaged: Vec<(CheckpointId, String)> = listing
+        .iter()
+        .filter_map(|(id, manifest)| match manifest {
+            Some(Err(reason)) => Some((*id, reason.clone())),
+            _ => None,
+        })
+        .collect();
     let mut listing = listing;
     loop {
         let choice = protocol::choose_restore(listing.clone());
@@ -94,13 +105,27 @@ pub async fn load(
             tracing::warn!("skipping checkpoint {id} in {}: {reason}", store.describe());
         }
         let Some(manifest) = choice.checkpoint else {
-            return Ok(None);
+            if damaged.is_empty() {
+                return Ok(None);
+            }
+            damaged.sort_by_key(|(id, _)| *id);
+            let list: Vec<String> = damaged
+                .iter()
+                .map(|(id, reason)| format!("  chk-{id}: {reason}"))
+                .collect();
+            return Err(crate::SluiceError::Config(format!(
+                "no checkpoint in {} can be restored, though {} completed:\n{}\nStarting from the beginning would write again what they committed. Mend them, or run without --restore to start from the beginning on purpose",
+                store.describe(),
+                damaged.len(),
+                list.join("\n")
+            )));
         };
         let id = manifest.id;
         match read_state(store, manifest).await {
             Ok(restored) => return Ok(Some(restored)),
             Err(e) => {
                 tracing::warn!("skipping checkpoint {id} in {}: {e}", store.describe());
+                damaged.push((id, e.to_string()));
                 listing.retain(|(found, _)| *found < id);
             }
         }

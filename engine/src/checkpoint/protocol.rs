@@ -67,6 +67,37 @@ pub struct SubtaskSnapshot {
     pub state: Vec<StateFile>,
     pub positions: Vec<SplitPosition>,
     pub staged: Vec<StagedOutput>,
+    /// The rows the subtask had read, written and found late before the
+    /// barrier, since its run started.
+    #[serde(default)]
+    pub counts: RowCounts,
+}
+
+/// Rows counted by a job: read by its sources, written by its sinks, and
+/// behind the watermark. A checkpoint keeps the counts its state covers, so
+/// a restored job counts on from there and every row is counted once.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RowCounts {
+    pub rows_in: u64,
+    pub rows_out: u64,
+    pub late_rows: u64,
+}
+
+impl std::ops::AddAssign for RowCounts {
+    fn add_assign(&mut self, other: Self) {
+        self.rows_in += other.rows_in;
+        self.rows_out += other.rows_out;
+        self.late_rows += other.late_rows;
+    }
+}
+
+/// Which job graph took a checkpoint: a fingerprint of its operators,
+/// schemas and exchanges (not its parallelism), and an outline of it for
+/// messages. A checkpoint restores only into the same graph.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanIdentity {
+    pub fingerprint: String,
+    pub outline: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -88,6 +119,12 @@ pub struct Manifest {
     /// Taken when every subtask had ended: the job was done.
     #[serde(default)]
     pub end: bool,
+    /// The graph that took it (absent in manifests of older builds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<PlanIdentity>,
+    /// Rows counted up to the checkpoint, over every run of the job.
+    #[serde(default)]
+    pub counts: RowCounts,
 }
 
 impl Manifest {
@@ -181,6 +218,12 @@ impl PendingCheckpoint {
         for &(node, _) in &self.expected {
             *parallelism.entry(node).or_insert(0) += 1;
         }
+        let subtasks: Vec<SubtaskSnapshot> =
+            std::mem::take(&mut self.received).into_values().collect();
+        let mut counts = RowCounts::default();
+        for subtask in &subtasks {
+            counts += subtask.counts;
+        }
         Ok(Some(Manifest {
             version: MANIFEST_VERSION,
             job: job.to_string(),
@@ -188,9 +231,11 @@ impl PendingCheckpoint {
             parallelism,
             taken_at_millis,
             duration_millis: 0,
-            subtasks: std::mem::take(&mut self.received).into_values().collect(),
+            subtasks,
             carried: Vec::new(),
             end: false,
+            plan: None,
+            counts,
         }))
     }
 }
@@ -344,6 +389,11 @@ mod tests {
                 staged: format!(".part-{subtask}.inprogress"),
                 target: format!("part-{subtask}.parquet"),
             }],
+            counts: RowCounts {
+                rows_in: 10,
+                rows_out: 2,
+                late_rows: 1,
+            },
         }
     }
 
@@ -394,6 +444,15 @@ mod tests {
             "a second report never replaces the first"
         );
         assert_eq!(manifest.state_bytes(), 300);
+        assert_eq!(
+            manifest.counts,
+            RowCounts {
+                rows_in: 30,
+                rows_out: 6,
+                late_rows: 3
+            },
+            "the subtasks' counts add up"
+        );
         assert_eq!(
             Manifest::parse(&manifest.to_json(), "job"),
             Ok(manifest.clone())

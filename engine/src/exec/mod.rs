@@ -21,7 +21,9 @@ use std::time::{Duration, Instant};
 
 use tokio::task::JoinSet;
 
-use crate::checkpoint::protocol::{Manifest, PendingCheckpoint, SubtaskSnapshot, to_discard};
+use crate::checkpoint::protocol::{
+    Manifest, PendingCheckpoint, PlanIdentity, RowCounts, SubtaskSnapshot, to_discard,
+};
 use crate::checkpoint::protocol::{commits_of, positions_for};
 use crate::checkpoint::{CheckpointId, CheckpointStore, Restored};
 use crate::connector::{Reading, ScanRequest, Split};
@@ -29,7 +31,7 @@ use crate::error::{Result, SluiceError};
 use crate::metrics::JobMetrics;
 use crate::ops::OperatorContext;
 use crate::plan::{JobGraph, NodeKind};
-use crate::time::RowtimeWatermark;
+use crate::time::{EventTimeGate, Millis, RowtimeWatermark};
 use channel::{Receiver, Sender};
 
 /// How a job runs.
@@ -55,11 +57,9 @@ pub struct RunOptions {
     /// Completed checkpoints to keep there (at least one).
     pub checkpoints_retained: usize,
     /// A checkpoint to resume from: sources continue at its positions,
-    /// operators from its state, and sinks commit what it covered.
+    /// operators from its state, and sinks commit what it covered. Without
+    /// one, output that earlier runs staged is dropped.
     pub restore: Option<Arc<Restored>>,
-    /// A restore was asked for but there was no checkpoint: output that
-    /// earlier runs staged and no checkpoint covers is dropped.
-    pub discard_staged: bool,
 }
 
 /// Asks a running job to stop (SIGINT, SIGTERM). Clones share one signal.
@@ -95,7 +95,6 @@ impl Default for RunOptions {
             checkpoint_store: None,
             checkpoints_retained: 1,
             restore: None,
-            discard_staged: false,
         }
     }
 }
@@ -103,12 +102,25 @@ impl Default for RunOptions {
 /// What a finished job did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobResult {
+    /// Rows read, written and late, over every run of the job since its
+    /// start from nothing: a restored job counts on from its checkpoint.
     pub rows_in: u64,
     pub rows_out: u64,
     pub late_rows: u64,
     pub elapsed: Duration,
     /// Whether the job was stopped before its sources ended.
     pub stopped: bool,
+    /// Whether its output is committed: always, unless it was stopped
+    /// without checkpoints (then nothing of it is, or see `left_behind`).
+    pub committed: bool,
+    /// Sinks that had already delivered output of a stopped run where it
+    /// cannot be withdrawn (a topic written outside transactions).
+    pub left_behind: Vec<String>,
+    /// The checkpoint the run resumed from, and the counts it started at.
+    pub restored_from: Option<(CheckpointId, RowCounts)>,
+    /// The restored checkpoint was taken at the job's end: nothing was
+    /// left to do.
+    pub already_finished: bool,
     /// The checkpoints that completed, oldest first.
     pub checkpoints: Vec<Manifest>,
 }
@@ -150,56 +162,114 @@ pub async fn run(
         }
     }
 
-    // A restore first finishes what the checkpoint covered: its staged
-    // output is committed, and output staged after it is dropped.
-    if options.restore.is_none() && options.discard_staged {
-        for node in &graph.nodes {
-            if let NodeKind::Sink(sink) = &node.kind {
-                sink.sink.recover(&[], 0).await?;
+    // Counting starts where the restored checkpoint's counts are.
+    let plan = graph.identity();
+    let restored_from = options
+        .restore
+        .as_ref()
+        .map(|r| (r.manifest.id, r.manifest.counts));
+    metrics.start_counting_from(restored_from.map(|(_, c)| c).unwrap_or_default());
+    if let Some(restored) = &options.restore {
+        check_restored_plan(&restored.manifest, &plan, &graph.name)?;
+    }
+
+    // Every source's splits, planned before any output is touched, so a
+    // restore that does not fit this run's input fails first. Planning
+    // reads files (footers, first lines) and can be stopped.
+    let mut planned: BTreeMap<usize, Vec<Arc<dyn Split>>> = BTreeMap::new();
+    for stage in &stages {
+        let root = graph.node(stage.root);
+        let NodeKind::Source(source) = &root.kind else {
+            continue;
+        };
+        let request = ScanRequest {
+            metrics: Arc::clone(&metrics),
+            projection: source.projection.clone(),
+            schema: Arc::clone(&source.read_schema),
+            time_column: source.table.watermark.as_ref().map(|w| w.column.clone()),
+            batch_size: options.batch_size,
+        };
+        let splits = tokio::select! {
+            splits = source.source.plan_splits(request) => splits?,
+            () = options.stop.stopped() => {
+                return Ok(JobResult::stopped_at_start(started, restored_from));
+            }
+        };
+        if let Some(restored) = &options.restore {
+            let positions = positions_for(&restored.manifest, stage.root);
+            check_restored_splits(&source.table.name, &splits, &positions)?;
+            if restored.manifest.end {
+                check_no_new_splits(&source.table.name, &splits, &positions, &restored.manifest)?;
             }
         }
-        if let Some(late) = &options.late_data {
-            late.recover(&[], 0).await?;
-        }
+        planned.insert(stage.root, splits);
+    }
+
+    // Every sink, the late-data output among them, by the name its
+    // staged output goes under in checkpoints.
+    let sinks: Vec<(String, Arc<dyn crate::connector::Sink>)> = graph
+        .nodes
+        .iter()
+        .filter_map(|n| match &n.kind {
+            NodeKind::Sink(sink) => Some((sink.table.name.clone(), Arc::clone(&sink.sink))),
+            _ => None,
+        })
+        .chain(
+            options
+                .late_data
+                .iter()
+                .map(|sink| (task::LATE_DATA.to_string(), Arc::clone(sink))),
+        )
+        .collect();
+    for (_, sink) in &sinks {
+        sink.check_writable().await?;
+    }
+    // A restore first finishes what the checkpoint covered: its staged
+    // output is committed, and output staged after it is dropped. A fresh
+    // start drops everything earlier runs staged.
+    let staged = options
+        .restore
+        .as_ref()
+        .map(|r| commits_of(&r.manifest))
+        .unwrap_or_default();
+    for (name, sink) in &sinks {
+        let mine: Vec<_> = staged.iter().filter(|s| &s.sink == name).cloned().collect();
+        // The sink's writers then: its stage's subtasks.
+        let writers = options
+            .restore
+            .as_ref()
+            .and_then(|restored| {
+                let id = graph
+                    .nodes
+                    .iter()
+                    .position(|n| matches!(&n.kind, NodeKind::Sink(s) if &s.table.name == name))?;
+                let stage = stages.iter().find(|s| s.nodes.contains(&id))?;
+                restored.manifest.parallelism.get(&stage.root).copied()
+            })
+            .unwrap_or(0);
+        sink.recover(&mine, writers).await?;
     }
     if let Some(restored) = &options.restore {
-        let staged = commits_of(&restored.manifest);
-        for (id, node) in graph.nodes.iter().enumerate() {
-            if let NodeKind::Sink(sink) = &node.kind {
-                let mine: Vec<_> = staged
-                    .iter()
-                    .filter(|s| s.sink == sink.table.name)
-                    .cloned()
-                    .collect();
-                // The sink's writers then: its stage's subtasks.
-                let writers = stages
-                    .iter()
-                    .find(|s| s.nodes.contains(&id))
-                    .and_then(|s| restored.manifest.parallelism.get(&s.root))
-                    .copied()
-                    .unwrap_or(0);
-                sink.sink.recover(&mine, writers).await?;
-            }
-        }
-        if let Some(late) = &options.late_data {
-            let mine: Vec<_> = staged
-                .iter()
-                .filter(|s| s.sink == task::LATE_DATA)
-                .cloned()
-                .collect();
-            late.recover(&mine, 0).await?;
-        }
         if restored.manifest.end {
-            tracing::warn!(
+            // Its commit may not have finished: the output is complete.
+            for (_, sink) in &sinks {
+                sink.commit().await?;
+            }
+            tracing::info!(
                 "checkpoint {} was taken when the job had ended: there is nothing left to do",
                 restored.manifest.id
             );
+            let counts = restored.manifest.counts;
             return Ok(JobResult {
-                rows_in: 0,
-                rows_out: 0,
-                late_rows: 0,
+                rows_in: counts.rows_in,
+                rows_out: counts.rows_out,
+                late_rows: counts.late_rows,
                 elapsed: started.elapsed(),
                 stopped: false,
+                committed: true,
+                left_behind: Vec::new(),
+                restored_from,
+                already_finished: true,
                 checkpoints: Vec::new(),
             });
         }
@@ -244,22 +314,9 @@ pub async fn run(
                 expected,
                 source_roots,
                 sources,
-                sinks: graph
-                    .nodes
-                    .iter()
-                    .filter_map(|n| match &n.kind {
-                        NodeKind::Sink(sink) => {
-                            Some((sink.table.name.clone(), Arc::clone(&sink.sink)))
-                        }
-                        _ => None,
-                    })
-                    .chain(
-                        options
-                            .late_data
-                            .iter()
-                            .map(|sink| (task::LATE_DATA.to_string(), Arc::clone(sink))),
-                    )
-                    .collect(),
+                sinks: sinks.iter().cloned().collect(),
+                plan: plan.clone(),
+                base: restored_from.map(|(_, c)| c).unwrap_or_default(),
                 store: options.checkpoint_store.clone(),
                 retained: options.checkpoints_retained,
                 stop: options.stop.clone(),
@@ -281,20 +338,13 @@ pub async fn run(
         let mut watermark = None;
         let mut reading = Reading::InOrder;
         let mut compute = None;
+        let mut gate = None;
         let restored_positions = match &options.restore {
             Some(restored) => positions_for(&restored.manifest, stage.root),
             None => BTreeMap::new(),
         };
         if let NodeKind::Source(source) = &root.kind {
-            let request = ScanRequest {
-                metrics: Arc::clone(&metrics),
-                projection: source.projection.clone(),
-                schema: Arc::clone(&source.read_schema),
-                time_column: source.table.watermark.as_ref().map(|w| w.column.clone()),
-                batch_size: options.batch_size,
-            };
-            let splits = source.source.plan_splits(request).await?;
-            check_restored_splits(&source.table.name, &splits, &restored_positions)?;
+            let splits = planned.remove(&stage.root).unwrap_or_default();
             let expected: u64 = splits.iter().filter_map(|s| s.estimated_rows()).sum();
             JobMetrics::add(&metrics.rows_expected, expected);
             reading = source.source.reading();
@@ -302,7 +352,22 @@ pub async fn run(
                 .compute
                 .clone()
                 .map(|exprs| (exprs, Arc::clone(&root.schema)));
-            assigned = assign_splits(splits, stage.parallelism, reading);
+            if let Some(decl) = &source.table.watermark {
+                gate = Some(Arc::new(EventTimeGate::new(
+                    &source.table.name,
+                    &decl.column,
+                    &options.parameters,
+                    source.source.bad_records(),
+                )?));
+            }
+            let now = chrono::Utc::now().timestamp_millis();
+            let trusted = |time: Option<Millis>| {
+                time.filter(|&t| {
+                    gate.as_ref()
+                        .is_none_or(|g: &Arc<EventTimeGate>| g.trusts(t, now))
+                })
+            };
+            assigned = assign_splits(splits, stage.parallelism, reading, trusted);
             watermark = match (&source.watermark, &source.table.watermark) {
                 (Some(expr), Some(decl)) => root
                     .schema
@@ -348,6 +413,7 @@ pub async fn run(
                     stop: options.stop.clone(),
                     restored: restored_positions.clone(),
                     pace: paces.get_mut(subtask).and_then(Option::take),
+                    gate: gate.clone(),
                 },
                 _ => task::Input::Channels(
                     receivers.remove(&(stage.root, subtask)).unwrap_or_default(),
@@ -378,6 +444,7 @@ pub async fn run(
     // Only the subtasks' copies keep the coordinator's inputs open.
     drop(link);
     let mut failure: Option<SluiceError> = None;
+    let mut stopped = false;
     while let Some(joined) = tasks.join_next().await {
         let result = joined.unwrap_or_else(|e| {
             Err(SluiceError::Runtime(if e.is_panic() {
@@ -386,17 +453,27 @@ pub async fn run(
                 format!("a subtask was cancelled: {e}")
             }))
         });
-        if let Err(e) = result {
-            // Keep the cause, not the "downstream stopped" echoes it caused.
-            if failure
-                .as_ref()
-                .is_none_or(|f| is_secondary(f) && !is_secondary(&e))
-            {
-                failure = Some(e);
+        match result {
+            Ok(source_stopped) => stopped |= source_stopped,
+            Err(e) => {
+                // Keep the cause, not the "downstream stopped" echoes it caused.
+                if failure
+                    .as_ref()
+                    .is_none_or(|f| is_secondary(f) && !is_secondary(&e))
+                {
+                    failure = Some(e);
+                }
+                tasks.abort_all();
             }
-            tasks.abort_all();
         }
     }
+    // With checkpoints in a store, every output is committed by the
+    // checkpoint that covers it (the end's, or a stopped job's last), and
+    // output no completed checkpoint covers is left to a restore, which
+    // writes it again. Committing it otherwise would repeat it after a
+    // restore.
+    let checkpointing = coordinator.is_some();
+    let checkpointed = checkpointing && options.checkpoint_store.is_some();
     if let Some(e) = failure {
         // Nothing of a failed run may write to the store once it returns:
         // a restart lists the store next.
@@ -404,46 +481,141 @@ pub async fn run(
             coordinator.0.abort();
             let _ = (&mut coordinator.0).await;
         }
+        if !checkpointed {
+            // A retry, or the next run, starts over: what this one staged goes.
+            let _ = withdraw(&sinks).await;
+        }
         return Err(e);
     }
-    let checkpointed = coordinator.is_some();
-    let checkpoints = match coordinator {
+    let coordinated = match coordinator {
         Some(mut coordinator) => (&mut coordinator.0)
             .await
             .map_err(|e| SluiceError::Runtime(format!("the checkpoint coordinator failed: {e}")))?,
-        None => Vec::new(),
+        None => Coordinated::default(),
     };
-    // With checkpoints in a store, every output is committed by the
-    // checkpoint that covers it (the end's, or a stopped job's last), and
-    // output no completed checkpoint covers is left to a restore, which
-    // writes it again. Committing it here would repeat it after a restore.
-    if !(checkpointed && options.checkpoint_store.is_some()) {
-        for node in &graph.nodes {
-            if let NodeKind::Sink(sink) = &node.kind {
-                sink.sink.commit().await?;
+    let mut left_behind = Vec::new();
+    let committed = if stopped {
+        // A stopped job's last checkpoint commits what it did; without
+        // checkpoints, nothing of a stopped run is committed.
+        if checkpointing {
+            if coordinated.last == Some(false) {
+                return Err(SluiceError::io(
+                    format!("stopping job {}", graph.name),
+                    std::io::Error::other(
+                        "its last checkpoint could not be completed, so what it did since the one before is not committed; resume it with --restore latest",
+                    ),
+                ));
             }
+            true
+        } else {
+            left_behind = withdraw(&sinks).await?;
+            false
         }
-    }
+    } else {
+        if checkpointed && coordinated.end != Some(true) {
+            return Err(SluiceError::io(
+                format!("finishing job {}", graph.name),
+                std::io::Error::other(
+                    "it read its input to the end, but the checkpoint of its end could not be written, so its last output is not committed; run it again with --restore latest",
+                ),
+            ));
+        }
+        for (_, sink) in &sinks {
+            sink.commit().await?;
+        }
+        true
+    };
     let late = JobMetrics::get(&metrics.late_rows);
-    match &options.late_data {
-        Some(sink) if !(checkpointed && options.checkpoint_store.is_some()) => {
-            sink.commit().await?
-        }
-        Some(_) => {}
-        None if late > 0 => tracing::warn!(
+    if late > 0 && options.late_data.is_none() {
+        tracing::warn!(
             late,
             "rows arrived behind the watermark after their windows fired; set 'sluice.late-data.path' to keep them"
-        ),
-        None => {}
+        );
     }
     Ok(JobResult {
         rows_in: JobMetrics::get(&metrics.rows_in),
         rows_out: JobMetrics::get(&metrics.rows_out),
-        late_rows: JobMetrics::get(&metrics.late_rows),
+        late_rows: late,
         elapsed: started.elapsed(),
-        stopped: options.stop.is_stopped(),
-        checkpoints,
+        stopped,
+        committed,
+        left_behind,
+        restored_from,
+        already_finished: false,
+        checkpoints: coordinated.completed,
     })
+}
+
+impl JobResult {
+    /// A job stopped while it was still planning: nothing was read or
+    /// written.
+    fn stopped_at_start(
+        started: Instant,
+        restored_from: Option<(CheckpointId, RowCounts)>,
+    ) -> Self {
+        let counts = restored_from.map(|(_, c)| c).unwrap_or_default();
+        Self {
+            rows_in: counts.rows_in,
+            rows_out: counts.rows_out,
+            late_rows: counts.late_rows,
+            elapsed: started.elapsed(),
+            stopped: true,
+            committed: false,
+            left_behind: Vec::new(),
+            restored_from,
+            already_finished: false,
+            checkpoints: Vec::new(),
+        }
+    }
+}
+
+/// Withdraws what a run without checkpoints staged; returns the sinks that
+/// had already delivered output where it cannot be withdrawn from.
+async fn withdraw(sinks: &[(String, Arc<dyn crate::connector::Sink>)]) -> Result<Vec<String>> {
+    let mut left_behind = Vec::new();
+    for (_, sink) in sinks {
+        if !sink.abort().await? {
+            left_behind.push(sink.describe());
+        }
+    }
+    Ok(left_behind)
+}
+
+/// Fails if `manifest` was taken by another graph than `plan`'s: its state
+/// would be restored into the wrong operators.
+fn check_restored_plan(manifest: &Manifest, plan: &PlanIdentity, job: &str) -> Result<()> {
+    match &manifest.plan {
+        Some(taken) if taken.fingerprint != plan.fingerprint => Err(SluiceError::config(format!(
+            "checkpoint {} of job `{job}` was taken by a different job graph, so its state cannot be restored into this one:\n  the checkpoint's: {}\n  this job's:       {}\nRestore it with the job file and options it was taken with, or start without --restore (give a changed job its own 'pipeline.name' to keep both)",
+            manifest.id, taken.outline, plan.outline
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Fails if a checkpoint of a job's end is restored into a run that finds
+/// splits the job did not read: the job is done, and those rows would be
+/// neither read nor reported.
+fn check_no_new_splits(
+    table: &str,
+    splits: &[Arc<dyn Split>],
+    restored: &BTreeMap<String, crate::checkpoint::protocol::SplitPosition>,
+    manifest: &Manifest,
+) -> Result<()> {
+    let new: Vec<String> = splits
+        .iter()
+        .map(|s| s.key())
+        .filter(|key| !restored.contains_key(key))
+        .collect();
+    match new.as_slice() {
+        [] => Ok(()),
+        [first, ..] => Err(SluiceError::config(format!(
+            "table `{table}`: checkpoint {} was taken when the job had read all of its input, and this run finds {} split{} it did not read, such as `{first}`: the input is not the one the job finished. To process this input, start without --restore",
+            manifest.id,
+            new.len(),
+            if new.len() == 1 { "" } else { "s" },
+        ))),
+    }
 }
 
 /// A spawned task that is aborted when dropped: a job dropped or failed
@@ -470,6 +642,10 @@ struct Coordinator {
     sources: usize,
     /// The job's sinks by table name, to commit what checkpoints staged.
     sinks: BTreeMap<String, Arc<dyn crate::connector::Sink>>,
+    /// The graph, recorded in every manifest.
+    plan: PlanIdentity,
+    /// The counts of the checkpoint the run restored: manifests count on.
+    base: RowCounts,
     store: Option<Arc<dyn CheckpointStore>>,
     retained: usize,
     /// When the job is stopped, one last checkpoint is taken.
@@ -511,6 +687,8 @@ impl Coordinator {
         // Output of earlier checkpoints that failed, or whose commit did,
         // is committed by this one.
         manifest.carried.append(&mut known.uncommitted);
+        manifest.plan = Some(self.plan.clone());
+        manifest.counts += self.base;
         if let Some(store) = &self.store
             && let Err(e) = store.write_manifest(manifest).await
         {
@@ -555,17 +733,29 @@ impl Coordinator {
         self,
         triggers: tokio::sync::watch::Sender<task::Trigger>,
         acks: tokio::sync::mpsc::UnboundedReceiver<task::Ack>,
-    ) -> Vec<Manifest> {
+    ) -> Coordinated {
         let mut coordinator = self;
         coordinate(&mut coordinator, triggers, acks).await
     }
+}
+
+/// What the coordinator saw of a run's checkpoints.
+#[derive(Debug, Default)]
+struct Coordinated {
+    /// The checkpoints completed while the job ran, oldest first.
+    completed: Vec<Manifest>,
+    /// Whether the checkpoint of the job's end completed, if one was taken.
+    end: Option<bool>,
+    /// Whether the last checkpoint of a stopped job completed, if it was
+    /// stopped while its sources ran.
+    last: Option<bool>,
 }
 
 async fn coordinate(
     coordinator: &mut Coordinator,
     triggers: tokio::sync::watch::Sender<task::Trigger>,
     mut acks: tokio::sync::mpsc::UnboundedReceiver<task::Ack>,
-) -> Vec<Manifest> {
+) -> Coordinated {
     let (job, expected) = (&coordinator.job, &coordinator.expected);
     let mut ticks = tokio::time::interval(coordinator.interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -577,6 +767,9 @@ async fn coordinate(
     let mut finished: BTreeMap<(usize, usize), SubtaskSnapshot> = BTreeMap::new();
     let mut finished_sources = 0;
     let mut completed = Vec::new();
+    let mut end_completed = None;
+    // The stopped job's last checkpoint, and whether it completed.
+    let mut last_checkpoint: Option<(CheckpointId, bool)> = None;
     let mut stopping = false;
     // Whether a source ended because the job was stopped.
     let mut any_stopped = false;
@@ -612,21 +805,22 @@ async fn coordinate(
                         }
                         // Not among the checkpoints the job reports: it was
                         // taken after the run, not during it.
-                        if let Some(mut manifest) = done.map(|m| Manifest { end: true, ..m })
-                            && !coordinator.complete(&mut manifest, &mut known).await
-                        {
-                            tracing::warn!(
-                                "the checkpoint of the job's end failed: its last output stays staged until a restore writes it again"
-                            );
-                        }
+                        end_completed = Some(match done.map(|m| Manifest { end: true, ..m }) {
+                            Some(mut manifest) => coordinator.complete(&mut manifest, &mut known).await,
+                            None => false,
+                        });
                     }
-                    return completed;
+                    return Coordinated {
+                        completed,
+                        end: end_completed,
+                        last: last_checkpoint.map(|(_, done)| done),
+                    };
                 }
                 Some(task::Ack::Snapshot(id, snapshot)) => {
                     tracing::debug!(checkpoint = id, node = snapshot.node, subtask = snapshot.subtask, "subtask snapshotted");
                     received.push((id, snapshot));
                 }
-                Some(task::Ack::Finished { node, subtask, positions, staged, stopped }) => {
+                Some(task::Ack::Finished { node, subtask, positions, staged, stopped, counts }) => {
                     any_stopped |= stopped;
                     // Its input ended: its operators fired and emptied.
                     let snapshot = SubtaskSnapshot {
@@ -635,6 +829,7 @@ async fn coordinate(
                         state: Vec::new(),
                         positions,
                         staged,
+                        counts,
                     };
                     if coordinator.source_roots.contains(&node) {
                         finished_sources += 1;
@@ -661,8 +856,14 @@ async fn coordinate(
                     .flatten();
             }
             known.all.push(next);
+            if last {
+                last_checkpoint = Some((next, false));
+            }
             if let Some(mut manifest) = done {
                 if coordinator.complete(&mut manifest, &mut known).await {
+                    if last {
+                        last_checkpoint = Some((next, true));
+                    }
                     completed.push(manifest);
                 }
             } else {
@@ -684,6 +885,11 @@ async fn coordinate(
                     manifest.duration_millis = started.elapsed().as_millis() as u64;
                     if !coordinator.complete(&mut manifest, &mut known).await {
                         continue;
+                    }
+                    if let Some((last, done)) = last_checkpoint.as_mut()
+                        && *last == id
+                    {
+                        *done = true;
                     }
                     tracing::info!(
                         checkpoint = id,
@@ -709,6 +915,7 @@ fn assign_splits(
     mut splits: Vec<Arc<dyn Split>>,
     parallelism: usize,
     reading: Reading,
+    trusted: impl Fn(Option<Millis>) -> Option<Millis>,
 ) -> Vec<Vec<Arc<dyn Split>>> {
     let mut assigned: Vec<Vec<Arc<dyn Split>>> = vec![Vec::new(); parallelism];
     match reading {
@@ -717,7 +924,7 @@ fn assign_splits(
             // (files by name, each from its start) stands.
             let mut splits: Vec<(usize, Arc<dyn Split>)> = splits.into_iter().enumerate().collect();
             splits.sort_by_cached_key(|(planned, s)| {
-                let time = s.min_event_time().or_else(|| s.first_event_time());
+                let time = trusted(s.min_event_time()).or_else(|| trusted(s.first_event_time()));
                 (time.unwrap_or(i64::MIN), *planned)
             });
             for (i, (_, split)) in splits.into_iter().enumerate() {
@@ -863,6 +1070,7 @@ mod tests {
             ]),
             1,
             Reading::InOrder,
+            |t| t,
         );
         assert_eq!(
             names(&assigned),
@@ -876,6 +1084,7 @@ mod tests {
             splits(&[("c", 1, 30), ("a", 1, 10), ("b", 1, 20)]),
             2,
             Reading::InOrder,
+            |t| t,
         );
         assert_eq!(names(&assigned), vec![vec!["a", "c"], vec!["b"]]);
     }
@@ -895,6 +1104,7 @@ mod tests {
             ]),
             2,
             Reading::Concurrent { idle_timeout: None },
+            |t| t,
         );
         assert_eq!(
             names(&assigned),
@@ -905,6 +1115,7 @@ mod tests {
             splits(&[("a", 5, 0), ("b", 5, 0), ("c", 5, 0), ("d", 5, 0)]),
             2,
             Reading::Concurrent { idle_timeout: None },
+            |t| t,
         );
         assert!(even.iter().all(|s| s.len() == 2), "{:?}", names(&even));
     }

@@ -32,7 +32,8 @@ use crate::metrics::JobMetrics;
 use crate::ops::{Message, Operator, OperatorContext, Output, RestoredState};
 use crate::plan::{JobGraph, NodeKind, Partitioning, Stage};
 use crate::time::{
-    BEFORE_TIME, END_OF_TIME, InputWatermarks, Millis, RowtimeWatermark, SplitWatermarks,
+    BEFORE_TIME, END_OF_TIME, EventTimeGate, InputWatermarks, Millis, RowtimeWatermark,
+    SplitWatermarks,
 };
 use datafusion::physical_expr::PhysicalExpr;
 use tokio::sync::{mpsc, watch};
@@ -59,6 +60,9 @@ pub enum Input {
         /// Keeps the stage's subtasks reading in step, for splits read in
         /// order.
         pace: Option<SplitPace>,
+        /// Refuses rows whose event time is null or too far ahead, when
+        /// the table has a watermark.
+        gate: Option<Arc<EventTimeGate>>,
     },
     Channels(Vec<Receiver>),
 }
@@ -103,6 +107,9 @@ pub struct Chain {
     late_writer: Option<Box<dyn SinkWriter>>,
     /// What the chain's sinks staged at the last barrier.
     staged: Vec<protocol::StagedOutput>,
+    /// Rows the chain read, wrote and found late since the run started:
+    /// what its checkpoint acknowledgements report.
+    counts: protocol::RowCounts,
     context: OperatorContext,
 }
 
@@ -193,6 +200,7 @@ impl Chain {
             late: Vec::new(),
             late_writer,
             staged: Vec::new(),
+            counts: protocol::RowCounts::default(),
             context: context.clone(),
         })
     }
@@ -306,6 +314,7 @@ impl Chain {
             }
             Target::Node(n) => n,
         };
+        crate::failpoint::hit("operator.busy");
         let mut out = Output::default();
         let node = &mut self.nodes[n];
         let end = matches!(message, Message::End);
@@ -324,6 +333,7 @@ impl Chain {
         let outputs = node.outputs.clone();
         for late in out.drain_late() {
             JobMetrics::add(&self.context.metrics.late_rows, late.num_rows() as u64);
+            self.counts.late_rows += late.num_rows() as u64;
             self.late.push(late);
         }
         let mut produced: Vec<Message> = out.drain().collect();
@@ -367,7 +377,7 @@ impl Chain {
                     }
                     self.staged.extend(staged);
                 }
-                exit.send(message).await?;
+                self.counts.rows_out += exit.send(message).await?;
             }
         }
         // The late-data output is committed with checkpoints too.
@@ -392,7 +402,8 @@ impl Chain {
 }
 
 impl Exit {
-    async fn send(&mut self, message: Message) -> Result<()> {
+    /// Sends or writes one message; returns the rows it wrote to a sink.
+    async fn send(&mut self, message: Message) -> Result<u64> {
         match self {
             Exit::Exchange {
                 partitioning,
@@ -452,6 +463,7 @@ impl Exit {
                         w.write(batch).await?;
                     }
                     JobMetrics::add(&metrics.rows_out, rows);
+                    return Ok(rows);
                 }
                 Message::Watermark(_) | Message::Idle | Message::Barrier(_) => {}
                 Message::End => {
@@ -461,7 +473,7 @@ impl Exit {
                 }
             },
         }
-        Ok(())
+        Ok(0)
     }
 }
 
@@ -505,6 +517,8 @@ pub enum Ack {
         /// A source that was stopped rather than read to its end: the
         /// job's state is in the last checkpoint, not empty.
         stopped: bool,
+        /// Its final counts.
+        counts: protocol::RowCounts,
     },
 }
 
@@ -526,18 +540,21 @@ impl CheckpointLink {
                 state,
                 positions,
                 staged: std::mem::take(&mut chain.staged),
+                counts: chain.counts,
             },
         ));
         Ok(())
     }
 }
 
+/// Runs the subtask to its end; returns whether it was a source stopped
+/// before its splits ended.
 pub async fn run(
     chain: &mut Chain,
     input: Input,
     metrics: &JobMetrics,
     link: Option<CheckpointLink>,
-) -> Result<()> {
+) -> Result<bool> {
     let (positions, stopped) = run_input(chain, input, metrics, link.clone()).await?;
     chain.finish().await?;
     if let Some(link) = link {
@@ -547,9 +564,10 @@ pub async fn run(
             positions,
             staged: std::mem::take(&mut chain.staged),
             stopped,
+            counts: chain.counts,
         });
     }
-    Ok(())
+    Ok(stopped)
 }
 
 /// Runs the subtask's input to its end; a source returns where its splits
@@ -569,10 +587,18 @@ async fn run_input(
             stop,
             restored,
             pace,
+            gate,
         } => {
-            let mut watermarks = SplitWatermarks::new(splits.iter().map(|s| s.min_event_time()));
+            // Times known before reading bound the watermark only if the
+            // gate would let their rows in.
+            let now = chrono::Utc::now().timestamp_millis();
+            let trusted = |time: Option<Millis>| {
+                time.filter(|&t| gate.as_ref().is_none_or(|g| g.trusts(t, now)))
+            };
+            let mut watermarks =
+                SplitWatermarks::new(splits.iter().map(|s| trusted(s.min_event_time())));
             for (i, split) in splits.iter().enumerate() {
-                if let Some(w) = first_row_bound(split.as_ref(), watermark.as_ref()) {
+                if let Some(w) = first_row_bound(split.as_ref(), watermark.as_ref(), trusted) {
                     watermarks.raise_pending(i, w);
                 }
                 if let Some(w) = restored.get(&split.key()).and_then(|p| p.watermark) {
@@ -604,6 +630,9 @@ async fn run_input(
                 // the next checkpoints: their rows so far are in its state.
                 positions,
                 keys: splits.iter().map(|s| s.key()).collect(),
+                names: splits.iter().map(|s| s.describe()).collect(),
+                rows_read: vec![0; splits.len()],
+                gate,
                 link,
                 injected,
                 compute,
@@ -701,6 +730,10 @@ struct SplitReader<'a> {
     /// Where each split has got to (what a checkpoint keeps), and its name.
     positions: Vec<Option<SplitPosition>>,
     keys: Vec<String>,
+    /// Each split as messages name it, and the rows read from it so far.
+    names: Vec<String>,
+    rows_read: Vec<u64>,
+    gate: Option<Arc<EventTimeGate>>,
     /// Where a restored checkpoint says splits had got to, by name.
     restored: BTreeMap<String, protocol::SplitPosition>,
     link: Option<CheckpointLink>,
@@ -905,16 +938,31 @@ impl SplitReader<'_> {
 
     async fn push(&mut self, chain: &mut Chain, split: usize, batch: RecordBatch) -> Result<()> {
         JobMetrics::add(&self.metrics.rows_in, batch.num_rows() as u64);
+        chain.counts.rows_in += batch.num_rows() as u64;
         let batch = match &self.compute {
             Some((exprs, schema)) => computed_columns(&batch, exprs, schema)?,
             None => batch,
         };
+        let rows = batch.num_rows() as u64;
         match &self.watermark {
             Some(watermark) => {
-                push_with_watermarks(chain, &mut self.watermarks, split, batch, watermark)?
+                let times = watermark.times(&batch)?;
+                let (batch, times) = match &self.gate {
+                    Some(gate) => gate.admit(
+                        batch,
+                        times,
+                        &self.names[split],
+                        self.rows_read[split],
+                        chrono::Utc::now().timestamp_millis(),
+                        self.metrics,
+                    )?,
+                    None => (batch, times),
+                };
+                push_with_watermarks(chain, &mut self.watermarks, split, batch, &times, watermark)?
             }
             None => chain.push(Message::Data(batch))?,
         }
+        self.rows_read[split] += rows;
         if let Some(w) = self.watermarks.advance() {
             chain.push(Message::Watermark(w))?;
         }
@@ -935,11 +983,15 @@ impl SplitReader<'_> {
 /// The watermark a split without statistics holds its subtask at until it
 /// is opened, when planning read its first row: what that row will propose,
 /// and below the row itself (a row at the watermark is late).
-fn first_row_bound(split: &dyn Split, watermark: Option<&RowtimeWatermark>) -> Option<Millis> {
-    if split.min_event_time().is_some() {
+fn first_row_bound(
+    split: &dyn Split,
+    watermark: Option<&RowtimeWatermark>,
+    trusted: impl Fn(Option<Millis>) -> Option<Millis>,
+) -> Option<Millis> {
+    if trusted(split.min_event_time()).is_some() {
         return None;
     }
-    let first = split.first_event_time()?;
+    let first = trusted(split.first_event_time())?;
     let proposed = watermark?.of_time(first)?;
     Some(proposed.min(first.saturating_sub(1)))
 }
@@ -992,10 +1044,13 @@ fn push_with_watermarks(
     watermarks: &mut SplitWatermarks,
     split: usize,
     batch: RecordBatch,
+    times: &arrow::array::TimestampMillisecondArray,
     watermark: &RowtimeWatermark,
 ) -> Result<()> {
-    let times = watermark.times(&batch)?;
-    let values = watermark.values(&batch, &times)?;
+    if batch.num_rows() == 0 {
+        return Ok(());
+    }
+    let values = watermark.values(&batch, times)?;
     let mut running = watermarks.split_watermark(split);
     let mut start = 0;
     for row in 0..batch.num_rows() {
@@ -1234,7 +1289,7 @@ mod tests {
         ));
         let bound = |min, first, expr: Option<Arc<dyn PhysicalExpr>>| {
             let watermark = expr.map(|e| RowtimeWatermark::new(e, 0, &schema));
-            first_row_bound(&Planned { min, first }, watermark.as_ref())
+            first_row_bound(&Planned { min, first }, watermark.as_ref(), |t| t)
         };
         assert_eq!(bound(None, Some(10_000), Some(minus(2_000))), Some(8_000));
         assert_eq!(

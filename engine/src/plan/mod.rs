@@ -174,3 +174,48 @@ impl Node {
         }
     }
 }
+
+impl JobGraph {
+    /// What a checkpoint records of the graph that took it: a fingerprint
+    /// of every node's operator, details and output schema, and of the
+    /// edges between them, and a one-line outline for messages. Neither
+    /// depends on parallelism (an exchange between stages of different
+    /// parallelism is one pointwise edge), so a checkpoint restores at any
+    /// parallelism but never into another graph.
+    pub fn identity(&self) -> crate::checkpoint::protocol::PlanIdentity {
+        let mut text = String::new();
+        for node in &self.nodes {
+            let details = match &node.kind {
+                NodeKind::Operator(op) => op.describe(),
+                NodeKind::Source(_) | NodeKind::Sink(_) => String::new(),
+            };
+            text.push_str(&format!("{} {} {details} [", node.id, node.name()));
+            for field in node.schema.fields() {
+                text.push_str(&format!("{}: {}, ", field.name(), field.data_type()));
+            }
+            text.push_str("]\n");
+        }
+        for edge in &self.edges {
+            let partitioning = match &edge.partitioning {
+                hash @ Partitioning::Hash(_) => hash.to_string(),
+                Partitioning::Forward | Partitioning::Rebalance | Partitioning::Single => {
+                    "pointwise".to_string()
+                }
+            };
+            text.push_str(&format!("{} -> {} {partitioning}\n", edge.from, edge.to));
+        }
+        let outline: Vec<String> = self.nodes.iter().map(Node::name).collect();
+        crate::checkpoint::protocol::PlanIdentity {
+            fingerprint: format!("{:016x}", fnv1a(text.as_bytes())),
+            outline: outline.join(", "),
+        }
+    }
+}
+
+/// FNV-1a, 64 bits: a hash that is the same in every build and release,
+/// unlike the standard library's.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &b| {
+        (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}

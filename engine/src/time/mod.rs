@@ -7,10 +7,12 @@
 //! an input is the watermark [`END_OF_TIME`], so "the batch is over" and "the
 //! watermark passed every window" are one idea, not two code paths.
 
+pub mod gate;
 pub mod rowtime;
 pub mod watermark;
 pub mod window;
 
+pub use gate::EventTimeGate;
 pub use rowtime::RowtimeWatermark;
 pub use watermark::{InputWatermarks, SplitWatermarks};
 pub use window::{WindowColumn, WindowKind};

@@ -1,0 +1,290 @@
+//! Which rows a source lets into event time.
+//!
+//! One row's event time can decide the fate of every row after it: a
+//! watermark only rises, so a single row stamped in the year 9999 moves the
+//! watermark there and makes every later row late, and how many depends on
+//! where that row sits and on the parallelism. A null event time has no
+//! place in event time at all (Flink fails the job on one). So before a row
+//! reaches the watermark, its time must be known and not beyond the wall
+//! clock by more than `'sluice.watermark.max-future'` (a job parameter, one
+//! day by default, `'none'` for no bound). A row that fails either goes
+//! through the table's bad-record policy: by default the job stops with an
+//! error naming the table, the split, the row and its time; a table that
+//! skips bad records (`'json.ignore-parse-errors'`) skips it and counts it.
+//!
+//! The bound is on the wall clock, not on the data, because the first row
+//! of a file is as likely as any to be the bad one. Rows in the past are
+//! never refused: at worst they are late, which costs only themselves.
+
+use arrow::array::{Array, BooleanArray, TimestampMillisecondArray};
+use arrow::compute::filter_record_batch;
+use arrow::record_batch::RecordBatch;
+
+use super::Millis;
+use crate::connector::BadRecordPolicy;
+use crate::error::{ExecContext, Result, SluiceError};
+use crate::metrics::JobMetrics;
+
+/// The job parameter bounding how far ahead of the wall clock an event
+/// time may be.
+pub const MAX_FUTURE: &str = "sluice.watermark.max-future";
+
+/// One day: far more than clocks drift or time zones differ, far less than
+/// a typo in a year.
+pub const DEFAULT_MAX_FUTURE: Millis = 86_400_000;
+
+/// A source's check of its rows' event times.
+#[derive(Debug, Clone)]
+pub struct EventTimeGate {
+    table: String,
+    column: String,
+    /// How far ahead of the wall clock a time may be; `None`: any.
+    max_future: Option<Millis>,
+    policy: BadRecordPolicy,
+}
+
+impl EventTimeGate {
+    /// The gate of table `table`, whose rowtime is `column`, with the job's
+    /// parameters and the table's bad-record policy.
+    pub fn new(
+        table: &str,
+        column: &str,
+        parameters: &std::collections::BTreeMap<String, String>,
+        policy: BadRecordPolicy,
+    ) -> Result<Self> {
+        let max_future = match parameters.get(MAX_FUTURE).map(|v| v.trim()) {
+            None => Some(DEFAULT_MAX_FUTURE),
+            Some(none) if none.eq_ignore_ascii_case("none") => None,
+            Some(text) => {
+                let duration = crate::sql::options::parse_duration(text).ok_or_else(|| {
+                    SluiceError::config(format!(
+                        "'{MAX_FUTURE}' = '{text}': expected a duration such as '1 d', '6 h' or '30 min', or 'none'"
+                    ))
+                })?;
+                Some(Millis::try_from(duration.as_millis()).unwrap_or(Millis::MAX))
+            }
+        };
+        Ok(Self {
+            table: table.to_string(),
+            column: column.to_string(),
+            max_future,
+            policy,
+        })
+    }
+
+    /// The latest event time admitted at wall-clock time `now`.
+    pub fn limit(&self, now: Millis) -> Option<Millis> {
+        self.max_future.map(|ahead| now.saturating_add(ahead))
+    }
+
+    /// Whether a time known before reading (statistics, a first row) is one
+    /// the gate would admit; one it would not must not bound a watermark.
+    pub fn trusts(&self, time: Millis, now: Millis) -> bool {
+        self.limit(now).is_none_or(|limit| time <= limit)
+    }
+
+    /// Lets through the rows of `batch` whose event time (`times`) is known
+    /// and within the bound at `now`; the rest follow the bad-record
+    /// policy. `split` names where the batch came from and `rows_before`
+    /// how many rows of it came before, for the error. Returns the batch
+    /// and times to go on with.
+    pub fn admit(
+        &self,
+        batch: RecordBatch,
+        times: TimestampMillisecondArray,
+        split: &str,
+        rows_before: u64,
+        now: Millis,
+        metrics: &JobMetrics,
+    ) -> Result<(RecordBatch, TimestampMillisecondArray)> {
+        let limit = self.limit(now);
+        let beyond = |t: Millis| limit.is_some_and(|limit| t > limit);
+        let latest = arrow::compute::max(&times);
+        if times.null_count() == 0 && !latest.is_some_and(beyond) {
+            return Ok((batch, times));
+        }
+        let admitted: BooleanArray = times
+            .iter()
+            .map(|t| Some(t.is_some_and(|t| !beyond(t))))
+            .collect();
+        let refused = admitted.false_count();
+        if matches!(self.policy, BadRecordPolicy::Fail) {
+            let Some(row) = (0..times.len()).find(|&i| !admitted.value(i)) else {
+                return Ok((batch, times));
+            };
+            return Err(self.refusal(&times, row, split, rows_before));
+        }
+        JobMetrics::add(&metrics.records_skipped, refused as u64);
+        tracing::warn!(
+            table = %self.table,
+            split,
+            "skipped {refused} rows whose event time `{}` is null or more than {} ahead of the wall clock",
+            self.column,
+            self.describe_bound()
+        );
+        let kept = filter_record_batch(&batch, &admitted)
+            .exec_context(|| format!("setting aside rows of `{}`", self.table))?;
+        let kept_times = arrow::compute::filter(&times, &admitted)
+            .exec_context(|| format!("setting aside rows of `{}`", self.table))?;
+        let kept_times = kept_times
+            .as_any()
+            .downcast_ref::<TimestampMillisecondArray>()
+            .cloned()
+            .ok_or_else(|| SluiceError::Runtime("filtered event times changed type".into()))?;
+        Ok((kept, kept_times))
+    }
+
+    fn describe_bound(&self) -> String {
+        match self.max_future {
+            Some(ms) if ms % 86_400_000 == 0 => format!("{} d", ms / 86_400_000),
+            Some(ms) if ms % 3_600_000 == 0 => format!("{} h", ms / 3_600_000),
+            Some(ms) => format!("{ms} ms"),
+            None => "any time".to_string(),
+        }
+    }
+
+    fn refusal(
+        &self,
+        times: &TimestampMillisecondArray,
+        row: usize,
+        split: &str,
+        rows_before: u64,
+    ) -> SluiceError {
+        let (table, column) = (&self.table, &self.column);
+        let number = rows_before + row as u64 + 1;
+        let what = if times.is_null(row) {
+            format!("has no event time (`{column}` is null); Flink stops on a null rowtime too")
+        } else {
+            let time = times.value(row);
+            let shown = chrono::DateTime::from_timestamp_millis(time).map_or_else(
+                || format!("{time} ms"),
+                |t| t.format("%Y-%m-%d %H:%M:%S%.3f").to_string(),
+            );
+            format!(
+                "has `{column}` = {shown}, more than {} ahead of the wall clock ('{MAX_FUTURE}'): a watermark moved there would make every later row late",
+                self.describe_bound()
+            )
+        };
+        SluiceError::Data(format!(
+            "table `{table}`: row {number} of {split} {what}. Mend the data, set '{MAX_FUTURE}' (a duration, or 'none'), or let the table skip bad records (e.g. 'json.ignore-parse-errors' = 'true' for JSON from Kafka)"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::Int64Array;
+    use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    const NOW: Millis = 1_800_000_000_000;
+
+    fn batch(times: &[Option<Millis>]) -> (RecordBatch, TimestampMillisecondArray) {
+        let times = TimestampMillisecondArray::from(times.to_vec());
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("ts", DataType::Timestamp(TimeUnit::Millisecond, None), true),
+        ]));
+        let ids = Int64Array::from_iter_values(0..times.len() as i64);
+        let batch = RecordBatch::try_new(schema, vec![Arc::new(ids), Arc::new(times.clone())])
+            .expect("batch");
+        (batch, times)
+    }
+
+    fn gate(max_future: Option<&str>, policy: BadRecordPolicy) -> EventTimeGate {
+        let mut parameters = BTreeMap::new();
+        if let Some(m) = max_future {
+            parameters.insert(MAX_FUTURE.to_string(), m.to_string());
+        }
+        EventTimeGate::new("bid", "ts", &parameters, policy).expect("gate")
+    }
+
+    #[test]
+    fn good_rows_pass_untouched() {
+        let (b, t) = batch(&[Some(NOW - 5), Some(NOW + 1000), Some(0)]);
+        let metrics = JobMetrics::default();
+        let (kept, times) = gate(None, BadRecordPolicy::Fail)
+            .admit(b.clone(), t.clone(), "f", 0, NOW, &metrics)
+            .expect("admitted");
+        assert_eq!((kept, times), (b, t));
+    }
+
+    #[test]
+    fn a_time_far_ahead_fails_the_job_naming_the_row() {
+        let (b, t) = batch(&[Some(NOW), Some(253_402_300_799_000), Some(NOW)]);
+        let err = gate(None, BadRecordPolicy::Fail)
+            .admit(
+                b,
+                t,
+                "file:///d/a.parquet row group 2",
+                10,
+                NOW,
+                &JobMetrics::default(),
+            )
+            .expect_err("refused")
+            .to_string();
+        assert!(
+            err.starts_with("table `bid`: row 12 of file:///d/a.parquet row group 2 has `ts` = 9999-12-31 23:59:59.000, more than 1 d ahead"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_null_time_fails_the_job() {
+        let (b, t) = batch(&[Some(NOW), None]);
+        let err = gate(None, BadRecordPolicy::Fail)
+            .admit(b, t, "s", 0, NOW, &JobMetrics::default())
+            .expect_err("refused")
+            .to_string();
+        assert!(
+            err.contains("row 2 of s has no event time (`ts` is null)"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_table_that_skips_bad_records_skips_and_counts_them() {
+        let (b, t) = batch(&[
+            None,
+            Some(NOW),
+            Some(NOW + 3_600_001),
+            Some(NOW + 3_600_000),
+        ]);
+        let metrics = JobMetrics::default();
+        let (kept, times) = gate(Some("1 h"), BadRecordPolicy::Skip)
+            .admit(b, t, "s", 0, NOW, &metrics)
+            .expect("skipped");
+        let ids = kept
+            .column(0)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .expect("ids");
+        assert_eq!(ids.values(), &[1, 3]);
+        assert_eq!(times.values(), &[NOW, NOW + 3_600_000]);
+        assert_eq!(JobMetrics::get(&metrics.records_skipped), 2);
+    }
+
+    #[test]
+    fn no_bound_admits_any_known_time() {
+        let g = gate(Some("none"), BadRecordPolicy::Fail);
+        assert!(g.trusts(Millis::MAX - 1, NOW));
+        let (b, t) = batch(&[Some(253_402_300_799_000)]);
+        assert!(g.admit(b, t, "s", 0, NOW, &JobMetrics::default()).is_ok());
+        let (b, t) = batch(&[None]);
+        assert!(
+            g.admit(b, t, "s", 0, NOW, &JobMetrics::default()).is_err(),
+            "null is never a time"
+        );
+        assert!(
+            EventTimeGate::new(
+                "bid",
+                "ts",
+                &BTreeMap::from([(MAX_FUTURE.to_string(), "soon".to_string())]),
+                BadRecordPolicy::Fail
+            )
+            .is_err()
+        );
+    }
+}
