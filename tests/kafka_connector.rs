@@ -694,3 +694,56 @@ fn file_output_becomes_visible_at_each_checkpoint() {
         vec!["2026-01-01T00:00:00, 1", "2026-01-01T00:00:10, 1"]
     );
 }
+
+/// Rows whose event time is null or centuries ahead never reach the
+/// watermark: they stop the job, naming where they are, or follow the
+/// table's bad-record policy, skipped and counted, or dead-lettered as the
+/// decoded row with the reason.
+#[test]
+fn rows_with_bad_event_times_follow_the_tables_bad_record_policy() {
+    let rt = runtime();
+    let topic = rt.block_on(new_topic("badtime", 1)).expect("topic");
+    let values: Vec<Vec<u8>> = [
+        r#"{"id": 1, "ts": "2026-01-01 00:00:01"}"#,
+        r#"{"id": 2, "ts": null}"#,
+        r#"{"id": 3, "ts": "2999-01-01 00:00:00"}"#,
+        r#"{"id": 4, "ts": "2026-01-01 00:00:04"}"#,
+    ]
+    .iter()
+    .map(|v| v.as_bytes().to_vec())
+    .collect();
+    rt.block_on(produce(&topic, 0, &values)).expect("produce");
+
+    let out = tempfile::tempdir().expect("tempdir");
+    let error = rt
+        .block_on(sluice::run(&copy_job(&topic, BOUNDED, out.path())))
+        .expect_err("a null event time stops the job")
+        .to_string();
+    assert!(
+        error.contains(&format!(
+            "table `ev`: row 2 of kafka topic '{topic}' partition 0"
+        )) && error.contains("has no event time"),
+        "{error}"
+    );
+
+    let (ids, metrics) = copy_counting(&rt, &topic, "'json.ignore-parse-errors' = 'true'");
+    assert_eq!(ids, vec![1, 4]);
+    assert_eq!(JobMetrics::get(&metrics.records_skipped), 2);
+
+    let dead = rt.block_on(new_topic("badtime-dead", 1)).expect("topic");
+    let (ids, metrics) = copy_counting(&rt, &topic, &format!("'dead-letter.topic' = '{dead}'"));
+    assert_eq!(ids, vec![1, 4]);
+    assert_eq!(JobMetrics::get(&metrics.records_dead_lettered), 2);
+    let letters: Vec<String> = read_all(&dead)
+        .expect("dead letters")
+        .iter()
+        .map(|(_, _, v)| String::from_utf8_lossy(v).to_string())
+        .collect();
+    assert_eq!(
+        letters,
+        vec![
+            r#"{"id":2}"#.to_string(),
+            r#"{"id":3,"ts":"2999-01-01 00:00:00"}"#.to_string()
+        ]
+    );
+}

@@ -224,12 +224,26 @@ impl SplitPosition {
 }
 
 /// What a source does with a record it cannot use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum BadRecordPolicy {
     /// Stop the job with an error naming the record.
     Fail,
     /// Skip it, counted (`sluice_source_records_skipped_total`) and logged.
     Skip,
+    /// Send it to a dead-letter output, counted
+    /// (`sluice_source_records_dead_lettered_total`) and logged.
+    DeadLetter(Arc<dyn DeadLetters>),
+}
+
+/// Where a table's bad rows go when it sets them aside (a dead-letter topic).
+pub trait DeadLetters: Send + Sync + Debug {
+    /// Sets `rows` aside, each with its reason; they were read from `split`.
+    fn send<'a>(
+        &'a self,
+        split: &'a str,
+        rows: RecordBatch,
+        reasons: Vec<String>,
+    ) -> BoxFuture<'a, Result<()>>;
 }
 
 /// A sink created from a table's options.

@@ -34,6 +34,7 @@
 //! (`yyyy-MM-dd HH:mm:ss.SSS`).
 
 mod consumer;
+mod dead_letters;
 mod decode;
 mod sink;
 mod source;

@@ -440,7 +440,11 @@ impl RecordFormat {
 }
 
 /// One encoded value per row.
-fn encode(batch: &RecordBatch, format: RecordFormat, schema: &SchemaRef) -> Result<Vec<Vec<u8>>> {
+pub(super) fn encode(
+    batch: &RecordBatch,
+    format: RecordFormat,
+    schema: &SchemaRef,
+) -> Result<Vec<Vec<u8>>> {
     let batch = RecordBatch::try_new(Arc::clone(schema), batch.columns().to_vec())
         .exec_context(|| "rows for a Kafka sink".to_string())?;
     match format {

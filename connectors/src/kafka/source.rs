@@ -499,15 +499,14 @@ impl Source for KafkaSource {
         })
     }
 
-    /// Rows whose event time is bad were decoded: they no longer have the
-    /// record a dead-letter topic takes, so a dead-lettering table skips
-    /// and counts them.
     fn bad_records(&self) -> sluice_engine::connector::BadRecordPolicy {
-        match self.bad_records {
-            BadRecords::Fail => sluice_engine::connector::BadRecordPolicy::Fail,
-            BadRecords::Skip | BadRecords::DeadLetter(_) => {
-                sluice_engine::connector::BadRecordPolicy::Skip
-            }
+        use sluice_engine::connector::BadRecordPolicy;
+        match &self.bad_records {
+            BadRecords::Fail => BadRecordPolicy::Fail,
+            BadRecords::Skip => BadRecordPolicy::Skip,
+            BadRecords::DeadLetter(topic) => BadRecordPolicy::DeadLetter(Arc::new(
+                super::dead_letters::RowDeadLetters::new(topic, Arc::clone(&self.properties)),
+            )),
         }
     }
 

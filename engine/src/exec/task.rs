@@ -948,14 +948,24 @@ impl SplitReader<'_> {
             Some(watermark) => {
                 let times = watermark.times(&batch)?;
                 let (batch, times) = match &self.gate {
-                    Some(gate) => gate.admit(
-                        batch,
-                        times,
-                        &self.names[split],
-                        self.rows_read[split],
-                        chrono::Utc::now().timestamp_millis(),
-                        self.metrics,
-                    )?,
+                    Some(gate) => {
+                        let admitted = gate.admit(
+                            batch,
+                            times,
+                            &self.names[split],
+                            self.rows_read[split],
+                            chrono::Utc::now().timestamp_millis(),
+                            self.metrics,
+                        )?;
+                        if let (Some((rows, reasons)), Some(out)) =
+                            (admitted.refused, gate.dead_letters())
+                        {
+                            let n = rows.num_rows() as u64;
+                            out.send(&self.names[split], rows, reasons).await?;
+                            JobMetrics::add(&self.metrics.records_dead_lettered, n);
+                        }
+                        (admitted.batch, admitted.times)
+                    }
                     None => (batch, times),
                 };
                 push_with_watermarks(chain, &mut self.watermarks, split, batch, &times, watermark)?

@@ -10,7 +10,8 @@
 //! day by default, `'none'` for no bound). A row that fails either goes
 //! through the table's bad-record policy: by default the job stops with an
 //! error naming the table, the split, the row and its time; a table that
-//! skips bad records (`'json.ignore-parse-errors'`) skips it and counts it.
+//! skips bad records (`'json.ignore-parse-errors'`) skips it and counts it,
+//! and one with a dead-letter output sends it there with the reason.
 //!
 //! The bound is on the wall clock, not on the data, because the first row
 //! of a file is as likely as any to be the bad one. Rows in the past are
@@ -32,6 +33,15 @@ pub const MAX_FUTURE: &str = "sluice.watermark.max-future";
 /// One day: far more than clocks drift or time zones differ, far less than
 /// a typo in a year.
 pub const DEFAULT_MAX_FUTURE: Millis = 86_400_000;
+
+/// The rows a gate let through, and those a dead-letter output must take.
+#[derive(Debug)]
+pub struct Admitted {
+    pub batch: RecordBatch,
+    pub times: TimestampMillisecondArray,
+    /// Rows refused, each with its reason, when the policy sets them aside.
+    pub refused: Option<(RecordBatch, Vec<String>)>,
+}
 
 /// A source's check of its rows' event times.
 #[derive(Debug, Clone)]
@@ -83,11 +93,18 @@ impl EventTimeGate {
         self.limit(now).is_none_or(|limit| time <= limit)
     }
 
+    /// Where refused rows go, if the table sets them aside.
+    pub fn dead_letters(&self) -> Option<&std::sync::Arc<dyn crate::connector::DeadLetters>> {
+        match &self.policy {
+            BadRecordPolicy::DeadLetter(out) => Some(out),
+            _ => None,
+        }
+    }
+
     /// Lets through the rows of `batch` whose event time (`times`) is known
     /// and within the bound at `now`; the rest follow the bad-record
     /// policy. `split` names where the batch came from and `rows_before`
-    /// how many rows of it came before, for the error. Returns the batch
-    /// and times to go on with.
+    /// how many rows of it came before, for messages.
     pub fn admit(
         &self,
         batch: RecordBatch,
@@ -96,42 +113,61 @@ impl EventTimeGate {
         rows_before: u64,
         now: Millis,
         metrics: &JobMetrics,
-    ) -> Result<(RecordBatch, TimestampMillisecondArray)> {
+    ) -> Result<Admitted> {
         let limit = self.limit(now);
         let beyond = |t: Millis| limit.is_some_and(|limit| t > limit);
         let latest = arrow::compute::max(&times);
         if times.null_count() == 0 && !latest.is_some_and(beyond) {
-            return Ok((batch, times));
+            return Ok(Admitted {
+                batch,
+                times,
+                refused: None,
+            });
         }
         let admitted: BooleanArray = times
             .iter()
             .map(|t| Some(t.is_some_and(|t| !beyond(t))))
             .collect();
-        let refused = admitted.false_count();
-        if matches!(self.policy, BadRecordPolicy::Fail) {
-            let Some(row) = (0..times.len()).find(|&i| !admitted.value(i)) else {
-                return Ok((batch, times));
-            };
-            return Err(self.refusal(&times, row, split, rows_before));
-        }
-        JobMetrics::add(&metrics.records_skipped, refused as u64);
-        tracing::warn!(
-            table = %self.table,
-            split,
-            "skipped {refused} rows whose event time `{}` is null or more than {} ahead of the wall clock",
-            self.column,
-            self.describe_bound()
-        );
-        let kept = filter_record_batch(&batch, &admitted)
-            .exec_context(|| format!("setting aside rows of `{}`", self.table))?;
-        let kept_times = arrow::compute::filter(&times, &admitted)
-            .exec_context(|| format!("setting aside rows of `{}`", self.table))?;
+        let refused_rows: Vec<usize> = (0..times.len()).filter(|&i| !admitted.value(i)).collect();
+        let context = || format!("setting aside rows of `{}`", self.table);
+        let refused = match &self.policy {
+            BadRecordPolicy::Fail => {
+                return Err(self.refusal(&times, refused_rows[0], split, rows_before));
+            }
+            BadRecordPolicy::Skip => {
+                JobMetrics::add(&metrics.records_skipped, refused_rows.len() as u64);
+                tracing::warn!(
+                    table = %self.table,
+                    split,
+                    "skipped {} rows whose event time `{}` is null or more than {} ahead of the wall clock",
+                    refused_rows.len(),
+                    self.column,
+                    self.describe_bound()
+                );
+                None
+            }
+            BadRecordPolicy::DeadLetter(_) => {
+                let not = arrow::compute::not(&admitted).exec_context(context)?;
+                let rows = filter_record_batch(&batch, &not).exec_context(context)?;
+                let reasons = refused_rows
+                    .iter()
+                    .map(|&row| self.reason(&times, row))
+                    .collect();
+                Some((rows, reasons))
+            }
+        };
+        let kept = filter_record_batch(&batch, &admitted).exec_context(context)?;
+        let kept_times = arrow::compute::filter(&times, &admitted).exec_context(context)?;
         let kept_times = kept_times
             .as_any()
             .downcast_ref::<TimestampMillisecondArray>()
             .cloned()
             .ok_or_else(|| SluiceError::Runtime("filtered event times changed type".into()))?;
-        Ok((kept, kept_times))
+        Ok(Admitted {
+            batch: kept,
+            times: kept_times,
+            refused,
+        })
     }
 
     fn describe_bound(&self) -> String {
@@ -150,24 +186,30 @@ impl EventTimeGate {
         split: &str,
         rows_before: u64,
     ) -> SluiceError {
-        let (table, column) = (&self.table, &self.column);
         let number = rows_before + row as u64 + 1;
-        let what = if times.is_null(row) {
-            format!("has no event time (`{column}` is null); Flink stops on a null rowtime too")
-        } else {
-            let time = times.value(row);
-            let shown = chrono::DateTime::from_timestamp_millis(time).map_or_else(
-                || format!("{time} ms"),
-                |t| t.format("%Y-%m-%d %H:%M:%S%.3f").to_string(),
-            );
-            format!(
-                "has `{column}` = {shown}, more than {} ahead of the wall clock ('{MAX_FUTURE}'): a watermark moved there would make every later row late",
-                self.describe_bound()
-            )
-        };
+        let (table, what) = (&self.table, self.reason(times, row));
         SluiceError::Data(format!(
             "table `{table}`: row {number} of {split} {what}. Mend the data, set '{MAX_FUTURE}' (a duration, or 'none'), or let the table skip bad records (e.g. 'json.ignore-parse-errors' = 'true' for JSON from Kafka)"
         ))
+    }
+
+    /// Why row `row` is refused, as a phrase after "row N of S".
+    fn reason(&self, times: &TimestampMillisecondArray, row: usize) -> String {
+        let column = &self.column;
+        if times.is_null(row) {
+            return format!(
+                "has no event time (`{column}` is null); Flink stops on a null rowtime too"
+            );
+        }
+        let time = times.value(row);
+        let shown = chrono::DateTime::from_timestamp_millis(time).map_or_else(
+            || format!("{time} ms"),
+            |t| t.format("%Y-%m-%d %H:%M:%S%.3f").to_string(),
+        );
+        format!(
+            "has `{column}` = {shown}, more than {} ahead of the wall clock ('{MAX_FUTURE}'): a watermark moved there would make every later row late",
+            self.describe_bound()
+        )
     }
 }
 
@@ -205,10 +247,11 @@ mod tests {
     fn good_rows_pass_untouched() {
         let (b, t) = batch(&[Some(NOW - 5), Some(NOW + 1000), Some(0)]);
         let metrics = JobMetrics::default();
-        let (kept, times) = gate(None, BadRecordPolicy::Fail)
+        let admitted = gate(None, BadRecordPolicy::Fail)
             .admit(b.clone(), t.clone(), "f", 0, NOW, &metrics)
             .expect("admitted");
-        assert_eq!((kept, times), (b, t));
+        assert_eq!((admitted.batch, admitted.times), (b, t));
+        assert!(admitted.refused.is_none());
     }
 
     #[test]
@@ -253,10 +296,13 @@ mod tests {
             Some(NOW + 3_600_000),
         ]);
         let metrics = JobMetrics::default();
-        let (kept, times) = gate(Some("1 h"), BadRecordPolicy::Skip)
+        let admitted = gate(Some("1 h"), BadRecordPolicy::Skip)
             .admit(b, t, "s", 0, NOW, &metrics)
             .expect("skipped");
-        let ids = kept
+        assert!(admitted.refused.is_none());
+        let times = admitted.times;
+        let ids = admitted
+            .batch
             .column(0)
             .as_any()
             .downcast_ref::<Int64Array>()
@@ -264,6 +310,38 @@ mod tests {
         assert_eq!(ids.values(), &[1, 3]);
         assert_eq!(times.values(), &[NOW, NOW + 3_600_000]);
         assert_eq!(JobMetrics::get(&metrics.records_skipped), 2);
+    }
+
+    #[derive(Debug)]
+    struct Nowhere;
+
+    impl crate::connector::DeadLetters for Nowhere {
+        fn send<'a>(
+            &'a self,
+            _split: &'a str,
+            _rows: RecordBatch,
+            _reasons: Vec<String>,
+        ) -> futures::future::BoxFuture<'a, Result<()>> {
+            Box::pin(async { Ok(()) })
+        }
+    }
+
+    #[test]
+    fn a_table_with_dead_letters_hands_the_bad_rows_over_with_reasons() {
+        let (b, t) = batch(&[Some(NOW), None, Some(NOW + 2 * DEFAULT_MAX_FUTURE)]);
+        let admitted = gate(None, BadRecordPolicy::DeadLetter(Arc::new(Nowhere)))
+            .admit(b, t, "s", 0, NOW, &JobMetrics::default())
+            .expect("set aside");
+        assert_eq!(admitted.batch.num_rows(), 1);
+        let (rows, reasons) = admitted.refused.expect("refused rows");
+        let ids = rows
+            .column(0)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .expect("ids");
+        assert_eq!(ids.values(), &[1, 2]);
+        assert!(reasons[0].contains("is null"), "{reasons:?}");
+        assert!(reasons[1].contains("more than 1 d ahead"), "{reasons:?}");
     }
 
     #[test]
