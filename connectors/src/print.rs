@@ -39,6 +39,11 @@ struct PrintSink {
 }
 
 impl Sink for PrintSink {
+    /// Printed rows cannot be taken back.
+    fn abort(&self) -> BoxFuture<'_, Result<bool>> {
+        Box::pin(async { Ok(false) })
+    }
+
     fn open_writer(
         &self,
         subtask: usize,

@@ -216,6 +216,17 @@ impl Sink for KafkaSink {
         })
     }
 
+    /// Exactly-once output of a stopped run is aborted; at-least-once
+    /// records were delivered as they were written and stay.
+    fn abort(&self) -> BoxFuture<'_, Result<bool>> {
+        Box::pin(async move {
+            match &self.0.transactions {
+                Some(transactions) => transactions.abort_all().await.map(|()| true),
+                None => Ok(false),
+            }
+        })
+    }
+
     fn commit_checkpoint<'a>(&'a self, staged: &'a [StagedOutput]) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
             match &self.0.transactions {

@@ -146,6 +146,27 @@ impl Transactions {
         self.commit_all_of(producers).await
     }
 
+    /// Aborts every prepared transaction: the job was stopped, or failed,
+    /// without checkpoints, so none of its output may become visible.
+    pub(crate) async fn abort_all(&self) -> Result<()> {
+        let producers: Vec<(String, FutureProducer)> =
+            std::mem::take(&mut *self.prepared()?).into_iter().collect();
+        if producers.is_empty() {
+            return Ok(());
+        }
+        let properties = Arc::clone(&self.properties);
+        tokio::task::spawn_blocking(move || {
+            for (id, producer) in producers {
+                producer
+                    .abort_transaction(TIMEOUT)
+                    .map_err(|e| properties.error(format!("aborting transaction '{id}'"), e))?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| SluiceError::Runtime(format!("aborting Kafka transactions: {e}")))?
+    }
+
     /// Commits in turn; on a failure the transaction and those after it
     /// stay prepared, for the next checkpoint (or restore) to commit.
     async fn commit_all_of(&self, producers: Vec<(String, FutureProducer)>) -> Result<()> {
