@@ -7,6 +7,7 @@
 
 pub mod catalog;
 pub mod functions;
+pub mod insert_types;
 pub mod options;
 pub mod parser;
 pub mod window_tvf;
@@ -44,7 +45,8 @@ pub struct CompiledJob {
 #[derive(Debug)]
 pub struct PlannedInsert {
     pub sink: Arc<TableDef>,
-    /// The query, its columns already cast to the sink's.
+    /// The query, its columns already cast to the sink's (only by the
+    /// implicit casts [`insert_types`] allows).
     pub query: LogicalPlan,
     /// `file:line` of the statement.
     pub location: String,
@@ -114,6 +116,9 @@ pub fn compile(job: &JobFile, mode: Mode, functions: &[Arc<ScalarUDF>]) -> Resul
                             dml.table_name
                         ))
                     })?;
+                insert_types::check_insert(&sink, &dml.input).map_err(|m| {
+                    SluiceError::plan(format!("{file}:{}:{}: {m}", i.line, i.column))
+                })?;
                 let query = optimize(&catalog, Arc::unwrap_or_clone(dml.input))
                     .map_err(|e| planning_error(file, i.line, i.column, e))?;
                 inserts.push(PlannedInsert {
