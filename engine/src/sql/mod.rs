@@ -10,6 +10,7 @@ pub mod functions;
 pub mod insert_types;
 pub mod options;
 pub mod parser;
+pub mod variables;
 pub mod window_tvf;
 
 use std::collections::BTreeMap;
