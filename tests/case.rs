@@ -33,7 +33,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
-use arrow::datatypes::SchemaRef;
+use arrow::datatypes::{DataType, Schema, SchemaRef};
 use sluice_engine::sql::{JobStatement, Mode, parse_job};
 
 /// A parsed case file.
@@ -163,6 +163,11 @@ impl Case {
         }
         if case.sql.trim().is_empty() {
             return Err(format!("{name}: no `sql` section"));
+        }
+        if case.error.as_deref() == Some("") {
+            return Err(format!(
+                "{name}: the `error` section is empty, so it would match any error: write the part of the message the case expects"
+            ));
         }
         let all = [Mode::Batch, Mode::Stream];
         if all.iter().any(|m| !case.modes.contains(m)) && reason.is_none() {
@@ -296,8 +301,15 @@ impl Case {
                             output.name
                         ));
                     }
-                    let actual = crate::sorted_rows(&crate::read_parquet_dir(&out_dir)?)?;
                     let schema = schema_of(output)?;
+                    // Rows compare as text, where an INT passes for a BIGINT
+                    // and a DOUBLE for a DECIMAL: the files' types must be
+                    // the declared ones.
+                    for (file, written) in parquet_schemas(&out_dir)? {
+                        same_columns(&schema, &written)
+                            .map_err(|e| format!("{}: {file}: {e}", output.name))?;
+                    }
+                    let actual = crate::sorted_rows(&crate::read_parquet_dir(&out_dir)?)?;
                     let rows: Vec<String> = output.files.concat();
                     let expected = crate::sorted_rows(&[parse_rows(&schema, &rows)
                         .map_err(|e| format!("expected rows of {}: {e}", output.name))?])?;
@@ -315,6 +327,85 @@ impl Case {
                 Ok(())
             }
         }
+    }
+}
+
+/// The `*.case` files in `dir`, sorted; an error when the directory cannot
+/// be read or holds none, so that a suite that finds no cases fails rather
+/// than passes.
+pub fn case_files(dir: &Path) -> Result<Vec<PathBuf>, String> {
+    let unreadable =
+        |e: std::io::Error| format!("cannot read the cases directory {}: {e}", dir.display());
+    let mut paths = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(unreadable)? {
+        let path = entry.map_err(unreadable)?.path();
+        if path.extension().is_some_and(|e| e == "case") {
+            paths.push(path);
+        }
+    }
+    if paths.is_empty() {
+        return Err(format!("no *.case files in {}", dir.display()));
+    }
+    paths.sort();
+    Ok(paths)
+}
+
+/// The Arrow schema of every visible Parquet file in `dir`, with its name.
+fn parquet_schemas(dir: &Path) -> Result<Vec<(String, SchemaRef)>, String> {
+    let mut schemas = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(schemas);
+    };
+    for entry in entries {
+        let entry = entry.map_err(|e| format!("{}: {e}", dir.display()))?;
+        let name = entry.file_name().to_string_lossy().to_string();
+        if name.starts_with('.') || name.starts_with('_') {
+            continue;
+        }
+        let file = std::fs::File::open(entry.path()).map_err(|e| format!("{name}: {e}"))?;
+        let builder = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+            .map_err(|e| format!("{name}: {e}"))?;
+        schemas.push((name, Arc::clone(builder.schema())));
+    }
+    Ok(schemas)
+}
+
+/// Whether a file's columns have the declared names and types, in order
+/// (nullability aside: a NOT NULL column may be written as nullable).
+fn same_columns(declared: &Schema, written: &Schema) -> Result<(), String> {
+    let names = |s: &Schema| {
+        s.fields()
+            .iter()
+            .map(|f| format!("{} {}", f.name(), f.data_type()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let same = declared.fields().len() == written.fields().len()
+        && declared
+            .fields()
+            .iter()
+            .zip(written.fields())
+            .all(|(d, w)| d.name() == w.name() && same_type(d.data_type(), w.data_type()));
+    if same {
+        Ok(())
+    } else {
+        Err(format!(
+            "the file's columns are ({}) but the table declares ({})",
+            names(written),
+            names(declared)
+        ))
+    }
+}
+
+fn same_type(declared: &DataType, written: &DataType) -> bool {
+    match (declared, written) {
+        (DataType::Struct(d), DataType::Struct(w)) => {
+            d.len() == w.len()
+                && d.iter()
+                    .zip(w.iter())
+                    .all(|(d, w)| d.name() == w.name() && same_type(d.data_type(), w.data_type()))
+        }
+        _ => declared == written,
     }
 }
 
@@ -369,7 +460,7 @@ fn parse_rows(schema: &SchemaRef, rows: &[String]) -> Result<RecordBatch, String
         text.push('\n');
     }
     // Declared NOT NULL or not, expected rows may hold anything: read leniently.
-    let lenient = Arc::new(arrow::datatypes::Schema::new(
+    let lenient = Arc::new(Schema::new(
         schema
             .fields()
             .iter()
@@ -417,4 +508,80 @@ fn write_parquet(path: &PathBuf, batch: &RecordBatch) -> Result<(), String> {
     writer.write(batch).map_err(|e| e.to_string())?;
     writer.close().map_err(|e| e.to_string())?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow::datatypes::{Field, TimeUnit};
+
+    use super::*;
+
+    fn declared(columns: &str) -> SchemaRef {
+        schema_of(&Table {
+            name: "o".to_string(),
+            columns: columns.to_string(),
+            files: Vec::new(),
+        })
+        .expect("declared")
+    }
+
+    #[test]
+    fn written_columns_must_have_the_declared_types() {
+        let schema = declared("n BIGINT, amount DECIMAL(10, 2), ts TIMESTAMP(3), r ROW<a INT>");
+        let written = |n: DataType, amount: DataType| {
+            Schema::new(vec![
+                Field::new("n", n, true),
+                Field::new("amount", amount, true),
+                Field::new("ts", DataType::Timestamp(TimeUnit::Millisecond, None), true),
+                Field::new(
+                    "r",
+                    DataType::Struct(vec![Field::new("a", DataType::Int32, false)].into()),
+                    true,
+                ),
+            ])
+        };
+        assert_eq!(
+            same_columns(
+                &schema,
+                &written(DataType::Int64, DataType::Decimal128(10, 2))
+            ),
+            Ok(())
+        );
+        let err = same_columns(
+            &schema,
+            &written(DataType::Int32, DataType::Decimal128(10, 2)),
+        )
+        .expect_err("an INT for a BIGINT");
+        assert!(err.contains("n Int32"), "{err}");
+        assert!(
+            same_columns(&schema, &written(DataType::Int64, DataType::Float64)).is_err(),
+            "a DOUBLE for a DECIMAL"
+        );
+        let renamed = Schema::new(vec![Field::new("m", DataType::Int64, true)]);
+        assert!(same_columns(&declared("n BIGINT"), &renamed).is_err());
+        assert!(same_columns(&declared("n BIGINT, x INT"), &renamed).is_err());
+    }
+
+    #[test]
+    fn an_empty_error_section_is_refused() {
+        let text = "input t (b BIGINT)\noutput o (b BIGINT)\n\nsql\nINSERT INTO o SELECT b FROM t;\n\nerror\n\n";
+        let err = Case::parse("empty_error", text).expect_err("matches any error");
+        assert!(err.contains("the `error` section is empty"), "{err}");
+        let text = text.replace("error\n\n", "error\nColumn count\n");
+        let case = Case::parse("error", &text).expect("parses");
+        assert_eq!(case.error.as_deref(), Some("Column count"));
+    }
+
+    #[test]
+    fn a_missing_or_empty_cases_directory_is_an_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let missing = dir.path().join("nope");
+        let err = case_files(&missing).expect_err("missing");
+        assert!(err.contains("cannot read the cases directory"), "{err}");
+        let err = case_files(dir.path()).expect_err("empty");
+        assert!(err.contains("no *.case files"), "{err}");
+        std::fs::write(dir.path().join("a.case"), "").expect("write");
+        std::fs::write(dir.path().join("notes.txt"), "").expect("write");
+        assert_eq!(case_files(dir.path()), Ok(vec![dir.path().join("a.case")]));
+    }
 }

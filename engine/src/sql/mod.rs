@@ -5,10 +5,13 @@
 //! `LogicalPlan` per `INSERT INTO`. The [`crate::plan`] module then turns
 //! those plans into one operator graph.
 
+pub mod aggregate_types;
 pub mod catalog;
 pub mod functions;
+pub mod insert_types;
 pub mod options;
 pub mod parser;
+pub mod variables;
 pub mod window_tvf;
 
 use std::collections::BTreeMap;
@@ -44,7 +47,8 @@ pub struct CompiledJob {
 #[derive(Debug)]
 pub struct PlannedInsert {
     pub sink: Arc<TableDef>,
-    /// The query, its columns already cast to the sink's.
+    /// The query, its columns already cast to the sink's (only by the
+    /// implicit casts [`insert_types`] allows).
     pub query: LogicalPlan,
     /// `file:line` of the statement.
     pub location: String,
@@ -70,8 +74,9 @@ pub fn compile(job: &JobFile, mode: Mode, functions: &[Arc<ScalarUDF>]) -> Resul
             }
             JobStatement::CreateView(v) => {
                 let at = format!("{file}:{}", v.line);
-                let plan = plan_query(&catalog, &v.item.query)
-                    .map_err(|e| planning_error(file, v.line, v.column, e))?;
+                let plan = plan_query(&catalog, &v.item.query).map_err(|e| {
+                    explained_planning_error(&catalog, &v.item.query, file, v.line, v.column, e)
+                })?;
                 catalog
                     .add_view(&v.item.name, plan)
                     .map_err(|e| prefix(&at, e))?;
@@ -94,9 +99,18 @@ pub fn compile(job: &JobFile, mode: Mode, functions: &[Arc<ScalarUDF>]) -> Resul
                         name_nested_fields(source);
                     }
                 }
+                let source = match &statement {
+                    Statement::Insert(insert) => insert.source.clone(),
+                    _ => None,
+                };
                 let plan = planner
                     .sql_statement_to_plan(statement)
-                    .map_err(|e| planning_error(file, i.line, i.column, e))?;
+                    .map_err(|e| match &source {
+                        Some(query) => {
+                            explained_planning_error(&catalog, query, file, i.line, i.column, e)
+                        }
+                        None => planning_error(file, i.line, i.column, e),
+                    })?;
                 let LogicalPlan::Dml(dml) = plan else {
                     return Err(SluiceError::plan(format!("{at}: expected INSERT INTO")));
                 };
@@ -114,6 +128,9 @@ pub fn compile(job: &JobFile, mode: Mode, functions: &[Arc<ScalarUDF>]) -> Resul
                             dml.table_name
                         ))
                     })?;
+                insert_types::check_insert(&sink, &dml.input).map_err(|m| {
+                    SluiceError::plan(format!("{file}:{}:{}: {m}", i.line, i.column))
+                })?;
                 let query = optimize(&catalog, Arc::unwrap_or_clone(dml.input))
                     .map_err(|e| planning_error(file, i.line, i.column, e))?;
                 inserts.push(PlannedInsert {
@@ -360,6 +377,28 @@ fn planning_error(file: &str, line: u64, column: u64, e: DataFusionError) -> Slu
         .filter(|s| s.start.line > 0)
         .map_or((line, column), |s| (s.start.line, s.start.column));
     SluiceError::Plan(format!("{file}:{line}:{column}: {}", df_message(&e)))
+}
+
+/// A planning error of `query`; DataFusion's internal errors, which name
+/// neither the call nor the column, explained where Sluice can.
+fn explained_planning_error(
+    catalog: &Catalog,
+    query: &Query,
+    file: &str,
+    line: u64,
+    column: u64,
+    e: DataFusionError,
+) -> SluiceError {
+    // DataFusion raises these as internal errors, some wrapped in a Plan
+    // error whose text says so.
+    let root = e.find_root();
+    let internal =
+        matches!(root, DataFusionError::Internal(_)) || root.to_string().contains("Internal error");
+    if internal && let Some((at, message)) = aggregate_types::explain(catalog, query) {
+        let (line, column) = at.map_or((line, column), |l| (l.line, l.column));
+        return SluiceError::Plan(format!("{file}:{line}:{column}: {message}"));
+    }
+    planning_error(file, line, column, e)
 }
 
 /// DataFusion's message without its "Error during planning:" preamble.

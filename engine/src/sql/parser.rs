@@ -15,7 +15,8 @@
 //! `__sluice_table(bid)` (or `__sluice_table(bid, key...)` with `PARTITION BY`).
 //!
 //! `${NAME}` and `${NAME:-default}` inside string literals are replaced before
-//! parsing, token by token, so positions in error messages stay true.
+//! parsing, token by token, so positions in error messages stay true (see
+//! [`super::variables`]).
 
 use datafusion::sql::sqlparser::ast::{
     DataType, Expr, Function, FunctionArg, FunctionArgExpr, FunctionArgumentList,
@@ -24,7 +25,7 @@ use datafusion::sql::sqlparser::ast::{
 use datafusion::sql::sqlparser::dialect::Dialect;
 use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::parser::{Parser, ParserError};
-use datafusion::sql::sqlparser::tokenizer::{Location, Token, TokenWithSpan, Tokenizer};
+use datafusion::sql::sqlparser::tokenizer::{Location, Token, Tokenizer};
 
 use crate::error::{Result, SluiceError};
 
@@ -177,7 +178,7 @@ pub fn parse_job(
     let tokens = Tokenizer::new(&dialect, text)
         .tokenize_with_location()
         .map_err(|e| SluiceError::Parse(format!("{source_name}:{e}")))?;
-    let tokens = substitute_variables(source_name, tokens, lookup)?;
+    let tokens = super::variables::substitute(source_name, tokens, lookup)?;
     let mut parser = Parser::new(&dialect).with_tokens_with_locations(tokens);
     let mut statements = Vec::new();
     loop {
@@ -437,55 +438,6 @@ pub(crate) fn object_name(name: &ObjectName) -> String {
         .join(".")
 }
 
-/// Replaces `${NAME}` and `${NAME:-default}` inside string literals.
-fn substitute_variables(
-    source_name: &str,
-    mut tokens: Vec<TokenWithSpan>,
-    lookup: &dyn Fn(&str) -> Option<String>,
-) -> Result<Vec<TokenWithSpan>> {
-    for token in &mut tokens {
-        if let Token::SingleQuotedString(s) = &mut token.token
-            && s.contains("${")
-        {
-            *s = expand(s, lookup).map_err(|name| {
-                SluiceError::Config(format!(
-                    "{source_name}:{}:{}: variable `{name}` is not set: pass `--set {name}=...`, set it in the environment, or write `${{{name}:-default}}`",
-                    token.span.start.line, token.span.start.column
-                ))
-            })?;
-        }
-    }
-    Ok(tokens)
-}
-
-/// Expands variables in `text`; on failure returns the unset variable's name.
-pub fn expand(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(at) = rest.find("${") {
-        out.push_str(&rest[..at]);
-        let after = &rest[at + 2..];
-        let Some(close) = after.find('}') else {
-            // An unclosed `${` is plain text.
-            out.push_str(&rest[at..]);
-            rest = "";
-            break;
-        };
-        let body = &after[..close];
-        let (name, default) = match body.split_once(":-") {
-            Some((n, d)) => (n, Some(d)),
-            None => (body, None),
-        };
-        match lookup(name).or_else(|| default.map(str::to_string)) {
-            Some(value) => out.push_str(&value),
-            None => return Err(name.to_string()),
-        }
-        rest = &after[close + 1..];
-    }
-    out.push_str(rest);
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -499,10 +451,13 @@ mod tests {
 
     #[test]
     fn expands_variables_with_defaults() {
-        assert_eq!(expand("${DATA}/bid", &vars).as_deref(), Ok("/data/bid"));
-        assert_eq!(expand("${OUT:-/tmp/o}", &vars).as_deref(), Ok("/tmp/o"));
-        assert_eq!(expand("${OUT}", &vars), Err("OUT".to_string()));
-        assert_eq!(expand("a${b", &vars).as_deref(), Ok("a${b"));
+        use crate::sql::variables::{VariableError, expand};
+        let text = |t: &str| expand(t, &vars).map(|e| e.text);
+        assert_eq!(text("${DATA}/bid").as_deref(), Ok("/data/bid"));
+        assert_eq!(text("${OUT:-/tmp/o}").as_deref(), Ok("/tmp/o"));
+        assert_eq!(text("${OUT}"), Err(VariableError::Unset("OUT".to_string())));
+        // An unclosed `${` used to pass as plain text, into directory names.
+        assert_eq!(text("a${b"), Err(VariableError::Unterminated));
     }
 
     #[test]

@@ -45,6 +45,17 @@ impl WindowColumn {
     }
 }
 
+/// The most slices one window may span: `size / gcd(size, slide)` for HOP,
+/// `max_size / step` for CUMULATE.
+///
+/// A window merges the states of all its slices when it fires, and a row's
+/// slice stays in state until the last window over it has fired, so per key
+/// both the memory and the work of every firing grow with this count. An
+/// unbounded count let a 7 ms slide over a day (86.4 million slices) grow
+/// until the machine ran out of memory; 100,000 still admits a day sliding
+/// by a second (86,400 slices) or an hour by 50 ms (72,000).
+pub const MAX_SLICES_PER_WINDOW: Millis = 100_000;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum WindowKind {
     Tumble { size: Millis },
@@ -74,7 +85,12 @@ impl WindowKind {
                         "HOP size ({size} ms) must not be smaller than its slide ({slide} ms): rows between windows would belong to none"
                     ));
                 }
-                Ok(())
+                let pane = gcd(size, slide);
+                bounded_slices(
+                    &format!("HOP with slide {slide} ms and size {size} ms"),
+                    size / pane,
+                    pane,
+                )
             }
             Self::Cumulate { step, max_size } => {
                 positive("CUMULATE step", step)?;
@@ -84,7 +100,11 @@ impl WindowKind {
                         "CUMULATE max size ({max_size} ms) must be a whole multiple of its step ({step} ms)"
                     ));
                 }
-                Ok(())
+                bounded_slices(
+                    &format!("CUMULATE with step {step} ms and max size {max_size} ms"),
+                    max_size / step,
+                    step,
+                )
             }
             Self::Session { gap } => positive("SESSION gap", gap),
             Self::Global => Ok(()),
@@ -166,6 +186,18 @@ impl WindowKind {
     }
 }
 
+/// Refuses a window of more than [`MAX_SLICES_PER_WINDOW`] slices.
+fn bounded_slices(window: &str, slices: Millis, slice_len: Millis) -> Result<(), String> {
+    if slices <= MAX_SLICES_PER_WINDOW {
+        return Ok(());
+    }
+    Err(format!(
+        "{window} needs {slices} slices of {slice_len} ms per window, more than the {MAX_SLICES_PER_WINDOW} Sluice allows \
+         (each window merges all its slices when it fires, and holds them in state until then): \
+         use a longer slide or step, one that divides the size into at most {MAX_SLICES_PER_WINDOW} parts"
+    ))
+}
+
 /// Rounds `ts` down to a multiple of `len`, correctly for times before 1970.
 pub fn floor_to(ts: Millis, len: Millis) -> Millis {
     ts - ts.rem_euclid(len)
@@ -240,6 +272,67 @@ mod tests {
             }
             assert_eq!(windows.last().map(|w| w.1), Some(w.last_window_end(slice)));
         }
+    }
+
+    #[test]
+    fn windows_of_too_many_slices_are_refused() {
+        let day = 86_400_000;
+        let runaway = WindowKind::Hop {
+            size: day,
+            slide: 7,
+        };
+        let message = runaway.validate().expect_err("86.4 million slices");
+        assert!(
+            message.contains("HOP with slide 7 ms and size 86400000 ms needs 86400000 slices of 1 ms per window, more than the 100000 Sluice allows"),
+            "{message}"
+        );
+        // A day sliding by a second is 86,400 slices: allowed.
+        assert!(
+            WindowKind::Hop {
+                size: day,
+                slide: 1_000
+            }
+            .validate()
+            .is_ok()
+        );
+        // A slide that is not a divisor cuts finer slices: 1 s by 999 ms
+        // is 1000 slices of 1 ms, a day by 999 ms is 86.4 million.
+        assert!(
+            WindowKind::Hop {
+                size: 1_000,
+                slide: 999
+            }
+            .validate()
+            .is_ok()
+        );
+        assert!(
+            WindowKind::Hop {
+                size: day,
+                slide: 999
+            }
+            .validate()
+            .is_err()
+        );
+        let message = WindowKind::Cumulate {
+            step: 10,
+            max_size: day,
+        }
+        .validate()
+        .expect_err("8.64 million steps");
+        assert!(
+            message.contains(
+                "CUMULATE with step 10 ms and max size 86400000 ms needs 8640000 slices of 10 ms"
+            ),
+            "{message}"
+        );
+        assert!(
+            WindowKind::Cumulate {
+                step: 1_000,
+                max_size: day
+            }
+            .validate()
+            .is_ok()
+        );
     }
 
     #[test]
