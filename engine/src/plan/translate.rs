@@ -407,13 +407,19 @@ impl Translator<'_> {
                 let exprs: Vec<Arc<dyn PhysicalExpr>> = wanted
                     .iter()
                     .map(|c| {
-                        let at = read.iter().position(|r| r == c).unwrap_or_default();
-                        Arc::new(datafusion::physical_expr::expressions::Column::new(
+                        // The source reads every column any scan of it wants.
+                        let at = read.iter().position(|r| r == c).ok_or_else(|| {
+                            self.error(format!(
+                                "the source of `{}` does not read its column {c}",
+                                table.0.name
+                            ))
+                        })?;
+                        Ok(Arc::new(datafusion::physical_expr::expressions::Column::new(
                             source_schema.field(at).name(),
                             at,
-                        )) as Arc<dyn PhysicalExpr>
+                        )) as Arc<dyn PhysicalExpr>)
                     })
-                    .collect();
+                    .collect::<Result<_>>()?;
                 let schema = Arc::clone(scan.projected_schema.inner());
                 let project = Project::new(exprs, Arc::clone(&schema));
                 let id = self.add_operator(
