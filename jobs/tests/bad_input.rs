@@ -1,7 +1,7 @@
-//! Bad input through the `sluice` binary: damaged files and sinks that
-//! cannot be written. Each must end the run at once with a message naming
-//! the culprit, never a retry as if the trouble could pass, and never a
-//! hang.
+//! Bad input through the `sluice` binary: damaged files, files that are not
+//! regular files, and sinks that cannot be written. Each must end the run
+//! at once with a message naming the culprit, never a retry as if the
+//! trouble could pass, and never a hang.
 
 use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
@@ -134,4 +134,45 @@ fn an_unwritable_sink_fails_the_job_at_once() {
     );
     assert!(run.stderr.contains("Not a directory"), "{}", run.stderr);
     assert!(!run.stderr.contains("restarting"), "{}", run.stderr);
+}
+
+fn mkfifo(path: &Path) {
+    let made = Command::new("mkfifo").arg(path).status().expect("mkfifo");
+    assert!(made.success(), "mkfifo {}", path.display());
+}
+
+/// A FIFO named like a data file would block its reader for ever: in a
+/// table's directory it is skipped with a warning, and a table whose
+/// `path` names it is refused.
+#[test]
+fn a_fifo_is_skipped_in_a_directory_and_refused_by_name() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("t");
+    std::fs::create_dir(&data).expect("mkdir");
+    std::fs::write(data.join("a.parquet"), parquet_bytes(10)).expect("write");
+    let fifo = data.join("b.parquet");
+    mkfifo(&fifo);
+
+    let listed = run(dir.path(), &job(&data, "parquet"));
+    assert!(listed.status.success(), "{}", listed.stderr);
+    assert!(listed.stderr.contains("10 rows in"), "{}", listed.stderr);
+    assert!(
+        listed.stderr.contains(&format!(
+            "skipping file://{}: it is a FIFO, not a regular file",
+            fifo.display()
+        )),
+        "{}",
+        listed.stderr
+    );
+
+    let named = run(dir.path(), &job(&fifo, "parquet"));
+    assert!(!named.status.success(), "{}", named.stderr);
+    assert!(
+        named
+            .stderr
+            .contains(&format!("{} is a FIFO, not a regular file", fifo.display())),
+        "{}",
+        named.stderr
+    );
+    assert!(!named.stderr.contains("restarting"), "{}", named.stderr);
 }
