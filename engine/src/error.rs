@@ -7,6 +7,9 @@
 //! may cure ([`SluiceError::is_retryable`]), and only when its cause says so
 //! ([`may_heal`]): a refused connection or a throttled request may pass, a
 //! missing file, a denied permission or a damaged page will not.
+//!
+//! Messages that quote input data quote at most [`PREVIEW_BYTES`] of it
+//! ([`preview`]): one huge bad value must not become a huge message.
 
 use std::error::Error;
 
@@ -199,6 +202,48 @@ fn io_kind_heals(kind: std::io::ErrorKind) -> Option<bool> {
     }
 }
 
+/// Bytes of input data an error message quotes at most.
+pub const PREVIEW_BYTES: usize = 256;
+
+/// `text` as an error message may quote it: whole if short, else its
+/// first [`PREVIEW_BYTES`] bytes, cut at a character's boundary, followed
+/// by `… (N bytes)`. Control characters become spaces, so that a quoted
+/// value cannot break a log line.
+pub fn preview(text: &str) -> String {
+    let mut end = text.len().min(PREVIEW_BYTES);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    shown(&text[..end], end < text.len(), text.len())
+}
+
+/// [`preview`] of raw bytes, which need not be UTF-8 (bytes that are not
+/// show as U+FFFD).
+pub fn preview_bytes(value: &[u8]) -> String {
+    let mut head = &value[..value.len().min(PREVIEW_BYTES)];
+    let cut = head.len() < value.len();
+    // A character the cut split in two is left out, not shown as U+FFFD.
+    if let Err(e) = std::str::from_utf8(head)
+        && cut
+        && e.error_len().is_none()
+    {
+        head = &head[..e.valid_up_to()];
+    }
+    shown(&String::from_utf8_lossy(head), cut, value.len())
+}
+
+fn shown(head: &str, cut: bool, total: usize) -> String {
+    let head: String = head
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if cut {
+        format!("{head}… ({total} bytes)")
+    } else {
+        head
+    }
+}
+
 /// Adds context to a DataFusion or Arrow error raised while executing.
 pub trait ExecContext<T> {
     fn exec_context(self, context: impl FnOnce() -> String) -> Result<T>;
@@ -323,5 +368,38 @@ mod tests {
         assert!(!SluiceError::io("x", SluiceError::Data("bad".into())).is_retryable());
         assert!(!SluiceError::Data("bad".into()).is_retryable());
         assert!(!SluiceError::config("bad").is_retryable());
+    }
+
+    #[test]
+    fn previews_are_capped_on_a_character_boundary() {
+        assert_eq!(preview("short"), "short");
+        assert_eq!(preview("a\nb\tc"), "a b c");
+        let long = "é".repeat(PREVIEW_BYTES);
+        let shown = preview(&long);
+        assert!(
+            shown.ends_with(&format!("… ({} bytes)", long.len())),
+            "{shown}"
+        );
+        let head = shown.split('…').next().unwrap_or_default();
+        assert_eq!(head.len(), PREVIEW_BYTES, "whole characters up to the cap");
+        assert!(head.chars().all(|c| c == 'é'));
+        let odd = format!("x{long}");
+        let head = preview(&odd);
+        let head = head.split('…').next().unwrap_or_default();
+        assert_eq!(
+            head.len(),
+            PREVIEW_BYTES - 1,
+            "a split character is left out"
+        );
+
+        assert_eq!(preview_bytes(b"ok\xff"), "ok\u{fffd}");
+        let bytes = odd.as_bytes();
+        let shown = preview_bytes(bytes);
+        assert!(!shown.contains('\u{fffd}'), "{shown}");
+        assert!(
+            shown.ends_with(&format!("… ({} bytes)", bytes.len())),
+            "{shown}"
+        );
+        assert!(shown.len() < PREVIEW_BYTES + 30);
     }
 }

@@ -1,7 +1,7 @@
 //! Bad input through the `sluice` binary: damaged files, files that are not
-//! regular files, and sinks that cannot be written. Each must end the run
-//! at once with a message naming the culprit, never a retry as if the
-//! trouble could pass, and never a hang.
+//! files, and huge bad values. Each must end the run at once with a short
+//! message naming the culprit, never a retry as if the trouble could pass,
+//! and never a hang.
 
 use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
@@ -175,4 +175,34 @@ fn a_fifo_is_skipped_in_a_directory_and_refused_by_name() {
         named.stderr
     );
     assert!(!named.stderr.contains("restarting"), "{}", named.stderr);
+}
+
+/// A bad value of 20 MB gives a message of a few hundred bytes that names
+/// the file and the byte offset of the bad record.
+#[test]
+fn a_huge_bad_json_line_gives_a_short_message() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("t.json");
+    let good: String = (0..100).map(|i| format!("{{\"n\": {i}}}\n")).collect();
+    let bad = format!("{{\"n\": \"{}\"}}\n", "x".repeat(20 << 20));
+    std::fs::write(&file, format!("{good}{bad}{good}")).expect("write");
+    let run = run(dir.path(), &job(&file, "json"));
+    assert!(!run.status.success());
+    assert!(
+        run.stderr.len() < 4096,
+        "{} bytes of messages: {}…",
+        run.stderr.len(),
+        &run.stderr[..run.stderr.len().min(2000)]
+    );
+    assert!(
+        run.stderr.contains(&format!(
+            "file://{}: the record at byte {} cannot be decoded",
+            file.display(),
+            good.len()
+        )),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("bytes)"), "{}", run.stderr);
+    assert!(!run.stderr.contains("restarting"), "{}", run.stderr);
 }
