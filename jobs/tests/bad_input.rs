@@ -110,6 +110,26 @@ fn a_damaged_parquet_file_fails_the_job_at_once_naming_it() {
     assert!(!run.stderr.contains("restarting"), "{}", run.stderr);
 }
 
+/// A table directory that cannot be listed (here a path through a file,
+/// as an unreadable directory is for any user but root) fails the job at
+/// once: listing it again gives the same answer.
+#[test]
+fn an_unlistable_table_directory_fails_the_job_at_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("t.json");
+    std::fs::write(&file, "{\"n\": 1}\n").expect("write");
+    let run = run(dir.path(), &job(&file.join("sub/*.json"), "json"));
+    assert!(!run.status.success(), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains(&format!("listing file://{}/sub", file.display())),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("Not a directory"), "{}", run.stderr);
+    assert!(!run.stderr.contains("restarting"), "{}", run.stderr);
+}
+
 /// A sink that cannot be written (its directory would be inside a file)
 /// fails the job at once: no restart can make a file a directory.
 #[test]
