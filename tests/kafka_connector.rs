@@ -107,7 +107,12 @@ fn a_partition_far_behind_holds_the_watermark_and_nothing_is_late() {
     }
 }
 
-/// Runs `job` until `ready` says so (or 20 s pass), then stops it.
+/// Longer than anything these tests wait for takes: an event not seen by
+/// then is taken not to come.
+const EVENTUALLY: Duration = Duration::from_secs(60);
+
+/// Runs `job` until `ready` says so, then stops it; fails the test if
+/// `ready` is not true within [`EVENTUALLY`].
 fn run_until(
     rt: &tokio::runtime::Runtime,
     job: &JobSpec,
@@ -119,18 +124,41 @@ fn run_until(
         let metrics = Arc::clone(&metrics);
         let stop = stop.clone();
         rt.spawn(async move {
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while !ready(&metrics) && Instant::now() < deadline {
-                tokio::time::sleep(Duration::from_millis(50)).await;
+            let deadline = Instant::now() + EVENTUALLY;
+            let mut reached = ready(&metrics);
+            while !reached && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                reached = ready(&metrics);
             }
             stop.stop();
+            reached
         })
     };
     let result = rt
         .block_on(sluice::run_with(job, metrics, stop))
         .expect("job");
-    watcher.abort();
+    let reached = rt.block_on(watcher).expect("watcher");
+    assert!(
+        reached,
+        "what the test waited for did not happen within {EVENTUALLY:?}"
+    );
     result
+}
+
+/// Whether `rows` rows have been read and, since the first moment they
+/// had, two checkpoints completed. Checkpoints go one at a time, so the
+/// second was triggered after the rows were read; its barriers followed
+/// them (and any watermark they moved) through every operator to the
+/// sinks. Whatever those rows were going to make happen has happened.
+fn read_and_checkpointed(rows: u64) -> impl Fn(&JobMetrics) -> bool + Send + 'static {
+    let when_read = std::sync::OnceLock::new();
+    move |m| {
+        if JobMetrics::get(&m.rows_in) < rows {
+            return false;
+        }
+        let checkpoints = JobMetrics::get(&m.checkpoints);
+        checkpoints >= when_read.get_or_init(|| checkpoints) + 2
+    }
 }
 
 #[test]
@@ -147,13 +175,12 @@ fn an_idle_partition_holds_the_watermark_until_the_idle_timeout() {
         // Without an idle timeout the empty partition holds the watermark at
         // the beginning of time: nothing fires, and stopping fires nothing.
         let out = tempfile::tempdir().expect("tempdir");
-        let job = window_job(&topic, "", out.path()).with_parallelism(parallelism);
-        // Stop a second after everything was read, time enough to fire.
-        let all_read = std::sync::OnceLock::new();
-        let held = run_until(&rt, &job, move |m| {
-            JobMetrics::get(&m.rows_in) == 3
-                && all_read.get_or_init(Instant::now).elapsed() > Duration::from_secs(1)
-        });
+        let job = window_job(&topic, "", out.path())
+            .with_parallelism(parallelism)
+            .with_checkpoint_interval(Duration::from_millis(50));
+        // Stop once a checkpoint has passed behind every row: had the rows
+        // moved the watermark, the windows would have fired by then.
+        let held = run_until(&rt, &job, read_and_checkpointed(3));
         assert!(held.stopped);
         assert_eq!(held.rows_in, 3);
         assert_eq!(held.rows_out, 0, "parallelism {parallelism}");
@@ -478,17 +505,24 @@ fn a_bounded_scan_waits_for_its_stop_offset_and_skips_unnamed_partitions() {
         ", 'scan.bounded.mode' = 'specific-offsets', 'scan.bounded.specific-offsets' = 'partition:0,offset:5'",
         out.path(),
     );
+    let metrics = Arc::new(JobMetrics::default());
     let running = {
-        let job = job.clone();
-        rt.spawn(async move { sluice::run(&job).await })
+        let (job, metrics) = (job.clone(), Arc::clone(&metrics));
+        rt.spawn(async move { sluice::run_with(&job, metrics, StopSignal::default()).await })
     };
-    // Offsets 3 and 4 do not exist yet: the job must wait for them.
-    std::thread::sleep(Duration::from_millis(1500));
+    // Offsets 3 and 4 do not exist yet: the job must wait for them. Once
+    // it has read all there is, the rest is written; that it reads them
+    // (below) shows it was still waiting.
+    let deadline = Instant::now() + EVENTUALLY;
+    while JobMetrics::get(&metrics.rows_in) < 3 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(JobMetrics::get(&metrics.rows_in), 3, "read what there is");
     assert!(!running.is_finished(), "stopped before its stop offset");
     rt.block_on(produce(&topic, 0, &events(&[(3, 3), (4, 4), (5, 5)])))
         .expect("produce more");
     let result = rt
-        .block_on(async { tokio::time::timeout(Duration::from_secs(30), running).await })
+        .block_on(async { tokio::time::timeout(EVENTUALLY, running).await })
         .expect("ends once the stop offset is reached")
         .expect("task")
         .expect("job");
@@ -579,10 +613,9 @@ fn checkpoints_cover_every_subtask_and_record_partition_offsets() {
         .with_parallelism(2)
         .with_checkpoint_interval(Duration::from_millis(50))
         .with_checkpoint_dir(&checkpoints.path().display().to_string(), 2);
-    let all_read = std::sync::OnceLock::new();
+    let read_all = read_and_checkpointed(5);
     let result = run_until(&rt, &job, move |m| {
-        JobMetrics::get(&m.rows_in) == 5
-            && all_read.get_or_init(Instant::now).elapsed() > Duration::from_millis(500)
+        read_all(m) && JobMetrics::get(&m.checkpoints) >= 3
     });
     assert!(result.stopped);
     assert!(
@@ -672,7 +705,8 @@ fn file_output_becomes_visible_at_each_checkpoint() {
         .with_parallelism(1)
         .with_checkpoint_interval(Duration::from_millis(100));
     // The topic stays open: only a checkpoint can make the fired windows
-    // (the watermark passed 00:00:10 and 00:00:20) visible.
+    // (the watermark passed 00:00:10 and 00:00:20) visible, and the job
+    // is stopped only once they are.
     let watched = visible.clone();
     let result = run_until(&rt, &job, move |_| watched());
     assert!(result.stopped);
@@ -684,10 +718,6 @@ fn file_output_becomes_visible_at_each_checkpoint() {
         "some checkpoint covered staged output"
     );
     assert!(visible());
-    assert!(
-        result.elapsed < Duration::from_secs(15),
-        "made visible before the stop"
-    );
     assert!(sluice_tests::staged_files(out.path()).is_empty());
     assert_eq!(
         rows(out.path()),

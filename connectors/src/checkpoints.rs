@@ -1,5 +1,7 @@
 //! Checkpoints on any object store: `<dir>/<job>/chk-<n>/`, each with its
-//! state files and, written last, `_manifest.json`.
+//! state files and, written last, `_manifest.json`. A discarded checkpoint
+//! goes whole: on a local disk its emptied directory too, which an object
+//! store's delete leaves behind.
 
 use futures::StreamExt;
 use futures::future::BoxFuture;
@@ -151,6 +153,14 @@ impl CheckpointStore for ObjectCheckpoints {
                         Err(e) => return Err(self.error("deleting a checkpoint", e)),
                     }
                 }
+                if let Some(local) = self.root.local_path(&dir) {
+                    tokio::task::spawn_blocking(move || remove_empty_tree(&local))
+                        .await
+                        .map_err(|e| SluiceError::Runtime(format!("deleting chk-{id}: {e}")))?
+                        .map_err(|e| {
+                            SluiceError::io(format!("deleting chk-{id} in {}", self.root.url), e)
+                        })?;
+                }
             }
             Ok(())
         })
@@ -158,6 +168,26 @@ impl CheckpointStore for ObjectCheckpoints {
 
     fn describe(&self) -> String {
         self.root.url.clone()
+    }
+}
+
+/// Removes the local directory `dir` and the directories in it, which
+/// must hold no files any more; nothing if it is not there.
+fn remove_empty_tree(dir: &std::path::Path) -> std::io::Result<()> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            remove_empty_tree(&entry.path())?;
+        }
+    }
+    match std::fs::remove_dir(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
     }
 }
 
@@ -223,6 +253,56 @@ mod tests {
             .map(|l| l.0)
             .collect();
         assert_eq!(left, vec![2, 3]);
+    }
+
+    /// Retention leaves exactly the retained checkpoints' directories on
+    /// a local disk: a discarded one goes with its directory, state files,
+    /// nested directories and all.
+    #[tokio::test]
+    async fn retention_leaves_only_the_retained_directories() {
+        use sluice_engine::checkpoint::protocol::to_discard;
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store =
+            ObjectCheckpoints::new(&dir.path().display().to_string(), "job").expect("store");
+        let ids: Vec<CheckpointId> = (1..=5).collect();
+        for &id in &ids {
+            store
+                .write_state(id, "op-1-0.arrow", vec![1, 2, 3])
+                .await
+                .expect("state");
+            store
+                .write_state(id, "nested/op-2-0.arrow", vec![4])
+                .await
+                .expect("state");
+            store
+                .write_manifest(&manifest(id, "job"))
+                .await
+                .expect("manifest");
+        }
+        let discard = to_discard(&ids, &ids, 2);
+        assert_eq!(discard, [1, 2, 3]);
+        store.discard(&discard).await.expect("discard");
+        let mut left: Vec<String> = std::fs::read_dir(dir.path().join("job"))
+            .expect("read dir")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort_unstable();
+        assert_eq!(left, ["chk-4", "chk-5"]);
+        assert_eq!(
+            store
+                .list()
+                .await
+                .expect("list")
+                .iter()
+                .map(|l| l.0)
+                .collect::<Vec<_>>(),
+            [4, 5]
+        );
+        store
+            .discard(&[1])
+            .await
+            .expect("discarding again does nothing");
     }
 
     fn with_state(id: CheckpointId, file: &str, bytes: u64) -> Manifest {

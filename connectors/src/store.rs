@@ -35,6 +35,15 @@ impl Location {
             _ => format!("file:///{path}"),
         }
     }
+
+    /// Where `path` of this store is on this machine's disk, if the store
+    /// is the local file system.
+    pub fn local_path(&self, path: &Path) -> Option<std::path::PathBuf> {
+        if !self.url.starts_with("file://") {
+            return None;
+        }
+        LocalFileSystem::new().path_to_filesystem(path).ok()
+    }
 }
 
 /// Resolves a path or URL for table `table`'s option `option`.
@@ -103,6 +112,10 @@ mod tests {
             l.url_of(&Path::from("tmp/x/y/z.parquet")),
             "file:///tmp/x/y/z.parquet"
         );
+        assert_eq!(
+            l.local_path(&Path::from("tmp/x/y/z.parquet")),
+            Some(std::path::PathBuf::from("/tmp/x/y/z.parquet"))
+        );
     }
 
     #[test]
@@ -113,6 +126,7 @@ mod tests {
             l.url_of(&Path::from("events/a.parquet")),
             "s3://bucket/events/a.parquet"
         );
+        assert_eq!(l.local_path(&l.path), None);
         let err = resolve("ftp://x/y", "t", "path")
             .expect_err("must fail")
             .to_string();

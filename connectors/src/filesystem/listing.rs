@@ -1,4 +1,8 @@
 //! Which files a `path` option names: one file, a directory, or a glob.
+//!
+//! Only regular files are read. On a local disk a FIFO, socket or device
+//! would block a reader or never end, so one named by `path` itself is an
+//! error, and one found in a directory is skipped with a warning.
 
 use futures::TryStreamExt;
 use object_store::path::Path;
@@ -16,6 +20,8 @@ pub struct FileSet {
     pattern: Option<String>,
     /// The option as written, for messages.
     pub written: String,
+    /// The table whose option this is, for messages.
+    table: String,
 }
 
 impl FileSet {
@@ -26,33 +32,53 @@ impl FileSet {
             root,
             pattern: pattern.map(str::to_string),
             written: path.to_string(),
+            table: table.to_string(),
         })
     }
 
     /// Lists the files, sorted by path; an error if there are none.
     pub async fn list(&self) -> Result<Vec<ObjectMeta>> {
         let store = &self.root.store;
-        if self.pattern.is_none()
-            && let Ok(meta) = store.head(&self.root.path).await
-        {
-            return Ok(vec![meta]);
+        let local = self.root.local_path(&self.root.path);
+        if self.pattern.is_none() {
+            if let Some(local) = &local
+                && let Ok(meta) = std::fs::metadata(local)
+                && let Some(kind) = special_kind(&meta.file_type())
+            {
+                return Err(SluiceError::config(format!(
+                    "table `{}`: option 'path' = '{}': {} is {kind}, not a regular file",
+                    self.table,
+                    self.written,
+                    local.display()
+                )));
+            }
+            if let Ok(meta) = store.head(&self.root.path).await {
+                return Ok(vec![meta]);
+            }
         }
         let prefix = &self.root.path;
+        // The local store's listing leaves special files out silently.
+        let special = match local {
+            Some(dir) => tokio::task::spawn_blocking(move || special_files(&dir))
+                .await
+                .unwrap_or_default(),
+            None => Vec::new(),
+        };
         let mut files: Vec<ObjectMeta> = store
             .list(Some(prefix))
             .try_collect()
             .await
             .map_err(|e| SluiceError::io(format!("listing {}", self.root.url), e))?;
-        files.retain(|f| {
-            let relative = relative(prefix, &f.location);
-            !relative
-                .split('/')
-                .any(|part| part.starts_with('.') || part.starts_with('_'))
-                && self
-                    .pattern
-                    .as_deref()
-                    .is_none_or(|p| glob_match(p, &relative))
-        });
+        files.retain(|f| self.wanted(&relative(prefix, &f.location)));
+        for (relative, kind) in special {
+            if self.wanted(&relative) {
+                tracing::warn!(
+                    "table `{}`: skipping {}/{relative}: it is {kind}, not a regular file",
+                    self.table,
+                    self.root.url.trim_end_matches('/')
+                );
+            }
+        }
         files.sort_by(|a, b| a.location.cmp(&b.location));
         tracing::debug!(path = %self.root.url, files = files.len(), "listed input files");
         if files.is_empty() {
@@ -66,6 +92,71 @@ impl FileSet {
 
     pub fn url_of(&self, path: &Path) -> String {
         self.root.url_of(path)
+    }
+
+    /// Whether a file at `relative` (to `root`) is one of the set: not
+    /// hidden or staged, and matching the glob if there is one.
+    fn wanted(&self, relative: &str) -> bool {
+        !relative
+            .split('/')
+            .any(|part| part.starts_with('.') || part.starts_with('_'))
+            && self
+                .pattern
+                .as_deref()
+                .is_none_or(|p| glob_match(p, relative))
+    }
+}
+
+/// The files under the local directory `dir` that are neither regular
+/// files nor directories, by path relative to `dir`, with what they are.
+/// Symbolic links are followed to what they name, but not into
+/// directories (which could loop); unreadable directories are passed
+/// over, for the store's listing to report.
+fn special_files(dir: &std::path::Path) -> Vec<(String, &'static str)> {
+    let mut found = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(next) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&next) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let Ok(mut kind) = entry.file_type() else {
+                continue;
+            };
+            if kind.is_dir() {
+                pending.push(entry.path());
+                continue;
+            }
+            if kind.is_symlink() {
+                match std::fs::metadata(entry.path()) {
+                    Ok(meta) => kind = meta.file_type(),
+                    Err(_) => continue,
+                }
+            }
+            let path = entry.path();
+            if let (Some(what), Ok(relative)) = (special_kind(&kind), path.strip_prefix(dir)) {
+                found.push((relative.to_string_lossy().into_owned(), what));
+            }
+        }
+    }
+    found
+}
+
+/// What a file that is neither a regular file nor a directory is.
+fn special_kind(kind: &std::fs::FileType) -> Option<&'static str> {
+    use std::os::unix::fs::FileTypeExt;
+    if kind.is_file() || kind.is_dir() {
+        None
+    } else if kind.is_fifo() {
+        Some("a FIFO")
+    } else if kind.is_socket() {
+        Some("a socket")
+    } else if kind.is_char_device() {
+        Some("a character device")
+    } else if kind.is_block_device() {
+        Some("a block device")
+    } else {
+        Some("a special file")
     }
 }
 
@@ -172,5 +263,57 @@ mod tests {
             .await
             .expect_err("must fail");
         assert!(err.to_string().contains("no files found"), "{err}");
+    }
+
+    fn mkfifo(path: &std::path::Path) {
+        let made = std::process::Command::new("mkfifo")
+            .arg(path)
+            .status()
+            .expect("run mkfifo");
+        assert!(made.success(), "mkfifo {}", path.display());
+    }
+
+    /// A FIFO would block its reader for ever: named by `path` it is an
+    /// error, found in a directory or by a glob it is left out.
+    #[tokio::test]
+    async fn fifos_are_never_listed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("a.parquet"), "x").expect("write");
+        std::fs::create_dir(dir.path().join("sub")).expect("mkdir");
+        mkfifo(&dir.path().join("b.parquet"));
+        mkfifo(&dir.path().join("sub/c.parquet"));
+        let root = dir.path().to_str().expect("utf-8");
+        for path in [
+            root.to_string(),
+            format!("{root}/*.parquet"),
+            format!("{root}/**/*.parquet"),
+        ] {
+            let files = FileSet::parse(&path, "t")
+                .expect("parse")
+                .list()
+                .await
+                .expect("list");
+            let names: Vec<&str> = files.iter().filter_map(|f| f.location.filename()).collect();
+            assert_eq!(names, ["a.parquet"], "{path}");
+        }
+        let fifo = dir.path().join("b.parquet");
+        let err = FileSet::parse(fifo.to_str().expect("utf-8"), "t")
+            .expect("parse")
+            .list()
+            .await
+            .expect_err("a FIFO is not a table's file");
+        assert!(matches!(err, SluiceError::Config(_)), "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "table `t`: option 'path' = '{}': {} is a FIFO, not a regular file",
+                fifo.display(),
+                fifo.display()
+            )
+        );
+        let found = special_files(dir.path());
+        let mut found: Vec<&str> = found.iter().map(|(p, _)| p.as_str()).collect();
+        found.sort_unstable();
+        assert_eq!(found, ["b.parquet", "sub/c.parquet"]);
     }
 }

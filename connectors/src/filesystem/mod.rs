@@ -2,11 +2,12 @@
 //!
 //! Options (Flink's names): `path` (a file, a directory, or a glob such as
 //! `/data/bid/*.parquet`; names starting with `.` or `_` are skipped, as
-//! Flink and Hadoop skip staged and marker files), `format` (`parquet`,
-//! `json`, `csv`), `csv.field-delimiter`, and Sluice's `csv.header`
-//! (`'true'` when the first line names the columns; Flink's CSV has none)
-//! and `source.split-size` (bytes per split of a JSON-lines file, `32mb` by
-//! default, so one large file is still read by every source subtask).
+//! Flink and Hadoop skip staged and marker files, and only regular files
+//! are read), `format` (`parquet`, `json`, `csv`), `csv.field-delimiter`,
+//! and Sluice's `csv.header` (`'true'` when the first line names the
+//! columns; Flink's CSV has none) and `source.split-size` (bytes per split
+//! of a JSON-lines file, `32mb` by default, so one large file is still read
+//! by every source subtask).
 
 mod listing;
 mod parquet;

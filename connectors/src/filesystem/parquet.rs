@@ -83,7 +83,7 @@ async fn plan_file(
     let mut reader = ObjectReader::new(Arc::clone(&store), path.clone(), size);
     let metadata = ArrowReaderMetadata::load_async(&mut reader, ArrowReaderOptions::new())
         .await
-        .map_err(|e| SluiceError::Data(format!("{url}: not a readable Parquet file: {e}")))?;
+        .map_err(|e| read_error(&url, "not a readable Parquet file", e))?;
     let fit = Arc::new(SchemaFit::new(
         table,
         &url,
@@ -221,10 +221,11 @@ impl Split for RowGroupSplit {
         match builder.build() {
             Ok(stream) => {
                 let mut read = skip;
+                let name = self.describe();
                 stream
                     .map(move |batch| {
-                        let batch = batch
-                            .map_err(|e| SluiceError::io(format!("reading {}", file.url), e))?;
+                        let batch =
+                            batch.map_err(|e| read_error(&name, "damaged Parquet data", e))?;
                         read += batch.num_rows() as u64;
                         Ok((
                             file.fit.apply(batch, &file.url)?,
@@ -239,6 +240,19 @@ impl Split for RowGroupSplit {
                     .boxed()
             }
         }
+    }
+}
+
+/// A failure reading `url` (a Parquet file or one of its row groups):
+/// trouble fetching its bytes is I/O (retried if it may pass,
+/// [`SluiceError::io`]); anything else is the file's content, `what` it
+/// is, and will not change on a retry.
+fn read_error(url: &str, what: &str, e: parquet::errors::ParquetError) -> SluiceError {
+    match &e {
+        parquet::errors::ParquetError::External(inner) if inner.is::<object_store::Error>() => {
+            SluiceError::io(format!("reading {url}"), e)
+        }
+        _ => SluiceError::Data(format!("{url}: {what}: {e}")),
     }
 }
 
@@ -417,7 +431,68 @@ fn compatible(from: &DataType, to: &DataType) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use arrow::array::Int64Array;
     use arrow::datatypes::Field;
+    use sluice_engine::metrics::JobMetrics;
+
+    /// A Parquet file of `rows` BIGINTs in column `n`, its first data page
+    /// header overwritten: the footer reads, the rows do not.
+    fn damaged_parquet(path: &std::path::Path, rows: i64) {
+        let schema = Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, true)]));
+        let batch = RecordBatch::try_new(
+            Arc::clone(&schema),
+            vec![Arc::new(Int64Array::from_iter_values(0..rows))],
+        )
+        .expect("batch");
+        let mut bytes = Vec::new();
+        let mut writer =
+            parquet::arrow::ArrowWriter::try_new(&mut bytes, schema, None).expect("writer");
+        writer.write(&batch).expect("write");
+        writer.close().expect("close");
+        // The first page header follows the 4-byte magic number.
+        bytes[4..36].fill(0xff);
+        std::fs::write(path, bytes).expect("write file");
+    }
+
+    /// A damaged page is the file's fault: a data error naming the file
+    /// and row group, which no retry can cure.
+    #[tokio::test]
+    async fn a_damaged_page_is_a_data_error_naming_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("part-0.parquet");
+        damaged_parquet(&path, 1000);
+        let source = ParquetSource {
+            files: FileSet::parse(&path.display().to_string(), "t").expect("files"),
+            table: "t".into(),
+        };
+        let schema = Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, true)]));
+        let request = ScanRequest {
+            metrics: Arc::new(JobMetrics::default()),
+            projection: vec![0],
+            schema,
+            time_column: None,
+            batch_size: 100,
+        };
+        let splits = source.plan_splits(request).await.expect("the footer reads");
+        let mut batches = Arc::clone(&splits[0]).open();
+        let err = loop {
+            match batches.next().await {
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => break e,
+                None => panic!("a damaged page read without error"),
+            }
+        };
+        assert!(matches!(err, SluiceError::Data(_)), "{err:?}");
+        assert!(!err.is_retryable(), "{err}");
+        let message = err.to_string();
+        assert!(
+            message.starts_with(&format!(
+                "file://{} row group 0: damaged Parquet data: ",
+                path.display()
+            )),
+            "{message}"
+        );
+    }
 
     #[test]
     fn schema_fit_names_the_file_and_column() {

@@ -24,6 +24,7 @@ use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
 use sluice_engine::connector::{ScanRequest, Source, Split, SplitPosition, without_positions};
+use sluice_engine::error::preview;
 use sluice_engine::sql::TableDef;
 use sluice_engine::time::Millis;
 use sluice_engine::{Result, SluiceError};
@@ -265,14 +266,16 @@ impl Decoder for Csv {
 type Decoding = (Box<dyn Decoder>, Option<Vec<usize>>);
 
 struct DecodeState {
+    split: Arc<TextSplit>,
     chunks: BoxStream<'static, Result<Bytes>>,
     buffer: Bytes,
     /// Bytes of the file decoded so far: after a full batch, the offset
     /// of the next record.
     offset: u64,
+    /// Where the first record of the batch being decoded begins.
+    batch_start: u64,
     decoder: Box<dyn Decoder>,
     finished: bool,
-    url: String,
     /// Columns of the table to keep (CSV decodes every column).
     projection: Option<Vec<usize>>,
 }
@@ -287,10 +290,10 @@ impl DecodeState {
                         self.buffer.advance(consumed);
                         self.offset += consumed as u64;
                     }
-                    Err(e) => return Some(Err(self.error(e))),
+                    Err(e) => return Some(Err(self.error(e).await)),
                 }
                 if self.decoder.is_full() {
-                    return self.flush_at().transpose();
+                    return self.flush_at().await.transpose();
                 }
                 continue;
             }
@@ -302,27 +305,146 @@ impl DecodeState {
                 Some(Err(e)) => return Some(Err(e)),
                 None => {
                     self.finished = true;
-                    return self.flush_at().transpose();
+                    return self.flush_at().await.transpose();
                 }
             }
         }
     }
 
-    fn flush_at(&mut self) -> Result<Option<(RecordBatch, SplitPosition)>> {
+    async fn flush_at(&mut self) -> Result<Option<(RecordBatch, SplitPosition)>> {
         let offset = self.offset;
-        Ok(self.flush()?.map(|batch| (batch, at_byte(offset))))
+        let batch = match self.flush() {
+            Ok(batch) => batch,
+            Err(e) => return Err(self.error(e).await),
+        };
+        self.batch_start = offset;
+        Ok(batch.map(|batch| (batch, at_byte(offset))))
     }
 
-    fn flush(&mut self) -> Result<Option<RecordBatch>> {
-        let batch = self.decoder.flush().map_err(|e| self.error(e))?;
+    fn flush(&mut self) -> Result<Option<RecordBatch>, ArrowError> {
+        let batch = self.decoder.flush()?;
         match (batch, &self.projection) {
-            (Some(b), Some(p)) => b.project(p).map(Some).map_err(|e| self.error(e)),
+            (Some(b), Some(p)) => b.project(p).map(Some),
             (b, _) => Ok(b),
         }
     }
 
-    fn error(&self, e: ArrowError) -> SluiceError {
-        SluiceError::Data(format!("{}: {e}", self.url))
+    /// A data error for `e`, raised decoding the records of the batch
+    /// from `batch_start` on: it names the bad record's byte offset, found
+    /// by decoding them again one at a time, and quotes at most a
+    /// [`preview`] of the reason (which may hold the whole value).
+    fn error(&self, e: ArrowError) -> impl Future<Output = SluiceError> + Send + 'static {
+        let (split, batch_start) = (Arc::clone(&self.split), self.batch_start);
+        async move {
+            let url = &split.url;
+            match split.find_bad_record(batch_start).await {
+                Some((at, reason)) => SluiceError::Data(format!(
+                    "{url}: the record at byte {at} cannot be decoded: {}",
+                    preview(&reason.to_string())
+                )),
+                None => SluiceError::Data(format!(
+                    "{url}: a record at or after byte {batch_start} cannot be decoded: {}",
+                    preview(&e.to_string())
+                )),
+            }
+        }
+    }
+}
+
+impl TextSplit {
+    /// A decoder for the records from byte `start` on, `batch_size` rows
+    /// at a time.
+    fn decoder(&self, start: u64, batch_size: usize) -> Result<Decoding, ArrowError> {
+        match self.format {
+            Format::Json => arrow::json::ReaderBuilder::new(Arc::clone(&self.request.schema))
+                .with_batch_size(batch_size)
+                .build_decoder()
+                .map(|d| (Box::new(Json(d, batch_size)) as Box<dyn Decoder>, None)),
+            Format::Csv { delimiter, header } => Ok((
+                Box::new(Csv(arrow::csv::ReaderBuilder::new(Arc::clone(
+                    &self.table_schema,
+                ))
+                // A resumed file starts after its header.
+                .with_header(header && start == 0)
+                .with_delimiter(delimiter)
+                .with_batch_size(batch_size)
+                .build_decoder())) as Box<dyn Decoder>,
+                Some(self.request.projection.clone()),
+            )),
+            Format::Parquet => Err(ArrowError::InvalidArgumentError(
+                "Parquet is not a text format".into(),
+            )),
+        }
+    }
+
+    /// The bytes of the split from `start` on.
+    ///
+    /// The file is read in large ranges, one ahead of the decoder. A
+    /// single GET's stream would come in 8 KiB pieces from a local disk,
+    /// each a blocking task of its own: most of the time of reading a
+    /// JSON file went to waking threads.
+    fn chunks(&self, start: u64) -> BoxStream<'static, Result<Bytes>> {
+        let store = Arc::clone(&self.store);
+        let path = self.path.clone();
+        let url = self.url.clone();
+        let end = self.range.end;
+        futures::stream::once(async move {
+            let fail = |e| SluiceError::io(format!("reading {url}"), e);
+            let size = store.head(&path).await.map_err(fail)?.size;
+            if end > size {
+                // Shorter than when the job was planned: it was changed since.
+                return Err(SluiceError::Data(format!(
+                    "{url}: reading up to byte {end}, but it has only {size} bytes now"
+                )));
+            }
+            let ranges: Vec<Range<u64>> = (start..end)
+                .step_by(READ_SIZE as usize)
+                .map(|from| from..(from + READ_SIZE).min(end))
+                .collect();
+            Ok(futures::stream::iter(ranges)
+                .map(move |range| {
+                    let (store, path, url) = (Arc::clone(&store), path.clone(), url.clone());
+                    async move {
+                        store
+                            .get_range(&path, range)
+                            .await
+                            .map_err(|e| SluiceError::io(format!("reading {url}"), e))
+                    }
+                })
+                .buffered(2)
+                .boxed())
+        })
+        .try_flatten()
+        .boxed()
+    }
+
+    /// The first record from byte `from` on that does not decode on its
+    /// own, with its offset and why; `None` if each does (or the bytes
+    /// cannot be read again).
+    async fn find_bad_record(&self, from: u64) -> Option<(u64, ArrowError)> {
+        let (mut decoder, _) = self.decoder(from, 1).ok()?;
+        let mut chunks = self.chunks(from);
+        let (mut record, mut offset) = (from, from);
+        while let Some(chunk) = chunks.next().await {
+            let mut chunk = chunk.ok()?;
+            while !chunk.is_empty() {
+                let consumed = match decoder.decode(&chunk) {
+                    Ok(consumed) => consumed,
+                    Err(e) => return Some((record, e)),
+                };
+                chunk.advance(consumed);
+                offset += consumed as u64;
+                if decoder.is_full() {
+                    if let Err(e) = decoder.flush() {
+                        return Some((record, e));
+                    }
+                    record = offset;
+                } else if consumed == 0 {
+                    return None;
+                }
+            }
+        }
+        decoder.flush().err().map(|e| (record, e))
     }
 }
 
@@ -373,32 +495,7 @@ impl Split for TextSplit {
             Ok(start) => start,
             Err(e) => return futures::stream::once(async move { Err(e) }).boxed(),
         };
-        let decoder: std::result::Result<Decoding, ArrowError> = match self.format {
-            Format::Json => arrow::json::ReaderBuilder::new(Arc::clone(&self.request.schema))
-                .with_batch_size(self.request.batch_size)
-                .build_decoder()
-                .map(|d| {
-                    (
-                        Box::new(Json(d, self.request.batch_size)) as Box<dyn Decoder>,
-                        None,
-                    )
-                }),
-            Format::Csv { delimiter, header } => Ok((
-                Box::new(Csv(arrow::csv::ReaderBuilder::new(Arc::clone(
-                    &self.table_schema,
-                ))
-                // A resumed file starts after its header.
-                .with_header(header && start == 0)
-                .with_delimiter(delimiter)
-                .with_batch_size(self.request.batch_size)
-                .build_decoder())) as Box<dyn Decoder>,
-                Some(self.request.projection.clone()),
-            )),
-            Format::Parquet => Err(ArrowError::InvalidArgumentError(
-                "Parquet is not a text format".into(),
-            )),
-        };
-        let (decoder, projection) = match decoder {
+        let (decoder, projection) = match self.decoder(start, self.request.batch_size) {
             Ok(d) => d,
             Err(e) => {
                 let url = self.url.clone();
@@ -408,51 +505,14 @@ impl Split for TextSplit {
                 .boxed();
             }
         };
-        let store = Arc::clone(&self.store);
-        let path = self.path.clone();
-        let url = self.url.clone();
-        let get_url = url.clone();
-        let end = self.range.end;
-        // The file is read in large ranges, one ahead of the decoder. A
-        // single GET's stream would come in 8 KiB pieces from a local disk,
-        // each a blocking task of its own: most of the time of reading a
-        // JSON file went to waking threads.
-        let chunks = futures::stream::once(async move {
-            let fail = |e| SluiceError::io(format!("reading {get_url}"), e);
-            let size = store.head(&path).await.map_err(fail)?.size;
-            if end > size {
-                // Shorter than when the job was planned: it was changed since.
-                return Err(SluiceError::Data(format!(
-                    "{get_url}: reading up to byte {end}, but it has only {size} bytes now"
-                )));
-            }
-            let ranges: Vec<Range<u64>> = (start..end)
-                .step_by(READ_SIZE as usize)
-                .map(|from| from..(from + READ_SIZE).min(end))
-                .collect();
-            let url = url.clone();
-            Ok(futures::stream::iter(ranges)
-                .map(move |range| {
-                    let (store, path, url) = (Arc::clone(&store), path.clone(), url.clone());
-                    async move {
-                        store
-                            .get_range(&path, range)
-                            .await
-                            .map_err(|e| SluiceError::io(format!("reading {url}"), e))
-                    }
-                })
-                .buffered(2)
-                .boxed())
-        })
-        .try_flatten()
-        .boxed();
         let state = DecodeState {
-            chunks,
+            chunks: self.chunks(start),
+            split: self,
             buffer: Bytes::new(),
             offset: start,
+            batch_start: start,
             decoder,
             finished: false,
-            url: self.url.clone(),
             projection,
         };
         futures::stream::unfold(state, |mut state| async move {
@@ -752,6 +812,78 @@ mod tests {
             splits.iter().any(|s| s.first_event_time().is_none()),
             "the long line starts a split"
         );
+    }
+
+    /// The first error of reading `path`, in `format`, as a table of one
+    /// BIGINT `id`.
+    async fn first_error(path: &std::path::Path, format: Format) -> SluiceError {
+        let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, true)]));
+        let source = TextSource {
+            files: FileSet::parse(&path.display().to_string(), "t").expect("files"),
+            table_schema: Arc::clone(&schema),
+            format,
+            split_size: DEFAULT_SPLIT_SIZE,
+        };
+        let request = ScanRequest {
+            metrics: Arc::new(JobMetrics::default()),
+            projection: vec![0],
+            schema,
+            time_column: None,
+            batch_size: 64,
+        };
+        for split in source.plan_splits(request).await.expect("splits") {
+            let mut batches = split.open();
+            while let Some(batch) = batches.next().await {
+                if let Err(e) = batch {
+                    return e;
+                }
+            }
+        }
+        panic!("{} read without error", path.display());
+    }
+
+    /// A bad value of megabytes is quoted by a few hundred bytes of it,
+    /// and the message names the file and the bad record's byte offset,
+    /// for a value of the wrong type as for broken JSON, and in CSV.
+    #[tokio::test]
+    async fn a_huge_bad_line_gives_a_short_message_naming_file_and_offset() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("part-0.json");
+        let good: String = (0..100).map(|i| format!("{{\"id\": {i}}}\n")).collect();
+        let huge = "x".repeat(3 << 20);
+        let csv: String = (0..100).map(|i| format!("{i}\n")).collect();
+        let csv_format = Format::Csv {
+            delimiter: b',',
+            header: false,
+        };
+        for (good, bad, format) in [
+            (&good, format!("{{\"id\": \"{huge}\"}}\n"), Format::Json),
+            (
+                &good,
+                format!("{{\"id\": 1, \"pad\": \"{huge}\" \"oops\"}}\n"),
+                Format::Json,
+            ),
+            (&csv, format!("{huge}\n"), csv_format),
+        ] {
+            std::fs::write(&path, format!("{good}{bad}{good}")).expect("write");
+            let err = first_error(&path, format).await;
+            assert!(matches!(err, SluiceError::Data(_)), "{err:?}");
+            let message = err.to_string();
+            assert!(
+                message.len() < 600,
+                "{} bytes: {}",
+                message.len(),
+                &message[..600]
+            );
+            assert!(
+                message.starts_with(&format!(
+                    "file://{}: the record at byte {} cannot be decoded: ",
+                    path.display(),
+                    good.len()
+                )),
+                "{message}"
+            );
+        }
     }
 
     /// An empty file is one split that yields nothing.

@@ -12,7 +12,7 @@ use arrow::array::{ArrayRef, BinaryBuilder, StringBuilder};
 use arrow::datatypes::{DataType, SchemaRef};
 use arrow::error::ArrowError;
 use arrow::record_batch::{RecordBatch, RecordBatchOptions};
-use sluice_engine::error::ExecContext;
+use sluice_engine::error::{ExecContext, preview};
 use sluice_engine::{Result, SluiceError};
 
 /// How record values are encoded.
@@ -132,10 +132,11 @@ impl RecordDecoder {
         for i in 0..records.len() {
             match self.decode_all(&[records.line(i)]) {
                 Ok(batch) => good.push(batch),
+                // Arrow's reasons may quote the whole value.
                 Err(reason) => bad.push(BadRecord {
                     offset: records.spans[i].0,
                     value: records.value(i).to_vec(),
-                    reason,
+                    reason: preview(&reason),
                 }),
             }
         }
@@ -254,21 +255,6 @@ fn json_reason(e: ArrowError) -> String {
     }
 }
 
-/// A short printable view of a record's value for error messages.
-pub fn preview(value: &[u8]) -> String {
-    const MAX: usize = 80;
-    let text = String::from_utf8_lossy(&value[..value.len().min(MAX)]);
-    let text: String = text
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    if value.len() > MAX {
-        format!("{text}…")
-    } else {
-        text
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -335,6 +321,26 @@ mod tests {
         assert_eq!(
             bad.iter().map(|b| b.offset).collect::<Vec<_>>(),
             vec![101, 102]
+        );
+    }
+
+    /// A reason quotes at most a preview of a huge value.
+    #[test]
+    fn a_huge_bad_value_gives_a_short_reason() {
+        let decoder = RecordDecoder::new(RecordFormat::Json, schema(), schema(), vec![0, 1])
+            .expect("test input");
+        let huge = format!(r#"{{"id": "{}"}}"#, "x".repeat(1 << 20));
+        let (_, bad) = decoder
+            .decode(&records(&[r#"{"id": 1}"#, &huge]))
+            .expect("test input");
+        assert_eq!(bad.len(), 1);
+        assert_eq!(bad[0].offset, 101);
+        assert!(bad[0].reason.len() < 400, "{}", bad[0].reason.len());
+        assert!(bad[0].reason.contains("bytes)"), "{}", bad[0].reason);
+        assert_eq!(
+            bad[0].value.len(),
+            huge.len(),
+            "the value itself is kept whole"
         );
     }
 

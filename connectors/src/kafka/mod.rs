@@ -103,8 +103,9 @@ impl Properties {
     }
 
     /// An error from the cluster, naming the table and the brokers. Bad
-    /// client settings and features the broker lacks are configuration
-    /// errors (a restart cannot cure them); the rest may pass.
+    /// client settings, credentials the cluster refuses and features the
+    /// broker lacks are configuration errors (a restart cannot cure them);
+    /// the rest (an unreachable or restarting broker, a timeout) may pass.
     pub(crate) fn error(&self, doing: impl std::fmt::Display, e: KafkaError) -> SluiceError {
         let context = format!(
             "table `{}`: {doing} (Kafka at '{}')",
@@ -122,6 +123,10 @@ impl Properties {
                     | RDKafkaErrorCode::Fatal
                     | RDKafkaErrorCode::InvalidTransactionTimeout
                     | RDKafkaErrorCode::TransactionalIdAuthorizationFailed
+                    | RDKafkaErrorCode::TopicAuthorizationFailed
+                    | RDKafkaErrorCode::GroupAuthorizationFailed
+                    | RDKafkaErrorCode::ClusterAuthorizationFailed
+                    | RDKafkaErrorCode::SaslAuthenticationFailed
             )
         );
         if permanent {
@@ -202,4 +207,39 @@ pub async fn create_topic(brokers: &str, topic: &str, partitions: i32) -> Result
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unreachable_broker_may_pass_and_a_bad_setting_does_not() {
+        let properties = Properties {
+            table: "t".into(),
+            values: BTreeMap::from([("bootstrap.servers".into(), "127.0.0.1:1".into())]),
+        };
+        for transient in [
+            KafkaError::MetadataFetch(RDKafkaErrorCode::BrokerTransportFailure),
+            KafkaError::MessageConsumption(RDKafkaErrorCode::AllBrokersDown),
+            KafkaError::MessageProduction(RDKafkaErrorCode::RequestTimedOut),
+        ] {
+            let e = properties.error("reading", transient);
+            assert!(e.is_retryable(), "{e}");
+            assert!(
+                e.to_string()
+                    .starts_with("table `t`: reading (Kafka at '127.0.0.1:1')")
+            );
+        }
+        for permanent in [
+            KafkaError::ClientCreation("bad setting".into()),
+            KafkaError::MessageConsumption(RDKafkaErrorCode::SaslAuthenticationFailed),
+            KafkaError::MessageConsumption(RDKafkaErrorCode::TopicAuthorizationFailed),
+            KafkaError::MetadataFetch(RDKafkaErrorCode::UnsupportedVersion),
+        ] {
+            let e = properties.error("reading", permanent);
+            assert!(matches!(e, SluiceError::Config(_)), "{e:?}");
+            assert!(!e.is_retryable(), "{e}");
+        }
+    }
 }

@@ -31,12 +31,13 @@ use rdkafka::{Offset, TopicPartitionList};
 use sluice_engine::connector::{
     ConnectorContext, Reading, ScanRequest, Source, Split, SplitPosition, without_positions,
 };
+use sluice_engine::error::preview_bytes;
 use sluice_engine::metrics::JobMetrics;
 use sluice_engine::sql::{Mode, Options, TableDef};
 use sluice_engine::{Result, SluiceError};
 
 use super::consumer::{ConsumerSlot, SharedConsumer, is_fatal};
-use super::decode::{BadRecord, RecordDecoder, RecordFormat, Records, preview};
+use super::decode::{BadRecord, RecordDecoder, RecordFormat, Records};
 use super::{DEFAULT_CONNECT_TIMEOUT, Properties, take_format};
 
 /// How long a reader waits for a record before it checks whether a bounded
@@ -898,7 +899,7 @@ impl PartitionReader {
                 split.partition,
                 record.offset,
                 record.reason,
-                preview(&record.value)
+                preview_bytes(&record.value)
             )
         };
         match &split.bad_records {
