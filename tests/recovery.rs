@@ -692,13 +692,96 @@ fn a_broker_restart_mid_run_stalls_the_job_and_loses_nothing() {
     assert_eq!(committed_rows(&dir), expected);
 }
 
-/// A transient failure (the checkpoint store failing under a running job)
-/// restarts the job in-process from its last checkpoint, after the restart
-/// delay, and the output is still exact.
+/// A checkpoint store that goes down once, when the first manifest of a
+/// checkpoint taken mid-run is written: until it is brought back, every
+/// write fails as a refused connection does (an outage that passes).
+#[derive(Debug)]
+struct FlakyStore {
+    inner: sluice_connectors::checkpoints::ObjectCheckpoints,
+    down: std::sync::atomic::AtomicBool,
+    went_down: std::sync::atomic::AtomicBool,
+}
+
+impl FlakyStore {
+    fn check(&self) -> sluice_engine::Result<()> {
+        if self.down.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(sluice_engine::SluiceError::io(
+                "writing to the checkpoint store",
+                std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl sluice_engine::checkpoint::CheckpointStore for FlakyStore {
+    fn list(
+        &self,
+    ) -> futures::future::BoxFuture<
+        '_,
+        sluice_engine::Result<sluice_engine::checkpoint::protocol::Listing>,
+    > {
+        self.inner.list()
+    }
+
+    fn write_state<'a>(
+        &'a self,
+        id: sluice_engine::checkpoint::CheckpointId,
+        name: &'a str,
+        bytes: Vec<u8>,
+    ) -> futures::future::BoxFuture<'a, sluice_engine::Result<()>> {
+        Box::pin(async move {
+            self.check()?;
+            self.inner.write_state(id, name, bytes).await
+        })
+    }
+
+    fn read_state<'a>(
+        &'a self,
+        id: sluice_engine::checkpoint::CheckpointId,
+        name: &'a str,
+    ) -> futures::future::BoxFuture<'a, sluice_engine::Result<Vec<u8>>> {
+        self.inner.read_state(id, name)
+    }
+
+    fn write_manifest<'a>(
+        &'a self,
+        manifest: &'a sluice_engine::checkpoint::protocol::Manifest,
+    ) -> futures::future::BoxFuture<'a, sluice_engine::Result<()>> {
+        Box::pin(async move {
+            self.check()?;
+            self.inner.write_manifest(manifest).await?;
+            if !manifest.end
+                && !self
+                    .went_down
+                    .swap(true, std::sync::atomic::Ordering::SeqCst)
+            {
+                self.down.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+            Ok(())
+        })
+    }
+
+    fn discard<'a>(
+        &'a self,
+        ids: &'a [sluice_engine::checkpoint::CheckpointId],
+    ) -> futures::future::BoxFuture<'a, sluice_engine::Result<()>> {
+        self.inner.discard(ids)
+    }
+
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+}
+
+/// A transient failure (the checkpoint store down under a running job, as
+/// a refused connection says) restarts the job in-process from its last
+/// checkpoint, after the restart delay: the output is still exact, and the
+/// rows read again after the restart are counted once.
 #[test]
 fn a_transient_failure_restarts_the_job_from_its_last_checkpoint() {
     let main_runtime = runtime();
-    let data = parquet_bids(400_000, 4);
+    let data = parquet_bids(400_000, 16);
     let job = |out: &Path| {
         sluice::JobSpec::from_file(&repo().join("jobs/sql/nexmark/tumble.sql"))
             .expect("job file")
@@ -714,22 +797,23 @@ fn a_transient_failure_restarts_the_job_from_its_last_checkpoint() {
 
     let out = tempfile::tempdir().expect("tempdir");
     let checkpoints = tempfile::tempdir().expect("tempdir");
+    let store = std::sync::Arc::new(FlakyStore {
+        inner: sluice_connectors::checkpoints::ObjectCheckpoints::new(
+            &checkpoints.path().display().to_string(),
+            "nexmark_tumble",
+        )
+        .expect("store"),
+        down: std::sync::atomic::AtomicBool::new(false),
+        went_down: std::sync::atomic::AtomicBool::new(false),
+    });
     let spec = job(out.path())
         .with_checkpoint_interval(Duration::from_millis(3))
-        .with_checkpoint_dir(&checkpoints.path().display().to_string(), 2)
+        .with_checkpoint_store(store.clone(), 2)
         .with_restarts(3, Duration::from_millis(400));
     let (metrics, running) = run_in_background(spec);
-    // Once a checkpoint is complete, the job's checkpoint directory turns
-    // into a file: writing the next state files fails (an Io error, as a
-    // store outage gives). It comes back before the restart delay is over.
-    let jobdir = checkpoints.path().join("nexmark_tumble");
-    let away = checkpoints.path().join("away");
-    while newest_checkpoint(checkpoints.path()) == 0 {
-        assert!(!running.is_finished(), "the job ended before a checkpoint");
-        std::thread::sleep(Duration::from_micros(200));
-    }
-    std::fs::rename(&jobdir, &away).expect("move the directory away");
-    std::fs::write(&jobdir, "not a directory").expect("block it");
+    // Once a checkpoint is complete, the store goes down: writing the next
+    // state files or manifest (the end's, at the latest) fails. It comes
+    // back before the restart delay is over.
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while sluice_engine::metrics::JobMetrics::get(&metrics.restarts) == 0
         && !running.is_finished()
@@ -737,12 +821,15 @@ fn a_transient_failure_restarts_the_job_from_its_last_checkpoint() {
     {
         std::thread::sleep(Duration::from_millis(1));
     }
-    std::fs::remove_file(&jobdir).expect("unblock");
-    std::fs::rename(&away, &jobdir).expect("move it back");
+    store.down.store(false, std::sync::atomic::Ordering::SeqCst);
     let result = running.join().expect("job thread");
     let restarts = sluice_engine::metrics::JobMetrics::get(&metrics.restarts);
     let result = result.expect("the job recovers");
     assert!(restarts >= 1, "the job restarted ({restarts} restarts)");
+    assert!(
+        result.restored_from.is_some(),
+        "the restart resumed from the completed checkpoint"
+    );
     // Rows read again after the restart count once.
     assert_eq!(
         (result.rows_in, result.rows_out, result.late_rows),

@@ -43,6 +43,9 @@ pub struct JobSpec {
     /// Where checkpoints go (a directory or object store URL), and how
     /// many completed ones to keep.
     pub checkpoint_dir: Option<String>,
+    /// A checkpoint store of the embedding program's own, used instead of
+    /// one on `checkpoint_dir`.
+    pub checkpoint_store: Option<Arc<dyn CheckpointStore>>,
     pub checkpoints_retained: usize,
     /// What checkpoint to resume from.
     pub restore: Option<Restore>,
@@ -84,6 +87,7 @@ impl JobSpec {
             libraries: vec![Arc::new(udf::Builtins)],
             checkpoint_interval: None,
             checkpoint_dir: None,
+            checkpoint_store: None,
             checkpoints_retained: 1,
             restore: None,
             restart_attempts: 0,
@@ -122,6 +126,18 @@ impl JobSpec {
     /// keeping the newest `retained`.
     pub fn with_checkpoint_dir(mut self, dir: &str, retained: usize) -> Self {
         self.checkpoint_dir = Some(dir.to_string());
+        self.checkpoints_retained = retained.max(1);
+        self
+    }
+
+    /// Keeps checkpoints in `store` (the job's own: `<dir>/<job>`),
+    /// keeping the newest `retained`.
+    pub fn with_checkpoint_store(
+        mut self,
+        store: Arc<dyn CheckpointStore>,
+        retained: usize,
+    ) -> Self {
+        self.checkpoint_store = Some(store);
         self.checkpoints_retained = retained.max(1);
         self
     }
@@ -261,9 +277,11 @@ pub async fn run_with(
     stop: StopSignal,
 ) -> Result<JobResult> {
     let (compiled, parameters, _libraries) = job.open()?;
-    let store: Option<Arc<dyn CheckpointStore>> = match &job.checkpoint_dir {
-        Some(dir) => Some(Arc::new(ObjectCheckpoints::new(dir, &compiled.name)?)),
-        None => None,
+    let store: Option<Arc<dyn CheckpointStore>> = match (&job.checkpoint_store, &job.checkpoint_dir)
+    {
+        (Some(store), _) => Some(Arc::clone(store)),
+        (None, Some(dir)) => Some(Arc::new(ObjectCheckpoints::new(dir, &compiled.name)?)),
+        (None, None) => None,
     };
     let mut restore = job.restore.clone();
     let mut delay = job.restart_delay;

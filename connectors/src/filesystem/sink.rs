@@ -416,13 +416,20 @@ impl FileWriter {
 
     /// Closes the current part, if one was started, and records it staged.
     async fn close_part(&mut self) -> Result<Option<(Path, Path)>> {
-        let closed = match self.output.take() {
+        // Classified by cause: a store that failed while the part was
+        // flushed may come back, a full disk will not.
+        let context = || format!("closing a file in {}", self.sink_url);
+        match self.output.take() {
             None => return Ok(None),
-            Some(Output::Parquet(w)) => w.close().await.map(|_| ()).map_err(|e| e.to_string()),
-            Some(Output::Json(mut w)) => w.shutdown().await.map_err(|e| e.to_string()),
-        };
-        closed
-            .map_err(|e| SluiceError::Data(format!("closing a file in {}: {e}", self.sink_url)))?;
+            Some(Output::Parquet(w)) => {
+                w.close().await.map_err(|e| SluiceError::io(context(), e))?;
+            }
+            Some(Output::Json(mut w)) => {
+                w.shutdown()
+                    .await
+                    .map_err(|e| SluiceError::io(context(), e))?;
+            }
+        }
         let entry = (self.staged.clone(), self.target.clone());
         self.registry
             .lock()

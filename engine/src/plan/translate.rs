@@ -414,10 +414,12 @@ impl Translator<'_> {
                                 table.0.name
                             ))
                         })?;
-                        Ok(Arc::new(datafusion::physical_expr::expressions::Column::new(
-                            source_schema.field(at).name(),
-                            at,
-                        )) as Arc<dyn PhysicalExpr>)
+                        Ok(
+                            Arc::new(datafusion::physical_expr::expressions::Column::new(
+                                source_schema.field(at).name(),
+                                at,
+                            )) as Arc<dyn PhysicalExpr>,
+                        )
                     })
                     .collect::<Result<_>>()?;
                 let schema = Arc::clone(scan.projected_schema.inner());
