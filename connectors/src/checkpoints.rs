@@ -326,10 +326,12 @@ mod tests {
         m
     }
 
-    /// A newest checkpoint whose state file is damaged or missing is
-    /// passed over for the one before; named explicitly, it is an error.
+    /// A newest checkpoint whose state file is damaged or missing stops
+    /// the restore, listed: the one before would write again what it
+    /// committed. An older one named explicitly restores; newer ones that
+    /// never completed are passed over.
     #[tokio::test]
-    async fn a_damaged_newest_checkpoint_falls_back_to_the_previous_one() {
+    async fn a_damaged_newest_checkpoint_stops_the_restore() {
         use arrow::array::Int64Array;
         use arrow::datatypes::{DataType, Field, Schema};
         use arrow::record_batch::RecordBatch;
@@ -359,37 +361,60 @@ mod tests {
         // 3's state file is cut short; 2's is gone.
         std::fs::write(root.join("chk-3/op-1-0.arrow"), &bytes[..bytes.len() / 2]).expect("cut");
         std::fs::remove_file(root.join("chk-2/op-1-0.arrow")).expect("remove");
-        let restored = load(&store, None)
+        let refused = load(&store, None)
             .await
-            .expect("load")
-            .expect("a checkpoint");
-        assert_eq!(restored.manifest.id, 1);
-        assert_eq!(restored.state["op-1-0.arrow"], vec![batch]);
-        let named = load(&store, Some(3)).await.expect_err("damaged");
-        assert!(named.to_string().contains("chk-3/op-1-0.arrow"), "{named}");
-        assert!(load(&store, Some(9)).await.is_err(), "no such checkpoint");
-        std::fs::remove_file(root.join("chk-1/op-1-0.arrow")).expect("remove");
-        // Nothing whole, though three completed: starting over would write
-        // again what they committed.
-        let none = load(&store, None)
-            .await
-            .expect_err("no checkpoint can be restored")
+            .expect_err("the newest cannot be read")
             .to_string();
-        for id in ["chk-1: ", "chk-2: ", "chk-3: "] {
-            assert!(none.contains(id), "{none}");
-        }
-        assert!(none.contains("though 3 completed"), "{none}");
-        // Checkpoints that never completed leave nothing to lose: a fresh start.
-        let empty = tempfile::tempdir().expect("tempdir");
+        assert!(
+            refused.contains("chk-3: ")
+                && refused.contains("chk-3/op-1-0.arrow")
+                && refused.contains("run without --restore"),
+            "{refused}"
+        );
+        let named = load(&store, Some(1))
+            .await
+            .expect("named explicitly")
+            .expect("checkpoint 1");
+        assert_eq!(named.state["op-1-0.arrow"], vec![batch]);
+        let damaged = load(&store, Some(3)).await.expect_err("damaged");
+        assert!(
+            damaged.to_string().contains("chk-3/op-1-0.arrow"),
+            "{damaged}"
+        );
+        assert!(load(&store, Some(9)).await.is_err(), "no such checkpoint");
+        // A damaged manifest stops it too, naming the checkpoint.
+        std::fs::write(root.join("chk-3/_manifest.json"), "{ not json").expect("damage");
+        let refused = load(&store, None)
+            .await
+            .expect_err("damaged manifest")
+            .to_string();
+        assert!(refused.contains("chk-3: unreadable manifest"), "{refused}");
+
+        // Checkpoints that never completed are passed over; none at all
+        // leaves nothing to lose: a fresh start.
+        let other = tempfile::tempdir().expect("tempdir");
         let unfinished =
-            ObjectCheckpoints::new(&empty.path().display().to_string(), "job").expect("store");
+            ObjectCheckpoints::new(&other.path().display().to_string(), "job").expect("store");
         unfinished
-            .write_state(1, "op-1-0.arrow", bytes.clone())
+            .write_state(2, "op-1-0.arrow", bytes.clone())
             .await
             .expect("state");
         assert!(
             load(&unfinished, None).await.expect("load").is_none(),
             "no manifest: a fresh start"
         );
+        unfinished
+            .write_state(1, "op-1-0.arrow", bytes.clone())
+            .await
+            .expect("state");
+        unfinished
+            .write_manifest(&with_state(1, "op-1-0.arrow", bytes.len() as u64))
+            .await
+            .expect("manifest");
+        let restored = load(&unfinished, None)
+            .await
+            .expect("load")
+            .expect("checkpoint 1");
+        assert_eq!(restored.manifest.id, 1, "2 never completed");
     }
 }

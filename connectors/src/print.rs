@@ -128,6 +128,11 @@ impl SinkFactory for BlackholeFactory {
 struct Blackhole;
 
 impl Sink for Blackhole {
+    /// Nothing went anywhere.
+    fn abort(&self) -> BoxFuture<'_, Result<bool>> {
+        Box::pin(async { Ok(true) })
+    }
+
     fn open_writer(&self, _: usize, _: usize) -> BoxFuture<'_, Result<Box<dyn SinkWriter>>> {
         Box::pin(async { Ok(Box::new(Blackhole) as Box<dyn SinkWriter>) })
     }

@@ -264,9 +264,25 @@ pub trait Sink: Send + Sync + Debug {
 
     /// Called once after every writer has finished and the job read its
     /// input to the end: makes the output visible (e.g. moves staged files
-    /// into place) and marks it complete. With checkpoints, what they
+    /// into place), keeping a record of what it did that lets the next run
+    /// undo it until [`Sink::finish_commit`]. With checkpoints, what they
     /// staged is committed by them first; this then commits what is left.
+    /// The end of a job commits in three rounds over all of its sinks
+    /// (commit, [`Sink::mark_complete`], [`Sink::finish_commit`]), so a
+    /// crash in the middle leaves every sink's commit undoable.
     fn commit(&self) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    /// Marks the output complete for readers (a `_SUCCESS` file), once
+    /// every sink of the job has committed.
+    fn mark_complete(&self) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    /// Drops the record that lets a commit be undone, once every sink of
+    /// the job is marked complete.
+    fn finish_commit(&self) -> BoxFuture<'_, Result<()>> {
         Box::pin(async { Ok(()) })
     }
 
@@ -275,7 +291,7 @@ pub trait Sink: Send + Sync + Debug {
     /// false when output already went where it cannot be withdrawn from
     /// (records delivered to a topic outside a transaction).
     fn abort(&self) -> BoxFuture<'_, Result<bool>> {
-        Box::pin(async { Ok(true) })
+        Box::pin(async { Ok(false) })
     }
 
     /// Makes visible what writers staged for a checkpoint that completed

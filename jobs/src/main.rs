@@ -379,6 +379,13 @@ async fn run_job(spec: &JobSpec) -> Result<sluice_engine::JobResult> {
         );
         return Ok(result);
     }
+    if result.stopped && !result.committed && spec.checkpoint_interval.is_some() {
+        // Checkpointed runs commit when stopped, unless stopped still planning.
+        bail!(
+            "job {} was stopped while it was planning: nothing was read or written ({counts}{notes})",
+            spec.name
+        );
+    }
     if result.stopped && !result.committed {
         let mut message = format!(
             "job {} was stopped before its end; without checkpoints nothing of a stopped run is committed, so its output was dropped ({counts}{notes})",

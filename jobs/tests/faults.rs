@@ -274,7 +274,7 @@ fn restore_latest_refuses_when_no_completed_checkpoint_can_be_read() {
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(!refused.status.success(), "{stderr}");
     assert!(
-        stderr.contains(&format!("can be restored, though {damaged} completed")),
+        stderr.contains(&format!("{damaged} completed but cannot be read")),
         "{stderr}"
     );
     assert!(stderr.contains("unreadable manifest"), "{stderr}");
@@ -401,5 +401,60 @@ fn zero_parallelism_and_zero_retained_checkpoints_are_refused() {
             stderr.contains(&format!("invalid value '0' for '{}", flags[0])),
             "{stderr}"
         );
+    }
+}
+
+/// A crash after one of a job's two sinks is marked complete, before the
+/// other is: the next run rolls back both, so neither holds its rows twice.
+#[test]
+fn a_crash_between_two_sinks_commits_rolls_both_back() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    nexmark(&data, 5_000, 2);
+    let (first, second) = (dir.path().join("first"), dir.path().join("second"));
+    let job = dir.path().join("two.sql");
+    std::fs::write(
+        &job,
+        format!(
+            "CREATE TABLE bid (auction BIGINT, price BIGINT) \
+               WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'parquet');\n\
+             CREATE TABLE first (auction BIGINT) WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'parquet');\n\
+             CREATE TABLE second (price BIGINT) WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'parquet');\n\
+             INSERT INTO first SELECT auction FROM bid;\n\
+             INSERT INTO second SELECT price FROM bid;",
+            data.join("bid").display(),
+            first.display(),
+            second.display()
+        ),
+    )
+    .expect("job");
+    let crashed = sluice()
+        .arg("run")
+        .arg(&job)
+        .env("SLUICE_FAILPOINTS", "sink.commit.mark=2")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run");
+    assert!(!crashed.status.success(), "the failpoint aborts the run");
+    let marked = [&first, &second]
+        .iter()
+        .filter(|d| d.join("_SUCCESS").exists())
+        .count();
+    assert_eq!(marked, 1, "one sink marked before the crash");
+    let rerun = run([job.as_os_str()]);
+    assert!(
+        rerun.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rerun.stderr)
+    );
+    for out in [&first, &second] {
+        assert_eq!(
+            committed_rows(out),
+            4600,
+            "{}: {:?}",
+            out.display(),
+            names(out)
+        );
+        assert!(out.join("_SUCCESS").exists());
     }
 }

@@ -67,6 +67,8 @@ pub struct FileSink {
     run: String,
     /// Staged files and their final names, filled as writers finish.
     staged: Arc<Mutex<Vec<(Path, Path)>>>,
+    /// The files this run made visible, by name.
+    committed: Mutex<Vec<String>>,
 }
 
 impl FileSink {
@@ -77,11 +79,37 @@ impl FileSink {
             schema,
             run: uuid::Uuid::new_v4().simple().to_string()[..12].to_string(),
             staged: Arc::new(Mutex::new(Vec::new())),
+            committed: Mutex::new(Vec::new()),
         }
     }
 }
 
 impl FileSink {
+    /// Renames a staged part into place; one whose target is there already
+    /// was committed before (by an earlier attempt, or before a crash).
+    async fn move_into_place(&self, from: &Path, to: &Path) -> Result<()> {
+        let store = &self.location.store;
+        match store.rename(from, to).await {
+            Ok(()) => Ok(()),
+            Err(object_store::Error::NotFound { .. }) if store.head(to).await.is_ok() => Ok(()),
+            Err(e) => Err(self.io("committing", to, e)),
+        }
+    }
+
+    /// Remembers a file this run made visible, for the `_SUCCESS` marker.
+    fn record_committed(&self, to: &Path) -> Result<()> {
+        let mut committed = self
+            .committed
+            .lock()
+            .map_err(|_| SluiceError::Runtime("a sink writer panicked".into()))?;
+        if let Some(name) = to.filename()
+            && !committed.iter().any(|c| c == name)
+        {
+            committed.push(name.to_string());
+        }
+        Ok(())
+    }
+
     fn commit_log(&self) -> Path {
         self.location
             .path
@@ -246,46 +274,61 @@ impl Sink for FileSink {
             let moves = std::mem::take(&mut *self.staged.lock().map_err(|_| {
                 SluiceError::Runtime("a sink writer panicked while committing".into())
             })?);
-            let store = &self.location.store;
-            let log = self.commit_log();
-            if !moves.is_empty() {
-                let entries = CommitLog {
-                    moves: moves
-                        .iter()
-                        .map(|(from, to)| (from.to_string(), to.to_string()))
-                        .collect(),
-                };
-                let text = serde_json::to_vec(&entries)
-                    .map_err(|e| SluiceError::Runtime(format!("encoding the commit log: {e}")))?;
-                store
-                    .put(&log, PutPayload::from(text))
-                    .await
-                    .map_err(|e| self.io("writing the commit log", &log, e))?;
+            if moves.is_empty() {
+                return Ok(());
             }
+            let log = self.commit_log();
+            let entries = CommitLog {
+                moves: moves
+                    .iter()
+                    .map(|(from, to)| (from.to_string(), to.to_string()))
+                    .collect(),
+            };
+            let text = serde_json::to_vec(&entries)
+                .map_err(|e| SluiceError::Runtime(format!("encoding the commit log: {e}")))?;
+            self.location
+                .store
+                .put(&log, PutPayload::from(text))
+                .await
+                .map_err(|e| self.io("writing the commit log", &log, e))?;
             for (from, to) in &moves {
                 sluice_engine::failpoint::hit("sink.commit.rename");
-                store
-                    .rename(from, to)
-                    .await
-                    .map_err(|e| self.io("committing", to, e))?;
+                self.move_into_place(from, to).await?;
+                self.record_committed(to)?;
             }
+            Ok(())
+        })
+    }
+
+    fn mark_complete(&self) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move {
+            let files = self
+                .committed
+                .lock()
+                .map_err(|_| SluiceError::Runtime("a sink writer panicked".into()))?
+                .clone();
             let success = self.location.path.clone().join(SUCCESS);
             let marker = serde_json::json!({
                 "run": self.run,
                 "committed_at": chrono::Utc::now().to_rfc3339(),
-                "files": moves.iter().filter_map(|(_, to)| to.filename()).collect::<Vec<_>>(),
+                "files": files,
             });
-            store
+            sluice_engine::failpoint::hit("sink.commit.mark");
+            self.location
+                .store
                 .put(&success, PutPayload::from(marker.to_string().into_bytes()))
                 .await
-                .map_err(|e| self.io("marking the output complete", &success, e))?;
-            if !moves.is_empty() {
-                store
-                    .delete(&log)
-                    .await
-                    .map_err(|e| self.io("removing the commit log", &log, e))?;
-            }
-            Ok(())
+                .map_err(|e| self.io("marking the output complete", &success, e))
+                .map(|_| ())
+        })
+    }
+
+    fn finish_commit(&self) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move {
+            let log = self.commit_log();
+            delete_if_there(self.location.store.as_ref(), &log)
+                .await
+                .map_err(|e| self.io("removing the commit log", &log, e))
         })
     }
 
@@ -305,24 +348,20 @@ impl Sink for FileSink {
 
     fn commit_checkpoint<'a>(&'a self, staged: &'a [StagedOutput]) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
-            // Only what is still staged: committing twice is committing once.
-            let moves: Vec<(Path, Path)> = {
-                let mut registry = self.staged.lock().map_err(|_| {
-                    SluiceError::Runtime("a sink writer panicked while committing".into())
-                })?;
-                let wanted: Vec<(Path, Path)> = staged
-                    .iter()
-                    .map(|s| (Path::from(s.staged.as_str()), Path::from(s.target.as_str())))
-                    .collect();
-                let (mine, rest): (Vec<_>, Vec<_>) =
-                    registry.drain(..).partition(|entry| wanted.contains(entry));
-                *registry = rest;
-                mine
-            };
-            for (from, to) in moves {
-                self.location.store.rename(&from, &to).await.map_err(|e| {
-                    SluiceError::io(format!("committing {}", self.location.url_of(&to)), e)
-                })?;
+            // From the checkpoint's own list, so output an earlier
+            // checkpoint failed to commit (carried into this one) is found
+            // too; a part is forgotten as staged only once it is in place,
+            // and one already in place counts as committed.
+            for s in staged {
+                let (from, to) = (Path::from(s.staged.as_str()), Path::from(s.target.as_str()));
+                self.move_into_place(&from, &to).await?;
+                self.record_committed(&to)?;
+                self.staged
+                    .lock()
+                    .map_err(|_| {
+                        SluiceError::Runtime("a sink writer panicked while committing".into())
+                    })?
+                    .retain(|entry| entry != &(from.clone(), to.clone()));
             }
             Ok(())
         })
@@ -353,12 +392,7 @@ impl Sink for FileSink {
             }
             for s in staged {
                 let (from, to) = (Path::from(s.staged.as_str()), Path::from(s.target.as_str()));
-                match store.rename(&from, &to).await {
-                    Ok(()) => {}
-                    // Committed before the crash: the target is there.
-                    Err(object_store::Error::NotFound { .. }) if store.head(&to).await.is_ok() => {}
-                    Err(e) => return Err(self.io("committing restored output", &to, e)),
-                }
+                self.move_into_place(&from, &to).await?;
             }
             // Parts staged after the checkpoint (or by a run that never
             // checkpointed, or half-written when it died): the restored job
@@ -566,7 +600,25 @@ mod tests {
             names[0].ends_with("-0-0.json") && names[1].ends_with("-0-1.json"),
             "{names:?}"
         );
-        assert!(dir.path().join(SUCCESS).exists(), "marked complete");
+        assert!(!dir.path().join(SUCCESS).exists(), "not marked yet");
+        sink.mark_complete().await.expect("mark");
+        sink.finish_commit().await.expect("finish");
+        let marker: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(dir.path().join(SUCCESS)).expect("marked complete"),
+        )
+        .expect("json");
+        assert_eq!(
+            marker["files"],
+            serde_json::json!(names),
+            "the marker lists every file the run committed, at checkpoints too"
+        );
+        let hidden: Vec<String> = std::fs::read_dir(dir.path())
+            .expect("dir")
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().to_string())
+            .filter(|n| n.starts_with('.'))
+            .collect();
+        assert!(hidden.is_empty(), "no commit log left: {hidden:?}");
     }
 
     fn sink_in(dir: &std::path::Path) -> (FileSink, RecordBatch) {

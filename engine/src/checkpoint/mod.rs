@@ -54,13 +54,12 @@ pub struct Restored {
     pub state: std::collections::BTreeMap<String, Vec<arrow::record_batch::RecordBatch>>,
 }
 
-/// Reads checkpoint `id` of `store`, or the newest one that is complete and
-/// whole when `id` is `None`. Newer checkpoints that are unfinished or
-/// damaged (manifest or state files) are passed over with a warning.
-/// `Ok(None)`: there is no checkpoint to restore, because none ever
-/// completed. When checkpoints completed but none can be read, that is an
-/// error listing them: starting over would write again what they
-/// committed.
+/// Reads checkpoint `id` of `store`, or the newest complete one when `id`
+/// is `None`: newer ones that never completed (no manifest) are passed
+/// over with a warning. `Ok(None)`: no checkpoint ever completed. When the
+/// newest that completed cannot be read (its manifest or a state file is
+/// damaged), that is an error listing it: an older one, or a fresh start,
+/// would write again what it committed.
 pub async fn load(
     store: &dyn CheckpointStore,
     id: Option<CheckpointId>,
@@ -90,46 +89,42 @@ pub async fn load(
         };
         return read_state(store, manifest).await.map(Some);
     }
-    // Checkpoints that completed (they have a manifest) but cannot be read.
+    // The newest checkpoint that completed (it has a manifest) is the one
+    // to restore: an older one would write again what the newer one
+    // committed. So one that cannot be read stops the restore, listed.
+    let choice = protocol::choose_restore(listing.clone());
     let mut damaged: Vec<(CheckpointId, String)> = listing
         .iter()
         .filter_map(|(id, manifest)| match manifest {
             Some(Err(reason)) => Some((*id, reason.clone())),
             _ => None,
         })
+        .filter(|(id, _)| choice.checkpoint.as_ref().is_none_or(|m| *id > m.id))
         .collect();
-    let mut listing = listing;
-    loop {
-        let choice = protocol::choose_restore(listing.clone());
-        for (id, reason) in &choice.skipped {
-            tracing::warn!("skipping checkpoint {id} in {}: {reason}", store.describe());
-        }
+    for (id, reason) in &choice.skipped {
+        tracing::warn!("skipping checkpoint {id} in {}: {reason}", store.describe());
+    }
+    if damaged.is_empty() {
         let Some(manifest) = choice.checkpoint else {
-            if damaged.is_empty() {
-                return Ok(None);
-            }
-            damaged.sort_by_key(|(id, _)| *id);
-            let list: Vec<String> = damaged
-                .iter()
-                .map(|(id, reason)| format!("  chk-{id}: {reason}"))
-                .collect();
-            return Err(crate::SluiceError::Config(format!(
-                "no checkpoint in {} can be restored, though {} completed:\n{}\nStarting from the beginning would write again what they committed. Mend them, or run without --restore to start from the beginning on purpose",
-                store.describe(),
-                damaged.len(),
-                list.join("\n")
-            )));
+            return Ok(None);
         };
         let id = manifest.id;
         match read_state(store, manifest).await {
             Ok(restored) => return Ok(Some(restored)),
-            Err(e) => {
-                tracing::warn!("skipping checkpoint {id} in {}: {e}", store.describe());
-                damaged.push((id, e.to_string()));
-                listing.retain(|(found, _)| *found < id);
-            }
+            Err(e) => damaged.push((id, e.to_string())),
         }
     }
+    damaged.sort_by_key(|(id, _)| *id);
+    let list: Vec<String> = damaged
+        .iter()
+        .map(|(id, reason)| format!("  chk-{id}: {reason}"))
+        .collect();
+    Err(crate::SluiceError::Config(format!(
+        "the newest checkpoint in {} cannot be restored, and restoring an older one would write again what the newer ones committed; {} completed but cannot be read:\n{}\nMend them, or run without --restore to start from the beginning on purpose",
+        store.describe(),
+        damaged.len(),
+        list.join("\n")
+    )))
 }
 
 async fn read_state(store: &dyn CheckpointStore, manifest: Manifest) -> Result<Restored> {

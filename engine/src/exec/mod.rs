@@ -252,9 +252,7 @@ pub async fn run(
     if let Some(restored) = &options.restore {
         if restored.manifest.end {
             // Its commit may not have finished: the output is complete.
-            for (_, sink) in &sinks {
-                sink.commit().await?;
-            }
+            commit_all(&sinks).await?;
             tracing::info!(
                 "checkpoint {} was taken when the job had ended: there is nothing left to do",
                 restored.manifest.id
@@ -361,12 +359,7 @@ pub async fn run(
                 )?));
             }
             let now = chrono::Utc::now().timestamp_millis();
-            let trusted = |time: Option<Millis>| {
-                time.filter(|&t| {
-                    gate.as_ref()
-                        .is_none_or(|g: &Arc<EventTimeGate>| g.trusts(t, now))
-                })
-            };
+            let trusted = |time| EventTimeGate::trusted(gate.as_deref(), time, now);
             assigned = assign_splits(splits, stage.parallelism, reading, trusted);
             watermark = match (&source.watermark, &source.table.watermark) {
                 (Some(expr), Some(decl)) => root
@@ -520,9 +513,7 @@ pub async fn run(
                 ),
             ));
         }
-        for (_, sink) in &sinks {
-            sink.commit().await?;
-        }
+        commit_all(&sinks).await?;
         true
     };
     let late = JobMetrics::get(&metrics.late_rows);
@@ -567,6 +558,23 @@ impl JobResult {
             checkpoints: Vec::new(),
         }
     }
+}
+
+/// Commits every sink at the end of a job, in rounds: all commit, then all
+/// are marked complete, then all drop the record that would undo them. A
+/// crash before the last round leaves every sink's commit undoable by the
+/// next run, so no sink is left committed beside one rolled back.
+async fn commit_all(sinks: &[(String, Arc<dyn crate::connector::Sink>)]) -> Result<()> {
+    for (_, sink) in sinks {
+        sink.commit().await?;
+    }
+    for (_, sink) in sinks {
+        sink.mark_complete().await?;
+    }
+    for (_, sink) in sinks {
+        sink.finish_commit().await?;
+    }
+    Ok(())
 }
 
 /// Withdraws what a run without checkpoints staged; returns the sinks that

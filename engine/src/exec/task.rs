@@ -592,9 +592,7 @@ async fn run_input(
             // Times known before reading bound the watermark only if the
             // gate would let their rows in.
             let now = chrono::Utc::now().timestamp_millis();
-            let trusted = |time: Option<Millis>| {
-                time.filter(|&t| gate.as_ref().is_none_or(|g| g.trusts(t, now)))
-            };
+            let trusted = |time| EventTimeGate::trusted(gate.as_deref(), time, now);
             let mut watermarks =
                 SplitWatermarks::new(splits.iter().map(|s| trusted(s.min_event_time())));
             for (i, split) in splits.iter().enumerate() {

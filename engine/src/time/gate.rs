@@ -93,6 +93,11 @@ impl EventTimeGate {
         self.limit(now).is_none_or(|limit| time <= limit)
     }
 
+    /// `time`, if `gate` (when there is one) trusts it at `now`.
+    pub fn trusted(gate: Option<&Self>, time: Option<Millis>, now: Millis) -> Option<Millis> {
+        time.filter(|&t| gate.is_none_or(|g| g.trusts(t, now)))
+    }
+
     /// Where refused rows go, if the table sets them aside.
     pub fn dead_letters(&self) -> Option<&std::sync::Arc<dyn crate::connector::DeadLetters>> {
         match &self.policy {
