@@ -90,6 +90,20 @@ fn run<A: AsRef<std::ffi::OsStr>>(args: impl IntoIterator<Item = A>) -> Output {
         .expect("sluice run")
 }
 
+/// Starts `sluice run JOB --parallelism 2` with failpoints armed, its
+/// standard error piped.
+fn spawn_with_failpoints(job: &Path, failpoints: &str) -> Child {
+    sluice()
+        .arg("run")
+        .arg(job)
+        .args(["--parallelism", "2"])
+        .env("SLUICE_FAILPOINTS", failpoints)
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn")
+}
+
 fn signal(child: &Child, name: &str) {
     let status = Command::new("kill")
         .args([format!("-{name}"), child.id().to_string()])
@@ -110,15 +124,7 @@ fn a_batch_run_stopped_without_checkpoints_commits_nothing_and_says_so() {
     let job = copy_job(dir.path(), &data.join("bid"), &out, "copy");
     // Every batch is slowed down, and the first says so: the signal lands
     // after rows went through and before the end.
-    let mut child = sluice()
-        .arg("run")
-        .arg(&job)
-        .args(["--parallelism", "2"])
-        .env("SLUICE_FAILPOINTS", "operator.busy=sleep:300")
-        .stdin(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
+    let mut child = spawn_with_failpoints(&job, "operator.busy=sleep:300");
     let (heard, text) = read_stderr(&mut child, &["sleeping"]);
     heard
         .recv_timeout(Duration::from_secs(60))
@@ -364,15 +370,7 @@ fn a_second_signal_exits_at_once_however_busy_the_job_is() {
         &dir.path().join("out"),
         "copy",
     );
-    let mut child = sluice()
-        .arg("run")
-        .arg(&job)
-        .args(["--parallelism", "2"])
-        .env("SLUICE_FAILPOINTS", "operator.busy=spin")
-        .stdin(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
+    let mut child = spawn_with_failpoints(&job, "operator.busy=spin");
     // The failpoint and the signal handler announce themselves on
     // standard error.
     let (heard, reader) = read_stderr(&mut child, &["spinning", "stopping (signal received"]);
