@@ -185,13 +185,9 @@ impl FileSink {
     /// (`.part-….inprogress#1`): object_store's listing hides such files.
     async fn drop_cut_uploads(&self) -> Result<()> {
         let url = &self.location.url;
-        if url
-            .split_once("://")
-            .is_some_and(|(scheme, _)| scheme != "file")
-        {
+        let Some(dir) = self.location.local_path(&self.location.path) else {
             return Ok(());
-        }
-        let dir = std::path::Path::new("/").join(self.location.path.as_ref());
+        };
         let mut entries = match tokio::fs::read_dir(&dir).await {
             Ok(entries) => entries,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
