@@ -30,6 +30,7 @@ pub mod metrics;
 pub mod ops;
 pub mod plan;
 pub mod sql;
+pub mod suggest;
 pub mod time;
 
 pub use error::{Result, SluiceError};

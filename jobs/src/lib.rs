@@ -32,6 +32,10 @@ pub struct JobSpec {
     /// How the file is named in messages.
     pub name: String,
     pub text: String,
+    /// Files read before the job's own, in order, as Flink's SQL client
+    /// runs its initialization files (`-i`): shared tables, views and
+    /// settings. Each is `(name in messages, text)`.
+    pub init_files: Vec<(String, String)>,
     pub mode: Mode,
     /// `--set` values; `${NAME}` falls back to the environment.
     pub vars: BTreeMap<String, String>,
@@ -81,6 +85,7 @@ impl JobSpec {
         Self {
             name: name.to_string(),
             text: text.to_string(),
+            init_files: Vec::new(),
             mode: Mode::Batch,
             vars: BTreeMap::new(),
             parallelism: default_parallelism(),
@@ -99,6 +104,14 @@ impl JobSpec {
         let text = std::fs::read_to_string(path)
             .map_err(|e| SluiceError::io(format!("reading job file {}", path.display()), e))?;
         Ok(Self::from_text(&path.display().to_string(), &text))
+    }
+
+    /// Reads `path` before the job's own file (see [`JobSpec::init_files`]).
+    pub fn with_init_file(mut self, path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| SluiceError::io(format!("reading job file {}", path.display()), e))?;
+        self.init_files.push((path.display().to_string(), text));
+        Ok(self)
     }
 
     pub fn with_var(mut self, name: &str, value: &str) -> Self {
@@ -165,7 +178,20 @@ impl JobSpec {
     fn parse(&self) -> Result<JobFile> {
         let vars = self.vars.clone();
         let lookup = move |name: &str| vars.get(name).cloned().or_else(|| std::env::var(name).ok());
-        parse_job(&self.name, &self.text, &lookup)
+        let mut files = self
+            .init_files
+            .iter()
+            .chain(std::iter::once(&(self.name.clone(), self.text.clone())))
+            .map(|(name, text)| parse_job(name, text, &lookup))
+            .collect::<Result<Vec<JobFile>>>()?
+            .into_iter();
+        let mut job = files
+            .next()
+            .ok_or_else(|| SluiceError::config("no job file"))?;
+        for next in files {
+            job.append(next);
+        }
+        Ok(job)
     }
 
     /// Job parameters for operators and functions: the job's `SET`

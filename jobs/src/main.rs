@@ -28,15 +28,19 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run a job file.
+    /// Run a job file. Files named before it are read first, in order, as
+    /// Flink's SQL client reads its initialization files: shared tables,
+    /// views and settings (`sluice run ddl.sql views.sql q5.sql`).
     Run {
-        job: PathBuf,
+        #[arg(required = true, value_name = "JOB")]
+        job: Vec<PathBuf>,
         #[command(flatten)]
         common: JobArgs,
     },
     /// Show the operator graph of a job: chaining, exchanges, parallelism.
     Explain {
-        job: PathBuf,
+        #[arg(required = true, value_name = "JOB")]
+        job: Vec<PathBuf>,
         #[command(flatten)]
         common: JobArgs,
         /// Print Graphviz dot instead of text.
@@ -178,13 +182,17 @@ impl From<ModeArg> for Mode {
 }
 
 impl JobArgs {
-    fn spec(&self, path: &Path) -> Result<JobSpec> {
-        let mut spec = JobSpec::from_file(path)?
-            .with_mode(self.mode.into())
-            .with_parallelism(
-                self.parallelism
-                    .map_or_else(default_parallelism, NonZeroUsize::get),
-            );
+    /// The job of the last file in `files`, read after the others.
+    fn spec(&self, files: &[PathBuf]) -> Result<JobSpec> {
+        let (path, init) = files.split_last().context("no job file given")?;
+        let mut spec = JobSpec::from_file(path)?;
+        for file in init {
+            spec = spec.with_init_file(file)?;
+        }
+        let mut spec = spec.with_mode(self.mode.into()).with_parallelism(
+            self.parallelism
+                .map_or_else(default_parallelism, NonZeroUsize::get),
+        );
         for pair in &self.set {
             let (name, value) = pair
                 .split_once('=')

@@ -28,8 +28,7 @@ const SPLIT_SIZE: &str = "source.split-size";
 /// The smallest split size the option accepts.
 const MIN_SPLIT_SIZE: u64 = 64 << 10;
 
-/// The job setting that names where late rows go.
-pub const LATE_DATA_PATH: &str = "sluice.late-data.path";
+pub use sluice_engine::sql::settings::LATE_DATA_PATH;
 
 /// A sink for rows that arrived behind the watermark: JSON lines (rows of
 /// different operators have different columns) in part files under `path`.

@@ -148,6 +148,8 @@ pub struct Catalog {
     higher_order_functions: HashMap<String, Arc<HigherOrderUDF>>,
     aggregate_functions: HashMap<String, Arc<AggregateUDF>>,
     window_functions: HashMap<String, Arc<WindowUDF>>,
+    /// The names of the job's own (Rust) functions.
+    user_functions: Vec<String>,
     expr_planners: Vec<Arc<dyn ExprPlanner>>,
     relation_planners: Vec<Arc<dyn RelationPlanner>>,
     config: ConfigOptions,
@@ -170,7 +172,11 @@ impl Catalog {
             }
         }
         let mut aggregate_functions = HashMap::new();
-        for f in SessionStateDefaults::default_aggregate_functions() {
+        for f in SessionStateDefaults::default_aggregate_functions()
+            .into_iter()
+            .filter(|f| f.name() != "avg")
+            .chain(std::iter::once(super::flink_avg::FlinkAvg::udaf()))
+        {
             for name in std::iter::once(f.name()).chain(f.aliases().iter().map(String::as_str)) {
                 aggregate_functions.insert(name.to_string(), Arc::clone(&f));
             }
@@ -190,10 +196,19 @@ impl Catalog {
             higher_order_functions,
             aggregate_functions,
             window_functions,
+            user_functions: extra_functions
+                .iter()
+                .map(|f| f.name().to_string())
+                .collect(),
             expr_planners: SessionStateDefaults::default_expr_planners(),
             relation_planners: vec![Arc::new(super::window_tvf::WindowTvfPlanner)],
             config,
         }
+    }
+
+    /// The names of the functions the job's libraries added.
+    pub fn udf_names(&self) -> Vec<String> {
+        self.user_functions.clone()
     }
 
     pub fn config(&self) -> &ConfigOptions {

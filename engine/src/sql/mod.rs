@@ -7,10 +7,13 @@
 
 pub mod aggregate_types;
 pub mod catalog;
+pub mod flink_avg;
 pub mod functions;
 pub mod insert_types;
 pub mod options;
 pub mod parser;
+pub mod settings;
+pub mod unsupported;
 pub mod variables;
 pub mod window_tvf;
 
@@ -61,10 +64,19 @@ pub fn compile(job: &JobFile, mode: Mode, functions: &[Arc<ScalarUDF>]) -> Resul
     let mut tables = BTreeMap::new();
     let mut inserts = Vec::new();
     let mut settings = BTreeMap::new();
-    let file = &job.source_name;
+    let job_text: Vec<String> = job
+        .statements
+        .iter()
+        .filter_map(|s| match s {
+            JobStatement::Insert(i) => Some(i.item.to_string()),
+            JobStatement::CreateView(v) => Some(v.item.query.to_string()),
+            _ => None,
+        })
+        .collect();
     for statement in &job.statements {
         match statement {
             JobStatement::CreateTable(t) => {
+                let file = &t.file;
                 let at = format!("{file}:{}", t.line);
                 let table = Arc::new(declare_table(&t.item, mode, &catalog, &at)?);
                 catalog
@@ -73,6 +85,7 @@ pub fn compile(job: &JobFile, mode: Mode, functions: &[Arc<ScalarUDF>]) -> Resul
                 tables.insert(table.name.clone(), table);
             }
             JobStatement::CreateView(v) => {
+                let file = &v.file;
                 let at = format!("{file}:{}", v.line);
                 let plan = plan_query(&catalog, &v.item.query).map_err(|e| {
                     explained_planning_error(&catalog, &v.item.query, file, v.line, v.column, e)
@@ -82,6 +95,7 @@ pub fn compile(job: &JobFile, mode: Mode, functions: &[Arc<ScalarUDF>]) -> Resul
                     .map_err(|e| prefix(&at, e))?;
             }
             JobStatement::Insert(i) => {
+                let file = &i.file;
                 let at = format!("{file}:{}", i.line);
                 let planner = SqlToRel::new_with_options(&catalog, parser_options(&catalog));
                 let mut statement = i.item.as_ref().clone();
@@ -140,17 +154,20 @@ pub fn compile(job: &JobFile, mode: Mode, functions: &[Arc<ScalarUDF>]) -> Resul
                 });
             }
             JobStatement::Set(s) => {
+                settings::check(s, &job_text);
                 settings.insert(s.item.0.clone(), s.item.1.clone());
             }
+            JobStatement::CreateFunction(f) => declare_function(&catalog, f)?,
         }
     }
+    let file = &job.source_name;
     if inserts.is_empty() {
         return Err(SluiceError::plan(format!(
             "{file}: the job has no INSERT INTO statement, so it would produce nothing"
         )));
     }
     let name = settings
-        .get("pipeline.name")
+        .get(settings::PIPELINE_NAME)
         .cloned()
         .unwrap_or_else(|| job_name_from_path(file));
     Ok(CompiledJob {
@@ -160,6 +177,45 @@ pub fn compile(job: &JobFile, mode: Mode, functions: &[Arc<ScalarUDF>]) -> Resul
         inserts,
         settings,
     })
+}
+
+/// `CREATE FUNCTION name AS 'class'`: the job names a function it calls.
+/// Sluice's functions are Rust, so the name must be one of them; the class
+/// is not loaded, and a warning says so.
+fn declare_function(catalog: &Catalog, f: &parser::Located<parser::FunctionDecl>) -> Result<()> {
+    use datafusion::sql::planner::ContextProvider;
+    let decl = &f.item;
+    let at = format!("{}:{}:{}", f.file, f.line, f.column);
+    if catalog.get_function_meta(&decl.name).is_none()
+        && catalog
+            .get_function_meta(&decl.name.to_ascii_lowercase())
+            .is_none()
+    {
+        let mut known = catalog.udf_names();
+        known.sort();
+        return Err(SluiceError::plan(format!(
+            "{at}: CREATE FUNCTION {} AS '{}': Sluice has no function `{}` and cannot load {} classes; its own functions are Rust ({}){}",
+            decl.name,
+            decl.class,
+            decl.name,
+            decl.language.as_deref().unwrap_or("JAVA"),
+            if known.is_empty() {
+                "none are registered".to_string()
+            } else {
+                known.join(", ")
+            },
+            crate::suggest::closest(&decl.name, known.iter().map(String::as_str))
+                .map(|c| format!("; did you mean `{c}`?"))
+                .unwrap_or_default()
+        )));
+    }
+    tracing::warn!(
+        "{at}: CREATE FUNCTION {} AS '{}': calls Sluice's own function `{}`; the class is not used",
+        decl.name,
+        decl.class,
+        decl.name
+    );
+    Ok(())
 }
 
 fn job_name_from_path(path: &str) -> String {
@@ -299,6 +355,13 @@ fn declare_table(
     at: &str,
 ) -> Result<TableDef> {
     let physical = catalog::table_schema(decl).map_err(|e| prefix(at, e))?;
+    if !decl.partition_keys.is_empty() {
+        return Err(SluiceError::plan(format!(
+            "{at}: table `{}` is PARTITIONED BY ({}): partitioned tables are not supported yet; the filesystem connector writes unpartitioned part files",
+            decl.name,
+            decl.partition_keys.join(", ")
+        )));
+    }
     let options = Options::resolve(&decl.name, &decl.options, mode);
     let (schema, computed) = computed_columns(decl, &physical, catalog, at)?;
     let mut def = TableDef {
@@ -371,12 +434,16 @@ fn prefix(at: &str, e: SluiceError) -> SluiceError {
 /// A planning error, located at the spot DataFusion points to when it does,
 /// else at the statement.
 fn planning_error(file: &str, line: u64, column: u64, e: DataFusionError) -> SluiceError {
-    let (line, column) = e
-        .diagnostic()
+    let (line, column) = located_at(&e).unwrap_or((line, column));
+    SluiceError::Plan(format!("{file}:{line}:{column}: {}", df_message(&e)))
+}
+
+/// Where DataFusion's diagnostic points, when it does.
+fn located_at(e: &DataFusionError) -> Option<(u64, u64)> {
+    e.diagnostic()
         .and_then(|d| d.span)
         .filter(|s| s.start.line > 0)
-        .map_or((line, column), |s| (s.start.line, s.start.column));
-    SluiceError::Plan(format!("{file}:{line}:{column}: {}", df_message(&e)))
+        .map(|s| (s.start.line, s.start.column))
 }
 
 /// A planning error of `query`; DataFusion's internal errors, which name
@@ -392,10 +459,16 @@ fn explained_planning_error(
     // DataFusion raises these as internal errors, some wrapped in a Plan
     // error whose text says so.
     let root = e.find_root();
-    let internal =
-        matches!(root, DataFusionError::Internal(_)) || root.to_string().contains("Internal error");
+    // Coercion failures of Sluice's own aggregates (`AVG`) too.
+    let internal = matches!(root, DataFusionError::Internal(_))
+        || root.to_string().contains("Internal error")
+        || root.to_string().contains("coercion failed");
     if internal && let Some((at, message)) = aggregate_types::explain(catalog, query) {
         let (line, column) = at.map_or((line, column), |l| (l.line, l.column));
+        return SluiceError::Plan(format!("{file}:{line}:{column}: {message}"));
+    }
+    if let Some(message) = unsupported::explain_invalid_function(&df_message(&e)) {
+        let (line, column) = located_at(&e).unwrap_or((line, column));
         return SluiceError::Plan(format!("{file}:{line}:{column}: {message}"));
     }
     planning_error(file, line, column, e)

@@ -6,6 +6,8 @@
 //! - `CREATE [TEMPORARY] VIEW name AS query`
 //! - `INSERT INTO table query`
 //! - `SET 'key' = 'value'`
+//! - `CREATE [TEMPORARY] FUNCTION name AS 'class.Name' [LANGUAGE JAVA]`, naming
+//!   one of the functions Sluice has
 //!
 //! `CREATE TABLE` and `SET` are parsed here with the parser's own primitives
 //! (identifiers, data types, expressions); the rest goes to sqlparser as is.
@@ -27,6 +29,8 @@ use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::parser::{Parser, ParserError};
 use datafusion::sql::sqlparser::tokenizer::{Location, Token, Tokenizer};
 
+use std::sync::Arc;
+
 use crate::error::{Result, SluiceError};
 
 /// The name of the marker call that stands for `TABLE t [PARTITION BY ...]`.
@@ -40,9 +44,11 @@ pub struct JobFile {
     pub statements: Vec<JobStatement>,
 }
 
-/// One statement and the line it starts on.
+/// One statement, the file it is in and the line it starts on.
 #[derive(Debug, Clone)]
 pub struct Located<T> {
+    /// How the file is named in messages.
+    pub file: Arc<str>,
     pub line: u64,
     pub column: u64,
     pub item: T,
@@ -54,6 +60,26 @@ pub enum JobStatement {
     CreateView(Located<ViewDecl>),
     Insert(Located<Box<Statement>>),
     Set(Located<(String, String)>),
+    CreateFunction(Located<FunctionDecl>),
+}
+
+/// `CREATE [TEMPORARY] FUNCTION name AS 'class.Name' [LANGUAGE JAVA]`: a
+/// Flink job's name for one of its functions. Sluice's functions are Rust,
+/// so the name must be one Sluice has; the class is not used.
+#[derive(Debug, Clone)]
+pub struct FunctionDecl {
+    pub name: String,
+    pub class: String,
+    pub language: Option<String>,
+}
+
+impl JobFile {
+    /// Appends the statements of a file that follows this one, as Flink's
+    /// SQL client runs an initialization file before the job's own.
+    pub fn append(&mut self, next: JobFile) {
+        self.statements.extend(next.statements);
+        self.source_name = next.source_name;
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -62,6 +88,8 @@ pub struct TableDecl {
     pub columns: Vec<ColumnDecl>,
     pub watermark: Option<WatermarkDecl>,
     pub primary_key: Vec<String>,
+    /// `PARTITIONED BY (col, ...)`.
+    pub partition_keys: Vec<String>,
     /// `WITH` options in the order written.
     pub options: Vec<(String, String)>,
 }
@@ -116,6 +144,11 @@ impl Dialect for FlinkDialect {
     }
 
     fn supports_group_by_expr(&self) -> bool {
+        true
+    }
+
+    /// `FOR SYSTEM_TIME AS OF t`, of Flink's lookup and temporal joins.
+    fn supports_table_versioning(&self) -> bool {
         true
     }
 
@@ -175,11 +208,20 @@ pub fn parse_job(
     lookup: &dyn Fn(&str) -> Option<String>,
 ) -> Result<JobFile> {
     let dialect = FlinkDialect;
-    let tokens = Tokenizer::new(&dialect, text)
+    let expanded = super::variables::expand_outside_strings(source_name, text, lookup)?;
+    let tokens = Tokenizer::new(&dialect, &expanded.text)
         .tokenize_with_location()
-        .map_err(|e| SluiceError::Parse(format!("{source_name}:{e}")))?;
+        .map_err(|e| {
+            let at = expanded.written(e.location, text);
+            SluiceError::Parse(format!(
+                "{source_name}:{}:{}: {}",
+                at.line, at.column, e.message
+            ))
+        })?;
+    let tokens = expanded.written_spans(tokens, text);
     let tokens = super::variables::substitute(source_name, tokens, lookup)?;
     let mut parser = Parser::new(&dialect).with_tokens_with_locations(tokens);
+    let file: Arc<str> = Arc::from(source_name);
     let mut statements = Vec::new();
     loop {
         while parser.consume_token(&Token::SemiColon) {}
@@ -187,8 +229,8 @@ pub fn parse_job(
             break;
         }
         let start = parser.peek_token_ref().span.start;
-        let statement =
-            parse_statement(&mut parser, start).map_err(|e| parse_error(source_name, start, e))?;
+        let statement = parse_statement(&mut parser, &file, start)
+            .map_err(|e| parse_error(source_name, start, e))?;
         statements.push(statement);
         let next = parser.peek_token();
         if next.token != Token::SemiColon && next.token != Token::EOF {
@@ -222,9 +264,14 @@ fn parse_error(source_name: &str, start: Location, error: ParserError) -> Sluice
     ))
 }
 
-fn parse_statement(parser: &mut Parser, start: Location) -> Result<JobStatement, ParserError> {
-    fn located<T>(start: Location, item: T) -> Located<T> {
+fn parse_statement(
+    parser: &mut Parser,
+    file: &Arc<str>,
+    start: Location,
+) -> Result<JobStatement, ParserError> {
+    fn located<T>(file: &Arc<str>, start: Location, item: T) -> Located<T> {
         Located {
+            file: Arc::clone(file),
             line: start.line,
             column: start.column,
             item,
@@ -232,29 +279,63 @@ fn parse_statement(parser: &mut Parser, start: Location) -> Result<JobStatement,
     }
     if parser.parse_keywords(&[Keyword::CREATE, Keyword::TABLE]) {
         let table = parse_create_table(parser)?;
-        return Ok(JobStatement::CreateTable(Box::new(located(start, table))));
+        return Ok(JobStatement::CreateTable(Box::new(located(
+            file, start, table,
+        ))));
     }
     if parser.peek_keyword(Keyword::CREATE) {
-        let is_view = matches!(
-            parser.peek_tokens::<3>(),
-            [_, Token::Word(w), _] if w.keyword == Keyword::VIEW
-        ) || matches!(
-            parser.peek_tokens::<3>(),
-            [_, Token::Word(t), Token::Word(v)]
-                if t.keyword == Keyword::TEMPORARY && v.keyword == Keyword::VIEW
-        );
-        if is_view {
+        // CREATE [TEMPORARY] [SYSTEM] VIEW | FUNCTION: look past the
+        // modifiers before consuming anything, so that other statements
+        // reach sqlparser whole.
+        let [_, second, third, fourth] = parser.peek_tokens::<4>();
+        let words: Vec<String> = [second, third, fourth]
+            .into_iter()
+            .map(|t| match t {
+                Token::Word(w) if w.quote_style.is_none() => w.value.to_ascii_uppercase(),
+                _ => String::new(),
+            })
+            .collect();
+        let kind = words
+            .iter()
+            .find(|w| !matches!(w.as_str(), "TEMPORARY" | "SYSTEM"))
+            .cloned()
+            .unwrap_or_default();
+        if kind == "VIEW" || kind == "FUNCTION" {
             parser.next_token();
             let _temporary = parser.parse_keyword(Keyword::TEMPORARY);
-            parser.expect_keyword(Keyword::VIEW)?;
+            let _system = parse_word(parser, "SYSTEM");
+            if kind == "VIEW" {
+                parser.expect_keyword(Keyword::VIEW)?;
+                let name = parser.parse_object_name(false)?;
+                parser.expect_keyword(Keyword::AS)?;
+                let query = parser.parse_query()?;
+                return Ok(JobStatement::CreateView(located(
+                    file,
+                    start,
+                    ViewDecl {
+                        name: object_name(&name),
+                        query,
+                    },
+                )));
+            }
+            parser.expect_keyword(Keyword::FUNCTION)?;
+            let _if_not_exists =
+                parser.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
             let name = parser.parse_object_name(false)?;
             parser.expect_keyword(Keyword::AS)?;
-            let query = parser.parse_query()?;
-            return Ok(JobStatement::CreateView(located(
+            let class = parse_string(parser)?;
+            let language = if parser.parse_keyword(Keyword::LANGUAGE) {
+                Some(parser.parse_identifier()?.value.to_ascii_uppercase())
+            } else {
+                None
+            };
+            return Ok(JobStatement::CreateFunction(located(
+                file,
                 start,
-                ViewDecl {
+                FunctionDecl {
                     name: object_name(&name),
-                    query,
+                    class,
+                    language,
                 },
             )));
         }
@@ -263,13 +344,17 @@ fn parse_statement(parser: &mut Parser, start: Location) -> Result<JobStatement,
         let key = parse_string(parser)?;
         parser.expect_token(&Token::Eq)?;
         let value = parse_string(parser)?;
-        return Ok(JobStatement::Set(located(start, (key, value))));
+        return Ok(JobStatement::Set(located(file, start, (key, value))));
     }
     let statement = parser.parse_statement()?;
     match statement {
-        Statement::Insert(_) => Ok(JobStatement::Insert(located(start, Box::new(statement)))),
+        Statement::Insert(_) => Ok(JobStatement::Insert(located(
+            file,
+            start,
+            Box::new(statement),
+        ))),
         other => Err(ParserError::ParserError(format!(
-            "a job file holds CREATE TABLE, CREATE VIEW, INSERT INTO and SET statements, not `{}`",
+            "a job file holds CREATE TABLE, CREATE VIEW, CREATE FUNCTION, INSERT INTO and SET statements, not `{}`",
             first_words(&other.to_string())
         ))),
     }
@@ -352,6 +437,17 @@ fn parse_create_table(parser: &mut Parser) -> Result<TableDecl, ParserError> {
     if parser.parse_keyword(Keyword::COMMENT) {
         parse_string(parser)?;
     }
+    let mut partition_keys = Vec::new();
+    if parser.parse_keywords(&[Keyword::PARTITIONED, Keyword::BY]) {
+        partition_keys = parser
+            .parse_parenthesized_column_list(
+                datafusion::sql::sqlparser::parser::IsOptional::Mandatory,
+                false,
+            )?
+            .into_iter()
+            .map(|i| i.value)
+            .collect();
+    }
     let mut options = Vec::new();
     if parser.parse_keyword(Keyword::WITH) {
         parser.expect_token(&Token::LParen)?;
@@ -373,6 +469,7 @@ fn parse_create_table(parser: &mut Parser) -> Result<TableDecl, ParserError> {
         columns,
         watermark,
         primary_key,
+        partition_keys,
         options,
     })
 }
@@ -510,6 +607,97 @@ mod tests {
                 .starts_with("job.sql:1:11: variable `NOPE` is not set"),
             "{err}"
         );
+    }
+
+    fn vars_anywhere(name: &str) -> Option<String> {
+        match name {
+            "TABLE" => Some("datagen".into()),
+            "LONG" => Some("a_much_longer_table_name".into()),
+            "COLS" => Some("a,\n b".into()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn variables_stand_anywhere_a_token_may() {
+        let job = parse_job(
+            "job.sql",
+            "-- reads ${NOT_SET}, in a comment\nCREATE VIEW v AS SELECT ${COLS} FROM ${TABLE} WHERE s = '${TABLE}';",
+            &vars_anywhere,
+        )
+        .expect("parses");
+        let JobStatement::CreateView(v) = &job.statements[0] else {
+            panic!("not a view");
+        };
+        assert_eq!(
+            v.item.query.to_string(),
+            "SELECT a, b FROM datagen WHERE s = 'datagen'"
+        );
+        assert_eq!((v.line, v.column), (2, 1));
+    }
+
+    #[test]
+    fn positions_after_a_variable_stay_those_written() {
+        // The value is longer than the reference and spans lines: the error
+        // is still at the written line and column of `)`.
+        for text in [
+            "INSERT INTO o SELECT x FROM ${LONG} WHERE )",
+            "INSERT INTO o SELECT ${COLS} FROM t WHERE )",
+        ] {
+            let err = parse_job("job.sql", text, &vars_anywhere).expect_err(text);
+            let column = text.find(')').expect("paren") + 1;
+            assert!(
+                err.to_string()
+                    .starts_with(&format!("job.sql:1:{column}: ")),
+                "{text}: {err}"
+            );
+        }
+        // A token a variable produced is placed at its `${`.
+        let err = parse_job(
+            "job.sql",
+            "SET 'a' = 'b';\n  INSERT INTO ${LONG}",
+            &vars_anywhere,
+        )
+        .expect_err("no query");
+        assert!(err.to_string().starts_with("job.sql:2:"), "{err}");
+        let err = parse_job(
+            "job.sql",
+            "SELECT 1;\nSELECT x FROM ${NOPE}",
+            &vars_anywhere,
+        )
+        .expect_err("unset");
+        assert!(
+            err.to_string()
+                .starts_with("job.sql:2:15: variable `NOPE` is not set"),
+            "{err}"
+        );
+        let err = parse_job(
+            "job.sql",
+            "SET 'a' = 'b';\nSELECT ${LONG} \"x",
+            &vars_anywhere,
+        )
+        .expect_err("unterminated identifier");
+        assert!(err.to_string().starts_with("job.sql:2:"), "{err}");
+    }
+
+    #[test]
+    fn create_function_names_a_function() {
+        let job = parse_job(
+            "job.sql",
+            "CREATE TEMPORARY FUNCTION count_char AS 'com.github.nexmark.flink.udf.CountChar' LANGUAGE JAVA;\nCREATE FUNCTION f AS 'x.F'",
+            &vars,
+        )
+        .expect("parses");
+        let JobStatement::CreateFunction(f) = &job.statements[0] else {
+            panic!("not a function: {:?}", job.statements[0]);
+        };
+        assert_eq!(f.item.name, "count_char");
+        assert_eq!(f.item.class, "com.github.nexmark.flink.udf.CountChar");
+        assert_eq!(f.item.language.as_deref(), Some("JAVA"));
+        let JobStatement::CreateFunction(f) = &job.statements[1] else {
+            panic!("not a function");
+        };
+        assert_eq!((f.item.name.as_str(), f.line), ("f", 2));
     }
 
     #[test]

@@ -1,10 +1,18 @@
-//! Job-file variables: `${NAME}` and `${NAME:-default}` inside string literals.
+//! Job-file variables: `${NAME}` and `${NAME:-default}`.
 //!
 //! A job names what changes between runs (input and output directories, a
-//! broker) as variables, given by `--set NAME=value` or the environment.
-//! They are replaced in the tokens before parsing, so positions in messages
-//! stay true. [`expand`] is the rule for one piece of text; [`substitute`]
-//! applies it to a job's string literals and checks what the result means:
+//! broker, the table a view reads) as variables, given by `--set NAME=value`
+//! or the environment. They may stand anywhere a token may, as in the Flink
+//! Nexmark benchmark's `FROM ${NEXMARK_TABLE}`, whose runner replaces them in
+//! the text. Positions in messages stay those of the file as written:
+//!
+//! - outside string literals, [`expand_outside_strings`] replaces them in the
+//!   text and keeps the way back ([`Expanded::written`]): a token a variable
+//!   produced is placed at the `${` it came from; comments are left alone;
+//! - inside string literals, [`substitute`] replaces them in the tokens.
+//!
+//! [`expand`] is the rule for one piece of text; [`substitute`] also checks
+//! what a literal's result means:
 //!
 //! - a reference must be closed (`${OUT/x` is an error, not a directory
 //!   named `${OUT`), and a default is plain text (`${X:-${Y}}` is an error:
@@ -14,7 +22,7 @@
 //!   are all empty, followed by `/`, would move the path to the filesystem
 //!   root (`${OUT:-}/tumble` is `/tumble`): refused, naming the variable.
 
-use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan};
+use datafusion::sql::sqlparser::tokenizer::{Location, Span, Token, TokenWithSpan};
 
 use crate::error::{Result, SluiceError};
 
@@ -87,6 +95,205 @@ pub fn expand(
     })
 }
 
+/// A job's text with its variables outside string literals replaced.
+#[derive(Debug, Clone)]
+pub struct Expanded {
+    pub text: String,
+    /// Where each piece of `text` came from, in order; empty when nothing
+    /// was replaced.
+    pieces: Vec<Piece>,
+    written_lines: Lines,
+    expanded_lines: Lines,
+}
+
+/// A run of the expanded text: copied from the written text, or a
+/// variable's value standing for the reference written at `written`.
+#[derive(Debug, Clone, Copy)]
+struct Piece {
+    expanded: usize,
+    written: usize,
+    replaced: bool,
+}
+
+/// Byte offsets of line starts, for turning offsets into sqlparser's
+/// 1-based (line, column in characters) and back.
+#[derive(Debug, Clone)]
+struct Lines(Vec<usize>);
+
+impl Lines {
+    fn of(text: &str) -> Self {
+        let mut starts = vec![0];
+        starts.extend(text.match_indices('\n').map(|(at, _)| at + 1));
+        Self(starts)
+    }
+
+    fn offset(&self, text: &str, at: Location) -> Option<usize> {
+        let start = *self.0.get(usize::try_from(at.line).ok()?.checked_sub(1)?)?;
+        let column = usize::try_from(at.column).ok()?.checked_sub(1)?;
+        let line = &text[start..];
+        Some(match line.char_indices().nth(column) {
+            Some((within, _)) => start + within,
+            None => start + line.len(),
+        })
+    }
+
+    fn location(&self, text: &str, offset: usize) -> Location {
+        let line = self.0.partition_point(|&start| start <= offset).max(1);
+        let start = self.0[line - 1];
+        let column = text.get(start..offset).map_or(0, |s| s.chars().count());
+        Location::new(line as u64, column as u64 + 1)
+    }
+}
+
+impl Expanded {
+    /// Where a position of the expanded text was written: the same spot in
+    /// copied text, the reference's `${` inside a variable's value.
+    pub fn written(&self, at: Location, written_text: &str) -> Location {
+        if self.pieces.is_empty() || at.line == 0 {
+            return at;
+        }
+        let Some(offset) = self.expanded_lines.offset(&self.text, at) else {
+            return at;
+        };
+        let index = self.pieces.partition_point(|p| p.expanded <= offset).max(1);
+        let piece = self.pieces[index - 1];
+        let written = if piece.replaced {
+            piece.written
+        } else {
+            piece.written + (offset - piece.expanded)
+        };
+        self.written_lines.location(written_text, written)
+    }
+
+    /// Moves the tokens' spans back to where they were written.
+    pub fn written_spans(
+        &self,
+        mut tokens: Vec<TokenWithSpan>,
+        written_text: &str,
+    ) -> Vec<TokenWithSpan> {
+        if self.pieces.is_empty() {
+            return tokens;
+        }
+        for token in &mut tokens {
+            token.span = Span::new(
+                self.written(token.span.start, written_text),
+                self.written(token.span.end, written_text),
+            );
+        }
+        tokens
+    }
+}
+
+/// Replaces `${NAME}` and `${NAME:-default}` outside string literals and
+/// comments, as the Flink Nexmark runner does in its job files. Inside
+/// backquoted or double-quoted identifiers they are replaced too.
+pub fn expand_outside_strings(
+    source_name: &str,
+    text: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<Expanded> {
+    let bytes = text.as_bytes();
+    let written_lines = Lines::of(text);
+    let mut out = String::new();
+    let mut pieces = Vec::new();
+    let mut copied = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        match (bytes[i], bytes.get(i + 1)) {
+            (b'\'', _) => {
+                i += 1;
+                while i < bytes.len() {
+                    if bytes[i] == b'\'' {
+                        if bytes.get(i + 1) == Some(&b'\'') {
+                            i += 2;
+                            continue;
+                        }
+                        i += 1;
+                        break;
+                    }
+                    i += 1;
+                }
+            }
+            (b'-', Some(b'-')) => {
+                i = text[i..].find('\n').map_or(bytes.len(), |at| i + at + 1);
+            }
+            (b'/', Some(b'*')) => {
+                i = text[i + 2..]
+                    .find("*/")
+                    .map_or(bytes.len(), |at| i + 2 + at + 2);
+            }
+            (b'$', Some(b'{')) => {
+                let at = written_lines.location(text, i);
+                let reference = &text[i..];
+                let end = reference
+                    .find('}')
+                    .map_or(reference.len(), |close| close + 1);
+                let reference = &reference[..end];
+                let expansion = expand(reference, lookup)
+                    .map_err(|e| variable_error(source_name, at, reference, e))?;
+                pieces.push(Piece {
+                    expanded: out.len(),
+                    written: copied,
+                    replaced: false,
+                });
+                out.push_str(&text[copied..i]);
+                pieces.push(Piece {
+                    expanded: out.len(),
+                    written: i,
+                    replaced: true,
+                });
+                out.push_str(&expansion.text);
+                i += end;
+                copied = i;
+            }
+            _ => i += 1,
+        }
+    }
+    if pieces.is_empty() {
+        return Ok(Expanded {
+            text: text.to_string(),
+            pieces,
+            written_lines,
+            expanded_lines: Lines(Vec::new()),
+        });
+    }
+    pieces.push(Piece {
+        expanded: out.len(),
+        written: copied,
+        replaced: false,
+    });
+    out.push_str(&text[copied..]);
+    Ok(Expanded {
+        written_lines,
+        expanded_lines: Lines::of(&out),
+        text: out,
+        pieces,
+    })
+}
+
+/// The message for a variable that cannot be replaced, at `at` in the file.
+fn variable_error(
+    source_name: &str,
+    at: Location,
+    written: &str,
+    error: VariableError,
+) -> SluiceError {
+    let at = format!("{source_name}:{}:{}", at.line, at.column);
+    match error {
+        VariableError::Unset(name) => SluiceError::Config(format!(
+            "{at}: variable `{name}` is not set: pass `--set {name}=...`, set it in the environment, or write `${{{name}:-default}}`"
+        )),
+        VariableError::Unterminated => SluiceError::Parse(format!(
+            "{at}: '{}' opens a variable with `${{` but never closes it with `}}`: write `${{NAME}}` or `${{NAME:-default}}`",
+            preview(written)
+        )),
+        VariableError::Nested => SluiceError::Parse(format!(
+            "{at}: '{}' has a variable inside another; variables do not nest (a default is plain text, as in `${{NAME:-out}}`)",
+            preview(written)
+        )),
+    }
+}
+
 /// Replaces the variables in a job's string literals; `source_name` names
 /// the job file in messages.
 pub fn substitute(
@@ -104,19 +311,8 @@ pub fn substitute(
         let written = written.clone();
         let start = tokens[i].span.start;
         let at = format!("{source_name}:{}:{}", start.line, start.column);
-        let expansion = expand(&written, lookup).map_err(|e| match e {
-            VariableError::Unset(name) => SluiceError::Config(format!(
-                "{at}: variable `{name}` is not set: pass `--set {name}=...`, set it in the environment, or write `${{{name}:-default}}`"
-            )),
-            VariableError::Unterminated => SluiceError::Parse(format!(
-                "{at}: '{}' opens a variable with `${{` but never closes it with `}}`: write `${{NAME}}` or `${{NAME:-default}}`",
-                preview(&written)
-            )),
-            VariableError::Nested => SluiceError::Parse(format!(
-                "{at}: '{}' has a variable inside another; variables do not nest (a default is plain text, as in `${{NAME:-out}}`)",
-                preview(&written)
-            )),
-        })?;
+        let expansion = expand(&written, lookup)
+            .map_err(|e| variable_error(source_name, start, &written, e))?;
         if let Some(name) = &expansion.rooted_by_empty
             && let Some(key) = option_key(&tokens, i)
             && is_path_option(&key)
