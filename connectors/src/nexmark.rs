@@ -46,8 +46,8 @@ use nexmark::EventGenerator;
 use nexmark::config::NexmarkConfig;
 use nexmark::event::Event;
 use sluice_engine::connector::{
-    ConnectorContext, Reading, ScanRequest, Source, SourceFactory, Split, SplitPosition,
-    without_positions,
+    ConnectorContext, OptionNames, Reading, ScanRequest, Source, SourceFactory, Split,
+    SplitPosition, without_positions,
 };
 use sluice_engine::error::ExecContext;
 use sluice_engine::sql::{Mode, Options, TableDef};
@@ -115,6 +115,16 @@ impl Column {
 pub struct NexmarkFactory;
 
 impl SourceFactory for NexmarkFactory {
+    fn option_names(&self) -> OptionNames {
+        &[
+            "events.num",
+            "first-event.rate",
+            "next-event.rate",
+            "person.proportion",
+            "auction.proportion",
+            "bid.proportion",
+        ]
+    }
     fn create_source(
         &self,
         table: &TableDef,

@@ -10,13 +10,16 @@ use std::sync::Arc;
 use arrow::record_batch::RecordBatch;
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use futures::future::BoxFuture;
-use sluice_engine::connector::{ConnectorContext, Sink, SinkFactory, SinkWriter};
+use sluice_engine::connector::{ConnectorContext, OptionNames, Sink, SinkFactory, SinkWriter};
 use sluice_engine::sql::{Options, TableDef};
 use sluice_engine::{Result, SluiceError};
 
 pub struct PrintFactory;
 
 impl SinkFactory for PrintFactory {
+    fn option_names(&self) -> OptionNames {
+        &["print-identifier"]
+    }
     fn create_sink(
         &self,
         _table: &TableDef,
@@ -114,6 +117,9 @@ impl SinkWriter for PrintWriter {
 pub struct BlackholeFactory;
 
 impl SinkFactory for BlackholeFactory {
+    fn option_names(&self) -> OptionNames {
+        &[]
+    }
     fn create_sink(
         &self,
         _table: &TableDef,

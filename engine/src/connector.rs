@@ -344,7 +344,15 @@ pub struct ConnectorContext {
     pub parallelism: usize,
 }
 
+/// The option names a connector knows, without the connector's own and
+/// without mode prefixes. A name ending in `.` stands for every option
+/// under it (`properties.` for Kafka's client properties).
+pub type OptionNames = &'static [&'static str];
+
 pub trait SourceFactory: Send + Sync {
+    /// Every option [`SourceFactory::create_source`] may take.
+    fn option_names(&self) -> OptionNames;
+
     /// Builds a source for `table`. Must take every option it understands
     /// from `options` and leave the rest, so unknown ones can be reported.
     fn create_source(
@@ -356,6 +364,9 @@ pub trait SourceFactory: Send + Sync {
 }
 
 pub trait SinkFactory: Send + Sync {
+    /// Every option [`SinkFactory::create_sink`] may take.
+    fn option_names(&self) -> OptionNames;
+
     fn create_sink(
         &self,
         table: &TableDef,
@@ -395,11 +406,10 @@ impl ConnectorRegistry {
                 self.sources.keys().cloned().collect::<Vec<_>>().join(", ")
             ))
         })?;
-        let source = factory
+        self.check_names(table, context.mode)?;
+        factory
             .create_source(table, &mut options, context)
-            .map_err(|e| locate(table, e))?;
-        options.finish(&name).map_err(|e| locate(table, e))?;
-        Ok(source)
+            .map_err(|e| locate(table, e))
     }
 
     pub fn create_sink(
@@ -417,11 +427,92 @@ impl ConnectorRegistry {
                 self.sinks.keys().cloned().collect::<Vec<_>>().join(", ")
             ))
         })?;
-        let sink = factory
+        self.check_names(table, context.mode)?;
+        factory
             .create_sink(table, &mut options, context)
-            .map_err(|e| locate(table, e))?;
-        options.finish(&name).map_err(|e| locate(table, e))?;
-        Ok(sink)
+            .map_err(|e| locate(table, e))
+    }
+
+    /// Checks the option names of `table` in both modes, before anything is
+    /// built: a misspelled `stream.` option fails a batch run too. A table
+    /// with no connector in a mode is an error only where it is used.
+    pub fn check_options(&self, table: &TableDef) -> Result<()> {
+        self.check_names(table, Mode::Batch)?;
+        self.check_names(table, Mode::Stream)
+    }
+
+    /// The connectors by name, and the option names each knows (as a
+    /// source and as a sink: a table's options are one set, as in Flink).
+    fn known_options(&self, connector: &str) -> Option<Vec<&'static str>> {
+        let source = self.sources.get(connector).map(|f| f.option_names());
+        let sink = self.sinks.get(connector).map(|f| f.option_names());
+        if source.is_none() && sink.is_none() {
+            return None;
+        }
+        let mut names: Vec<&'static str> = source
+            .into_iter()
+            .chain(sink)
+            .flat_map(|n| n.iter().copied())
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        Some(names)
+    }
+
+    fn check_names(&self, table: &TableDef, mode: Mode) -> Result<()> {
+        let used = crate::sql::Options::used(&table.written_options, mode);
+        let Some((_, connector)) = used.iter().find(|(key, _)| key == "connector") else {
+            return Ok(());
+        };
+        let Some(known) = self.known_options(&connector.value) else {
+            let mut names: Vec<&str> = self
+                .sources
+                .keys()
+                .chain(self.sinks.keys())
+                .map(String::as_str)
+                .collect();
+            names.sort_unstable();
+            names.dedup();
+            let hint = crate::suggest::closest(&connector.value, names.iter().copied())
+                .map(|c| format!("; did you mean '{c}'?"))
+                .unwrap_or_default();
+            return Err(SluiceError::config(format!(
+                "{}: table `{}`: no connector '{}' (connectors: {}){hint}",
+                connector.at,
+                table.name,
+                connector.value,
+                names.join(", ")
+            )));
+        };
+        let knows = |key: &str| {
+            known
+                .iter()
+                .any(|k| *k == key || (k.ends_with('.') && key.starts_with(k)))
+        };
+        for (key, written) in &used {
+            if key == "connector" || knows(key) {
+                continue;
+            }
+            let prefix = &written.key[..written.key.len() - key.len()];
+            let hint =
+                crate::suggest::closest(key, known.iter().copied().filter(|k| !k.ends_with('.')))
+                    .map(|k| format!("; did you mean '{prefix}{k}'?"))
+                    .unwrap_or_else(|| {
+                        format!(
+                            "; it knows {}",
+                            known
+                                .iter()
+                                .map(|k| format!("'{k}'"))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )
+                    });
+            return Err(SluiceError::config(format!(
+                "{}: table `{}`: unknown option '{}' for connector '{}'{hint}",
+                written.at, table.name, written.key, connector.value
+            )));
+        }
+        Ok(())
     }
 }
 

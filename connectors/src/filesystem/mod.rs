@@ -16,7 +16,9 @@ mod text;
 
 use std::sync::Arc;
 
-use sluice_engine::connector::{ConnectorContext, Sink, SinkFactory, Source, SourceFactory};
+use sluice_engine::connector::{
+    ConnectorContext, OptionNames, Sink, SinkFactory, Source, SourceFactory,
+};
 use sluice_engine::sql::{Options, TableDef};
 use sluice_engine::{Result, SluiceError};
 
@@ -97,7 +99,19 @@ impl Format {
 /// Creates filesystem sources and sinks.
 pub struct FileSystemFactory;
 
+/// The options of files, read or written.
+const FILE_OPTIONS: OptionNames = &[
+    "path",
+    "format",
+    "csv.field-delimiter",
+    "csv.header",
+    SPLIT_SIZE,
+];
+
 impl SourceFactory for FileSystemFactory {
+    fn option_names(&self) -> OptionNames {
+        FILE_OPTIONS
+    }
     fn create_source(
         &self,
         table: &TableDef,
@@ -135,6 +149,9 @@ impl SourceFactory for FileSystemFactory {
 }
 
 impl SinkFactory for FileSystemFactory {
+    fn option_names(&self) -> OptionNames {
+        FILE_OPTIONS
+    }
     fn create_sink(
         &self,
         table: &TableDef,

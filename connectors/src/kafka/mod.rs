@@ -49,7 +49,9 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
-use sluice_engine::connector::{ConnectorContext, Sink, SinkFactory, Source, SourceFactory};
+use sluice_engine::connector::{
+    ConnectorContext, OptionNames, Sink, SinkFactory, Source, SourceFactory,
+};
 use sluice_engine::sql::{Options, TableDef};
 use sluice_engine::{Result, SluiceError};
 
@@ -157,7 +159,35 @@ fn take_format(options: &mut Options) -> Result<RecordFormat> {
 /// Creates Kafka sources and sinks.
 pub struct KafkaFactory;
 
+/// Every option of a Kafka table, read or written (one set, as in Flink:
+/// a table both read and written names the options of both).
+const KAFKA_OPTIONS: OptionNames = &[
+    "topic",
+    "topic-pattern",
+    "properties.",
+    "format",
+    "csv.field-delimiter",
+    "json.ignore-parse-errors",
+    "csv.ignore-parse-errors",
+    "dead-letter.topic",
+    "connect.timeout",
+    "scan.startup.mode",
+    "scan.startup.timestamp-millis",
+    "scan.startup.specific-offsets",
+    "scan.bounded.mode",
+    "scan.bounded.timestamp-millis",
+    "scan.bounded.specific-offsets",
+    "scan.watermark.idle-timeout",
+    "key.fields",
+    "sink.partitioner",
+    "sink.transactional-id-prefix",
+    "sink.delivery-guarantee",
+];
+
 impl SourceFactory for KafkaFactory {
+    fn option_names(&self) -> OptionNames {
+        KAFKA_OPTIONS
+    }
     fn create_source(
         &self,
         table: &TableDef,
@@ -171,6 +201,9 @@ impl SourceFactory for KafkaFactory {
 }
 
 impl SinkFactory for KafkaFactory {
+    fn option_names(&self) -> OptionNames {
+        KAFKA_OPTIONS
+    }
     fn create_sink(
         &self,
         table: &TableDef,

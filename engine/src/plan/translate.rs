@@ -42,6 +42,9 @@ pub fn translate(
     parallelism: usize,
 ) -> Result<JobGraph> {
     let parallelism = parallelism.max(1);
+    for table in job.tables.values() {
+        registry.check_options(table)?;
+    }
     let mut t = Translator {
         graph: JobGraph {
             name: job.name.clone(),

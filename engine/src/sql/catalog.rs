@@ -33,7 +33,11 @@ pub struct TableDef {
     pub computed: Vec<(usize, Expr)>,
     /// The rowtime column and its watermark expression, planned against `schema`.
     pub watermark: Option<Watermark>,
+    /// The options of the mode the job runs in.
     pub options: Options,
+    /// The options as written, for both modes: their names are checked in
+    /// both, their values used in one.
+    pub written_options: Vec<super::options::WrittenOption>,
     /// Where the declaration starts, as `file:line`.
     pub declared_at: String,
 }

@@ -29,7 +29,7 @@ use datafusion::sql::planner::{PlannerContext, SqlToRel};
 use datafusion::sql::sqlparser::ast::{Expr as SqlExpr, Query, SelectItem, SetExpr, Statement};
 
 pub use catalog::{Catalog, TableDef, Watermark};
-pub use options::{Mode, Options};
+pub use options::{Mode, Options, WrittenOption};
 pub use parser::{JobFile, JobStatement, parse_job};
 
 use crate::error::{Result, SluiceError};
@@ -362,7 +362,7 @@ fn declare_table(
             decl.partition_keys.join(", ")
         )));
     }
-    let options = Options::resolve(&decl.name, &decl.options, mode);
+    let options = Options::resolve(&decl.name, &decl.options, mode)?;
     let (schema, computed) = computed_columns(decl, &physical, catalog, at)?;
     let mut def = TableDef {
         name: decl.name.clone(),
@@ -371,6 +371,7 @@ fn declare_table(
         computed,
         watermark: None,
         options,
+        written_options: decl.options.clone(),
         declared_at: at.to_string(),
     };
     if let Some(wm) = &decl.watermark {

@@ -5,8 +5,14 @@
 //! names a connector for one mode (`'stream.connector' = 'kafka'`) has, in
 //! that mode, only the options prefixed for it: a job file can read Parquet
 //! files in a backfill and a topic as a stream without edits. A connector
-//! [takes](Options::take) the options it understands; whatever is left when it
-//! is done is an unknown option and an error that names it.
+//! [takes](Options::take) the options it understands.
+//!
+//! Before any connector is built, the option names of every mode are checked
+//! against what the connector knows ([`crate::connector::ConnectorRegistry::check_options`]),
+//! so a typo in a `stream.` option fails a batch run too, naming the option
+//! as written, its line and column, and the closest known name. Variables,
+//! on the other hand, are needed only in the options of the mode that runs:
+//! a batch run does not need the `${TOPIC}` of its `stream.topic`.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -54,6 +60,31 @@ impl FromStr for Mode {
     }
 }
 
+/// One `'key' = 'value'` of a table's `WITH (...)`, as written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WrittenOption {
+    pub key: String,
+    /// The value, its variables replaced; as written when one is unset.
+    pub value: String,
+    /// Where the key is: `file:line:column`.
+    pub at: String,
+    /// Why the value's variables could not be replaced: an error only in
+    /// the mode that uses the option.
+    pub unresolved: Option<String>,
+}
+
+impl WrittenOption {
+    /// An option written at `at`, its value complete.
+    pub fn new(key: &str, value: &str, at: &str) -> Self {
+        Self {
+            key: key.to_string(),
+            value: value.to_string(),
+            at: at.to_string(),
+            unresolved: None,
+        }
+    }
+}
+
 /// The options of one table in one mode.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Options {
@@ -62,30 +93,49 @@ pub struct Options {
 }
 
 impl Options {
-    /// Resolves the `WITH` options of `table` for `mode`.
-    pub fn resolve(table: &str, written: &[(String, String)], mode: Mode) -> Self {
-        let mut values = BTreeMap::new();
-        let mut overrides = BTreeMap::new();
+    /// The options `mode` uses, by the name connectors know them: an option
+    /// prefixed with the mode's `batch.` or `stream.` overrides the shared
+    /// one, and the other mode's are left out. A table that names a
+    /// connector for this mode (`'stream.connector'`) uses only the options
+    /// prefixed for it.
+    pub fn used(written: &[WrittenOption], mode: Mode) -> Vec<(String, &WrittenOption)> {
         let other = match mode {
             Mode::Batch => Mode::Stream.prefix(),
             Mode::Stream => Mode::Batch.prefix(),
         };
-        // A connector of this mode's own replaces the shared option set.
         let own_connector = written
             .iter()
-            .any(|(key, _)| key.strip_prefix(mode.prefix()) == Some("connector"));
-        for (key, value) in written {
-            if let Some(key) = key.strip_prefix(mode.prefix()) {
-                overrides.insert(key.to_string(), value.clone());
-            } else if !key.starts_with(other) && !own_connector {
-                values.insert(key.clone(), value.clone());
+            .any(|w| w.key.strip_prefix(mode.prefix()) == Some("connector"));
+        let mut shared = BTreeMap::new();
+        let mut overrides = BTreeMap::new();
+        for w in written {
+            if let Some(key) = w.key.strip_prefix(mode.prefix()) {
+                overrides.insert(key.to_string(), w);
+            } else if !w.key.starts_with(other) && !own_connector {
+                shared.insert(w.key.clone(), w);
             }
         }
-        values.extend(overrides);
-        Self {
+        shared.extend(overrides);
+        shared.into_iter().collect()
+    }
+
+    /// Resolves the `WITH` options of `table` for `mode`. An option this
+    /// mode uses must have all its variables set.
+    pub fn resolve(table: &str, written: &[WrittenOption], mode: Mode) -> Result<Self> {
+        let mut values = BTreeMap::new();
+        for (key, w) in Self::used(written, mode) {
+            if let Some(why) = &w.unresolved {
+                return Err(SluiceError::config(format!(
+                    "{why} (table `{table}`, option '{}', used in {mode} mode)",
+                    w.key
+                )));
+            }
+            values.insert(key, w.value.clone());
+        }
+        Ok(Self {
             table: table.to_string(),
             values,
-        }
+        })
     }
 
     pub fn table(&self) -> &str {
@@ -166,20 +216,6 @@ impl Options {
             })
             .collect()
     }
-
-    /// Fails, naming them, if options are left that nobody took.
-    pub fn finish(self, connector: &str) -> Result<()> {
-        if self.values.is_empty() {
-            return Ok(());
-        }
-        let names: Vec<String> = self.values.keys().map(|k| format!("'{k}'")).collect();
-        Err(SluiceError::config(format!(
-            "table `{}`: unknown option{} {} for connector '{connector}'",
-            self.table,
-            if names.len() == 1 { "" } else { "s" },
-            names.join(", ")
-        )))
-    }
 }
 
 /// Parses `10s`, `10 s`, `500ms`, `2 min`, `1h`, `1 d`, or a bare number of milliseconds.
@@ -224,7 +260,7 @@ pub fn parse_memory_size(text: &str) -> Option<u64> {
 mod tests {
     use super::*;
 
-    fn written() -> Vec<(String, String)> {
+    fn written() -> Vec<WrittenOption> {
         [
             ("connector", "filesystem"),
             ("path", "/a"),
@@ -232,17 +268,17 @@ mod tests {
             ("stream.format", "json"),
         ]
         .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .map(|(k, v)| WrittenOption::new(k, v, "job.sql:1:1"))
         .collect()
     }
 
     #[test]
     fn mode_prefixes_override_and_filter() {
-        let batch = Options::resolve("t", &written(), Mode::Batch);
+        let batch = Options::resolve("t", &written(), Mode::Batch).expect("batch");
         assert_eq!(batch.peek("connector"), Some("filesystem"));
         assert_eq!(batch.peek("path"), Some("/b"));
         assert_eq!(batch.peek("format"), None);
-        let stream = Options::resolve("t", &written(), Mode::Stream);
+        let stream = Options::resolve("t", &written(), Mode::Stream).expect("stream");
         assert_eq!(stream.peek("connector"), Some("filesystem"));
         assert_eq!(stream.peek("path"), Some("/a"));
         assert_eq!(stream.peek("format"), Some("json"));
@@ -250,7 +286,7 @@ mod tests {
 
     #[test]
     fn a_connector_of_its_own_brings_only_its_own_options() {
-        let written: Vec<(String, String)> = [
+        let written: Vec<WrittenOption> = [
             ("connector", "filesystem"),
             ("path", "/data/bid"),
             ("format", "parquet"),
@@ -259,12 +295,12 @@ mod tests {
             ("stream.format", "json"),
         ]
         .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .map(|(k, v)| WrittenOption::new(k, v, "job.sql:1:1"))
         .collect();
-        let mut batch = Options::resolve("bid", &written, Mode::Batch);
+        let mut batch = Options::resolve("bid", &written, Mode::Batch).expect("batch");
         assert_eq!(batch.take("connector").as_deref(), Some("filesystem"));
         assert_eq!(batch.take("path").as_deref(), Some("/data/bid"));
-        let mut stream = Options::resolve("bid", &written, Mode::Stream);
+        let mut stream = Options::resolve("bid", &written, Mode::Stream).expect("stream");
         assert_eq!(stream.take("connector").as_deref(), Some("kafka"));
         assert_eq!(stream.take("format").as_deref(), Some("json"));
         assert_eq!(stream.take("topic").as_deref(), Some("bids"));
@@ -273,17 +309,23 @@ mod tests {
             None,
             "the files' options stay with the files"
         );
-        assert!(stream.finish("kafka").is_ok());
+        assert_eq!(stream.take("connect.timeout"), None);
     }
 
     #[test]
-    fn leftover_options_are_named() {
-        let mut o = Options::resolve("bids", &written(), Mode::Stream);
-        o.take("connector");
-        let err = o.finish("filesystem").expect_err("must fail").to_string();
+    fn only_the_running_mode_needs_its_variables() {
+        let mut written = written();
+        written.push(WrittenOption {
+            key: "stream.topic".into(),
+            value: "${TOPIC}".into(),
+            at: "job.sql:3:5".into(),
+            unresolved: Some("job.sql:3:20: variable `TOPIC` is not set".into()),
+        });
+        assert!(Options::resolve("bids", &written, Mode::Batch).is_ok());
+        let err = Options::resolve("bids", &written, Mode::Stream).expect_err("unset");
         assert_eq!(
-            err,
-            "table `bids`: unknown options 'format', 'path' for connector 'filesystem'"
+            err.to_string(),
+            "job.sql:3:20: variable `TOPIC` is not set (table `bids`, option 'stream.topic', used in stream mode)"
         );
     }
 

@@ -31,6 +31,8 @@ use datafusion::sql::sqlparser::tokenizer::{Location, Token, Tokenizer};
 
 use std::sync::Arc;
 
+use super::options::WrittenOption;
+use super::variables::Unresolved;
 use crate::error::{Result, SluiceError};
 
 /// The name of the marker call that stands for `TABLE t [PARTITION BY ...]`.
@@ -91,7 +93,7 @@ pub struct TableDecl {
     /// `PARTITIONED BY (col, ...)`.
     pub partition_keys: Vec<String>,
     /// `WITH` options in the order written.
-    pub options: Vec<(String, String)>,
+    pub options: Vec<WrittenOption>,
 }
 
 #[derive(Debug, Clone)]
@@ -219,7 +221,7 @@ pub fn parse_job(
             ))
         })?;
     let tokens = expanded.written_spans(tokens, text);
-    let tokens = super::variables::substitute(source_name, tokens, lookup)?;
+    let (tokens, mut unresolved) = super::variables::substitute(source_name, tokens, lookup)?;
     let mut parser = Parser::new(&dialect).with_tokens_with_locations(tokens);
     let file: Arc<str> = Arc::from(source_name);
     let mut statements = Vec::new();
@@ -229,7 +231,7 @@ pub fn parse_job(
             break;
         }
         let start = parser.peek_token_ref().span.start;
-        let statement = parse_statement(&mut parser, &file, start)
+        let statement = parse_statement(&mut parser, &file, start, &mut unresolved)
             .map_err(|e| parse_error(source_name, start, e))?;
         statements.push(statement);
         let next = parser.peek_token();
@@ -239,6 +241,10 @@ pub fn parse_job(
                 next.span.start.line, next.span.start.column, next.token
             )));
         }
+    }
+    // Only a table option's value may wait for the mode to need it.
+    if let Some(error) = unresolved.into_values().next() {
+        return Err(error);
     }
     Ok(JobFile {
         source_name: source_name.to_string(),
@@ -268,6 +274,7 @@ fn parse_statement(
     parser: &mut Parser,
     file: &Arc<str>,
     start: Location,
+    unresolved: &mut Unresolved,
 ) -> Result<JobStatement, ParserError> {
     fn located<T>(file: &Arc<str>, start: Location, item: T) -> Located<T> {
         Located {
@@ -278,7 +285,7 @@ fn parse_statement(
         }
     }
     if parser.parse_keywords(&[Keyword::CREATE, Keyword::TABLE]) {
-        let table = parse_create_table(parser)?;
+        let table = parse_create_table(parser, file, unresolved)?;
         return Ok(JobStatement::CreateTable(Box::new(located(
             file, start, table,
         ))));
@@ -364,8 +371,13 @@ fn first_words(sql: &str) -> String {
     sql.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
 }
 
-/// The rest of `CREATE TABLE` after the keywords.
-fn parse_create_table(parser: &mut Parser) -> Result<TableDecl, ParserError> {
+/// The rest of `CREATE TABLE` after the keywords. A value whose variables
+/// are unset takes its error from `unresolved`, for the mode that uses it.
+fn parse_create_table(
+    parser: &mut Parser,
+    file: &str,
+    unresolved: &mut Unresolved,
+) -> Result<TableDecl, ParserError> {
     let _if_not_exists = parser.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
     let name = object_name(&parser.parse_object_name(false)?);
     parser.expect_token(&Token::LParen)?;
@@ -453,10 +465,19 @@ fn parse_create_table(parser: &mut Parser) -> Result<TableDecl, ParserError> {
         parser.expect_token(&Token::LParen)?;
         if !parser.consume_token(&Token::RParen) {
             loop {
+                let key_at = parser.peek_token_ref().span.start;
                 let key = parse_string(parser)?;
                 parser.expect_token(&Token::Eq)?;
+                let value_at = parser.peek_token_ref().span.start;
                 let value = parse_string(parser)?;
-                options.push((key, value));
+                options.push(WrittenOption {
+                    key,
+                    value,
+                    at: format!("{file}:{}:{}", key_at.line, key_at.column),
+                    unresolved: unresolved
+                        .remove(&(value_at.line, value_at.column))
+                        .map(|e| e.to_string()),
+                });
                 if !parser.consume_token(&Token::Comma) {
                     break;
                 }
@@ -577,8 +598,8 @@ mod tests {
         assert_eq!(
             t.item.options,
             vec![
-                ("connector".to_string(), "filesystem".to_string()),
-                ("batch.path".to_string(), "/data/bid".to_string())
+                WrittenOption::new("connector", "filesystem", "job.sql:4:9"),
+                WrittenOption::new("batch.path", "/data/bid", "job.sql:4:37")
             ]
         );
     }

@@ -296,11 +296,17 @@ fn variable_error(
 
 /// Replaces the variables in a job's string literals; `source_name` names
 /// the job file in messages.
+///
+/// A literal with an unset variable is left as written, and its error is
+/// returned by position instead of raised: the parser raises it unless the
+/// literal is the value of a table option, which needs its variables only
+/// in the mode that uses it (see [`super::options::WrittenOption`]).
 pub fn substitute(
     source_name: &str,
     mut tokens: Vec<TokenWithSpan>,
     lookup: &dyn Fn(&str) -> Option<String>,
-) -> Result<Vec<TokenWithSpan>> {
+) -> Result<(Vec<TokenWithSpan>, Unresolved)> {
+    let mut unresolved = Unresolved::new();
     for i in 0..tokens.len() {
         let Token::SingleQuotedString(written) = &tokens[i].token else {
             continue;
@@ -311,8 +317,17 @@ pub fn substitute(
         let written = written.clone();
         let start = tokens[i].span.start;
         let at = format!("{source_name}:{}:{}", start.line, start.column);
-        let expansion = expand(&written, lookup)
-            .map_err(|e| variable_error(source_name, start, &written, e))?;
+        let expansion = match expand(&written, lookup) {
+            Ok(expansion) => expansion,
+            Err(e @ VariableError::Unset(_)) => {
+                unresolved.insert(
+                    (start.line, start.column),
+                    variable_error(source_name, start, &written, e),
+                );
+                continue;
+            }
+            Err(e) => return Err(variable_error(source_name, start, &written, e)),
+        };
         if let Some(name) = &expansion.rooted_by_empty
             && let Some(key) = option_key(&tokens, i)
             && is_path_option(&key)
@@ -325,8 +340,12 @@ pub fn substitute(
         }
         tokens[i].token = Token::SingleQuotedString(expansion.text);
     }
-    Ok(tokens)
+    Ok((tokens, unresolved))
 }
+
+/// String literals whose variables are unset, by (line, column), with the
+/// error each raises where it is needed.
+pub type Unresolved = std::collections::BTreeMap<(u64, u64), SluiceError>;
 
 /// The key of `'key' = 'value'` when the string token at `value` is such a
 /// value (in `WITH (...)` or `SET`).
@@ -408,7 +427,11 @@ mod tests {
         let tokens = Tokenizer::new(&dialect, sql)
             .tokenize_with_location()
             .map_err(|e| SluiceError::Parse(e.to_string()))?;
-        Ok(substitute("job.sql", tokens, &vars)?
+        let (tokens, unresolved) = substitute("job.sql", tokens, &vars)?;
+        if let Some(error) = unresolved.into_values().next() {
+            return Err(error);
+        }
+        Ok(tokens
             .into_iter()
             .filter_map(|t| match t.token {
                 Token::SingleQuotedString(s) => Some(s),
