@@ -97,33 +97,6 @@ fn explain_shows_chaining_exchanges_and_parallelism() {
     assert!(dot.contains("[style=dashed, label=\"chained\"]"), "{dot}");
 }
 
-#[test]
-fn the_demo_runs_end_to_end_on_generated_data() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let run = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .arg("demo")
-        .arg("--data")
-        .arg(dir.path().join("data"))
-        .arg("--out")
-        .arg(dir.path().join("out"))
-        .args(["--events", "20000"])
-        .output()
-        .expect("run sluice demo");
-    let stdout = String::from_utf8_lossy(&run.stdout);
-    let stderr = String::from_utf8_lossy(&run.stderr);
-    assert!(run.status.success(), "{stderr}");
-    assert!(stderr.contains("generating 20000 game events"), "{stderr}");
-    assert!(stderr.contains("20000 rows in"), "{stderr}");
-    for table in [
-        "daily_app_stats: 12 rows",
-        "playtime_distribution:",
-        "bad_events:",
-    ] {
-        assert!(stdout.contains(table), "missing `{table}` in:\n{stdout}");
-    }
-    assert!(stdout.contains("| app_id"), "rows are shown: {stdout}");
-}
-
 /// A stream job on an unbounded topic runs until SIGINT, then stops
 /// cleanly: exit code 0 and a summary line that says it stopped.
 #[test]

@@ -32,7 +32,8 @@
 //! - **Level-ups** fill the event count: `events` minus the session,
 //!   purchase and malformed events, spread over the sessions in proportion
 //!   to their length (one per two minutes of play on average). So the player
-//!   base grows with `events`: about one player per 14 events over 3 days.
+//!   base grows with `events`: over 3 days, about one player per 25 events,
+//!   and on any one day about half of an app's players play.
 //! - **Malformed events**, as real SDK traffic has: 1 % are an unknown event
 //!   (`crash_report_v0`) inside a session, and 1 % of all events lose their
 //!   player id.
