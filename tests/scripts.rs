@@ -92,9 +92,13 @@ fn a_failed_install_says_so_and_leaves_no_build_directory() {
     let dir = tempfile::tempdir().expect("tempdir");
     let tmp = dir.path().join("tmp");
     std::fs::create_dir_all(&tmp).expect("tmp");
-    let output = broker_sh(&dir.path().join("tools"), &tmp, "echo no compiler >&2; exit 7")
-        .output()
-        .expect("install");
+    let output = broker_sh(
+        &dir.path().join("tools"),
+        &tmp,
+        "echo no compiler >&2; exit 7",
+    )
+    .output()
+    .expect("install");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(7), "{}", text(&output));
     assert!(stderr.contains("no compiler"), "{stderr}");
