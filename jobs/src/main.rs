@@ -1,5 +1,7 @@
 //! `sluice`: run, explain and feed Sluice jobs.
 
+mod demo;
+
 use std::io::Write;
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
@@ -328,7 +330,7 @@ fn real_main() -> Result<()> {
             out,
             events,
             mode,
-        } => runtime.block_on(demo(&data, &out, events, mode.into()))?,
+        } => runtime.block_on(demo::run(&data, &out, events, mode.into()))?,
     }
     Ok(())
 }
@@ -489,67 +491,4 @@ async fn stop_on_signal(stop: StopSignal) {
             "sluice: stopping (signal received; again to exit at once)"
         );
     }
-}
-
-const GAME_DAILY: &str = include_str!("../sql/game_daily.sql");
-
-async fn demo(data: &Path, out: &Path, events: u64, mode: Mode) -> Result<()> {
-    if !data.join("events").exists() {
-        eprintln!(
-            "sluice demo: generating {events} game events into {}",
-            data.display()
-        );
-        generate::game::generate(data, events, 3, 4, FileFormat::Parquet)?;
-    }
-    if out.exists() {
-        std::fs::remove_dir_all(out).with_context(|| format!("clearing {}", out.display()))?;
-    }
-    let spec = JobSpec::from_text("jobs/sql/game_daily.sql", GAME_DAILY)
-        .with_mode(mode)
-        .with_var("DATA", &data.display().to_string())
-        .with_var("OUT", &out.display().to_string());
-    run_job(&spec).await?;
-    for table in ["daily_app_stats", "playtime_distribution", "bad_events"] {
-        let dir = out.join(table);
-        let batches = read_parquet_dir(&dir)?;
-        let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
-        println!("\n{table}: {rows} rows in {}", dir.display());
-        let mut shown = Vec::new();
-        let mut left = 5;
-        for b in &batches {
-            if left == 0 {
-                break;
-            }
-            let n = left.min(b.num_rows());
-            shown.push(b.slice(0, n));
-            left -= n;
-        }
-        println!("{}", arrow::util::pretty::pretty_format_batches(&shown)?);
-    }
-    Ok(())
-}
-
-fn read_parquet_dir(dir: &Path) -> Result<Vec<arrow::record_batch::RecordBatch>> {
-    let mut batches = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Ok(batches);
-    };
-    let mut paths: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "parquet"))
-        .collect();
-    paths.sort();
-    for path in paths {
-        let file =
-            std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
-        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)?
-            .build()?;
-        for batch in reader {
-            batches.push(batch?);
-        }
-    }
-    if batches.is_empty() && !dir.exists() {
-        bail!("{} was not written", dir.display());
-    }
-    Ok(batches)
 }

@@ -34,6 +34,25 @@ pub struct AggregateSpec {
     pub output_schema: SchemaRef,
 }
 
+impl AggregateSpec {
+    /// `keys [...] aggs [...]` as SQL, for `sluice explain`.
+    pub fn describe(&self) -> String {
+        use crate::plan::sql_text;
+        let keys: Vec<String> = self
+            .keys
+            .iter()
+            .map(|k| sql_text::expr(k.as_ref()))
+            .collect();
+        let aggs: Vec<String> = self
+            .aggregates
+            .iter()
+            .zip(&self.filters)
+            .map(|(a, f)| sql_text::aggregate(a, f.as_ref()))
+            .collect();
+        format!("keys [{}] aggs [{}]", keys.join(", "), aggs.join(", "))
+    }
+}
+
 /// One column of an aggregation's output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OutputColumn {

@@ -187,8 +187,15 @@ pub trait OperatorFactory: Send + Sync + Debug {
     /// A short name for the graph, e.g. `Filter` or `WindowAggregate`.
     fn name(&self) -> &str;
 
-    /// The details shown by `sluice explain`.
+    /// The details shown by `sluice explain`, written as SQL.
     fn describe(&self) -> String;
+
+    /// The details a checkpoint's plan fingerprint covers: exact where
+    /// [`describe`](Self::describe) is readable (column indices, literal
+    /// types), so that two different operators never look alike.
+    fn fingerprint(&self) -> String {
+        self.describe()
+    }
 
     fn create(&self, context: &OperatorContext) -> Result<Box<dyn Operator>>;
 }

@@ -39,6 +39,14 @@ impl OperatorFactory for SessionAggregate {
     }
 
     fn describe(&self) -> String {
+        format!(
+            "SESSION(gap {}) {}",
+            crate::plan::explain::duration(self.gap),
+            self.spec.describe()
+        )
+    }
+
+    fn fingerprint(&self) -> String {
         let keys: Vec<String> = self.spec.keys.iter().map(|k| k.to_string()).collect();
         format!(
             "SESSION(gap {}) keys [{}]",

@@ -79,6 +79,22 @@ impl OperatorFactory for Project {
             .iter()
             .zip(self.schema.fields())
             .map(|(e, f)| {
+                let e = crate::plan::sql_text::expr(e.as_ref());
+                if e == *f.name() {
+                    e
+                } else {
+                    format!("{e} AS {}", f.name())
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    fn fingerprint(&self) -> String {
+        self.exprs
+            .iter()
+            .zip(self.schema.fields())
+            .map(|(e, f)| {
                 let e = e.to_string();
                 let plain = e.split('@').next().unwrap_or(&e);
                 if plain == f.name() {
@@ -121,6 +137,10 @@ impl OperatorFactory for Filter {
     }
 
     fn describe(&self) -> String {
+        crate::plan::sql_text::expr(self.predicate.as_ref())
+    }
+
+    fn fingerprint(&self) -> String {
         self.predicate.to_string()
     }
 

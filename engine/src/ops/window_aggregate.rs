@@ -85,6 +85,14 @@ impl OperatorFactory for WindowAggregate {
     }
 
     fn describe(&self) -> String {
+        let window = match self.kind {
+            WindowKind::Global => String::new(),
+            kind => format!("{} ", describe(&kind)),
+        };
+        format!("{window}{}", self.spec.describe())
+    }
+
+    fn fingerprint(&self) -> String {
         let keys: Vec<String> = self.spec.keys.iter().map(|k| k.to_string()).collect();
         let aggs: Vec<String> = self
             .spec

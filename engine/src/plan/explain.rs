@@ -42,7 +42,7 @@ fn write_chain(
             let _ = writeln!(
                 out,
                 "{indent}  └─ {} ─> stage {stage} ({})",
-                edge.partitioning,
+                edge.partitioning.explain(),
                 graph.node(edge.to).name()
             );
         }
@@ -100,7 +100,7 @@ pub fn dot(graph: &JobGraph) -> String {
         } else {
             format!(
                 " [label=\"{}\"]",
-                edge.partitioning.to_string().replace('"', "\\\"")
+                edge.partitioning.explain().replace('"', "\\\"")
             )
         };
         let _ = writeln!(out, "  n{} -> n{}{style};", edge.from, edge.to);

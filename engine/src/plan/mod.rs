@@ -8,6 +8,7 @@
 //! upstream's subtask: no channel and no copy between them.
 
 pub mod explain;
+pub mod sql_text;
 pub mod translate;
 
 use std::fmt;
@@ -90,6 +91,21 @@ pub enum Partitioning {
     Single,
 }
 
+impl Partitioning {
+    /// As `sluice explain` shows it: keys by name, as the operator that
+    /// receives them names them.
+    pub fn explain(&self) -> String {
+        match self {
+            Self::Hash(keys) => {
+                let keys: Vec<String> = keys.iter().map(|k| sql_text::expr(k.as_ref())).collect();
+                format!("hash({})", keys.join(", "))
+            }
+            other => other.to_string(),
+        }
+    }
+}
+
+/// Exact, with column indices: what a checkpoint's plan fingerprint covers.
 impl fmt::Display for Partitioning {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -186,7 +202,7 @@ impl JobGraph {
         let mut text = String::new();
         for node in &self.nodes {
             let details = match &node.kind {
-                NodeKind::Operator(op) => op.describe(),
+                NodeKind::Operator(op) => op.fingerprint(),
                 NodeKind::Source(_) | NodeKind::Sink(_) => String::new(),
             };
             text.push_str(&format!("{} {} {details} [", node.id, node.name()));

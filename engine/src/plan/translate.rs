@@ -616,13 +616,15 @@ impl Translator<'_> {
     ) -> Result<Planned> {
         let mut layout = Vec::with_capacity(exprs.len());
         let mut computed: Vec<Expr> = Vec::new();
-        for expr in exprs {
+        let mut wanted_names = Vec::new();
+        for (i, expr) in exprs.iter().enumerate() {
             if let Expr::Column(c) = unalias(expr)
-                && let Ok(i) = window.schema.index_of_column(c)
+                && let Ok(j) = window.schema.index_of_column(c)
             {
-                layout.push(Some(window.layout[i]));
+                layout.push(Some(window.layout[j]));
             } else {
                 computed.push(self.to_window_input(expr, &window)?);
+                wanted_names.push(schema.fields().get(i).map(|f| f.name().clone()));
                 layout.push(None);
             }
         }
@@ -633,12 +635,21 @@ impl Translator<'_> {
             let mut all: Vec<Expr> = (0..width)
                 .map(|i| Expr::Column(Column::from(input.schema.qualified_field(i))))
                 .collect();
-            let mut names = Vec::new();
+            let mut taken: std::collections::HashSet<String> = input
+                .schema
+                .fields()
+                .iter()
+                .map(|f| f.name().clone())
+                .collect();
             for (k, e) in computed.iter().enumerate() {
-                // Numbered by position, so projections over projections
-                // never name two columns alike.
-                let name = format!("__sluice_computed_{}", width + k);
-                names.push(name.clone());
+                // The SELECT's own name (`bucket`), which plans and errors
+                // show; numbered by position when the input has it already,
+                // so projections over projections never name two alike.
+                let name = match wanted_names.get(k).cloned().flatten() {
+                    Some(name) if !taken.contains(&name) => name,
+                    _ => format!("__sluice_computed_{}", width + k),
+                };
+                taken.insert(name.clone());
                 all.push(e.clone().alias(name));
             }
             let fields = all
