@@ -553,6 +553,7 @@ fn a_partition_resumes_exactly_after_a_position() {
             &ConnectorContext {
                 mode: Mode::Stream,
                 parallelism: 1,
+                overwrite: false,
             },
         )
         .expect("source");

@@ -120,6 +120,11 @@ impl SinkFactory for BlackholeFactory {
     fn option_names(&self) -> OptionNames {
         &[]
     }
+
+    /// It holds nothing, so replacing it is writing to it.
+    fn supports_overwrite(&self) -> bool {
+        true
+    }
     fn create_sink(
         &self,
         _table: &TableDef,

@@ -318,6 +318,43 @@ pub trait Sink: Send + Sync + Debug {
 
     /// A short human description for `explain` and the summary.
     fn describe(&self) -> String;
+
+    /// What the job's end-of-job commit did, for its summary.
+    fn report(&self) -> SinkReport {
+        SinkReport {
+            sink: self.describe(),
+            files_added: None,
+            files_replaced: None,
+        }
+    }
+}
+
+/// What a sink did in a run: where its output went and, for files, how
+/// many it added and how many earlier ones it replaced (`INSERT OVERWRITE`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SinkReport {
+    pub sink: String,
+    pub files_added: Option<usize>,
+    pub files_replaced: Option<usize>,
+}
+
+impl std::fmt::Display for SinkReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.sink)?;
+        match (self.files_added, self.files_replaced) {
+            (Some(added), Some(replaced)) => write!(
+                f,
+                " ({added} file{} replacing {replaced})",
+                if added == 1 { "" } else { "s" }
+            ),
+            (Some(added), None) => write!(
+                f,
+                " ({added} file{} added)",
+                if added == 1 { "" } else { "s" }
+            ),
+            _ => Ok(()),
+        }
+    }
 }
 
 pub trait SinkWriter: Send {
@@ -342,6 +379,9 @@ pub trait SinkWriter: Send {
 pub struct ConnectorContext {
     pub mode: Mode,
     pub parallelism: usize,
+    /// A sink for `INSERT OVERWRITE`: what the job commits replaces what
+    /// the sink held before (batch mode only).
+    pub overwrite: bool,
 }
 
 /// The option names a connector knows, without the connector's own and
@@ -366,6 +406,12 @@ pub trait SourceFactory: Send + Sync {
 pub trait SinkFactory: Send + Sync {
     /// Every option [`SinkFactory::create_sink`] may take.
     fn option_names(&self) -> OptionNames;
+
+    /// Whether its sinks can replace what they hold, for `INSERT
+    /// OVERWRITE` (Flink's `SupportsOverwrite`).
+    fn supports_overwrite(&self) -> bool {
+        false
+    }
 
     fn create_sink(
         &self,
@@ -428,6 +474,12 @@ impl ConnectorRegistry {
             ))
         })?;
         self.check_names(table, context.mode)?;
+        if context.overwrite && !factory.supports_overwrite() {
+            return Err(SluiceError::config(format!(
+                "{}: table `{}`: INSERT OVERWRITE needs a sink that can replace what it holds, and the '{name}' connector only adds to it: write INSERT INTO",
+                table.declared_at, table.name
+            )));
+        }
         factory
             .create_sink(table, &mut options, context)
             .map_err(|e| locate(table, e))

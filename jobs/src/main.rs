@@ -423,11 +423,30 @@ async fn run_job(spec: &JobSpec) -> Result<sluice_engine::JobResult> {
         "finished".to_string()
     };
     eprintln!(
-        "sluice: {} {ending}: {counts}, {seconds:.2} s, {:.0} events/s{notes}",
+        "sluice: {} {ending}: {counts}, {seconds:.2} s, {:.0} events/s{notes}{}",
         spec.name,
-        result.rows_in.saturating_sub(restored_rows) as f64 / seconds.max(1e-9)
+        result.rows_in.saturating_sub(restored_rows) as f64 / seconds.max(1e-9),
+        outputs(&result)
     );
     Ok(result)
+}
+
+/// Where a finished run's output went: `; output: table → location (N
+/// files added)` for each sink, the late-data output only if it got rows.
+fn outputs(result: &sluice_engine::JobResult) -> String {
+    let shown: Vec<String> = result
+        .outputs
+        .iter()
+        .filter(|(table, report)| {
+            table != sluice_engine::exec::LATE_DATA || report.files_added.unwrap_or(1) > 0
+        })
+        .map(|(table, report)| format!("{table} → {report}"))
+        .collect();
+    if shown.is_empty() {
+        String::new()
+    } else {
+        format!("; output: {}", shown.join(", "))
+    }
 }
 
 /// Listens for SIGINT and SIGTERM on a thread of its own, so that a

@@ -235,3 +235,80 @@ fn a_stream_job_stops_cleanly_on_sigint() {
         .collect();
     assert!(!checkpoints.is_empty(), "no checkpoint: {stderr}");
 }
+
+/// A `SET` whose key Sluice does not read is most likely a typo: the run
+/// warns, naming the key, its line and the closest known one. A job's own
+/// parameter, read with `job_param`, is not warned of.
+#[test]
+fn an_unknown_setting_is_warned_of_with_the_closest_known_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let job = dir.path().join("typo.sql");
+    std::fs::write(
+        &job,
+        "SET 'pipeline.nmae' = 'typo';\n\
+         SET 'app.threshold' = '3';\n\
+         CREATE TABLE gen (event_type INT) WITH ('connector' = 'nexmark', 'events.num' = '10');\n\
+         CREATE TABLE o (t STRING) WITH ('connector' = 'blackhole');\n\
+         INSERT INTO o SELECT job_param('app.threshold') FROM gen;",
+    )
+    .expect("job");
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .arg("run")
+        .arg(&job)
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(
+            "typo.sql:1:1: SET 'pipeline.nmae': Sluice does not use this setting; did you mean 'pipeline.name'?"
+        ),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("'app.threshold'"), "{stderr}");
+}
+
+/// Files named before the job are read first, as Flink's SQL client reads
+/// its initialization files: a table declared in one is queried in the next.
+#[test]
+fn files_before_the_job_are_read_first() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ddl = dir.path().join("ddl.sql");
+    std::fs::write(
+        &ddl,
+        "CREATE TABLE gen (event_type INT) WITH ('connector' = 'nexmark', 'events.num' = '${EVENTS}');",
+    )
+    .expect("ddl");
+    let job = dir.path().join("count.sql");
+    std::fs::write(
+        &job,
+        "CREATE TABLE o (t INT) WITH ('connector' = 'blackhole');\nINSERT INTO o SELECT event_type FROM gen;",
+    )
+    .expect("job");
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .arg("run")
+        .args([&ddl, &job])
+        .args(["--set", "EVENTS=100"])
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("count.sql finished: 100 rows in"),
+        "{stderr}"
+    );
+    // Messages name the file a statement is in.
+    std::fs::write(&job, "INSERT INTO nowhere SELECT event_type FROM gen;").expect("job");
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .arg("run")
+        .args([&ddl, &job])
+        .args(["--set", "EVENTS=100"])
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(!run.status.success());
+    assert!(
+        stderr.contains(&format!("{}:1:", job.display())),
+        "{stderr}"
+    );
+}

@@ -456,3 +456,109 @@ fn a_crash_between_two_sinks_commits_rolls_both_back() {
         assert!(out.join("_SUCCESS").exists());
     }
 }
+
+/// A rerun of `INSERT INTO` adds to the output and says so; `INSERT
+/// OVERWRITE` replaces it; both name where the output went. In stream
+/// mode, or with checkpoints, `INSERT OVERWRITE` is refused.
+#[test]
+fn reruns_append_or_replace_and_say_where_the_output_went() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    nexmark(&data, 5_000, 2);
+    let out = dir.path().join("out");
+    let append = copy_job(dir.path(), &data.join("bid"), &out, "append");
+    let overwrite = dir.path().join("overwrite.sql");
+    let text = std::fs::read_to_string(&append).expect("job");
+    std::fs::write(
+        &overwrite,
+        text.replace("INSERT INTO copy", "INSERT OVERWRITE copy"),
+    )
+    .expect("job");
+    let location = format!("copy → file://{}", out.display());
+    for runs in 1..=2 {
+        let appended = run([append.as_os_str(), "--parallelism".as_ref(), "2".as_ref()]);
+        let stderr = String::from_utf8_lossy(&appended.stderr);
+        assert!(appended.status.success(), "{stderr}");
+        assert!(
+            stderr.contains(&format!("; output: {location} (2 files added)")),
+            "{stderr}"
+        );
+        assert_eq!(committed_rows(&out), runs * 4600, "{:?}", names(&out));
+    }
+    let replaced = run([
+        overwrite.as_os_str(),
+        "--parallelism".as_ref(),
+        "1".as_ref(),
+    ]);
+    let stderr = String::from_utf8_lossy(&replaced.stderr);
+    assert!(replaced.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("; output: {location} (1 file replacing 4)")),
+        "{stderr}"
+    );
+    assert_eq!(committed_rows(&out), 4600, "{:?}", names(&out));
+    assert_eq!(visible(&out).len(), 1);
+
+    let refused = run([overwrite.as_os_str(), "--mode".as_ref(), "stream".as_ref()]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(
+        stderr.contains("INSERT OVERWRITE is for batch mode: a stream job never ends"),
+        "{stderr}"
+    );
+    let refused = run([
+        overwrite.as_os_str(),
+        "--checkpoint-interval".as_ref(),
+        "1s".as_ref(),
+    ]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(
+        stderr.contains("with checkpoints output is committed as the job goes"),
+        "{stderr}"
+    );
+    assert_eq!(committed_rows(&out), 4600, "refused runs change nothing");
+}
+
+/// A crash after an overwrite's new files are in place, while it deletes
+/// the old ones: the next run into the directory finishes the deleting, so
+/// the old files never come back beside the new.
+#[test]
+fn a_crash_while_replacing_the_old_files_is_finished_by_the_next_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    nexmark(&data, 5_000, 2);
+    let out = dir.path().join("out");
+    let append = copy_job(dir.path(), &data.join("bid"), &out, "append");
+    let overwrite = dir.path().join("overwrite.sql");
+    let text = std::fs::read_to_string(&append).expect("job");
+    std::fs::write(
+        &overwrite,
+        text.replace("INSERT INTO copy", "INSERT OVERWRITE copy"),
+    )
+    .expect("job");
+    let first = run([append.as_os_str(), "--parallelism".as_ref(), "2".as_ref()]);
+    assert!(first.status.success());
+    assert_eq!(visible(&out).len(), 2);
+    // The second old file's deletion aborts the process.
+    let crashed = sluice()
+        .arg("run")
+        .arg(&overwrite)
+        .args(["--parallelism", "1"])
+        .env("SLUICE_FAILPOINTS", "sink.commit.replace=2")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run");
+    assert!(!crashed.status.success(), "the failpoint aborts the run");
+    assert_eq!(visible(&out).len(), 2, "the new file and one old one");
+    // The next run, appending, first finishes the replacement.
+    let rerun = run([append.as_os_str(), "--parallelism".as_ref(), "1".as_ref()]);
+    let stderr = String::from_utf8_lossy(&rerun.stderr);
+    assert!(rerun.status.success(), "{stderr}");
+    assert_eq!(
+        committed_rows(&out),
+        2 * 4600,
+        "the replacing run's rows and the rerun's, and no old ones: {:?}",
+        names(&out)
+    );
+}

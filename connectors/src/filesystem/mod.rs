@@ -152,11 +152,15 @@ impl SinkFactory for FileSystemFactory {
     fn option_names(&self) -> OptionNames {
         FILE_OPTIONS
     }
+
+    fn supports_overwrite(&self) -> bool {
+        true
+    }
     fn create_sink(
         &self,
         table: &TableDef,
         options: &mut Options,
-        _context: &ConnectorContext,
+        context: &ConnectorContext,
     ) -> Result<Arc<dyn Sink>> {
         let path = options.require("path")?;
         let format = Format::from_options(options)?;
@@ -167,10 +171,9 @@ impl SinkFactory for FileSystemFactory {
             )));
         }
         let location = crate::store::resolve(&path, &table.name, "path")?;
-        Ok(Arc::new(sink::FileSink::new(
-            location,
-            format,
-            Arc::clone(&table.schema),
-        )))
+        Ok(Arc::new(
+            sink::FileSink::new(location, format, Arc::clone(&table.schema))
+                .replacing(context.overwrite),
+        ))
     }
 }

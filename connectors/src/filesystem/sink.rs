@@ -17,6 +17,14 @@
 //! the next run into the directory rolls the half-made commit back before
 //! it writes: a run that did not succeed leaves nothing visible.
 //!
+//! `INSERT OVERWRITE` (batch mode, no checkpoints) replaces the files that
+//! were in the directory when the run started. They go only after the new
+//! ones are in place: the commit log names them too, and once every new
+//! file is in place it is marked done (`"replaced": true`) before they are
+//! deleted, then `_SUCCESS` is written. A run that dies before that mark is
+//! rolled back as above (the old files stay); one that dies after it is
+//! rolled forward by the next run (the old files go).
+//!
 //! One job writes a directory at a time: a starting run drops every part
 //! staged by earlier runs that it does not restore.
 
@@ -33,7 +41,7 @@ use parquet::arrow::AsyncArrowWriter;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 use sluice_engine::checkpoint::protocol::StagedOutput;
-use sluice_engine::connector::{Sink, SinkWriter};
+use sluice_engine::connector::{Sink, SinkReport, SinkWriter};
 use sluice_engine::{Result, SluiceError};
 use tokio::io::AsyncWriteExt;
 
@@ -52,10 +60,16 @@ fn is_staged_part(name: &str) -> bool {
     name.starts_with(".part-") && name.contains(".inprogress")
 }
 
-/// What a commit log holds: staged files and their final names.
+/// What a commit log holds: staged files and their final names, and for
+/// `INSERT OVERWRITE` the files they replace.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct CommitLog {
     moves: Vec<(String, String)>,
+    #[serde(default)]
+    replaces: Vec<String>,
+    /// Every move is made: what remains is deleting `replaces`.
+    #[serde(default)]
+    replaced: bool,
 }
 
 #[derive(Debug)]
@@ -69,6 +83,12 @@ pub struct FileSink {
     staged: Arc<Mutex<Vec<(Path, Path)>>>,
     /// The files this run made visible, by name.
     committed: Mutex<Vec<String>>,
+    /// `INSERT OVERWRITE`: the files in the directory when the run started
+    /// go when its own are in place.
+    overwrite: bool,
+    replaces: Mutex<Vec<Path>>,
+    /// How many files this run replaced, once it has.
+    replaced: Mutex<Option<usize>>,
 }
 
 impl FileSink {
@@ -80,8 +100,27 @@ impl FileSink {
             run: uuid::Uuid::new_v4().simple().to_string()[..12].to_string(),
             staged: Arc::new(Mutex::new(Vec::new())),
             committed: Mutex::new(Vec::new()),
+            overwrite: false,
+            replaces: Mutex::new(Vec::new()),
+            replaced: Mutex::new(None),
         }
     }
+
+    /// Makes the sink replace what its directory holds (`INSERT OVERWRITE`).
+    pub fn replacing(mut self, overwrite: bool) -> Self {
+        self.overwrite = overwrite;
+        self
+    }
+}
+
+/// A file of the output proper: not hidden (staged parts, commit logs) and
+/// not a marker (`_SUCCESS`).
+fn is_output_file(name: &str) -> bool {
+    !name.starts_with('.') && !name.starts_with('_')
+}
+
+fn poisoned() -> SluiceError {
+    SluiceError::Runtime("a sink writer panicked".into())
 }
 
 impl FileSink {
@@ -108,6 +147,18 @@ impl FileSink {
             committed.push(name.to_string());
         }
         Ok(())
+    }
+
+    async fn write_log(&self, entries: &CommitLog) -> Result<()> {
+        let log = self.commit_log();
+        let text = serde_json::to_vec(entries)
+            .map_err(|e| SluiceError::Runtime(format!("encoding the commit log: {e}")))?;
+        self.location
+            .store
+            .put(&log, PutPayload::from(text))
+            .await
+            .map_err(|e| self.io("writing the commit log", &log, e))
+            .map(|_| ())
     }
 
     fn commit_log(&self) -> Path {
@@ -158,6 +209,23 @@ impl FileSink {
                 self.location.url_of(log)
             ))
         })?;
+        if entries.replaced {
+            // Every new file was in place: finish deleting the old ones.
+            for old in &entries.replaces {
+                let path = Path::from(old.as_str());
+                delete_if_there(store, &path)
+                    .await
+                    .map_err(|e| self.io("removing replaced", &path, e))?;
+            }
+            tracing::warn!(
+                "{}: a run died while replacing the directory's files; finished removing the {} it replaced",
+                self.location.url,
+                entries.replaces.len()
+            );
+            return delete_if_there(store, log)
+                .await
+                .map_err(|e| self.io("removing the commit log", log, e));
+        }
         let mut dropped = 0;
         for (from, to) in &entries.moves {
             if restored.contains(&from.as_str()) {
@@ -270,23 +338,19 @@ impl Sink for FileSink {
             let moves = std::mem::take(&mut *self.staged.lock().map_err(|_| {
                 SluiceError::Runtime("a sink writer panicked while committing".into())
             })?);
-            if moves.is_empty() {
+            let replaces = self.replaces.lock().map_err(|_| poisoned())?.clone();
+            if moves.is_empty() && replaces.is_empty() {
                 return Ok(());
             }
-            let log = self.commit_log();
             let entries = CommitLog {
                 moves: moves
                     .iter()
                     .map(|(from, to)| (from.to_string(), to.to_string()))
                     .collect(),
+                replaces: replaces.iter().map(ToString::to_string).collect(),
+                replaced: false,
             };
-            let text = serde_json::to_vec(&entries)
-                .map_err(|e| SluiceError::Runtime(format!("encoding the commit log: {e}")))?;
-            self.location
-                .store
-                .put(&log, PutPayload::from(text))
-                .await
-                .map_err(|e| self.io("writing the commit log", &log, e))?;
+            self.write_log(&entries).await?;
             for (from, to) in &moves {
                 sluice_engine::failpoint::hit("sink.commit.rename");
                 self.move_into_place(from, to).await?;
@@ -298,6 +362,27 @@ impl Sink for FileSink {
 
     fn mark_complete(&self) -> BoxFuture<'_, Result<()>> {
         Box::pin(async move {
+            let replaces = std::mem::take(&mut *self.replaces.lock().map_err(|_| poisoned())?);
+            if !replaces.is_empty() {
+                // The new files are in place: from here a crash rolls
+                // forward, so the old ones may go.
+                self.write_log(&CommitLog {
+                    moves: Vec::new(),
+                    replaces: replaces.iter().map(ToString::to_string).collect(),
+                    replaced: true,
+                })
+                .await?;
+                for old in &replaces {
+                    sluice_engine::failpoint::hit("sink.commit.replace");
+                    delete_if_there(self.location.store.as_ref(), old)
+                        .await
+                        .map_err(|e| self.io("removing replaced", old, e))?;
+                }
+                self.replaced
+                    .lock()
+                    .map_err(|_| poisoned())?
+                    .replace(replaces.len());
+            }
             let files = self
                 .committed
                 .lock()
@@ -401,8 +486,33 @@ impl Sink for FileSink {
                     .await
                     .map_err(|e| self.io("dropping", path, e))?;
             }
-            self.drop_cut_uploads().await
+            self.drop_cut_uploads().await?;
+            if self.overwrite {
+                // What the directory holds now is what the run replaces.
+                let old: Vec<Path> = self
+                    .list()
+                    .await?
+                    .into_iter()
+                    .filter(|p| p.filename().is_some_and(is_output_file))
+                    .collect();
+                *self.replaces.lock().map_err(|_| poisoned())? = old;
+            }
+            Ok(())
         })
+    }
+
+    fn report(&self) -> SinkReport {
+        let added = self.committed.lock().map(|c| c.len()).ok();
+        let replaced = if self.overwrite {
+            Some(self.replaced.lock().ok().and_then(|r| *r).unwrap_or(0))
+        } else {
+            None
+        };
+        SinkReport {
+            sink: self.location.url.to_string(),
+            files_added: added,
+            files_replaced: replaced,
+        }
     }
 
     fn describe(&self) -> String {
@@ -658,6 +768,8 @@ mod tests {
         // What the commit does until its second rename, then the crash.
         let log = CommitLog {
             moves: moves.clone(),
+            replaces: Vec::new(),
+            replaced: false,
         };
         std::fs::write(
             dir.path().join(format!(".commit-{}.json", sink.run)),
@@ -708,6 +820,99 @@ mod tests {
 
     /// Parts staged by earlier runs, including a multipart upload cut short
     /// (`#1`), go when a run starts; so does an old `_SUCCESS`.
+    /// One run of `sink` to its commit: recover, write a part, commit.
+    async fn write_and_commit(sink: &FileSink, batch: &RecordBatch) {
+        sink.recover(&[], 0).await.expect("recover");
+        let mut writer = sink.open_writer(0, 1).await.expect("writer");
+        writer.write(batch.clone()).await.expect("write");
+        writer.finish().await.expect("finish");
+        sink.commit().await.expect("commit");
+    }
+
+    #[tokio::test]
+    async fn an_overwrite_replaces_the_old_files_only_once_the_new_are_in_place() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for old in ["part-old-0.json", "part-old-1.json", SUCCESS] {
+            std::fs::write(dir.path().join(old), b"{\"n\":0}\n").expect("old file");
+        }
+        let (sink, batch) = sink_in(dir.path());
+        let sink = sink.replacing(true);
+        write_and_commit(&sink, &batch).await;
+        assert_eq!(
+            visible(dir.path()).len(),
+            3,
+            "the new file is in place, the old ones still there: {:?}",
+            names(dir.path())
+        );
+
+        // A crash here, before every sink's files were in place: the next
+        // run rolls the commit back, and the old files stay.
+        let (next, _) = sink_in(dir.path());
+        next.recover(&[], 0).await.expect("recover");
+        assert_eq!(
+            visible(dir.path()),
+            vec!["part-old-0.json", "part-old-1.json"],
+            "{:?}",
+            names(dir.path())
+        );
+
+        let (sink, _) = sink_in(dir.path());
+        let sink = sink.replacing(true);
+        write_and_commit(&sink, &batch).await;
+        sink.mark_complete().await.expect("mark");
+        sink.finish_commit().await.expect("finish");
+        let new = visible(dir.path());
+        assert_eq!(new.len(), 1, "{:?}", names(dir.path()));
+        assert!(new[0].starts_with(&format!("part-{}", sink.run)), "{new:?}");
+        assert!(dir.path().join(SUCCESS).exists());
+        assert_eq!(
+            sink.report(),
+            SinkReport {
+                sink: sink.location.url.to_string(),
+                files_added: Some(1),
+                files_replaced: Some(2),
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn a_replacement_cut_short_after_the_new_files_are_in_place_is_finished() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (sink, batch) = sink_in(dir.path());
+        for old in ["part-old-0.json", "part-old-1.json"] {
+            std::fs::write(dir.path().join(old), b"{\"n\":0}\n").expect("old file");
+        }
+        let sink = sink.replacing(true);
+        write_and_commit(&sink, &batch).await;
+        // What mark_complete does until it has deleted one old file.
+        let log = CommitLog {
+            moves: Vec::new(),
+            replaces: ["part-old-0.json", "part-old-1.json"]
+                .iter()
+                .map(|n| sink.location.path.clone().join(*n).to_string())
+                .collect(),
+            replaced: true,
+        };
+        sink.write_log(&log).await.expect("log");
+        std::fs::remove_file(dir.path().join("part-old-0.json")).expect("delete");
+
+        let (next, _) = sink_in(dir.path());
+        next.recover(&[], 0).await.expect("recover");
+        let left = visible(dir.path());
+        assert_eq!(left.len(), 1, "rolled forward: {:?}", names(dir.path()));
+        assert!(
+            left[0].starts_with(&format!("part-{}", sink.run)),
+            "{left:?}"
+        );
+        assert!(
+            !names(dir.path())
+                .iter()
+                .any(|n| n.starts_with(COMMIT_LOG_PREFIX)),
+            "the log is gone: {:?}",
+            names(dir.path())
+        );
+    }
+
     #[tokio::test]
     async fn a_start_drops_what_earlier_runs_staged() {
         let dir = tempfile::tempdir().expect("tempdir");

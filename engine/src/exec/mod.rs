@@ -14,6 +14,7 @@
 pub mod channel;
 pub mod exchange;
 mod task;
+pub use task::LATE_DATA;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -123,6 +124,9 @@ pub struct JobResult {
     pub already_finished: bool,
     /// The checkpoints that completed, oldest first.
     pub checkpoints: Vec<Manifest>,
+    /// Where the output went, by table (the late-data output last, if
+    /// the job has one).
+    pub outputs: Vec<(String, crate::connector::SinkReport)>,
 }
 
 /// Runs `graph` until its sources end or `options.stop` is signalled, and
@@ -160,6 +164,10 @@ pub async fn run(
             }
             senders.insert((e, i), out);
         }
+    }
+
+    if options.checkpoint_interval.is_some() || options.restore.is_some() {
+        check_no_overwrite(graph)?;
     }
 
     // Counting starts where the restored checkpoint's counts are.
@@ -218,7 +226,7 @@ pub async fn run(
             options
                 .late_data
                 .iter()
-                .map(|sink| (task::LATE_DATA.to_string(), Arc::clone(sink))),
+                .map(|sink| (LATE_DATA.to_string(), Arc::clone(sink))),
         )
         .collect();
     for (_, sink) in &sinks {
@@ -269,6 +277,7 @@ pub async fn run(
                 restored_from,
                 already_finished: true,
                 checkpoints: Vec::new(),
+                outputs: reports(&sinks),
             });
         }
         tracing::info!(
@@ -534,7 +543,40 @@ pub async fn run(
         restored_from,
         already_finished: false,
         checkpoints: coordinated.completed,
+        outputs: if committed {
+            reports(&sinks)
+        } else {
+            Vec::new()
+        },
     })
+}
+
+/// What each sink did, by table.
+fn reports(
+    sinks: &[(String, Arc<dyn crate::connector::Sink>)],
+) -> Vec<(String, crate::connector::SinkReport)> {
+    sinks
+        .iter()
+        .map(|(name, sink)| (name.clone(), sink.report()))
+        .collect()
+}
+
+/// `INSERT OVERWRITE` replaces a sink's contents when the job ends; with
+/// checkpoints, output is committed as the job goes, so old and new files
+/// would be visible together, and a restored run could not know which
+/// files were the old ones.
+fn check_no_overwrite(graph: &JobGraph) -> Result<()> {
+    for node in &graph.nodes {
+        if let NodeKind::Sink(sink) = &node.kind
+            && sink.overwrite
+        {
+            return Err(SluiceError::config(format!(
+                "{}: INSERT OVERWRITE into `{}` replaces its output when the job ends, but with checkpoints output is committed as the job goes: run it without checkpoint options, or write INSERT INTO",
+                sink.table.declared_at, sink.table.name
+            )));
+        }
+    }
+    Ok(())
 }
 
 impl JobResult {
@@ -556,6 +598,7 @@ impl JobResult {
             restored_from,
             already_finished: false,
             checkpoints: Vec::new(),
+            outputs: Vec::new(),
         }
     }
 }

@@ -69,6 +69,8 @@ pub struct SourceNode {
 pub struct SinkNode {
     pub table: Arc<TableDef>,
     pub sink: Arc<dyn Sink>,
+    /// Written by `INSERT OVERWRITE`.
+    pub overwrite: bool,
 }
 
 #[derive(Debug, Clone)]

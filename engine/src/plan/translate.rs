@@ -56,6 +56,7 @@ pub fn translate(
         context: ConnectorContext {
             mode: job.mode,
             parallelism,
+            overwrite: false,
         },
         parallelism,
         sources: HashMap::new(),
@@ -81,7 +82,7 @@ pub fn translate(
         t.location = insert.location.clone();
         let planned = t.plan(&insert.query)?;
         let stream = t.materialize(planned)?;
-        t.add_sink(&insert.sink, stream)?;
+        t.add_sink(&insert.sink, stream, insert.overwrite)?;
     }
     Ok(t.graph)
 }
@@ -342,8 +343,12 @@ impl Translator<'_> {
         None
     }
 
-    fn add_sink(&mut self, table: &Arc<TableDef>, stream: Stream) -> Result<()> {
-        let sink = self.registry.create_sink(table, &self.context)?;
+    fn add_sink(&mut self, table: &Arc<TableDef>, stream: Stream, overwrite: bool) -> Result<()> {
+        let context = ConnectorContext {
+            overwrite,
+            ..self.context.clone()
+        };
+        let sink = self.registry.create_sink(table, &context)?;
         let from = stream.schema.inner();
         if from.fields().len() != table.schema.fields().len() {
             return Err(self.error(format!(
@@ -358,6 +363,7 @@ impl Translator<'_> {
             NodeKind::Sink(SinkNode {
                 table: Arc::clone(table),
                 sink,
+                overwrite,
             }),
             parallelism,
             Arc::clone(&table.schema),

@@ -22,6 +22,7 @@ use std::sync::Arc;
 
 use datafusion::common::DFSchema;
 use datafusion::error::DataFusionError;
+use datafusion::logical_expr::dml::InsertOp;
 use datafusion::logical_expr::{Expr, ExprSchemable, LogicalPlan, ScalarUDF, WriteOp};
 use datafusion::optimizer::analyzer::Analyzer;
 use datafusion::optimizer::optimizer::{Optimizer, OptimizerContext, OptimizerRule};
@@ -55,6 +56,8 @@ pub struct PlannedInsert {
     pub query: LogicalPlan,
     /// `file:line` of the statement.
     pub location: String,
+    /// `INSERT OVERWRITE`: the job's output replaces what the sink held.
+    pub overwrite: bool,
 }
 
 /// Compiles a parsed job for `mode`. `functions` are user-defined scalar
@@ -128,11 +131,22 @@ pub fn compile(job: &JobFile, mode: Mode, functions: &[Arc<ScalarUDF>]) -> Resul
                 let LogicalPlan::Dml(dml) = plan else {
                     return Err(SluiceError::plan(format!("{at}: expected INSERT INTO")));
                 };
-                if !matches!(dml.op, WriteOp::Insert(_)) {
-                    return Err(SluiceError::plan(format!(
-                        "{at}: only INSERT INTO is supported"
-                    )));
-                }
+                let overwrite = match dml.op {
+                    WriteOp::Insert(InsertOp::Append) => false,
+                    WriteOp::Insert(InsertOp::Overwrite) if mode == Mode::Stream => {
+                        // Flink: "Streaming mode not support overwrite."
+                        return Err(SluiceError::plan(format!(
+                            "{at}: INSERT OVERWRITE is for batch mode: a stream job never ends, so there is no point at which its output could replace what `{}` holds (Flink refuses it in streaming mode too); write INSERT INTO, or run with --mode batch",
+                            dml.table_name
+                        )));
+                    }
+                    WriteOp::Insert(InsertOp::Overwrite) => true,
+                    _ => {
+                        return Err(SluiceError::plan(format!(
+                            "{at}: a job writes with INSERT INTO or INSERT OVERWRITE"
+                        )));
+                    }
+                };
                 let sink = catalog
                     .table(dml.table_name.table())
                     .cloned()
@@ -151,6 +165,7 @@ pub fn compile(job: &JobFile, mode: Mode, functions: &[Arc<ScalarUDF>]) -> Resul
                     sink,
                     query,
                     location: at,
+                    overwrite,
                 });
             }
             JobStatement::Set(s) => {
