@@ -44,7 +44,7 @@ use datafusion::physical_expr::expressions::{
 /// `e` as SQL.
 pub fn expr(e: &dyn PhysicalExpr) -> String {
     if let Some(c) = e.downcast_ref::<Column>() {
-        c.name().to_string()
+        column_name(c.name())
     } else if let Some(l) = e.downcast_ref::<Literal>() {
         literal(l.value())
     } else if let Some(b) = e.downcast_ref::<BinaryExpr>() {
@@ -113,6 +113,38 @@ pub fn expr(e: &dyn PhysicalExpr) -> String {
     } else {
         e.to_string()
     }
+}
+
+/// A column's name as SQL. DataFusion names a column it computed (an
+/// aggregate's result, a key expression) after the expression in its own
+/// notation: `count(Int64(1)) FILTER (WHERE valid_events.event =
+/// Utf8("session_start"))`. Its literals are written as SQL here
+/// (`count(*)`, `'session_start'`) and table qualifiers dropped, so the name
+/// reads like the operator that computes it.
+pub fn column_name(name: &str) -> String {
+    use std::sync::LazyLock;
+    static STRING: LazyLock<regex::Regex> = LazyLock::new(|| {
+        regex::Regex::new(r#"\b(?:Utf8|Utf8View|LargeUtf8)\("((?:[^"\\]|\\.)*)"\)"#)
+            .expect("a valid pattern")
+    });
+    static COUNT_STAR: LazyLock<regex::Regex> =
+        LazyLock::new(|| regex::Regex::new(r"\bcount\(Int64\(1\)\)").expect("a valid pattern"));
+    static NUMBER: LazyLock<regex::Regex> = LazyLock::new(|| {
+        regex::Regex::new(r"\b(?:U?Int(?:8|16|32|64)|Float(?:16|32|64)|Boolean)\(([^()]*)\)")
+            .expect("a valid pattern")
+    });
+    static QUALIFIER: LazyLock<regex::Regex> = LazyLock::new(|| {
+        regex::Regex::new(r"\b[A-Za-z_][A-Za-z0-9_]*\.([A-Za-z_])").expect("a valid pattern")
+    });
+    if !name.contains('(') {
+        return name.to_string();
+    }
+    let name = STRING.replace_all(name, |c: &regex::Captures<'_>| {
+        format!("'{}'", c[1].replace('\'', "''"))
+    });
+    let name = COUNT_STAR.replace_all(&name, "count(*)");
+    let name = NUMBER.replace_all(&name, "$1");
+    QUALIFIER.replace_all(&name, "$1").into_owned()
 }
 
 /// An aggregate call as SQL: `count(*)`, `count(DISTINCT player_id)`,
@@ -296,6 +328,22 @@ mod tests {
 
     fn nanos(n: i64) -> ScalarValue {
         ScalarValue::IntervalMonthDayNano(Some(IntervalMonthDayNano::new(0, 0, n)))
+    }
+
+    #[test]
+    fn datafusion_column_names_are_written_as_sql() {
+        assert_eq!(
+            column_name(
+                "count(Int64(1)) FILTER (WHERE valid_events.event = Utf8(\"session_start\"))"
+            ),
+            "count(*) FILTER (WHERE event = 'session_start')"
+        );
+        assert_eq!(
+            column_name("date_format(bid.date_time,Utf8(\"yyyy-MM-dd\"))"),
+            "date_format(date_time,'yyyy-MM-dd')"
+        );
+        assert_eq!(column_name("sum(t.x) + Float64(1.5)"), "sum(x) + 1.5");
+        assert_eq!(column_name("plain_name"), "plain_name");
     }
 
     #[test]
