@@ -138,7 +138,7 @@ fn feed(ops: &[Arc<dyn OperatorFactory>], mut batches: Vec<RecordBatch>) -> Vec<
         let mut op = create(factory.as_ref());
         let mut out = Output::default();
         for batch in std::mem::take(&mut batches) {
-            op.on_batch(batch, &mut out).expect("operator");
+            op.on_batch(0, batch, &mut out).expect("operator");
         }
         op.on_watermark(i64::MAX, &mut out).expect("end of input");
         batches = out
@@ -263,7 +263,7 @@ fn windows(c: &mut Criterion, data: &Data, runtime: &tokio::runtime::Runtime) {
                 |(mut op, input)| {
                     let mut out = Output::default();
                     for batch in input {
-                        op.on_batch(batch, &mut out).expect("aggregate");
+                        op.on_batch(0, batch, &mut out).expect("aggregate");
                     }
                     op.on_watermark(i64::MAX, &mut out).expect("fire");
                     out
@@ -293,7 +293,7 @@ fn snapshot(c: &mut Criterion, data: &Data, runtime: &tokio::runtime::Runtime) {
         let mut op = create(merge.as_ref());
         let mut out = Output::default();
         for batch in &local {
-            op.on_batch(batch.clone(), &mut out).expect("merge");
+            op.on_batch(0, batch.clone(), &mut out).expect("merge");
         }
         op
     };

@@ -142,7 +142,8 @@ pub async fn run(
 
     // Channels for every edge that is an exchange, receivers by (stage, subtask).
     let mut senders: BTreeMap<(usize, usize), Vec<Sender>> = BTreeMap::new();
-    let mut receivers: BTreeMap<(usize, usize), Vec<Receiver>> = BTreeMap::new();
+    let mut receivers: BTreeMap<(usize, usize), Vec<(crate::ops::Port, Receiver)>> =
+        BTreeMap::new();
     for (e, edge) in graph.edges.iter().enumerate() {
         if graph.is_chained(edge) {
             continue;
@@ -160,7 +161,10 @@ pub async fn run(
             for j in targets {
                 let (tx, rx) = channel::channel(options.channel_capacity);
                 out.push(tx);
-                receivers.entry((edge.to, j)).or_default().push(rx);
+                receivers
+                    .entry((edge.to, j))
+                    .or_default()
+                    .push((edge.port, rx));
             }
             senders.insert((e, i), out);
         }

@@ -29,7 +29,7 @@ use crate::checkpoint::{Arrival, BarrierAligner, CheckpointId, CheckpointStore, 
 use crate::connector::{Reading, SinkWriter, Split, SplitPosition};
 use crate::error::{ExecContext, Result, SluiceError};
 use crate::metrics::JobMetrics;
-use crate::ops::{Message, Operator, OperatorContext, Output, RestoredState};
+use crate::ops::{Message, Operator, OperatorContext, Output, Port, RestoredState};
 use crate::plan::{JobGraph, NodeKind, Partitioning, Stage};
 use crate::time::{
     BEFORE_TIME, END_OF_TIME, EventTimeGate, InputWatermarks, Millis, RowtimeWatermark,
@@ -64,7 +64,8 @@ pub enum Input {
         /// the table has a watermark.
         gate: Option<Arc<EventTimeGate>>,
     },
-    Channels(Vec<Receiver>),
+    /// Exchange channels, each with the port of the chain's root it feeds.
+    Channels(Vec<(Port, Receiver)>),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -292,21 +293,46 @@ impl Chain {
     }
 
     fn push(&mut self, message: Message) -> Result<()> {
-        let entry = self.entry.clone();
-        self.fan_out(&entry, message)
+        self.push_on(0, message)
     }
 
-    fn fan_out(&mut self, targets: &[Target], message: Message) -> Result<()> {
-        if let Some((last, rest)) = targets.split_last() {
+    /// Feeds `message` to the chain's entry as input `port` of its root.
+    fn push_on(&mut self, port: Port, message: Message) -> Result<()> {
+        let entry = self.entry.clone();
+        if let Some((last, rest)) = entry.split_last() {
             for target in rest {
-                self.deliver(*target, message.clone())?;
+                self.deliver(*target, port, message.clone())?;
             }
-            self.deliver(*last, message)?;
+            self.deliver(*last, port, message)?;
         }
         Ok(())
     }
 
-    fn deliver(&mut self, target: Target, message: Message) -> Result<()> {
+    /// Tells the chain's root that its input `port` has ended.
+    fn end_port(&mut self, port: Port) -> Result<()> {
+        for target in self.entry.clone() {
+            let Target::Node(n) = target else {
+                continue;
+            };
+            let mut out = Output::default();
+            self.nodes[n].op.on_input_end(port, &mut out)?;
+            self.emit(n, out, false)?;
+        }
+        Ok(())
+    }
+
+    /// Within the chain a node has one input: every link feeds port 0.
+    fn fan_out(&mut self, targets: &[Target], message: Message) -> Result<()> {
+        if let Some((last, rest)) = targets.split_last() {
+            for target in rest {
+                self.deliver(*target, 0, message.clone())?;
+            }
+            self.deliver(*last, 0, message)?;
+        }
+        Ok(())
+    }
+
+    fn deliver(&mut self, target: Target, port: Port, message: Message) -> Result<()> {
         let n = match target {
             Target::Exit(i) => {
                 self.pending[i].push(message);
@@ -319,7 +345,7 @@ impl Chain {
         let node = &mut self.nodes[n];
         let end = matches!(message, Message::End);
         match message {
-            Message::Data(batch) => node.op.on_batch(batch, &mut out)?,
+            Message::Data(batch) => node.op.on_batch(port, batch, &mut out)?,
             Message::Watermark(w) => node.op.on_watermark(w, &mut out)?,
             // Barriers pass straight through: the chain snapshots every
             // operator once the barrier has passed them all, before the
@@ -330,7 +356,12 @@ impl Chain {
             }
             Message::End => node.op.close(&mut out)?,
         }
-        let outputs = node.outputs.clone();
+        self.emit(n, out, end)
+    }
+
+    /// Passes on what node `n` put in `out`, and the end after it.
+    fn emit(&mut self, n: usize, mut out: Output, end: bool) -> Result<()> {
+        let outputs = self.nodes[n].outputs.clone();
         for late in out.drain_late() {
             JobMetrics::add(&self.context.metrics.late_rows, late.num_rows() as u64);
             self.counts.late_rows += late.num_rows() as u64;
@@ -1089,9 +1120,15 @@ fn push_with_watermarks(
 /// is not read until every channel's has).
 async fn merge_channels(
     chain: &mut Chain,
-    mut receivers: Vec<Receiver>,
+    receivers: Vec<(Port, Receiver)>,
     link: Option<&CheckpointLink>,
 ) -> Result<()> {
+    let (ports, mut receivers): (Vec<Port>, Vec<Receiver>) = receivers.into_iter().unzip();
+    // Channels still open per port: a port ends with its last channel.
+    let mut open_per_port: BTreeMap<Port, usize> = BTreeMap::new();
+    for port in &ports {
+        *open_per_port.entry(*port).or_default() += 1;
+    }
     let inputs = receivers.len();
     if inputs == 0 {
         chain.push(Message::Watermark(END_OF_TIME))?;
@@ -1131,10 +1168,16 @@ async fn merge_channels(
                 "an upstream subtask {STOPPED}"
             )));
         };
+        let mut port_ended = None;
         let arrival = match message {
             Message::Barrier(id) => Arrival::Barrier(id),
             Message::End => {
                 closed[i] = true;
+                let open = open_per_port.entry(ports[i]).or_default();
+                *open = open.saturating_sub(1);
+                if *open == 0 {
+                    port_ended = Some(ports[i]);
+                }
                 Arrival::End
             }
             other => Arrival::Message((i, other)),
@@ -1145,7 +1188,7 @@ async fn merge_channels(
                 Step::Message((i, message)) => match message {
                     Message::Data(batch) => {
                         watermarks.activate(i);
-                        chain.push(Message::Data(batch))?;
+                        chain.push_on(ports[i], Message::Data(batch))?;
                     }
                     Message::Watermark(w) => {
                         if let Some(w) = watermarks.update(i, w) {
@@ -1171,10 +1214,16 @@ async fn merge_channels(
                 }
                 // An input that ended keeps its last watermark (see InputWatermarks).
                 Step::End => {
+                    if let Some(port) = port_ended.take() {
+                        chain.end_port(port)?;
+                    }
                     chain.push(Message::End)?;
                     return chain.flush().await;
                 }
             }
+        }
+        if let Some(port) = port_ended {
+            chain.end_port(port)?;
         }
         chain.flush().await?;
     }
@@ -1184,6 +1233,169 @@ async fn merge_channels(
 mod tests {
     use super::*;
     use futures::FutureExt;
+
+    /// What a probe operator was told, in order.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    enum Heard {
+        Rows(Port, usize),
+        Watermark(Millis),
+        PortEnd(Port),
+        Close,
+    }
+
+    #[derive(Debug, Default)]
+    struct Probe(Arc<std::sync::Mutex<Vec<Heard>>>);
+
+    impl Probe {
+        fn hear(&self, heard: Heard) {
+            self.0.lock().expect("lock").push(heard);
+        }
+    }
+
+    impl Operator for Probe {
+        fn on_batch(&mut self, port: Port, batch: RecordBatch, _out: &mut Output) -> Result<()> {
+            self.hear(Heard::Rows(port, batch.num_rows()));
+            Ok(())
+        }
+
+        fn on_watermark(&mut self, watermark: Millis, _out: &mut Output) -> Result<()> {
+            self.hear(Heard::Watermark(watermark));
+            Ok(())
+        }
+
+        fn on_input_end(&mut self, port: Port, _out: &mut Output) -> Result<()> {
+            self.hear(Heard::PortEnd(port));
+            Ok(())
+        }
+
+        fn close(&mut self, _out: &mut Output) -> Result<()> {
+            self.hear(Heard::Close);
+            Ok(())
+        }
+    }
+
+    #[derive(Debug, Default)]
+    struct ProbeFactory(Arc<std::sync::Mutex<Vec<Heard>>>);
+
+    impl crate::ops::OperatorFactory for ProbeFactory {
+        fn name(&self) -> &str {
+            "Probe"
+        }
+
+        fn describe(&self) -> String {
+            String::new()
+        }
+
+        fn create(&self, _context: &OperatorContext) -> Result<Box<dyn Operator>> {
+            Ok(Box::new(Probe(Arc::clone(&self.0))))
+        }
+    }
+
+    fn rows(n: i64) -> Message {
+        let schema = Arc::new(arrow::datatypes::Schema::new(vec![
+            arrow::datatypes::Field::new("n", arrow::datatypes::DataType::Int64, false),
+        ]));
+        Message::Data(
+            RecordBatch::try_new(
+                schema,
+                vec![Arc::new(arrow::array::Int64Array::from_iter_values(0..n))],
+            )
+            .expect("batch"),
+        )
+    }
+
+    /// A two-input operator at a stage's root hears which port each batch
+    /// came on, that a port ended once all of its channels did, and one
+    /// watermark: the minimum over every channel of every port.
+    #[tokio::test]
+    async fn a_root_with_two_ports_hears_each_port_apart() {
+        let heard = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let graph = JobGraph {
+            name: "ports".into(),
+            mode: crate::sql::Mode::Stream,
+            nodes: vec![crate::plan::Node {
+                id: 0,
+                kind: NodeKind::Operator(Arc::new(ProbeFactory(Arc::clone(&heard)))),
+                parallelism: 1,
+                schema: Arc::new(arrow::datatypes::Schema::empty()),
+            }],
+            edges: Vec::new(),
+        };
+        let stage = graph.stages().remove(0);
+        let context = OperatorContext {
+            subtask: 0,
+            parallelism: 1,
+            parameters: Arc::default(),
+            metrics: Arc::default(),
+        };
+        let mut chain = Chain::build(&graph, &stage, &context, &mut BTreeMap::new(), None)
+            .await
+            .expect("chain");
+        let (left, left_rx) = super::super::channel::channel(1 << 20);
+        let (right_a, right_a_rx) = super::super::channel::channel(1 << 20);
+        let (right_b, right_b_rx) = super::super::channel::channel(1 << 20);
+        for (sender, messages) in [
+            (&left, vec![rows(3), Message::Watermark(50), Message::End]),
+            (
+                &right_a,
+                vec![rows(2), Message::Watermark(10), Message::End],
+            ),
+            (&right_b, vec![Message::Watermark(40), rows(1)]),
+        ] {
+            for message in messages {
+                sender.send(message).await.expect("send");
+            }
+        }
+        let merged = tokio::spawn(async move {
+            merge_channels(
+                &mut chain,
+                vec![(0, left_rx), (1, right_a_rx), (1, right_b_rx)],
+                None,
+            )
+            .await
+        });
+        // Port 1 is still open on its second channel: wait for what came.
+        let wait_for = |n: usize| {
+            let heard = Arc::clone(&heard);
+            async move {
+                for _ in 0..500 {
+                    if heard.lock().expect("lock").len() >= n {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+            }
+        };
+        wait_for(5).await;
+        let so_far = heard.lock().expect("lock").clone();
+        let mut data: Vec<&Heard> = so_far
+            .iter()
+            .filter(|h| matches!(h, Heard::Rows(..)))
+            .collect();
+        data.sort_by_key(|h| format!("{h:?}"));
+        assert_eq!(
+            data,
+            vec![&Heard::Rows(0, 3), &Heard::Rows(1, 1), &Heard::Rows(1, 2)]
+        );
+        assert!(so_far.contains(&Heard::PortEnd(0)), "{so_far:?}");
+        assert!(
+            !so_far.contains(&Heard::PortEnd(1)),
+            "port 1 has a channel open: {so_far:?}"
+        );
+        assert!(
+            so_far
+                .iter()
+                .all(|h| !matches!(h, Heard::Watermark(w) if *w > 10)),
+            "the watermark is the least of all channels: {so_far:?}"
+        );
+        right_b.send(Message::Watermark(60)).await.expect("send");
+        right_b.send(Message::End).await.expect("send");
+        merged.await.expect("join").expect("merge");
+        let all = heard.lock().expect("lock").clone();
+        let tail = &all[all.len() - 2..];
+        assert_eq!(tail, &[Heard::PortEnd(1), Heard::Close], "{all:?}");
+        assert!(all.contains(&Heard::Watermark(10)), "{all:?}");
+    }
 
     /// A subtask opens its split `k` only once every other has opened its
     /// split `k - 1`, and one that has gone holds nobody back.

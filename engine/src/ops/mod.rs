@@ -6,6 +6,13 @@
 //! operators forward watermarks unchanged; window operators fire when one
 //! passes a window's end and forward it after the windows it fired, so their
 //! output rows are never behind the watermark that follows them.
+//!
+//! An operator has one input or several, its **ports**, numbered in the
+//! order of the graph's edges into it (a union's inputs, a join's left and
+//! right). It is told the port each batch came on and when a port ends. Its
+//! watermark is the minimum over all of its inputs, combined by the
+//! runtime, so an operator sees one event time whatever its ports; barriers
+//! are aligned over every input channel before they reach it.
 
 pub mod aggregate;
 pub mod session;
@@ -97,13 +104,24 @@ pub struct OperatorContext {
     pub metrics: Arc<JobMetrics>,
 }
 
+/// An operator's input: 0 for the first (or only) one.
+pub type Port = usize;
+
 pub trait Operator: Send {
     /// Called once before the first message, on the subtask's thread.
     fn open(&mut self, _context: &OperatorContext) -> Result<()> {
         Ok(())
     }
 
-    fn on_batch(&mut self, batch: RecordBatch, out: &mut Output) -> Result<()>;
+    /// Rows that came on input `port`.
+    fn on_batch(&mut self, port: Port, batch: RecordBatch, out: &mut Output) -> Result<()>;
+
+    /// Input `port` sends nothing more; others may still. Called before
+    /// [`Operator::close`] for every port of a multi-input operator (a
+    /// join's side that ended can stop buffering for probes).
+    fn on_input_end(&mut self, _port: Port, _out: &mut Output) -> Result<()> {
+        Ok(())
+    }
 
     fn on_watermark(&mut self, watermark: Millis, out: &mut Output) -> Result<()> {
         out.watermark(watermark);

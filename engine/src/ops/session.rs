@@ -22,7 +22,9 @@ use arrow::record_batch::RecordBatch;
 use arrow::row::{RowConverter, SortField};
 
 use super::aggregate::{AggregateSpec, Groups, Windows, event_times};
-use super::{Operator, OperatorContext, OperatorFactory, OperatorState, Output, RestoredState};
+use super::{
+    Operator, OperatorContext, OperatorFactory, OperatorState, Output, Port, RestoredState,
+};
 use crate::error::{ExecContext, Result};
 use crate::time::{BEFORE_TIME, END_OF_TIME, Millis};
 
@@ -254,7 +256,7 @@ impl Operator for Sessions {
         Ok(())
     }
 
-    fn on_batch(&mut self, batch: RecordBatch, out: &mut Output) -> Result<()> {
+    fn on_batch(&mut self, _port: Port, batch: RecordBatch, out: &mut Output) -> Result<()> {
         let times = event_times(batch.column(self.plan.time_index))?;
         // Rows without a time belong to no session.
         let batch = if times.null_count() > 0 {

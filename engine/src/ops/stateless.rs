@@ -9,7 +9,7 @@ use arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::expressions::Column;
 
-use super::{Operator, OperatorContext, OperatorFactory, Output};
+use super::{Operator, OperatorContext, OperatorFactory, Output, Port};
 use crate::error::{ExecContext, Result, SluiceError};
 
 /// Computes new columns from each batch.
@@ -113,7 +113,7 @@ impl OperatorFactory for Project {
 }
 
 impl Operator for Project {
-    fn on_batch(&mut self, batch: RecordBatch, out: &mut Output) -> Result<()> {
+    fn on_batch(&mut self, _port: Port, batch: RecordBatch, out: &mut Output) -> Result<()> {
         out.batch(self.apply(&batch)?);
         Ok(())
     }
@@ -150,7 +150,7 @@ impl OperatorFactory for Filter {
 }
 
 impl Operator for Filter {
-    fn on_batch(&mut self, batch: RecordBatch, out: &mut Output) -> Result<()> {
+    fn on_batch(&mut self, _port: Port, batch: RecordBatch, out: &mut Output) -> Result<()> {
         let mask = self
             .predicate
             .evaluate(&batch)
@@ -175,7 +175,9 @@ impl Operator for Filter {
     }
 }
 
-/// Passes everything through; the meeting point of a `UNION ALL`.
+/// The meeting point of a `UNION ALL`: one port per input, whose rows it
+/// passes on as they come; its watermark, the minimum over its ports, is
+/// the runtime's.
 #[derive(Debug, Clone)]
 pub struct Union;
 
@@ -194,7 +196,7 @@ impl OperatorFactory for Union {
 }
 
 impl Operator for Union {
-    fn on_batch(&mut self, batch: RecordBatch, out: &mut Output) -> Result<()> {
+    fn on_batch(&mut self, _port: Port, batch: RecordBatch, out: &mut Output) -> Result<()> {
         out.batch(batch);
         Ok(())
     }

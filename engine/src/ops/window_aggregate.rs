@@ -27,7 +27,9 @@ use arrow::record_batch::RecordBatch;
 use arrow::record_batch::RecordBatchOptions;
 
 use super::aggregate::{AggregateSpec, Evaluated, GroupState, Groups, Windows, event_times};
-use super::{Operator, OperatorContext, OperatorFactory, OperatorState, Output, RestoredState};
+use super::{
+    Operator, OperatorContext, OperatorFactory, OperatorState, Output, Port, RestoredState,
+};
 use crate::error::{ExecContext, Result};
 use crate::sql::window_tvf::describe;
 use crate::time::{Millis, WindowKind};
@@ -400,7 +402,7 @@ impl Operator for SlicedWindows {
         Ok(())
     }
 
-    fn on_batch(&mut self, batch: RecordBatch, out: &mut Output) -> Result<()> {
+    fn on_batch(&mut self, _port: Port, batch: RecordBatch, out: &mut Output) -> Result<()> {
         let input = match self.plan.phase {
             Phase::Merge => Input::States(self.partial_states(&batch)),
             Phase::Local => Input::Rows(self.plan.spec.evaluate(&batch)?),

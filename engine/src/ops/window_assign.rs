@@ -10,7 +10,7 @@ use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 
 use super::aggregate::event_times;
-use super::{Operator, OperatorContext, OperatorFactory, Output};
+use super::{Operator, OperatorContext, OperatorFactory, Output, Port};
 use crate::error::{ExecContext, Result};
 use crate::time::{WindowColumn, WindowKind};
 
@@ -37,7 +37,7 @@ impl OperatorFactory for WindowAssign {
 }
 
 impl Operator for WindowAssign {
-    fn on_batch(&mut self, batch: RecordBatch, out: &mut Output) -> Result<()> {
+    fn on_batch(&mut self, _port: Port, batch: RecordBatch, out: &mut Output) -> Result<()> {
         let times = event_times(batch.column(self.time_index))?;
         let mut rows = Vec::with_capacity(batch.num_rows());
         let mut starts = Vec::with_capacity(batch.num_rows());

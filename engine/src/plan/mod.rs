@@ -78,6 +78,9 @@ pub struct Edge {
     pub from: NodeId,
     pub to: NodeId,
     pub partitioning: Partitioning,
+    /// Which input of `to` this is: its edges are numbered from 0 in the
+    /// order they were added (a union's inputs, a join's left and right).
+    pub port: crate::ops::Port,
 }
 
 /// How rows of one node's subtasks reach the next node's subtasks.
@@ -220,7 +223,15 @@ impl JobGraph {
                     "pointwise".to_string()
                 }
             };
-            text.push_str(&format!("{} -> {} {partitioning}\n", edge.from, edge.to));
+            // Port 0 is left out, so one-input graphs keep their fingerprints.
+            let port = match edge.port {
+                0 => String::new(),
+                p => format!(" port {p}"),
+            };
+            text.push_str(&format!(
+                "{} -> {}{port} {partitioning}\n",
+                edge.from, edge.to
+            ));
         }
         let outline: Vec<String> = self.nodes.iter().map(Node::name).collect();
         crate::checkpoint::protocol::PlanIdentity {

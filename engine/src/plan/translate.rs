@@ -181,10 +181,12 @@ impl Translator<'_> {
             }
             p => p,
         };
+        let port = self.graph.inputs(to).count();
         self.graph.edges.push(Edge {
             from,
             to,
             partitioning,
+            port,
         });
     }
 
