@@ -18,7 +18,7 @@ pub struct PrintFactory;
 
 impl SinkFactory for PrintFactory {
     fn option_names(&self) -> OptionNames {
-        &["print-identifier"]
+        &["print-identifier", "standard-error"]
     }
     fn create_sink(
         &self,

@@ -319,6 +319,13 @@ pub trait Sink: Send + Sync + Debug {
     /// A short human description for `explain` and the summary.
     fn describe(&self) -> String;
 
+    /// Whether two `INSERT` statements of one job may write this sink's
+    /// table. A sink whose commit marks its output complete (a directory's
+    /// `_SUCCESS`) cannot say which statement's output is complete.
+    fn allows_several_inserts(&self) -> bool {
+        true
+    }
+
     /// What the job's end-of-job commit did, for its summary.
     fn report(&self) -> SinkReport {
         SinkReport {
@@ -453,9 +460,11 @@ impl ConnectorRegistry {
             ))
         })?;
         self.check_names(table, context.mode)?;
-        factory
+        let source = factory
             .create_source(table, &mut options, context)
-            .map_err(|e| locate(table, e))
+            .map_err(|e| locate(table, e))?;
+        options.finish(&name, crate::sql::options::Role::Source)?;
+        Ok(source)
     }
 
     pub fn create_sink(
@@ -480,9 +489,11 @@ impl ConnectorRegistry {
                 table.declared_at, table.name
             )));
         }
-        factory
+        let sink = factory
             .create_sink(table, &mut options, context)
-            .map_err(|e| locate(table, e))
+            .map_err(|e| locate(table, e))?;
+        options.finish(&name, crate::sql::options::Role::Sink)?;
+        Ok(sink)
     }
 
     /// Checks the option names of `table` in both modes, before anything is
@@ -490,7 +501,25 @@ impl ConnectorRegistry {
     /// with no connector in a mode is an error only where it is used.
     pub fn check_options(&self, table: &TableDef) -> Result<()> {
         self.check_names(table, Mode::Batch)?;
-        self.check_names(table, Mode::Stream)
+        self.check_names(table, Mode::Stream)?;
+        // With a connector of each mode's own, unprefixed options apply in
+        // neither: one written so is a mistake, not a shared option.
+        let used: Vec<&crate::sql::WrittenOption> = [Mode::Batch, Mode::Stream]
+            .into_iter()
+            .flat_map(|mode| crate::sql::Options::used(&table.written_options, mode))
+            .map(|(_, w)| w)
+            .collect();
+        if let Some(unused) = table
+            .written_options
+            .iter()
+            .find(|w| !used.iter().any(|u| std::ptr::eq(*u, *w)))
+        {
+            return Err(SluiceError::config(format!(
+                "{}: table `{}`: option '{}' applies in neither mode: 'batch.connector' and 'stream.connector' each bring only the options prefixed for their mode; write it as 'batch.{}' or 'stream.{}'",
+                unused.at, table.name, unused.key, unused.key, unused.key
+            )));
+        }
+        Ok(())
     }
 
     /// The connectors by name, and the option names each knows (as a
@@ -516,6 +545,11 @@ impl ConnectorRegistry {
         let Some((_, connector)) = used.iter().find(|(key, _)| key == "connector") else {
             return Ok(());
         };
+        // A connector named by an unset variable is an error where the
+        // mode runs, not here.
+        if connector.unresolved.is_some() {
+            return Ok(());
+        }
         let Some(known) = self.known_options(&connector.value) else {
             let mut names: Vec<&str> = self
                 .sources

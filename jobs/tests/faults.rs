@@ -520,11 +520,11 @@ fn reruns_append_or_replace_and_say_where_the_output_went() {
     assert_eq!(committed_rows(&out), 4600, "refused runs change nothing");
 }
 
-/// A crash after an overwrite's new files are in place, while it deletes
-/// the old ones: the next run into the directory finishes the deleting, so
-/// the old files never come back beside the new.
+/// A crash while an overwrite moves the old files aside, its new files in
+/// place: the next run into the directory undoes the commit, putting the
+/// old files back, before it writes its own.
 #[test]
-fn a_crash_while_replacing_the_old_files_is_finished_by_the_next_run() {
+fn a_crash_while_replacing_puts_the_old_files_back() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
     nexmark(&data, 5_000, 2);
@@ -539,8 +539,9 @@ fn a_crash_while_replacing_the_old_files_is_finished_by_the_next_run() {
     .expect("job");
     let first = run([append.as_os_str(), "--parallelism".as_ref(), "2".as_ref()]);
     assert!(first.status.success());
-    assert_eq!(visible(&out).len(), 2);
-    // The second old file's deletion aborts the process.
+    let before = visible(&out);
+    assert_eq!(before.len(), 2);
+    // Moving the second old file aside aborts the process.
     let crashed = sluice()
         .arg("run")
         .arg(&overwrite)
@@ -550,15 +551,27 @@ fn a_crash_while_replacing_the_old_files_is_finished_by_the_next_run() {
         .output()
         .expect("run");
     assert!(!crashed.status.success(), "the failpoint aborts the run");
-    assert_eq!(visible(&out).len(), 2, "the new file and one old one");
-    // The next run, appending, first finishes the replacement.
+    let during = visible(&out);
+    assert_eq!(during.len(), 2, "the new file and one old one: {during:?}");
+    assert!(
+        names(&out).iter().any(|n| n.starts_with(".commit-")),
+        "{:?}",
+        names(&out)
+    );
+    // The next run, appending, first undoes the replacement.
     let rerun = run([append.as_os_str(), "--parallelism".as_ref(), "1".as_ref()]);
     let stderr = String::from_utf8_lossy(&rerun.stderr);
     assert!(rerun.status.success(), "{stderr}");
-    assert_eq!(
-        committed_rows(&out),
-        2 * 4600,
-        "the replacing run's rows and the rerun's, and no old ones: {:?}",
+    let after = visible(&out);
+    assert!(
+        before.iter().all(|old| after.contains(old)),
+        "the old files are back: {after:?}"
+    );
+    assert_eq!(after.len(), 3, "and the rerun's one: {:?}", names(&out));
+    assert_eq!(committed_rows(&out), 2 * 4600);
+    assert!(
+        !names(&out).iter().any(|n| n.starts_with('.')),
+        "nothing hidden is left: {:?}",
         names(&out)
     );
 }

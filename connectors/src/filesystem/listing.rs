@@ -69,6 +69,21 @@ impl FileSet {
             .try_collect()
             .await
             .map_err(|e| SluiceError::io(format!("listing {}", self.root.url), e))?;
+        // A commit under way (or cut short) leaves old and new files side
+        // by side until it is finished or undone: reading them now would
+        // count rows twice or half.
+        if let Some(log) = files.iter().find(|f| {
+            f.location.filename().is_some_and(|n| {
+                n.starts_with(super::sink::COMMIT_LOG_PREFIX) && n.ends_with(".json")
+            })
+        }) {
+            return Err(SluiceError::Data(format!(
+                "table `{}`: {} holds a commit in progress ({}): a job is writing its output there, or died while it did; wait for its `_SUCCESS`, or run that job again, which finishes or undoes the commit",
+                self.table,
+                self.root.url,
+                log.location.filename().unwrap_or_default()
+            )));
+        }
         files.retain(|f| self.wanted(&relative(prefix, &f.location)));
         for (relative, kind) in special {
             if self.wanted(&relative) {

@@ -18,12 +18,15 @@
 //! it writes: a run that did not succeed leaves nothing visible.
 //!
 //! `INSERT OVERWRITE` (batch mode, no checkpoints) replaces the files that
-//! were in the directory when the run started. They go only after the new
-//! ones are in place: the commit log names them too, and once every new
-//! file is in place it is marked done (`"replaced": true`) before they are
-//! deleted, then `_SUCCESS` is written. A run that dies before that mark is
-//! rolled back as above (the old files stay); one that dies after it is
-//! rolled forward by the next run (the old files go).
+//! were in the directory when the run started, whatever they are. They are
+//! moved aside (hidden, `.replaced-<run>-<name>`) only once every sink of
+//! the job has its new files in place, as the commit log records, and
+//! deleted only after the log is gone: until then the commit is undone like
+//! any other, the old files moved back; a run that dies after it leaves
+//! hidden files that the next run into the directory deletes. While the
+//! log is there a reader listing the directory may see old and new files
+//! together: wait for `_SUCCESS`, as Sluice's own filesystem source does
+//! when it finds a commit under way.
 //!
 //! One job writes a directory at a time: a starting run drops every part
 //! staged by earlier runs that it does not restore.
@@ -52,7 +55,7 @@ use crate::store::Location;
 pub const SUCCESS: &str = "_SUCCESS";
 
 /// Hidden commit logs: the moves an end-of-job commit is making.
-const COMMIT_LOG_PREFIX: &str = ".commit-";
+pub(crate) const COMMIT_LOG_PREFIX: &str = ".commit-";
 
 /// A staged part: `.part-<run>-<subtask>-<n>.<ext>.inprogress`, with a
 /// `#<n>` suffix while a multipart upload to the local disk is under way.
@@ -61,16 +64,17 @@ fn is_staged_part(name: &str) -> bool {
 }
 
 /// What a commit log holds: staged files and their final names, and for
-/// `INSERT OVERWRITE` the files they replace.
+/// `INSERT OVERWRITE` the files they replace and where those are moved
+/// aside.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct CommitLog {
     moves: Vec<(String, String)>,
     #[serde(default)]
-    replaces: Vec<String>,
-    /// Every move is made: what remains is deleting `replaces`.
-    #[serde(default)]
-    replaced: bool,
+    replaces: Vec<(String, String)>,
 }
+
+/// Old files an `INSERT OVERWRITE` moved aside: `.replaced-<run>-<name>`.
+const REPLACED_PREFIX: &str = ".replaced-";
 
 #[derive(Debug)]
 pub struct FileSink {
@@ -137,10 +141,7 @@ impl FileSink {
 
     /// Remembers a file this run made visible, for the `_SUCCESS` marker.
     fn record_committed(&self, to: &Path) -> Result<()> {
-        let mut committed = self
-            .committed
-            .lock()
-            .map_err(|_| SluiceError::Runtime("a sink writer panicked".into()))?;
+        let mut committed = self.committed.lock().map_err(|_| poisoned())?;
         if let Some(name) = to.filename()
             && !committed.iter().any(|c| c == name)
         {
@@ -159,6 +160,33 @@ impl FileSink {
             .await
             .map_err(|e| self.io("writing the commit log", &log, e))
             .map(|_| ())
+    }
+
+    /// Writes `_SUCCESS`, listing the files this run made visible.
+    async fn write_success(&self) -> Result<()> {
+        let files = self.committed.lock().map_err(|_| poisoned())?.clone();
+        let success = self.location.path.clone().join(SUCCESS);
+        let marker = serde_json::json!({
+            "run": self.run,
+            "committed_at": chrono::Utc::now().to_rfc3339(),
+            "files": files,
+        });
+        sluice_engine::failpoint::hit("sink.commit.mark");
+        self.location
+            .store
+            .put(&success, PutPayload::from(marker.to_string().into_bytes()))
+            .await
+            .map_err(|e| self.io("marking the output complete", &success, e))
+            .map(|_| ())
+    }
+
+    /// Where an `INSERT OVERWRITE` moves an old file aside.
+    fn aside(&self, old: &Path) -> Path {
+        self.location.path.clone().join(format!(
+            "{REPLACED_PREFIX}{}-{}",
+            self.run,
+            old.filename().unwrap_or_default()
+        ))
     }
 
     fn commit_log(&self) -> Path {
@@ -209,23 +237,6 @@ impl FileSink {
                 self.location.url_of(log)
             ))
         })?;
-        if entries.replaced {
-            // Every new file was in place: finish deleting the old ones.
-            for old in &entries.replaces {
-                let path = Path::from(old.as_str());
-                delete_if_there(store, &path)
-                    .await
-                    .map_err(|e| self.io("removing replaced", &path, e))?;
-            }
-            tracing::warn!(
-                "{}: a run died while replacing the directory's files; finished removing the {} it replaced",
-                self.location.url,
-                entries.replaces.len()
-            );
-            return delete_if_there(store, log)
-                .await
-                .map_err(|e| self.io("removing the commit log", log, e));
-        }
         let mut dropped = 0;
         for (from, to) in &entries.moves {
             if restored.contains(&from.as_str()) {
@@ -237,6 +248,14 @@ impl FileSink {
                     .map_err(|e| self.io("rolling back", &path, e))?;
             }
             dropped += 1;
+        }
+        // The files an INSERT OVERWRITE had moved aside come back.
+        for (old, aside) in &entries.replaces {
+            let (old, aside) = (Path::from(old.as_str()), Path::from(aside.as_str()));
+            match store.rename(&aside, &old).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(self.io("putting back", &old, e)),
+            }
         }
         tracing::warn!(
             "{}: a run died while committing its output; rolled back its {dropped} files",
@@ -347,8 +366,10 @@ impl Sink for FileSink {
                     .iter()
                     .map(|(from, to)| (from.to_string(), to.to_string()))
                     .collect(),
-                replaces: replaces.iter().map(ToString::to_string).collect(),
-                replaced: false,
+                replaces: replaces
+                    .iter()
+                    .map(|old| (old.to_string(), self.aside(old).to_string()))
+                    .collect(),
             };
             self.write_log(&entries).await?;
             for (from, to) in &moves {
@@ -362,54 +383,39 @@ impl Sink for FileSink {
 
     fn mark_complete(&self) -> BoxFuture<'_, Result<()>> {
         Box::pin(async move {
-            let replaces = std::mem::take(&mut *self.replaces.lock().map_err(|_| poisoned())?);
-            if !replaces.is_empty() {
-                // The new files are in place: from here a crash rolls
-                // forward, so the old ones may go.
-                self.write_log(&CommitLog {
-                    moves: Vec::new(),
-                    replaces: replaces.iter().map(ToString::to_string).collect(),
-                    replaced: true,
-                })
-                .await?;
-                for old in &replaces {
-                    sluice_engine::failpoint::hit("sink.commit.replace");
-                    delete_if_there(self.location.store.as_ref(), old)
-                        .await
-                        .map_err(|e| self.io("removing replaced", old, e))?;
+            // Every sink of the job has its new files in place: the old
+            // ones step aside, where an undo can still put them back.
+            let replaces = self.replaces.lock().map_err(|_| poisoned())?.clone();
+            for old in &replaces {
+                sluice_engine::failpoint::hit("sink.commit.replace");
+                match self.location.store.rename(old, &self.aside(old)).await {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                    Err(e) => return Err(self.io("moving aside", old, e)),
                 }
-                self.replaced
-                    .lock()
-                    .map_err(|_| poisoned())?
-                    .replace(replaces.len());
             }
-            let files = self
-                .committed
-                .lock()
-                .map_err(|_| SluiceError::Runtime("a sink writer panicked".into()))?
-                .clone();
-            let success = self.location.path.clone().join(SUCCESS);
-            let marker = serde_json::json!({
-                "run": self.run,
-                "committed_at": chrono::Utc::now().to_rfc3339(),
-                "files": files,
-            });
-            sluice_engine::failpoint::hit("sink.commit.mark");
-            self.location
-                .store
-                .put(&success, PutPayload::from(marker.to_string().into_bytes()))
-                .await
-                .map_err(|e| self.io("marking the output complete", &success, e))
-                .map(|_| ())
+            self.write_success().await
         })
     }
 
     fn finish_commit(&self) -> BoxFuture<'_, Result<()>> {
         Box::pin(async move {
+            let store = self.location.store.as_ref();
             let log = self.commit_log();
-            delete_if_there(self.location.store.as_ref(), &log)
+            delete_if_there(store, &log)
                 .await
-                .map_err(|e| self.io("removing the commit log", &log, e))
+                .map_err(|e| self.io("removing the commit log", &log, e))?;
+            // Committed: what was replaced goes for good.
+            let replaces = std::mem::take(&mut *self.replaces.lock().map_err(|_| poisoned())?);
+            for old in &replaces {
+                let aside = self.aside(old);
+                delete_if_there(store, &aside)
+                    .await
+                    .map_err(|e| self.io("removing replaced", &aside, e))?;
+            }
+            if self.overwrite {
+                *self.replaced.lock().map_err(|_| poisoned())? = Some(replaces.len());
+            }
+            Ok(())
         })
     }
 
@@ -471,6 +477,16 @@ impl Sink for FileSink {
             }) {
                 self.roll_back(log, &restored).await?;
             }
+            // Files a committed INSERT OVERWRITE replaced, left by a run that
+            // died before it deleted them (those of undone commits are back).
+            for path in listed
+                .iter()
+                .filter(|p| p.filename().is_some_and(|n| n.starts_with(REPLACED_PREFIX)))
+            {
+                delete_if_there(store, path)
+                    .await
+                    .map_err(|e| self.io("removing replaced", path, e))?;
+            }
             for s in staged {
                 let (from, to) = (Path::from(s.staged.as_str()), Path::from(s.target.as_str()));
                 self.move_into_place(&from, &to).await?;
@@ -499,6 +515,10 @@ impl Sink for FileSink {
             }
             Ok(())
         })
+    }
+
+    fn allows_several_inserts(&self) -> bool {
+        false
     }
 
     fn report(&self) -> SinkReport {
@@ -573,7 +593,7 @@ impl FileWriter {
         let entry = (self.staged.clone(), self.target.clone());
         self.registry
             .lock()
-            .map_err(|_| SluiceError::Runtime("a sink writer panicked".into()))?
+            .map_err(|_| poisoned())?
             .push(entry.clone());
         Ok(Some(entry))
     }
@@ -769,7 +789,6 @@ mod tests {
         let log = CommitLog {
             moves: moves.clone(),
             replaces: Vec::new(),
-            replaced: false,
         };
         std::fs::write(
             dir.path().join(format!(".commit-{}.json", sink.run)),
@@ -818,8 +837,6 @@ mod tests {
         assert_eq!(visible(dir.path()).len(), 1, "{:?}", names(dir.path()));
     }
 
-    /// Parts staged by earlier runs, including a multipart upload cut short
-    /// (`#1`), go when a run starts; so does an old `_SUCCESS`.
     /// One run of `sink` to its commit: recover, write a part, commit.
     async fn write_and_commit(sink: &FileSink, batch: &RecordBatch) {
         sink.recover(&[], 0).await.expect("recover");
@@ -875,44 +892,76 @@ mod tests {
         );
     }
 
+    /// A crash while the old files are being moved aside: the next run
+    /// undoes the commit and puts them back. A crash after the commit log
+    /// is gone: the next run deletes what was moved aside.
     #[tokio::test]
-    async fn a_replacement_cut_short_after_the_new_files_are_in_place_is_finished() {
+    async fn a_replacement_cut_short_is_undone_before_its_log_goes_and_finished_after() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (sink, batch) = sink_in(dir.path());
-        for old in ["part-old-0.json", "part-old-1.json"] {
-            std::fs::write(dir.path().join(old), b"{\"n\":0}\n").expect("old file");
+        let old = ["part-old-0.json", "part-old-1.json"];
+        for name in old {
+            std::fs::write(dir.path().join(name), b"{\"n\":0}\n").expect("old file");
         }
+        let (sink, batch) = sink_in(dir.path());
         let sink = sink.replacing(true);
         write_and_commit(&sink, &batch).await;
-        // What mark_complete does until it has deleted one old file.
-        let log = CommitLog {
-            moves: Vec::new(),
-            replaces: ["part-old-0.json", "part-old-1.json"]
-                .iter()
-                .map(|n| sink.location.path.clone().join(*n).to_string())
-                .collect(),
-            replaced: true,
-        };
-        sink.write_log(&log).await.expect("log");
-        std::fs::remove_file(dir.path().join("part-old-0.json")).expect("delete");
-
+        // What mark_complete does until it has moved one old file aside.
+        let first = sink.location.path.clone().join(old[0]);
+        sink.location
+            .store
+            .rename(&first, &sink.aside(&first))
+            .await
+            .expect("aside");
         let (next, _) = sink_in(dir.path());
         next.recover(&[], 0).await.expect("recover");
-        let left = visible(dir.path());
-        assert_eq!(left.len(), 1, "rolled forward: {:?}", names(dir.path()));
+        assert_eq!(visible(dir.path()), old.to_vec(), "{:?}", names(dir.path()));
+        assert_eq!(names(dir.path()), old.to_vec(), "nothing hidden is left");
+
+        // Now up to the commit log's removal, then the crash.
+        let (sink, batch) = sink_in(dir.path());
+        let sink = sink.replacing(true);
+        write_and_commit(&sink, &batch).await;
+        sink.mark_complete().await.expect("mark");
+        std::fs::remove_file(dir.path().join(format!(".commit-{}.json", sink.run))).expect("log");
+        assert!(
+            names(dir.path())
+                .iter()
+                .any(|n| n.starts_with(REPLACED_PREFIX)),
+            "{:?}",
+            names(dir.path())
+        );
+        let (next, _) = sink_in(dir.path());
+        next.recover(&[], 0).await.expect("recover");
+        let left = names(dir.path());
+        assert_eq!(left.len(), 1, "only the new file: {left:?}");
         assert!(
             left[0].starts_with(&format!("part-{}", sink.run)),
             "{left:?}"
         );
-        assert!(
-            !names(dir.path())
-                .iter()
-                .any(|n| n.starts_with(COMMIT_LOG_PREFIX)),
-            "the log is gone: {:?}",
-            names(dir.path())
-        );
     }
 
+    /// An overwrite with nothing to write empties the directory, as the
+    /// result of the query is empty, and says so in `_SUCCESS`.
+    #[tokio::test]
+    async fn an_empty_overwrite_leaves_an_empty_directory() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for name in ["part-old-0.json", "notes.txt"] {
+            std::fs::write(dir.path().join(name), b"x\n").expect("old file");
+        }
+        let (sink, _) = sink_in(dir.path());
+        let sink = sink.replacing(true);
+        sink.recover(&[], 0).await.expect("recover");
+        sink.commit().await.expect("commit");
+        sink.mark_complete().await.expect("mark");
+        sink.finish_commit().await.expect("finish");
+        assert_eq!(names(dir.path()), vec![SUCCESS.to_string()]);
+        let marker = std::fs::read_to_string(dir.path().join(SUCCESS)).expect("marker");
+        assert!(marker.contains("\"files\":[]"), "{marker}");
+        assert_eq!(sink.report().files_replaced, Some(2));
+    }
+
+    /// Parts staged by earlier runs, including a multipart upload cut short
+    /// (`#1`), go when a run starts; so does an old `_SUCCESS`.
     #[tokio::test]
     async fn a_start_drops_what_earlier_runs_staged() {
         let dir = tempfile::tempdir().expect("tempdir");

@@ -607,10 +607,14 @@ impl JobResult {
     }
 }
 
-/// Commits every sink at the end of a job, in rounds: all commit, then all
-/// are marked complete, then all drop the record that would undo them. A
-/// crash before the last round leaves every sink's commit undoable by the
-/// next run, so no sink is left committed beside one rolled back.
+/// Commits every sink at the end of a job, in rounds: all commit (their
+/// new output in place, undoably), then all are marked complete (a file
+/// sink replacing its files marks its commit to be finished rather than
+/// undone), then all finish (delete what they replace, drop the record
+/// that would undo them). A crash before the second round leaves every
+/// sink's commit undoable by the next run, and one after it every sink's
+/// to be finished; only a crash between two sinks' marks or two sinks'
+/// last steps leaves one committed beside one rolled back.
 async fn commit_all(sinks: &[(String, Arc<dyn crate::connector::Sink>)]) -> Result<()> {
     for (_, sink) in sinks {
         sink.commit().await?;

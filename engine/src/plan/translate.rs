@@ -62,6 +62,7 @@ pub fn translate(
         sources: HashMap::new(),
         props: ExecutionProps::new(),
         location: String::new(),
+        written: HashMap::new(),
     };
     // Every INSERT reading a table shares one source that reads the union of
     // the columns they need.
@@ -150,6 +151,9 @@ struct Translator<'a> {
     props: ExecutionProps,
     /// `file:line` of the INSERT being translated, for messages.
     location: String,
+    /// The tables INSERTs write, with the first one's `file:line` and
+    /// whether it overwrites.
+    written: HashMap<String, (String, bool)>,
 }
 
 impl Translator<'_> {
@@ -351,6 +355,17 @@ impl Translator<'_> {
             ..self.context.clone()
         };
         let sink = self.registry.create_sink(table, &context)?;
+        if let Some((first, first_overwrites)) = self.written.get(&table.name) {
+            if overwrite || *first_overwrites || !sink.allows_several_inserts() {
+                return Err(self.error(format!(
+                    "table `{}` is written by an INSERT at {first} already; its output is committed as one (its completeness marker, or the files an INSERT OVERWRITE replaces), so write one INSERT of a UNION ALL",
+                    table.name
+                )));
+            }
+        } else {
+            self.written
+                .insert(table.name.clone(), (self.location.clone(), overwrite));
+        }
         let from = stream.schema.inner();
         if from.fields().len() != table.schema.fields().len() {
             return Err(self.error(format!(

@@ -21,6 +21,22 @@ use std::time::Duration;
 
 use crate::error::{Result, SluiceError};
 
+/// Whether a table is read or written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Source,
+    Sink,
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Source => "source",
+            Self::Sink => "sink",
+        })
+    }
+}
+
 /// Batch (bounded inputs, results at the end) or stream (continuous).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Mode {
@@ -90,6 +106,8 @@ impl WrittenOption {
 pub struct Options {
     table: String,
     values: BTreeMap<String, String>,
+    /// Each option's name as written and where, for messages.
+    origins: BTreeMap<String, (String, String)>,
 }
 
 impl Options {
@@ -123,6 +141,7 @@ impl Options {
     /// mode uses must have all its variables set.
     pub fn resolve(table: &str, written: &[WrittenOption], mode: Mode) -> Result<Self> {
         let mut values = BTreeMap::new();
+        let mut origins = BTreeMap::new();
         for (key, w) in Self::used(written, mode) {
             if let Some(why) = &w.unresolved {
                 return Err(SluiceError::config(format!(
@@ -130,11 +149,13 @@ impl Options {
                     w.key
                 )));
             }
+            origins.insert(key.clone(), (w.key.clone(), w.at.clone()));
             values.insert(key, w.value.clone());
         }
         Ok(Self {
             table: table.to_string(),
             values,
+            origins,
         })
     }
 
@@ -199,6 +220,40 @@ impl Options {
                 ))
             }),
         }
+    }
+
+    /// Fails, naming it where it is written, if an option is left that the
+    /// connector knows but did not take with the others given (a `csv.`
+    /// option with `'format' = 'parquet'`). Options of the other role are
+    /// left alone, as in Flink, where one table is read and written: a
+    /// source passes over `sink.` options, a sink over `scan.` and
+    /// `source.` ones.
+    pub fn finish(self, connector: &str, role: Role) -> Result<()> {
+        let other_role: &[&str] = match role {
+            Role::Source => &["sink."],
+            Role::Sink => &["scan.", "source."],
+        };
+        let Some(key) = self
+            .values
+            .keys()
+            .find(|k| !other_role.iter().any(|p| k.starts_with(p)))
+        else {
+            return Ok(());
+        };
+        let (written, at) = self
+            .origins
+            .get(key)
+            .cloned()
+            .unwrap_or_else(|| (key.clone(), String::new()));
+        let at = if at.is_empty() {
+            String::new()
+        } else {
+            format!("{at}: ")
+        };
+        Err(SluiceError::config(format!(
+            "{at}table `{}`: option '{written}' has no effect: the '{connector}' {role} does not use it with the other options given (is it an option of another 'format'?); remove it",
+            self.table
+        )))
     }
 
     /// Takes every option under `prefix`, with the prefix removed.
