@@ -58,8 +58,15 @@ impl Source for ParquetSource {
                     let store = Arc::clone(&store);
                     let request = Arc::clone(&request);
                     let url = self.files.url_of(&meta.location);
+                    let version = self.files.version_of(&meta);
                     async move {
-                        plan_file(store, meta.location, meta.size, url, &self.table, &request).await
+                        let file = FileAt {
+                            path: meta.location,
+                            size: meta.size,
+                            url,
+                            version,
+                        };
+                        plan_file(store, file, &self.table, &request).await
                     }
                 })
                 // In order: splits of equal times are dealt in planning's
@@ -72,14 +79,26 @@ impl Source for ParquetSource {
     }
 }
 
-async fn plan_file(
-    store: Arc<dyn ObjectStore>,
+/// Where a file is, and which version of it planning found.
+struct FileAt {
     path: Path,
     size: u64,
     url: String,
+    version: String,
+}
+
+async fn plan_file(
+    store: Arc<dyn ObjectStore>,
+    file: FileAt,
     table: &str,
     request: &ScanRequest,
 ) -> Result<Vec<Arc<dyn Split>>> {
+    let FileAt {
+        path,
+        size,
+        url,
+        version,
+    } = file;
     let mut reader = ObjectReader::new(Arc::clone(&store), path.clone(), size);
     let metadata = ArrowReaderMetadata::load_async(&mut reader, ArrowReaderOptions::new())
         .await
@@ -100,6 +119,7 @@ async fn plan_file(
         path,
         size,
         url,
+        version,
         metadata: metadata.clone(),
         fit,
         mask,
@@ -156,6 +176,8 @@ struct ParquetFile {
     path: Path,
     size: u64,
     url: String,
+    /// The file's version when planned (see `version.rs`).
+    version: String,
     metadata: ArrowReaderMetadata,
     fit: Arc<SchemaFit>,
     mask: ProjectionMask,
@@ -173,6 +195,10 @@ struct RowGroupSplit {
 impl Split for RowGroupSplit {
     fn describe(&self) -> String {
         format!("{} row group {}", self.file.url, self.row_group)
+    }
+
+    fn version(&self) -> Option<String> {
+        Some(self.file.version.clone())
     }
 
     fn min_event_time(&self) -> Option<Millis> {

@@ -69,6 +69,7 @@ impl TextSource {
     ) -> Result<Vec<Arc<dyn Split>>> {
         let store = self.files.root.store.as_ref();
         let (path, url, size) = (&meta.location, self.files.url_of(&meta.location), meta.size);
+        let version = self.files.version_of(&meta);
         // Each cut moves to the first line start at or after it, looked for
         // before the next cut only: a cut inside a line that runs past the
         // next cut has no line start of its own, and goes.
@@ -119,6 +120,8 @@ impl TextSource {
                     store: Arc::clone(&self.files.root.store),
                     url: url.clone(),
                     path: path.clone(),
+                    version: version.clone(),
+                    local: self.files.is_local(),
                     range,
                     whole,
                     first_time,
@@ -216,6 +219,10 @@ struct TextSplit {
     store: Arc<dyn ObjectStore>,
     path: Path,
     url: String,
+    /// The file's version when planned (see `version.rs`), and whether it
+    /// is on a local disk (which decides what a version is).
+    version: String,
+    local: bool,
     /// The bytes of the file this split reads: whole lines.
     range: Range<u64>,
     /// Whether the range is the whole file (the split is named by the file).
@@ -388,13 +395,21 @@ impl TextSplit {
         let path = self.path.clone();
         let url = self.url.clone();
         let end = self.range.end;
+        let (planned, local) = (self.version.clone(), self.local);
         futures::stream::once(async move {
             let fail = |e| SluiceError::io(format!("reading {url}"), e);
-            let size = store.head(&path).await.map_err(fail)?.size;
+            let meta = store.head(&path).await.map_err(fail)?;
+            let size = meta.size;
             if end > size {
                 // Shorter than when the job was planned: it was changed since.
                 return Err(SluiceError::Data(format!(
                     "{url}: reading up to byte {end}, but it has only {size} bytes now"
+                )));
+            }
+            let now = super::version::file_version(&meta, local);
+            if now != planned {
+                return Err(SluiceError::Data(format!(
+                    "{url}: the file changed while the job read it (when planned: {planned}; now: {now}); its bytes from {start} on are not the ones planning split"
                 )));
             }
             let ranges: Vec<Range<u64>> = (start..end)
@@ -458,6 +473,10 @@ impl Split for TextSplit {
                 self.url, self.range.start, self.range.end
             )
         }
+    }
+
+    fn version(&self) -> Option<String> {
+        Some(self.version.clone())
     }
 
     fn first_event_time(&self) -> Option<Millis> {
@@ -884,6 +903,45 @@ mod tests {
                 "{message}"
             );
         }
+    }
+
+    /// A file rewritten between planning and reading (same name, same
+    /// size, other bytes) is an error naming it, not rows read at offsets
+    /// planned in another file; its splits' keys name the version planned.
+    #[tokio::test]
+    async fn a_file_changed_after_planning_is_not_read() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("part-0.json");
+        std::fs::write(&path, "{\"id\": 1}\n{\"id\": 2}\n").expect("write");
+        let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, true)]));
+        let splits = json_splits(&path, &schema, &[0], "id").await;
+        let key = splits[0].key();
+        assert!(
+            key.starts_with(&format!("file://{} @ size 20, modified ", path.display())),
+            "{key}"
+        );
+        let later = std::time::SystemTime::now() + std::time::Duration::from_secs(5);
+        std::fs::write(&path, "{\"id\": 7}\n{\"id\": 8}\n").expect("rewrite");
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .and_then(|f| f.set_modified(later))
+            .expect("touch");
+        let mut batches = Arc::clone(&splits[0]).open();
+        let err = batches
+            .next()
+            .await
+            .expect("an item")
+            .expect_err("changed since planned")
+            .to_string();
+        assert!(
+            err.starts_with(&format!(
+                "file://{}: the file changed while the job read it (when planned: size 20, modified ",
+                path.display()
+            )),
+            "{err}"
+        );
+        assert_ne!(json_splits(&path, &schema, &[0], "id").await[0].key(), key);
     }
 
     /// An empty file is one split that yields nothing.
