@@ -765,8 +765,8 @@ fn rows_with_bad_event_times_follow_the_tables_bad_record_policy() {
         .to_string();
     assert!(
         error.contains(&format!(
-            "table `ev`: row 2 of kafka topic '{topic}' partition 0"
-        )) && error.contains("has no event time"),
+            "table `ev`: topic '{topic}' partition 0 offset 1 has no event time"
+        )),
         "{error}"
     );
 

@@ -122,6 +122,29 @@ pub trait Split: Send + Sync + Debug {
         None
     }
 
+    /// Names row `row` of a batch of `rows` rows this split gave, read from
+    /// position `before` (the split's start, a restored position, or the
+    /// previous batch's) to `after`, as messages about one record name it: where it
+    /// truly is in the file or partition, whatever run read it and from
+    /// where. Called only on the way to an error, so it may read again.
+    ///
+    /// By default positions count rows from the split's start.
+    fn locate_row<'a>(
+        &'a self,
+        before: &'a SplitPosition,
+        _after: &'a SplitPosition,
+        _rows: usize,
+        row: usize,
+    ) -> BoxFuture<'a, String> {
+        let name = self.describe();
+        Box::pin(async move {
+            match before.rows() {
+                Ok(read) => format!("row {} of {name}", read + row as u64 + 1),
+                Err(_) => format!("row {} of a batch of {name}", row + 1),
+            }
+        })
+    }
+
     /// Reads the split.
     fn open(self: Arc<Self>) -> BoxStream<'static, Result<RecordBatch>>;
 

@@ -125,16 +125,20 @@ async fn plan_file(
         mask,
         batch_size: request.batch_size,
     });
+    let mut first_row = 0;
     Ok(metadata
         .metadata()
         .row_groups()
         .iter()
         .enumerate()
         .map(|(i, rg)| {
+            let rows = rg.num_rows().max(0) as u64;
+            first_row += rows;
             Arc::new(RowGroupSplit {
                 file: Arc::clone(&file),
                 row_group: i,
-                rows: rg.num_rows().max(0) as u64,
+                first_row: first_row - rows,
+                rows,
                 min_time: min_times[i],
             }) as Arc<dyn Split>
         })
@@ -188,6 +192,8 @@ struct ParquetFile {
 struct RowGroupSplit {
     file: Arc<ParquetFile>,
     row_group: usize,
+    /// The file's rows before this row group's.
+    first_row: u64,
     rows: u64,
     min_time: Option<Millis>,
 }
@@ -207,6 +213,25 @@ impl Split for RowGroupSplit {
 
     fn estimated_rows(&self) -> Option<u64> {
         Some(self.rows)
+    }
+
+    /// The row's number in the file (from 1), and its row group.
+    fn locate_row<'a>(
+        &'a self,
+        before: &'a SplitPosition,
+        _after: &'a SplitPosition,
+        _rows: usize,
+        row: usize,
+    ) -> BoxFuture<'a, String> {
+        let (url, group) = (&self.file.url, self.row_group);
+        let at = match before.rows() {
+            Ok(read) => format!(
+                "row {} of {url} (row group {group})",
+                self.first_row + read + row as u64 + 1
+            ),
+            Err(_) => format!("row {} of a batch of {url} row group {group}", row + 1),
+        };
+        Box::pin(std::future::ready(at))
     }
 
     fn open(self: Arc<Self>) -> BoxStream<'static, Result<RecordBatch>> {
@@ -517,6 +542,54 @@ mod tests {
                 path.display()
             )),
             "{message}"
+        );
+    }
+
+    /// A row is named by its number in the file, not in its row group or
+    /// from where its split was resumed.
+    #[tokio::test]
+    async fn a_row_is_located_by_its_number_in_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("part-0.parquet");
+        let schema = Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, true)]));
+        let batch = RecordBatch::try_new(
+            Arc::clone(&schema),
+            vec![Arc::new(Int64Array::from_iter_values(0..25))],
+        )
+        .expect("batch");
+        let props = parquet::file::properties::WriterProperties::builder()
+            .set_max_row_group_row_count(Some(10))
+            .build();
+        let file = std::fs::File::create(&path).expect("create");
+        let mut writer =
+            parquet::arrow::ArrowWriter::try_new(file, Arc::clone(&schema), Some(props))
+                .expect("writer");
+        writer.write(&batch).expect("write");
+        writer.close().expect("close");
+        let source = ParquetSource {
+            files: FileSet::parse(&path.display().to_string(), "t").expect("files"),
+            table: "t".into(),
+        };
+        let request = ScanRequest {
+            metrics: Arc::new(JobMetrics::default()),
+            projection: vec![0],
+            schema,
+            time_column: None,
+            batch_size: 4,
+        };
+        let splits = source.plan_splits(request).await.expect("splits");
+        assert_eq!(splits.len(), 3);
+        let at = splits[1]
+            .locate_row(
+                &SplitPosition::after_rows(4),
+                &SplitPosition::after_rows(8),
+                4,
+                2,
+            )
+            .await;
+        assert_eq!(
+            at,
+            format!("row 17 of file://{} (row group 1)", path.display())
         );
     }
 

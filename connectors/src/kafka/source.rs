@@ -563,6 +563,31 @@ impl Split for KafkaSplit {
         Some(self.backlog)
     }
 
+    /// The record's offset, as decoding errors give it, when the batch's
+    /// rows fill its offsets; else the range it is in (a batch skips
+    /// records without a value, records set aside, transaction markers).
+    fn locate_row<'a>(
+        &'a self,
+        before: &'a SplitPosition,
+        after: &'a SplitPosition,
+        rows: usize,
+        row: usize,
+    ) -> BoxFuture<'a, String> {
+        let partition = format!("topic '{}' partition {}", self.topic, self.partition);
+        let at = match (before.offset(), after.offset()) {
+            // Offsets are dense unless a record was left out.
+            (Ok(from), Ok(to)) if to - from == rows as i64 => {
+                format!("{partition} offset {}", from + row as i64)
+            }
+            (Ok(from), Ok(to)) => format!(
+                "{partition}: record {} of those with a value at offsets {from}..{to}",
+                row + 1
+            ),
+            _ => format!("{partition}: record {} of a batch", row + 1),
+        };
+        Box::pin(std::future::ready(at))
+    }
+
     /// The partition, whatever offsets this run planned.
     fn key(&self) -> String {
         format!("kafka:{}:{}", self.topic, self.partition)
