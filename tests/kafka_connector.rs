@@ -594,6 +594,20 @@ fn a_partition_resumes_exactly_after_a_position() {
             .collect();
         assert_eq!(rest, (after..10).collect::<Vec<_>>(), "after {position:?}");
     }
+    // A position past the partition's end was given by another partition
+    // of that name: the topic was deleted and created again.
+    let mut recreated = Arc::clone(&splits[0]).open_at(Some(SplitPosition::at_offset(25)));
+    let err = rt
+        .block_on(recreated.next())
+        .expect("an item")
+        .expect_err("a position past the end")
+        .to_string();
+    assert!(
+        err.contains(&format!(
+            "topic '{topic}' partition 0 ends at offset 10, before offset 25, where the checkpoint being restored had read to"
+        )),
+        "{err}"
+    );
 }
 
 /// Checkpoints flow through a running stream job: every subtask of every
@@ -752,8 +766,8 @@ fn rows_with_bad_event_times_follow_the_tables_bad_record_policy() {
         .to_string();
     assert!(
         error.contains(&format!(
-            "table `ev`: row 2 of kafka topic '{topic}' partition 0"
-        )) && error.contains("has no event time"),
+            "table `ev`: topic '{topic}' partition 0 offset 1 has no event time"
+        )),
         "{error}"
     );
 

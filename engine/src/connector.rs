@@ -79,8 +79,20 @@ pub trait Split: Send + Sync + Debug {
 
     /// Names the split across runs, for the positions a checkpoint keeps:
     /// it must not depend on when the job was planned or on parallelism.
+    /// By default the description, then the [`Split::version`] if there is
+    /// one (see [`SplitKey`]).
     fn key(&self) -> String {
-        self.describe()
+        SplitKey::of(&self.describe(), self.version().as_deref())
+    }
+
+    /// Which version of its data the split reads, as its store reports it
+    /// (a file's size and ETag or modification time), for a split whose
+    /// data can change under the same name. A position in a rewritten file
+    /// points into other rows, so a restore must tell the file it read
+    /// from one put in its place. `None` for data that cannot change under
+    /// its name (a generator, a log's offsets).
+    fn version(&self) -> Option<String> {
+        None
     }
 
     /// The position before the split's first row.
@@ -108,6 +120,29 @@ pub trait Split: Send + Sync + Debug {
     /// balancing splits read concurrently).
     fn estimated_rows(&self) -> Option<u64> {
         None
+    }
+
+    /// Names row `row` of a batch of `rows` rows this split gave, read from
+    /// position `before` (the split's start, a restored position, or the
+    /// previous batch's) to `after`, as messages about one record name it: where it
+    /// truly is in the file or partition, whatever run read it and from
+    /// where. Called only on the way to an error, so it may read again.
+    ///
+    /// By default positions count rows from the split's start.
+    fn locate_row<'a>(
+        &'a self,
+        before: &'a SplitPosition,
+        _after: &'a SplitPosition,
+        _rows: usize,
+        row: usize,
+    ) -> BoxFuture<'a, String> {
+        let name = self.describe();
+        Box::pin(async move {
+            match before.rows() {
+                Ok(read) => format!("row {} of {name}", read + row as u64 + 1),
+                Err(_) => format!("row {} of a batch of {name}", row + 1),
+            }
+        })
     }
 
     /// Reads the split.
@@ -167,6 +202,40 @@ pub trait Split: Send + Sync + Debug {
         });
         let check = futures::StreamExt::filter_map(check, std::future::ready);
         Box::pin(futures::StreamExt::chain(batches, check))
+    }
+}
+
+/// A split's key taken apart: the split's name, and the version of its
+/// data when the key has one (`<name> @ <version>`). A URL cannot hold
+/// ` @ ` (a space is escaped), so the mark cannot be part of a file's name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SplitKey<'a> {
+    pub name: &'a str,
+    pub version: Option<&'a str>,
+}
+
+impl<'a> SplitKey<'a> {
+    const MARK: &'static str = " @ ";
+
+    /// The key of the split named `name` that reads `version` of its data.
+    pub fn of(name: &str, version: Option<&str>) -> String {
+        match version {
+            Some(version) => format!("{name}{}{version}", Self::MARK),
+            None => name.to_string(),
+        }
+    }
+
+    pub fn parse(key: &'a str) -> Self {
+        match key.rsplit_once(Self::MARK) {
+            Some((name, version)) => Self {
+                name,
+                version: Some(version),
+            },
+            None => Self {
+                name: key,
+                version: None,
+            },
+        }
     }
 }
 

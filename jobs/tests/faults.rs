@@ -575,3 +575,111 @@ fn a_crash_while_replacing_puts_the_old_files_back() {
         names(&out)
     );
 }
+
+/// A job whose query calls `NOW()` and `CURRENT_TIMESTAMP` plans the same
+/// graph on every run, so its checkpoints restore: the wall clock is read
+/// as the job runs, not frozen into the plan (which made every run's plan
+/// fingerprint differ, and every restore fail as "a different job graph").
+#[test]
+fn a_job_that_reads_the_wall_clock_restores_its_checkpoint() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    nexmark(&data, 5_000, 2);
+    let out = dir.path().join("out");
+    let checkpoints = dir.path().join("chk");
+    let copy = copy_job(dir.path(), &data.join("bid"), &out, "copy");
+    let job = dir.path().join("clock.sql");
+    let text = std::fs::read_to_string(&copy).expect("job").replace(
+        "SELECT auction, price FROM bid",
+        "SELECT auction, price FROM bid\n  WHERE date_time < NOW() + INTERVAL '2' DAY AND date_time < CURRENT_TIMESTAMP + INTERVAL '2' DAY",
+    );
+    std::fs::write(&job, text).expect("clock job");
+    let args: Vec<std::ffi::OsString> = vec![
+        job.clone().into(),
+        "--checkpoint-dir".into(),
+        checkpoints.clone().into(),
+        "--restore".into(),
+        "latest".into(),
+    ];
+    let first = run(&args);
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    assert_eq!(committed_rows(&out), 4600, "every bid is before now + 2 d");
+    let again = run(&args);
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(again.status.success(), "{stderr}");
+    assert!(
+        stderr
+            .contains("clock.sql had already finished: nothing to do (4600 rows in, 4600 rows out"),
+        "{stderr}"
+    );
+    assert_eq!(committed_rows(&out), 4600);
+}
+
+/// A checkpoint names the version of each file it read (size and
+/// modification time on a local disk). The same bytes copied back in
+/// place under a new inode restore as before; a file rewritten under the
+/// same name since fails the restore, naming the file and both versions,
+/// where it used to restore as if nothing had changed.
+#[test]
+fn a_restore_refuses_a_file_rewritten_since_its_checkpoint() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    nexmark(&data, 5_000, 2);
+    let out = dir.path().join("out");
+    let checkpoints = dir.path().join("chk");
+    let job = copy_job(dir.path(), &data.join("bid"), &out, "copy");
+    let args: Vec<std::ffi::OsString> = vec![
+        job.clone().into(),
+        "--checkpoint-dir".into(),
+        checkpoints.clone().into(),
+        "--restore".into(),
+        "latest".into(),
+    ];
+    let first = run(&args);
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let file = data.join("bid/part-0000.parquet");
+    let moved = dir.path().join("moved.parquet");
+    std::fs::rename(&file, &moved).expect("move away");
+    let copied = Command::new("cp")
+        .arg("-p")
+        .arg(&moved)
+        .arg(&file)
+        .status()
+        .expect("cp");
+    assert!(copied.success());
+    let again = run(&args);
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(again.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("had already finished: nothing to do"),
+        "{stderr}"
+    );
+
+    let other = dir.path().join("other");
+    nexmark(&other, 3_000, 2);
+    std::fs::copy(other.join("bid/part-0000.parquet"), &file).expect("rewrite");
+    let refused = run(&args);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{stderr}");
+    let url = format!("file://{}", file.display());
+    assert!(
+        stderr.contains(&format!(
+            "table `bid`: {url} row group 0 has changed since the checkpoint being restored read it (then: size "
+        )),
+        "{stderr}"
+    );
+    assert!(stderr.contains(", modified "), "{stderr}");
+    assert!(
+        stderr.contains("Restore with the input the checkpoint read, or start without --restore"),
+        "{stderr}"
+    );
+    assert_eq!(committed_rows(&out), 4600, "nothing written again");
+}

@@ -109,6 +109,16 @@ impl FileSet {
         self.root.url_of(path)
     }
 
+    /// The version of a file of the set, for its splits' keys.
+    pub fn version_of(&self, meta: &ObjectMeta) -> String {
+        super::version::file_version(meta, self.is_local())
+    }
+
+    /// Whether the files are on this machine's disk.
+    pub fn is_local(&self) -> bool {
+        self.root.url.starts_with("file://")
+    }
+
     /// Whether a file at `relative` (to `root`) is one of the set: not
     /// hidden or staged, and matching the glob if there is one.
     fn wanted(&self, relative: &str) -> bool {

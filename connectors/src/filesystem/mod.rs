@@ -13,6 +13,7 @@ mod listing;
 mod parquet;
 mod sink;
 mod text;
+mod version;
 
 use std::sync::Arc;
 

@@ -58,8 +58,15 @@ impl Source for ParquetSource {
                     let store = Arc::clone(&store);
                     let request = Arc::clone(&request);
                     let url = self.files.url_of(&meta.location);
+                    let version = self.files.version_of(&meta);
                     async move {
-                        plan_file(store, meta.location, meta.size, url, &self.table, &request).await
+                        let file = FileAt {
+                            path: meta.location,
+                            size: meta.size,
+                            url,
+                            version,
+                        };
+                        plan_file(store, file, &self.table, &request).await
                     }
                 })
                 // In order: splits of equal times are dealt in planning's
@@ -72,14 +79,26 @@ impl Source for ParquetSource {
     }
 }
 
-async fn plan_file(
-    store: Arc<dyn ObjectStore>,
+/// Where a file is, and which version of it planning found.
+struct FileAt {
     path: Path,
     size: u64,
     url: String,
+    version: String,
+}
+
+async fn plan_file(
+    store: Arc<dyn ObjectStore>,
+    file: FileAt,
     table: &str,
     request: &ScanRequest,
 ) -> Result<Vec<Arc<dyn Split>>> {
+    let FileAt {
+        path,
+        size,
+        url,
+        version,
+    } = file;
     let mut reader = ObjectReader::new(Arc::clone(&store), path.clone(), size);
     let metadata = ArrowReaderMetadata::load_async(&mut reader, ArrowReaderOptions::new())
         .await
@@ -100,21 +119,26 @@ async fn plan_file(
         path,
         size,
         url,
+        version,
         metadata: metadata.clone(),
         fit,
         mask,
         batch_size: request.batch_size,
     });
+    let mut first_row = 0;
     Ok(metadata
         .metadata()
         .row_groups()
         .iter()
         .enumerate()
         .map(|(i, rg)| {
+            let rows = rg.num_rows().max(0) as u64;
+            first_row += rows;
             Arc::new(RowGroupSplit {
                 file: Arc::clone(&file),
                 row_group: i,
-                rows: rg.num_rows().max(0) as u64,
+                first_row: first_row - rows,
+                rows,
                 min_time: min_times[i],
             }) as Arc<dyn Split>
         })
@@ -156,6 +180,8 @@ struct ParquetFile {
     path: Path,
     size: u64,
     url: String,
+    /// The file's version when planned (see `version.rs`).
+    version: String,
     metadata: ArrowReaderMetadata,
     fit: Arc<SchemaFit>,
     mask: ProjectionMask,
@@ -166,6 +192,8 @@ struct ParquetFile {
 struct RowGroupSplit {
     file: Arc<ParquetFile>,
     row_group: usize,
+    /// The file's rows before this row group's.
+    first_row: u64,
     rows: u64,
     min_time: Option<Millis>,
 }
@@ -175,12 +203,35 @@ impl Split for RowGroupSplit {
         format!("{} row group {}", self.file.url, self.row_group)
     }
 
+    fn version(&self) -> Option<String> {
+        Some(self.file.version.clone())
+    }
+
     fn min_event_time(&self) -> Option<Millis> {
         self.min_time
     }
 
     fn estimated_rows(&self) -> Option<u64> {
         Some(self.rows)
+    }
+
+    /// The row's number in the file (from 1), and its row group.
+    fn locate_row<'a>(
+        &'a self,
+        before: &'a SplitPosition,
+        _after: &'a SplitPosition,
+        _rows: usize,
+        row: usize,
+    ) -> BoxFuture<'a, String> {
+        let (url, group) = (&self.file.url, self.row_group);
+        let at = match before.rows() {
+            Ok(read) => format!(
+                "row {} of {url} (row group {group})",
+                self.first_row + read + row as u64 + 1
+            ),
+            Err(_) => format!("row {} of a batch of {url} row group {group}", row + 1),
+        };
+        Box::pin(std::future::ready(at))
     }
 
     fn open(self: Arc<Self>) -> BoxStream<'static, Result<RecordBatch>> {
@@ -491,6 +542,54 @@ mod tests {
                 path.display()
             )),
             "{message}"
+        );
+    }
+
+    /// A row is named by its number in the file, not in its row group or
+    /// from where its split was resumed.
+    #[tokio::test]
+    async fn a_row_is_located_by_its_number_in_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("part-0.parquet");
+        let schema = Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, true)]));
+        let batch = RecordBatch::try_new(
+            Arc::clone(&schema),
+            vec![Arc::new(Int64Array::from_iter_values(0..25))],
+        )
+        .expect("batch");
+        let props = parquet::file::properties::WriterProperties::builder()
+            .set_max_row_group_row_count(Some(10))
+            .build();
+        let file = std::fs::File::create(&path).expect("create");
+        let mut writer =
+            parquet::arrow::ArrowWriter::try_new(file, Arc::clone(&schema), Some(props))
+                .expect("writer");
+        writer.write(&batch).expect("write");
+        writer.close().expect("close");
+        let source = ParquetSource {
+            files: FileSet::parse(&path.display().to_string(), "t").expect("files"),
+            table: "t".into(),
+        };
+        let request = ScanRequest {
+            metrics: Arc::new(JobMetrics::default()),
+            projection: vec![0],
+            schema,
+            time_column: None,
+            batch_size: 4,
+        };
+        let splits = source.plan_splits(request).await.expect("splits");
+        assert_eq!(splits.len(), 3);
+        let at = splits[1]
+            .locate_row(
+                &SplitPosition::after_rows(4),
+                &SplitPosition::after_rows(8),
+                4,
+                2,
+            )
+            .await;
+        assert_eq!(
+            at,
+            format!("row 17 of file://{} (row group 1)", path.display())
         );
     }
 

@@ -69,6 +69,7 @@ impl TextSource {
     ) -> Result<Vec<Arc<dyn Split>>> {
         let store = self.files.root.store.as_ref();
         let (path, url, size) = (&meta.location, self.files.url_of(&meta.location), meta.size);
+        let version = self.files.version_of(&meta);
         // Each cut moves to the first line start at or after it, looked for
         // before the next cut only: a cut inside a line that runs past the
         // next cut has no line start of its own, and goes.
@@ -119,6 +120,8 @@ impl TextSource {
                     store: Arc::clone(&self.files.root.store),
                     url: url.clone(),
                     path: path.clone(),
+                    version: version.clone(),
+                    local: self.files.is_local(),
                     range,
                     whole,
                     first_time,
@@ -216,6 +219,10 @@ struct TextSplit {
     store: Arc<dyn ObjectStore>,
     path: Path,
     url: String,
+    /// The file's version when planned (see `version.rs`), and whether it
+    /// is on a local disk (which decides what a version is).
+    version: String,
+    local: bool,
     /// The bytes of the file this split reads: whole lines.
     range: Range<u64>,
     /// Whether the range is the whole file (the split is named by the file).
@@ -388,13 +395,21 @@ impl TextSplit {
         let path = self.path.clone();
         let url = self.url.clone();
         let end = self.range.end;
+        let (planned, local) = (self.version.clone(), self.local);
         futures::stream::once(async move {
             let fail = |e| SluiceError::io(format!("reading {url}"), e);
-            let size = store.head(&path).await.map_err(fail)?.size;
+            let meta = store.head(&path).await.map_err(fail)?;
+            let size = meta.size;
             if end > size {
                 // Shorter than when the job was planned: it was changed since.
                 return Err(SluiceError::Data(format!(
                     "{url}: reading up to byte {end}, but it has only {size} bytes now"
+                )));
+            }
+            let now = super::version::file_version(&meta, local);
+            if now != planned {
+                return Err(SluiceError::Data(format!(
+                    "{url}: the file changed while the job read it (when planned: {planned}; now: {now}); its bytes from {start} on are not the ones planning split"
                 )));
             }
             let ranges: Vec<Range<u64>> = (start..end)
@@ -448,6 +463,53 @@ impl TextSplit {
     }
 }
 
+impl TextSplit {
+    /// Where record `k` (0-based) of those from byte `from` on starts, found
+    /// by decoding them again one at a time; `None` if the bytes cannot be
+    /// read or decoded again. A CSV header is not a record.
+    async fn record_start(&self, mut from: u64, k: usize) -> Option<u64> {
+        let json = self.format == Format::Json;
+        if matches!(self.format, Format::Csv { header: true, .. }) && from == 0 {
+            let first = self.chunks(0).next().await?.ok()?;
+            from = first.iter().position(|&b| b == b'\n')? as u64 + 1;
+        }
+        let (mut decoder, _) = self.decoder(from, 1).ok()?;
+        let mut chunks = self.chunks(from);
+        let (mut offset, mut count, mut start) = (from, 0, None);
+        while let Some(chunk) = chunks.next().await {
+            let mut chunk = chunk.ok()?;
+            while !chunk.is_empty() {
+                if start.is_none() {
+                    // Between JSON records, blank space belongs to neither.
+                    if json {
+                        let blank = chunk.iter().take_while(|b| b.is_ascii_whitespace()).count();
+                        chunk.advance(blank);
+                        offset += blank as u64;
+                        if chunk.is_empty() {
+                            break;
+                        }
+                    }
+                    start = Some(offset);
+                }
+                let consumed = decoder.decode(&chunk).ok()?;
+                chunk.advance(consumed);
+                offset += consumed as u64;
+                if decoder.is_full() {
+                    if count == k {
+                        return start;
+                    }
+                    decoder.flush().ok()?;
+                    (count, start) = (count + 1, None);
+                } else if consumed == 0 {
+                    return None;
+                }
+            }
+        }
+        // The last record, without a newline after it.
+        (count == k).then_some(start).flatten()
+    }
+}
+
 impl Split for TextSplit {
     fn describe(&self) -> String {
         if self.whole {
@@ -460,12 +522,37 @@ impl Split for TextSplit {
         }
     }
 
+    fn version(&self) -> Option<String> {
+        Some(self.version.clone())
+    }
+
     fn first_event_time(&self) -> Option<Millis> {
         self.first_time
     }
 
     fn open(self: Arc<Self>) -> BoxStream<'static, Result<RecordBatch>> {
         without_positions(self.open_at(None))
+    }
+
+    /// The record's byte offset in the file, as decoding errors give it: a
+    /// line number would need every byte before the split counted.
+    fn locate_row<'a>(
+        &'a self,
+        before: &'a SplitPosition,
+        _after: &'a SplitPosition,
+        _rows: usize,
+        row: usize,
+    ) -> BoxFuture<'a, String> {
+        Box::pin(async move {
+            let url = &self.url;
+            let Ok(from) = byte_of(before) else {
+                return format!("{url}: record {} of a batch", row + 1);
+            };
+            match self.record_start(from, row).await {
+                Some(at) => format!("{url}: the record at byte {at}"),
+                None => format!("{url}: record {} from byte {from}", row + 1),
+            }
+        })
     }
 
     /// Positions are byte offsets (`bytes:N`, at a record's start): a
@@ -882,6 +969,103 @@ mod tests {
                     good.len()
                 )),
                 "{message}"
+            );
+        }
+    }
+
+    /// A file rewritten between planning and reading (same name, same
+    /// size, other bytes) is an error naming it, not rows read at offsets
+    /// planned in another file; its splits' keys name the version planned.
+    #[tokio::test]
+    async fn a_file_changed_after_planning_is_not_read() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("part-0.json");
+        std::fs::write(&path, "{\"id\": 1}\n{\"id\": 2}\n").expect("write");
+        let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, true)]));
+        let splits = json_splits(&path, &schema, &[0], "id").await;
+        let key = splits[0].key();
+        assert!(
+            key.starts_with(&format!("file://{} @ size 20, modified ", path.display())),
+            "{key}"
+        );
+        let later = std::time::SystemTime::now() + std::time::Duration::from_secs(5);
+        std::fs::write(&path, "{\"id\": 7}\n{\"id\": 8}\n").expect("rewrite");
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .and_then(|f| f.set_modified(later))
+            .expect("touch");
+        let mut batches = Arc::clone(&splits[0]).open();
+        let err = batches
+            .next()
+            .await
+            .expect("an item")
+            .expect_err("changed since planned")
+            .to_string();
+        assert!(
+            err.starts_with(&format!(
+                "file://{}: the file changed while the job read it (when planned: size 20, modified ",
+                path.display()
+            )),
+            "{err}"
+        );
+        assert_ne!(json_splits(&path, &schema, &[0], "id").await[0].key(), key);
+    }
+
+    /// A row is named by its record's byte offset in the file, found again
+    /// from the position its batch was read from: past blank lines and CRLF
+    /// line ends in JSON, past a CSV header, and the same from a position
+    /// in the middle of the file (a resumed split) as from its start.
+    #[tokio::test]
+    async fn a_row_is_located_by_its_records_byte_offset() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, true)]));
+        let json = "{\"id\": 0}\r\n\n{\"id\": 1}\n  {\"id\": 2}\n{\"id\": 3}";
+        let csv = "id\n0\n1\n2\n3\n";
+        let header = Format::Csv {
+            delimiter: b',',
+            header: true,
+        };
+        for (name, text, format) in [("a.json", json, Format::Json), ("a.csv", csv, header)] {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).expect("write");
+            let source = TextSource {
+                files: FileSet::parse(&path.display().to_string(), "t").expect("files"),
+                table_schema: Arc::clone(&schema),
+                format,
+                split_size: DEFAULT_SPLIT_SIZE,
+            };
+            let request = ScanRequest {
+                metrics: Arc::new(JobMetrics::default()),
+                projection: vec![0],
+                schema: Arc::clone(&schema),
+                time_column: None,
+                batch_size: 64,
+            };
+            let split = &source.plan_splits(request).await.expect("splits")[0];
+            let url = format!("file://{}", path.display());
+            let starts: Vec<u64> = (0..4)
+                .map(|id| text.find(&id.to_string()).expect("a record") as u64)
+                .map(|at| match format {
+                    // `{"id": ` comes before the digit.
+                    Format::Json => at - 7,
+                    _ => at,
+                })
+                .collect();
+            let end = at_byte(text.len() as u64);
+            for (row, at) in starts.iter().enumerate() {
+                assert_eq!(
+                    split
+                        .locate_row(&split.start_position(), &end, 4, row)
+                        .await,
+                    format!("{url}: the record at byte {at}"),
+                    "{name} row {row}"
+                );
+            }
+            assert_eq!(
+                split.locate_row(&at_byte(starts[1]), &end, 3, 1).await,
+                format!("{url}: the record at byte {}", starts[2]),
+                "{name} resumed"
             );
         }
     }

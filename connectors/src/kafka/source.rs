@@ -341,6 +341,7 @@ impl KafkaSource {
                     partition,
                     start,
                     stop,
+                    end: high,
                     backlog: (stop.unwrap_or(high).min(high) - start).max(0) as u64,
                     properties: Arc::clone(&self.properties),
                     decoder: decoder.clone(),
@@ -530,6 +531,8 @@ struct KafkaSplit {
     partition: i32,
     start: i64,
     stop: Option<i64>,
+    /// The partition's end (high watermark) at planning.
+    end: i64,
     /// Records between the start and the stop (or the end at planning).
     backlog: u64,
     properties: Arc<Properties>,
@@ -560,6 +563,31 @@ impl Split for KafkaSplit {
         Some(self.backlog)
     }
 
+    /// The record's offset, as decoding errors give it, when the batch's
+    /// rows fill its offsets; else the range it is in (a batch skips
+    /// records without a value, records set aside, transaction markers).
+    fn locate_row<'a>(
+        &'a self,
+        before: &'a SplitPosition,
+        after: &'a SplitPosition,
+        rows: usize,
+        row: usize,
+    ) -> BoxFuture<'a, String> {
+        let partition = format!("topic '{}' partition {}", self.topic, self.partition);
+        let at = match (before.offset(), after.offset()) {
+            // Offsets are dense unless a record was left out.
+            (Ok(from), Ok(to)) if to - from == rows as i64 => {
+                format!("{partition} offset {}", from + row as i64)
+            }
+            (Ok(from), Ok(to)) => format!(
+                "{partition}: record {} of those with a value at offsets {from}..{to}",
+                row + 1
+            ),
+            _ => format!("{partition}: record {} of a batch", row + 1),
+        };
+        Box::pin(std::future::ready(at))
+    }
+
     /// The partition, whatever offsets this run planned.
     fn key(&self) -> String {
         format!("kafka:{}:{}", self.topic, self.partition)
@@ -580,6 +608,17 @@ impl Split for KafkaSplit {
     ) -> BoxStream<'static, Result<(RecordBatch, SplitPosition)>> {
         let start = match position.as_ref().map(SplitPosition::offset) {
             None => self.start,
+            // A log only grows, so a partition that ends before a position
+            // it gave was deleted and created again (or emptied) since: its
+            // offsets now number other records. Offsets of records deleted
+            // by retention fail when read ("the records there are gone").
+            Some(Ok(offset)) if offset > self.end => {
+                let e = SluiceError::Data(format!(
+                    "table `{}`: topic '{}' partition {} ends at offset {}, before offset {offset}, where the checkpoint being restored had read to: the topic was deleted and created again since, so its offsets name other records. Restore with the topic the checkpoint read, or start without --restore",
+                    self.table, self.topic, self.partition, self.end
+                ));
+                return futures::stream::once(async { Err(e) }).boxed();
+            }
             Some(Ok(offset)) => offset,
             Some(Err(e)) => {
                 let e = SluiceError::Runtime(format!("{}: {e}", self.describe()));

@@ -1029,6 +1029,9 @@ fn check_restored_splits(
         .filter(|key| !planned.contains(*key))
         .map(String::as_str)
         .collect();
+    if let Some(e) = changed_split(table, &missing, &planned, restored) {
+        return Err(e);
+    }
     match missing.as_slice() {
         [] => Ok(()),
         [first, ..] => Err(SluiceError::config(format!(
@@ -1037,6 +1040,32 @@ fn check_restored_splits(
             if missing.len() == 1 { "" } else { "s" },
         ))),
     }
+}
+
+/// An error for the first split in `missing` (keys the checkpoint has and
+/// this run did not plan) that this run planned under the same name with
+/// another version of its data: a file rewritten since the checkpoint.
+fn changed_split(
+    table: &str,
+    missing: &[&str],
+    planned: &std::collections::BTreeSet<String>,
+    restored: &BTreeMap<String, crate::checkpoint::protocol::SplitPosition>,
+) -> Option<SluiceError> {
+    use crate::connector::SplitKey;
+    missing.iter().find_map(|key| {
+        let then = SplitKey::parse(key);
+        let now = planned
+            .iter()
+            .map(|k| SplitKey::parse(k))
+            .find(|k| k.name == then.name)?;
+        let position = restored.get(*key).map_or("", |p| p.position.as_str());
+        Some(SluiceError::config(format!(
+            "table `{table}`: {} has changed since the checkpoint being restored read it (then: {}; now: {}), so its position there ({position}) would resume in other data. Restore with the input the checkpoint read, or start without --restore",
+            then.name,
+            then.version.unwrap_or("version not recorded"),
+            now.version.unwrap_or("version not known"),
+        )))
+    })
 }
 
 fn is_secondary(e: &SluiceError) -> bool {
@@ -1112,6 +1141,64 @@ mod tests {
             .to_string();
         assert!(
             err.starts_with("table `t`: the checkpoint being restored read 2 splits this run does not find, such as `x`"),
+            "{err}"
+        );
+    }
+
+    /// A file the checkpoint read, found again under its name but with
+    /// other contents, fails the restore naming the file and both versions.
+    #[test]
+    fn a_restore_refuses_a_split_whose_data_changed() {
+        #[derive(Debug)]
+        struct Versioned(&'static str);
+        impl Split for Versioned {
+            fn describe(&self) -> String {
+                "file:///d/a.json".into()
+            }
+            fn version(&self) -> Option<String> {
+                Some(self.0.into())
+            }
+            fn open(self: Arc<Self>) -> BoxStream<'static, Result<RecordBatch>> {
+                Box::pin(futures::stream::empty())
+            }
+        }
+        let then = Versioned("size 10, modified 2026-01-01T00:00:00Z");
+        let restored: BTreeMap<_, _> = [(
+            then.key(),
+            crate::checkpoint::protocol::SplitPosition {
+                split: then.key(),
+                position: "bytes:4".into(),
+                watermark: None,
+            },
+        )]
+        .into();
+        let same: Vec<Arc<dyn Split>> = vec![Arc::new(Versioned(then.0))];
+        assert!(check_restored_splits("t", &same, &restored).is_ok());
+        let rewritten: Vec<Arc<dyn Split>> = vec![Arc::new(Versioned(
+            "size 12, modified 2026-01-02T00:00:00Z",
+        ))];
+        let err = check_restored_splits("t", &rewritten, &restored)
+            .expect_err("another file under the same name")
+            .to_string();
+        assert_eq!(
+            err,
+            "table `t`: file:///d/a.json has changed since the checkpoint being restored read it (then: size 10, modified 2026-01-01T00:00:00Z; now: size 12, modified 2026-01-02T00:00:00Z), so its position there (bytes:4) would resume in other data. Restore with the input the checkpoint read, or start without --restore"
+        );
+        // A checkpoint from before keys had versions.
+        let old: BTreeMap<_, _> = [(
+            "file:///d/a.json".to_string(),
+            crate::checkpoint::protocol::SplitPosition {
+                split: "file:///d/a.json".into(),
+                position: "bytes:4".into(),
+                watermark: None,
+            },
+        )]
+        .into();
+        let err = check_restored_splits("t", &same, &old)
+            .expect_err("its version cannot be checked")
+            .to_string();
+        assert!(
+            err.contains("(then: version not recorded; now: size 10,"),
             "{err}"
         );
     }

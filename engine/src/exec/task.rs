@@ -660,7 +660,6 @@ async fn run_input(
                 positions,
                 keys: splits.iter().map(|s| s.key()).collect(),
                 names: splits.iter().map(|s| s.describe()).collect(),
-                rows_read: vec![0; splits.len()],
                 gate,
                 link,
                 injected,
@@ -759,9 +758,8 @@ struct SplitReader<'a> {
     /// Where each split has got to (what a checkpoint keeps), and its name.
     positions: Vec<Option<SplitPosition>>,
     keys: Vec<String>,
-    /// Each split as messages name it, and the rows read from it so far.
+    /// Each split as messages name it.
     names: Vec<String>,
-    rows_read: Vec<u64>,
     gate: Option<Arc<EventTimeGate>>,
     /// Where a restored checkpoint says splits had got to, by name.
     restored: BTreeMap<String, protocol::SplitPosition>,
@@ -811,8 +809,8 @@ impl SplitReader<'_> {
                 match batch {
                     Some(item) => {
                         let (batch, position) = item?;
-                        self.positions[i] = Some(position);
-                        self.push(chain, i, batch).await?;
+                        let before = self.positions[i].replace(position);
+                        self.push(chain, i, &split, before, batch).await?;
                     }
                     None => break,
                 }
@@ -884,11 +882,11 @@ impl SplitReader<'_> {
                 next = merged.next() => match next {
                     Some((i, Some(item))) => {
                         let (batch, position) = item?;
-                        self.positions[i] = Some(position);
+                        let before = self.positions[i].replace(position);
                         last_seen[i] = Instant::now();
                         self.watermarks.resume(i);
                         idle_sent = false;
-                        self.push(chain, i, batch).await?;
+                        self.push(chain, i, &splits[i], before, batch).await?;
                     }
                     Some((i, None)) => self.finish_split(chain, i).await?,
                     None => return Ok(true),
@@ -965,27 +963,47 @@ impl SplitReader<'_> {
         }
     }
 
-    async fn push(&mut self, chain: &mut Chain, split: usize, batch: RecordBatch) -> Result<()> {
+    /// Sends on a batch of split `split` (`source`), read from position
+    /// `before` on to the split's current one.
+    async fn push(
+        &mut self,
+        chain: &mut Chain,
+        split: usize,
+        source: &Arc<dyn Split>,
+        before: Option<SplitPosition>,
+        batch: RecordBatch,
+    ) -> Result<()> {
         JobMetrics::add(&self.metrics.rows_in, batch.num_rows() as u64);
         chain.counts.rows_in += batch.num_rows() as u64;
         let batch = match &self.compute {
             Some((exprs, schema)) => computed_columns(&batch, exprs, schema)?,
             None => batch,
         };
-        let rows = batch.num_rows() as u64;
         match &self.watermark {
             Some(watermark) => {
                 let times = watermark.times(&batch)?;
                 let (batch, times) = match &self.gate {
                     Some(gate) => {
-                        let admitted = gate.admit(
+                        let rows = batch.num_rows();
+                        let admitted = match gate.admit(
                             batch,
                             times,
                             &self.names[split],
-                            self.rows_read[split],
                             chrono::Utc::now().timestamp_millis(),
                             self.metrics,
-                        )?;
+                        )? {
+                            Ok(admitted) => admitted,
+                            Err(refused) => {
+                                let start = source.start_position();
+                                let before = before.unwrap_or(start);
+                                let after = self.positions[split]
+                                    .clone()
+                                    .unwrap_or_else(|| before.clone());
+                                let at =
+                                    source.locate_row(&before, &after, rows, refused.row).await;
+                                return Err(gate.refusal(&refused, &at));
+                            }
+                        };
                         if let (Some((rows, reasons)), Some(out)) =
                             (admitted.refused, gate.dead_letters())
                         {
@@ -1001,7 +1019,6 @@ impl SplitReader<'_> {
             }
             None => chain.push(Message::Data(batch))?,
         }
-        self.rows_read[split] += rows;
         if let Some(w) = self.watermarks.advance() {
             chain.push(Message::Watermark(w))?;
         }

@@ -160,7 +160,7 @@ pub struct Catalog {
 }
 
 impl Catalog {
-    pub fn new(extra_functions: &[Arc<ScalarUDF>]) -> Self {
+    pub fn new(extra_functions: &[Arc<ScalarUDF>], mode: super::Mode) -> Self {
         let mut config = ConfigOptions::default();
         // Flink keeps identifiers' case; so do we.
         config.sql_parser.enable_ident_normalization = false;
@@ -169,6 +169,10 @@ impl Catalog {
         for f in SessionStateDefaults::default_scalar_functions()
             .into_iter()
             .chain(super::functions::flink_functions())
+            .chain(super::wall_clock::wall_clock_functions(
+                mode,
+                config.execution.time_zone.as_deref(),
+            ))
             .chain(extra_functions.iter().cloned())
         {
             for name in std::iter::once(f.name()).chain(f.aliases().iter().map(String::as_str)) {

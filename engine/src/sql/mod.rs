@@ -15,6 +15,7 @@ pub mod parser;
 pub mod settings;
 pub mod unsupported;
 pub mod variables;
+pub mod wall_clock;
 pub mod window_tvf;
 
 use std::collections::BTreeMap;
@@ -63,7 +64,7 @@ pub struct PlannedInsert {
 /// Compiles a parsed job for `mode`. `functions` are user-defined scalar
 /// functions to add to Flink's and DataFusion's.
 pub fn compile(job: &JobFile, mode: Mode, functions: &[Arc<ScalarUDF>]) -> Result<CompiledJob> {
-    let mut catalog = Catalog::new(functions);
+    let mut catalog = Catalog::new(functions, mode);
     let mut tables = BTreeMap::new();
     let mut inserts = Vec::new();
     let mut settings = BTreeMap::new();
@@ -310,7 +311,11 @@ fn optimize(catalog: &Catalog, plan: LogicalPlan) -> datafusion::error::Result<L
         Arc::new(PushDownFilter::new()),
         Arc::new(OptimizeProjections::new()),
     ];
-    let context = OptimizerContext::new().with_max_passes(3);
+    // No query start time: `NOW()` and its kin stay calls, read when the
+    // job runs (see `wall_clock`), so the plan is the same on every run.
+    let context = OptimizerContext::new()
+        .without_query_execution_start_time()
+        .with_max_passes(3);
     Optimizer::with_rules(rules).optimize(plan, &context, |_, _| {})
 }
 

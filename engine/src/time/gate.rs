@@ -43,6 +43,14 @@ pub struct Admitted {
     pub refused: Option<(RecordBatch, Vec<String>)>,
 }
 
+/// The first row of a batch that a failing gate refused: its index in the
+/// batch and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    pub row: usize,
+    pub reason: String,
+}
+
 /// A source's check of its rows' event times.
 #[derive(Debug, Clone)]
 pub struct EventTimeGate {
@@ -108,26 +116,26 @@ impl EventTimeGate {
 
     /// Lets through the rows of `batch` whose event time (`times`) is known
     /// and within the bound at `now`; the rest follow the bad-record
-    /// policy. `split` names where the batch came from and `rows_before`
-    /// how many rows of it came before, for messages.
+    /// policy. `split` names where the batch came from, for messages. When
+    /// the policy is to fail, gives the first refused row instead, for the
+    /// caller to locate in its split (see [`EventTimeGate::refusal`]).
     pub fn admit(
         &self,
         batch: RecordBatch,
         times: TimestampMillisecondArray,
         split: &str,
-        rows_before: u64,
         now: Millis,
         metrics: &JobMetrics,
-    ) -> Result<Admitted> {
+    ) -> Result<std::result::Result<Admitted, Refused>> {
         let limit = self.limit(now);
         let beyond = |t: Millis| limit.is_some_and(|limit| t > limit);
         let latest = arrow::compute::max(&times);
         if times.null_count() == 0 && !latest.is_some_and(beyond) {
-            return Ok(Admitted {
+            return Ok(Ok(Admitted {
                 batch,
                 times,
                 refused: None,
-            });
+            }));
         }
         let admitted: BooleanArray = times
             .iter()
@@ -137,7 +145,11 @@ impl EventTimeGate {
         let context = || format!("setting aside rows of `{}`", self.table);
         let refused = match &self.policy {
             BadRecordPolicy::Fail => {
-                return Err(self.refusal(&times, refused_rows[0], split, rows_before));
+                let row = refused_rows[0];
+                return Ok(Err(Refused {
+                    row,
+                    reason: self.reason(&times, row),
+                }));
             }
             BadRecordPolicy::Skip => {
                 JobMetrics::add(&metrics.records_skipped, refused_rows.len() as u64);
@@ -168,11 +180,11 @@ impl EventTimeGate {
             .downcast_ref::<TimestampMillisecondArray>()
             .cloned()
             .ok_or_else(|| SluiceError::Runtime("filtered event times changed type".into()))?;
-        Ok(Admitted {
+        Ok(Ok(Admitted {
             batch: kept,
             times: kept_times,
             refused,
-        })
+        }))
     }
 
     fn describe_bound(&self) -> String {
@@ -184,21 +196,17 @@ impl EventTimeGate {
         }
     }
 
-    fn refusal(
-        &self,
-        times: &TimestampMillisecondArray,
-        row: usize,
-        split: &str,
-        rows_before: u64,
-    ) -> SluiceError {
-        let number = rows_before + row as u64 + 1;
-        let (table, what) = (&self.table, self.reason(times, row));
+    /// The error that stops the job for a refused row, at `location` (as
+    /// its split names it: `row 12 of file:///d/a.parquet`, `topic 'bid'
+    /// partition 3 offset 42`).
+    pub fn refusal(&self, refused: &Refused, location: &str) -> SluiceError {
+        let (table, what) = (&self.table, &refused.reason);
         SluiceError::Data(format!(
-            "table `{table}`: row {number} of {split} {what}. Mend the data, set '{MAX_FUTURE}' (a duration, or 'none'), or let the table skip bad records (e.g. 'json.ignore-parse-errors' = 'true' for JSON from Kafka)"
+            "table `{table}`: {location} {what}. Mend the data, set '{MAX_FUTURE}' (a duration, or 'none'), or let the table skip bad records (e.g. 'json.ignore-parse-errors' = 'true' for JSON from Kafka)"
         ))
     }
 
-    /// Why row `row` is refused, as a phrase after "row N of S".
+    /// Why row `row` is refused, as a phrase after where it is.
     fn reason(&self, times: &TimestampMillisecondArray, row: usize) -> String {
         let column = &self.column;
         if times.is_null(row) {
@@ -253,28 +261,29 @@ mod tests {
         let (b, t) = batch(&[Some(NOW - 5), Some(NOW + 1000), Some(0)]);
         let metrics = JobMetrics::default();
         let admitted = gate(None, BadRecordPolicy::Fail)
-            .admit(b.clone(), t.clone(), "f", 0, NOW, &metrics)
+            .admit(b.clone(), t.clone(), "f", NOW, &metrics)
+            .expect("checked")
             .expect("admitted");
         assert_eq!((admitted.batch, admitted.times), (b, t));
         assert!(admitted.refused.is_none());
     }
 
+    /// A refused row is given back by its index in the batch, for the
+    /// source to say where it is; the message leads with that place.
     #[test]
     fn a_time_far_ahead_fails_the_job_naming_the_row() {
         let (b, t) = batch(&[Some(NOW), Some(253_402_300_799_000), Some(NOW)]);
-        let err = gate(None, BadRecordPolicy::Fail)
-            .admit(
-                b,
-                t,
-                "file:///d/a.parquet row group 2",
-                10,
-                NOW,
-                &JobMetrics::default(),
-            )
-            .expect_err("refused")
+        let g = gate(None, BadRecordPolicy::Fail);
+        let refused = g
+            .admit(b, t, "f", NOW, &JobMetrics::default())
+            .expect("checked")
+            .expect_err("refused");
+        assert_eq!(refused.row, 1);
+        let err = g
+            .refusal(&refused, "row 12 of file:///d/a.parquet")
             .to_string();
         assert!(
-            err.starts_with("table `bid`: row 12 of file:///d/a.parquet row group 2 has `ts` = 9999-12-31 23:59:59.000, more than 1 d ahead"),
+            err.starts_with("table `bid`: row 12 of file:///d/a.parquet has `ts` = 9999-12-31 23:59:59.000, more than 1 d ahead"),
             "{err}"
         );
     }
@@ -282,13 +291,16 @@ mod tests {
     #[test]
     fn a_null_time_fails_the_job() {
         let (b, t) = batch(&[Some(NOW), None]);
-        let err = gate(None, BadRecordPolicy::Fail)
-            .admit(b, t, "s", 0, NOW, &JobMetrics::default())
-            .expect_err("refused")
-            .to_string();
+        let refused = gate(None, BadRecordPolicy::Fail)
+            .admit(b, t, "s", NOW, &JobMetrics::default())
+            .expect("checked")
+            .expect_err("refused");
+        assert_eq!(refused.row, 1);
         assert!(
-            err.contains("row 2 of s has no event time (`ts` is null)"),
-            "{err}"
+            refused
+                .reason
+                .starts_with("has no event time (`ts` is null)"),
+            "{refused:?}"
         );
     }
 
@@ -302,7 +314,8 @@ mod tests {
         ]);
         let metrics = JobMetrics::default();
         let admitted = gate(Some("1 h"), BadRecordPolicy::Skip)
-            .admit(b, t, "s", 0, NOW, &metrics)
+            .admit(b, t, "s", NOW, &metrics)
+            .expect("checked")
             .expect("skipped");
         assert!(admitted.refused.is_none());
         let times = admitted.times;
@@ -335,7 +348,8 @@ mod tests {
     fn a_table_with_dead_letters_hands_the_bad_rows_over_with_reasons() {
         let (b, t) = batch(&[Some(NOW), None, Some(NOW + 2 * DEFAULT_MAX_FUTURE)]);
         let admitted = gate(None, BadRecordPolicy::DeadLetter(Arc::new(Nowhere)))
-            .admit(b, t, "s", 0, NOW, &JobMetrics::default())
+            .admit(b, t, "s", NOW, &JobMetrics::default())
+            .expect("checked")
             .expect("set aside");
         assert_eq!(admitted.batch.num_rows(), 1);
         let (rows, reasons) = admitted.refused.expect("refused rows");
@@ -354,10 +368,13 @@ mod tests {
         let g = gate(Some("none"), BadRecordPolicy::Fail);
         assert!(g.trusts(Millis::MAX - 1, NOW));
         let (b, t) = batch(&[Some(253_402_300_799_000)]);
-        assert!(g.admit(b, t, "s", 0, NOW, &JobMetrics::default()).is_ok());
+        assert!(matches!(
+            g.admit(b, t, "s", NOW, &JobMetrics::default()),
+            Ok(Ok(_))
+        ));
         let (b, t) = batch(&[None]);
         assert!(
-            g.admit(b, t, "s", 0, NOW, &JobMetrics::default()).is_err(),
+            matches!(g.admit(b, t, "s", NOW, &JobMetrics::default()), Ok(Err(_))),
             "null is never a time"
         );
         assert!(
