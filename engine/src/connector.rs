@@ -653,6 +653,9 @@ impl ConnectorRegistry {
                 crate::suggest::closest(key, known.iter().copied().filter(|k| !k.ends_with('.')))
                     .map(|k| format!("; did you mean '{prefix}{k}'?"))
                     .unwrap_or_else(|| {
+                        if known.is_empty() {
+                            return "; it takes no options".to_string();
+                        }
                         format!(
                             "; it knows {}",
                             known

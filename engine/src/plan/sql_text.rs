@@ -144,7 +144,18 @@ pub fn column_name(name: &str) -> String {
     });
     let name = COUNT_STAR.replace_all(&name, "count(*)");
     let name = NUMBER.replace_all(&name, "$1");
-    QUALIFIER.replace_all(&name, "$1").into_owned()
+    // Qualifiers go outside string literals only ('yyyy.MM.dd' stays).
+    name.split('\'')
+        .enumerate()
+        .map(|(i, part)| {
+            if i % 2 == 0 {
+                QUALIFIER.replace_all(part, "$1").into_owned()
+            } else {
+                part.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("'")
 }
 
 /// An aggregate call as SQL: `count(*)`, `count(DISTINCT player_id)`,
@@ -343,6 +354,10 @@ mod tests {
             "date_format(date_time,'yyyy-MM-dd')"
         );
         assert_eq!(column_name("sum(t.x) + Float64(1.5)"), "sum(x) + 1.5");
+        assert_eq!(
+            column_name("date_format(bid.ts,Utf8(\"yyyy.MM.dd\"))"),
+            "date_format(ts,'yyyy.MM.dd')"
+        );
         assert_eq!(column_name("plain_name"), "plain_name");
     }
 

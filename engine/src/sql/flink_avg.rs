@@ -7,15 +7,16 @@
 //! follows Flink. For every other type (floats, decimals, durations) this is
 //! DataFusion's own `AVG`.
 //!
-//! The integer average sums exactly in 128 bits; its partial state is the
-//! sum (`DECIMAL(38, 0)`) and the count, so windows merge and checkpoints
-//! restore it like any other accumulator's.
+//! The integer average sums exactly in 128 bits (any integer type, unsigned
+//! 64-bit ones included); its partial state is the sum (`DECIMAL(38, 0)`)
+//! and the count, so windows merge and checkpoints restore it like any
+//! other accumulator's. `AVG(DISTINCT x)` keeps the distinct values.
 
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray};
-use arrow::datatypes::{DataType, Decimal128Type, Field, FieldRef, Int64Type, UInt64Type};
-use datafusion::common::{ScalarValue, exec_err, not_impl_err, plan_err};
+use arrow::datatypes::{DataType, Decimal128Type, Field, FieldRef, UInt64Type};
+use datafusion::common::{ScalarValue, exec_err, plan_err};
 use datafusion::error::Result as DfResult;
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
 use datafusion::logical_expr::{
@@ -97,7 +98,10 @@ impl AggregateUDFImpl for FlinkAvg {
             return datafusion_avg().accumulator(args);
         }
         if args.is_distinct {
-            return not_impl_err!("AVG(DISTINCT) of an integer column is not supported yet");
+            return Ok(Box::new(DistinctIntegerAvg {
+                values: std::collections::HashSet::new(),
+                result: args.return_field.data_type().clone(),
+            }));
         }
         Ok(Box::new(IntegerAvg {
             sum: 0,
@@ -109,6 +113,13 @@ impl AggregateUDFImpl for FlinkAvg {
     fn state_fields(&self, args: StateFieldsArgs) -> DfResult<Vec<FieldRef>> {
         if !args.input_fields[0].data_type().is_integer() {
             return datafusion_avg().inner().state_fields(args);
+        }
+        if args.is_distinct {
+            return Ok(vec![Arc::new(Field::new_list(
+                format!("{}[distinct]", args.name),
+                Field::new_list_field(DataType::Decimal128(38, 0), true),
+                true,
+            ))]);
         }
         Ok(vec![
             Arc::new(Field::new(
@@ -147,18 +158,18 @@ struct IntegerAvg {
 
 impl Accumulator for IntegerAvg {
     fn update_batch(&mut self, values: &[ArrayRef]) -> DfResult<()> {
-        let values = arrow::compute::cast(&values[0], &DataType::Int64)?;
-        let values = values.as_primitive::<Int64Type>();
+        let values = exact(&values[0])?;
+        let values = values.as_primitive::<Decimal128Type>();
         self.count += (values.len() - values.null_count()) as u64;
-        self.sum += values.iter().flatten().map(i128::from).sum::<i128>();
+        self.sum += values.iter().flatten().sum::<i128>();
         Ok(())
     }
 
     fn retract_batch(&mut self, values: &[ArrayRef]) -> DfResult<()> {
-        let values = arrow::compute::cast(&values[0], &DataType::Int64)?;
-        let values = values.as_primitive::<Int64Type>();
+        let values = exact(&values[0])?;
+        let values = values.as_primitive::<Decimal128Type>();
         self.count -= (values.len() - values.null_count()) as u64;
-        self.sum -= values.iter().flatten().map(i128::from).sum::<i128>();
+        self.sum -= values.iter().flatten().sum::<i128>();
         Ok(())
     }
 
@@ -185,18 +196,76 @@ impl Accumulator for IntegerAvg {
     }
 
     fn evaluate(&mut self) -> DfResult<ScalarValue> {
-        if self.count == 0 {
-            return ScalarValue::try_from(&self.result);
-        }
-        // Between the smallest and the largest value, so it fits the type.
-        let average = self.sum / i128::from(self.count);
-        let average = i64::try_from(average)
-            .or_else(|_| exec_err!("AVG: the average {average} does not fit in a BIGINT"))?;
-        ScalarValue::Int64(Some(average)).cast_to(&self.result)
+        integer_average(self.sum, self.count, &self.result)
     }
 
     fn size(&self) -> usize {
         size_of_val(self)
+    }
+}
+
+/// Integers of any type as `DECIMAL(38, 0)`, which holds each exactly.
+fn exact(values: &ArrayRef) -> DfResult<ArrayRef> {
+    Ok(arrow::compute::cast(values, &DataType::Decimal128(38, 0))?)
+}
+
+/// `sum / count` truncated toward zero, in the input's type: between the
+/// smallest and the largest value averaged, so it fits.
+fn integer_average(sum: i128, count: u64, result: &DataType) -> DfResult<ScalarValue> {
+    if count == 0 {
+        return ScalarValue::try_from(result);
+    }
+    ScalarValue::Decimal128(Some(sum / i128::from(count)), 38, 0).cast_to(result)
+}
+
+/// `AVG(DISTINCT x)` of integers: the distinct values, exactly.
+#[derive(Debug)]
+struct DistinctIntegerAvg {
+    values: std::collections::HashSet<i128>,
+    result: DataType,
+}
+
+impl Accumulator for DistinctIntegerAvg {
+    fn update_batch(&mut self, values: &[ArrayRef]) -> DfResult<()> {
+        let values = exact(&values[0])?;
+        self.values
+            .extend(values.as_primitive::<Decimal128Type>().iter().flatten());
+        Ok(())
+    }
+
+    fn merge_batch(&mut self, states: &[ArrayRef]) -> DfResult<()> {
+        let [lists] = states else {
+            return exec_err!("AVG(DISTINCT)'s state has one column, not {}", states.len());
+        };
+        for list in lists.as_list::<i32>().iter().flatten() {
+            self.values
+                .extend(list.as_primitive::<Decimal128Type>().iter().flatten());
+        }
+        Ok(())
+    }
+
+    fn state(&mut self) -> DfResult<Vec<ScalarValue>> {
+        let values: Vec<ScalarValue> = self
+            .values
+            .iter()
+            .map(|v| ScalarValue::Decimal128(Some(*v), 38, 0))
+            .collect();
+        Ok(vec![ScalarValue::List(ScalarValue::new_list_nullable(
+            &values,
+            &DataType::Decimal128(38, 0),
+        ))])
+    }
+
+    fn evaluate(&mut self) -> DfResult<ScalarValue> {
+        integer_average(
+            self.values.iter().sum::<i128>(),
+            self.values.len() as u64,
+            &self.result,
+        )
+    }
+
+    fn size(&self) -> usize {
+        size_of_val(self) + self.values.capacity() * size_of::<i128>()
     }
 }
 
@@ -260,6 +329,37 @@ mod tests {
             merged.evaluate().expect("evaluate"),
             ScalarValue::Int64(Some(6))
         );
+    }
+
+    #[test]
+    fn unsigned_values_beyond_bigint_average_exactly() {
+        let big: ArrayRef = Arc::new(UInt64Array::from(vec![u64::MAX, u64::MAX - 2]));
+        assert_eq!(
+            average(DataType::UInt64, &[big]),
+            ScalarValue::UInt64(Some(u64::MAX - 1))
+        );
+    }
+
+    #[test]
+    fn distinct_averages_count_each_value_once_and_merge() {
+        let mut avg = DistinctIntegerAvg {
+            values: std::collections::HashSet::new(),
+            result: DataType::Int64,
+        };
+        let values: ArrayRef = Arc::new(Int64Array::from(vec![1, 1, 2, 2, 6]));
+        avg.update_batch(&[values]).expect("update");
+        let state = avg.state().expect("state");
+        let mut merged = DistinctIntegerAvg {
+            values: std::collections::HashSet::new(),
+            result: DataType::Int64,
+        };
+        let more: ArrayRef = Arc::new(Int64Array::from(vec![6, 7]));
+        merged.update_batch(&[more]).expect("update");
+        let state: Vec<ArrayRef> = state.iter().map(|s| s.to_array().expect("array")).collect();
+        merged.merge_batch(&state).expect("merge");
+        // {1, 2, 6} and {6, 7}: (1 + 2 + 6 + 7) / 4 = 4.
+        assert_eq!(merged.evaluate().expect("avg"), ScalarValue::Int64(Some(4)));
+        assert_eq!(avg.evaluate().expect("avg"), ScalarValue::Int64(Some(3)));
     }
 
     #[test]

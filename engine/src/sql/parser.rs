@@ -220,8 +220,9 @@ pub fn parse_job(
                 at.line, at.column, e.message
             ))
         })?;
-    let tokens = expanded.written_spans(tokens, text);
-    let (tokens, mut unresolved) = super::variables::substitute(source_name, tokens, lookup)?;
+    let (tokens, produced) = expanded.written_spans(tokens, text);
+    let (tokens, mut unresolved) =
+        super::variables::substitute(source_name, tokens, &produced, lookup)?;
     let mut parser = Parser::new(&dialect).with_tokens_with_locations(tokens);
     let file: Arc<str> = Arc::from(source_name);
     let mut statements = Vec::new();
@@ -468,15 +469,13 @@ fn parse_create_table(
                 let key_at = parser.peek_token_ref().span.start;
                 let key = parse_string(parser)?;
                 parser.expect_token(&Token::Eq)?;
-                let value_at = parser.peek_token_ref().span.start;
                 let value = parse_string(parser)?;
+                let value_index = parser.get_current_index();
                 options.push(WrittenOption {
                     key,
                     value,
                     at: format!("{file}:{}:{}", key_at.line, key_at.column),
-                    unresolved: unresolved
-                        .remove(&(value_at.line, value_at.column))
-                        .map(|e| e.to_string()),
+                    unresolved: unresolved.remove(&value_index).map(|e| e.to_string()),
                 });
                 if !parser.consume_token(&Token::Comma) {
                     break;
@@ -699,6 +698,87 @@ mod tests {
         )
         .expect_err("unterminated identifier");
         assert!(err.to_string().starts_with("job.sql:2:"), "{err}");
+    }
+
+    #[test]
+    fn quoted_identifiers_neither_open_strings_nor_comments_and_take_variables() {
+        for (text, query) in [
+            (
+                "CREATE VIEW v AS SELECT \"it's\" FROM ${TABLE}",
+                "SELECT \"it's\" FROM datagen",
+            ),
+            (
+                "CREATE VIEW v AS SELECT `a--b` FROM ${TABLE}",
+                "SELECT `a--b` FROM datagen",
+            ),
+            (
+                "CREATE VIEW v AS SELECT `${TABLE}_id` FROM t",
+                "SELECT `datagen_id` FROM t",
+            ),
+        ] {
+            let job = parse_job("job.sql", text, &vars_anywhere).expect(text);
+            let JobStatement::CreateView(v) = &job.statements[0] else {
+                panic!("not a view");
+            };
+            assert_eq!(v.item.query.to_string(), query);
+        }
+    }
+
+    #[test]
+    fn a_reference_outside_strings_is_a_name_closed_on_its_line() {
+        let err = parse_job(
+            "job.sql",
+            "SELECT ${X FROM t;\nSET 'a' = '}'",
+            &vars_anywhere,
+        )
+        .expect_err("unclosed");
+        assert_eq!(
+            err.to_string(),
+            "job.sql:1:8: '${X FROM t;' opens a variable with `${` but never closes it with `}`: write `${NAME}` or `${NAME:-default}`"
+        );
+        let err =
+            parse_job("job.sql", "SELECT ${X:-${Y}} FROM t", &vars_anywhere).expect_err("nested");
+        assert!(err.to_string().contains("variables do not nest"), "{err}");
+    }
+
+    #[test]
+    fn an_unset_variable_stays_with_its_own_option() {
+        let vars = |name: &str| match name {
+            "REST" => Some(", 'batch.path' = '/out'".to_string()),
+            "NESTED" => Some(", 'batch.path' = '${Y}'".to_string()),
+            _ => None,
+        };
+        let job = parse_job(
+            "job.sql",
+            "CREATE TABLE t (a INT) WITH ('connector' = 'blackhole', 'stream.topic' = '${T}'${REST})",
+            &vars,
+        )
+        .expect("parses");
+        let JobStatement::CreateTable(t) = &job.statements[0] else {
+            panic!("not a table");
+        };
+        let option = |key: &str| {
+            t.item
+                .options
+                .iter()
+                .find(|o| o.key == key)
+                .unwrap_or_else(|| panic!("no {key}"))
+                .clone()
+        };
+        assert!(
+            option("stream.topic")
+                .unresolved
+                .is_some_and(|e| e.contains("variable `T` is not set"))
+        );
+        assert_eq!(option("batch.path").value, "/out");
+        assert_eq!(option("batch.path").unresolved, None);
+        let err = parse_job(
+            "job.sql",
+            "CREATE TABLE t (a INT) WITH ('connector' = 'blackhole'${NESTED})",
+            &vars,
+        )
+        .expect_err("a variable in a value");
+        assert!(err.to_string().contains("variables do not nest"), "{err}");
     }
 
     #[test]

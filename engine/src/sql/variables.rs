@@ -165,22 +165,35 @@ impl Expanded {
         self.written_lines.location(written_text, written)
     }
 
-    /// Moves the tokens' spans back to where they were written.
+    /// Moves the tokens' spans back to where they were written; says of
+    /// each token whether a variable's value produced it.
     pub fn written_spans(
         &self,
         mut tokens: Vec<TokenWithSpan>,
         written_text: &str,
-    ) -> Vec<TokenWithSpan> {
+    ) -> (Vec<TokenWithSpan>, Vec<bool>) {
         if self.pieces.is_empty() {
-            return tokens;
+            let produced = vec![false; tokens.len()];
+            return (tokens, produced);
         }
+        let mut produced = Vec::with_capacity(tokens.len());
         for token in &mut tokens {
+            produced.push(self.is_produced(token.span.start));
             token.span = Span::new(
                 self.written(token.span.start, written_text),
                 self.written(token.span.end, written_text),
             );
         }
-        tokens
+        (tokens, produced)
+    }
+
+    /// Whether the expanded text at `at` is part of a variable's value.
+    fn is_produced(&self, at: Location) -> bool {
+        let Some(offset) = self.expanded_lines.offset(&self.text, at) else {
+            return false;
+        };
+        let index = self.pieces.partition_point(|p| p.expanded <= offset).max(1);
+        self.pieces[index - 1].replaced
     }
 }
 
@@ -198,37 +211,15 @@ pub fn expand_outside_strings(
     let mut pieces = Vec::new();
     let mut copied = 0;
     let mut i = 0;
+    // Inside a backquoted or double-quoted identifier: its closing quote.
+    let mut identifier: Option<u8> = None;
     while i < bytes.len() {
-        match (bytes[i], bytes.get(i + 1)) {
-            (b'\'', _) => {
-                i += 1;
-                while i < bytes.len() {
-                    if bytes[i] == b'\'' {
-                        if bytes.get(i + 1) == Some(&b'\'') {
-                            i += 2;
-                            continue;
-                        }
-                        i += 1;
-                        break;
-                    }
-                    i += 1;
-                }
-            }
-            (b'-', Some(b'-')) => {
-                i = text[i..].find('\n').map_or(bytes.len(), |at| i + at + 1);
-            }
-            (b'/', Some(b'*')) => {
-                i = text[i + 2..]
-                    .find("*/")
-                    .map_or(bytes.len(), |at| i + 2 + at + 2);
-            }
-            (b'$', Some(b'{')) => {
+        match (identifier, bytes[i], bytes.get(i + 1)) {
+            (_, b'$', Some(b'{')) => {
                 let at = written_lines.location(text, i);
-                let reference = &text[i..];
-                let end = reference
-                    .find('}')
-                    .map_or(reference.len(), |close| close + 1);
-                let reference = &reference[..end];
+                let end = reference_end(&text[i..])
+                    .map_err(|e| variable_error(source_name, at, line_of(&text[i..]), e))?;
+                let reference = &text[i..i + end];
                 let expansion = expand(reference, lookup)
                     .map_err(|e| variable_error(source_name, at, reference, e))?;
                 pieces.push(Piece {
@@ -245,6 +236,42 @@ pub fn expand_outside_strings(
                 out.push_str(&expansion.text);
                 i += end;
                 copied = i;
+            }
+            (Some(quote), b, next) if b == quote => {
+                // A doubled quote stands for itself.
+                if next == Some(&quote) {
+                    i += 2;
+                } else {
+                    identifier = None;
+                    i += 1;
+                }
+            }
+            (Some(_), _, _) => i += 1,
+            (None, b'`' | b'"', _) => {
+                identifier = Some(bytes[i]);
+                i += 1;
+            }
+            (None, b'\'', _) => {
+                i += 1;
+                while i < bytes.len() {
+                    if bytes[i] == b'\'' {
+                        if bytes.get(i + 1) == Some(&b'\'') {
+                            i += 2;
+                            continue;
+                        }
+                        i += 1;
+                        break;
+                    }
+                    i += 1;
+                }
+            }
+            (None, b'-', Some(b'-')) => {
+                i = text[i..].find('\n').map_or(bytes.len(), |at| i + at + 1);
+            }
+            (None, b'/', Some(b'*')) => {
+                i = text[i + 2..]
+                    .find("*/")
+                    .map_or(bytes.len(), |at| i + 2 + at + 2);
             }
             _ => i += 1,
         }
@@ -269,6 +296,40 @@ pub fn expand_outside_strings(
         text: out,
         pieces,
     })
+}
+
+/// Where the reference at the start of `text` (`${NAME}` or
+/// `${NAME:-default}`) ends, past its `}`. Outside a string a reference is
+/// a name of letters, digits and `_`, and a default, on one line: a `${`
+/// not closed so is an error, not a "variable" of several lines of SQL.
+fn reference_end(text: &str) -> Result<usize, VariableError> {
+    let body = &text[2..];
+    let name = body
+        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .unwrap_or(body.len());
+    let rest = &body[name..];
+    let close = if name == 0 {
+        None
+    } else if rest.starts_with('}') {
+        Some(0)
+    } else if let Some(default) = rest.strip_prefix(":-") {
+        default
+            .find(['}', '\n'])
+            .filter(|&at| default[at..].starts_with('}'))
+            .map(|at| at + 2)
+    } else {
+        None
+    };
+    match close {
+        Some(at) if rest[..at].contains("${") => Err(VariableError::Nested),
+        Some(at) => Ok(2 + name + at + 1),
+        None => Err(VariableError::Unterminated),
+    }
+}
+
+/// The rest of the line `text` starts on, for messages.
+fn line_of(text: &str) -> &str {
+    text.split('\n').next().unwrap_or(text)
 }
 
 /// The message for a variable that cannot be replaced, at `at` in the file.
@@ -301,9 +362,13 @@ fn variable_error(
 /// returned by position instead of raised: the parser raises it unless the
 /// literal is the value of a table option, which needs its variables only
 /// in the mode that uses it (see [`super::options::WrittenOption`]).
+///
+/// A literal that a variable's value produced was replaced once already:
+/// one holding `${` is an error, as variables do not nest.
 pub fn substitute(
     source_name: &str,
     mut tokens: Vec<TokenWithSpan>,
+    produced: &[bool],
     lookup: &dyn Fn(&str) -> Option<String>,
 ) -> Result<(Vec<TokenWithSpan>, Unresolved)> {
     let mut unresolved = Unresolved::new();
@@ -311,6 +376,18 @@ pub fn substitute(
         let Token::SingleQuotedString(written) = &tokens[i].token else {
             continue;
         };
+        if produced.get(i).copied().unwrap_or(false) {
+            if written.contains("${") {
+                let start = tokens[i].span.start;
+                return Err(SluiceError::Parse(format!(
+                    "{source_name}:{}:{}: the value of this variable holds '{}', a variable inside another; variables do not nest",
+                    start.line,
+                    start.column,
+                    preview(written)
+                )));
+            }
+            continue;
+        }
         if !written.contains("${") {
             continue;
         }
@@ -320,10 +397,7 @@ pub fn substitute(
         let expansion = match expand(&written, lookup) {
             Ok(expansion) => expansion,
             Err(e @ VariableError::Unset(_)) => {
-                unresolved.insert(
-                    (start.line, start.column),
-                    variable_error(source_name, start, &written, e),
-                );
+                unresolved.insert(i, variable_error(source_name, start, &written, e));
                 continue;
             }
             Err(e) => return Err(variable_error(source_name, start, &written, e)),
@@ -343,9 +417,9 @@ pub fn substitute(
     Ok((tokens, unresolved))
 }
 
-/// String literals whose variables are unset, by (line, column), with the
-/// error each raises where it is needed.
-pub type Unresolved = std::collections::BTreeMap<(u64, u64), SluiceError>;
+/// String literals whose variables are unset, by their index among the
+/// tokens, with the error each raises where it is needed.
+pub type Unresolved = std::collections::BTreeMap<usize, SluiceError>;
 
 /// The key of `'key' = 'value'` when the string token at `value` is such a
 /// value (in `WITH (...)` or `SET`).
@@ -427,7 +501,8 @@ mod tests {
         let tokens = Tokenizer::new(&dialect, sql)
             .tokenize_with_location()
             .map_err(|e| SluiceError::Parse(e.to_string()))?;
-        let (tokens, unresolved) = substitute("job.sql", tokens, &vars)?;
+        let produced = vec![false; tokens.len()];
+        let (tokens, unresolved) = substitute("job.sql", tokens, &produced, &vars)?;
         if let Some(error) = unresolved.into_values().next() {
             return Err(error);
         }
