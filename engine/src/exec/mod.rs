@@ -11,8 +11,13 @@
 //! and end their output without a final watermark, so operators close with
 //! incomplete windows unfired, and sinks commit what was written.
 
+mod chain;
 pub mod channel;
+mod checkpoint_link;
 pub mod exchange;
+mod exit;
+mod input_merge;
+mod source_driver;
 mod task;
 pub use task::LATE_DATA;
 
@@ -411,7 +416,7 @@ pub async fn run(
             )
             .await?;
             let input = match &root.kind {
-                NodeKind::Source(_) => task::Input::Source {
+                NodeKind::Source(_) => task::Input::Source(task::SourceInput {
                     splits,
                     reading,
                     compute: compute.clone(),
@@ -420,7 +425,7 @@ pub async fn run(
                     restored: restored_positions.clone(),
                     pace: paces.get_mut(subtask).and_then(Option::take),
                     gate: gate.clone(),
-                },
+                }),
                 _ => task::Input::Channels(
                     receivers.remove(&(stage.root, subtask)).unwrap_or_default(),
                 ),
