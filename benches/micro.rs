@@ -299,8 +299,8 @@ fn snapshot(c: &mut Criterion, data: &Data, runtime: &tokio::runtime::Runtime) {
     };
     let take = |op: &mut Box<dyn Operator>| {
         let state = op.snapshot().expect("snapshot").expect("keyed state");
-        sluice_engine::checkpoint::state::encode(state.batches[0].schema(), &state.batches)
-            .expect("encode")
+        let batches = &state.tables[0].batches;
+        sluice_engine::checkpoint::state::encode(batches[0].schema(), batches).expect("encode")
     };
     let mut op = filled();
     let encoded = take(&mut op);

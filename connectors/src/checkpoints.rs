@@ -314,6 +314,7 @@ mod tests {
                 state: vec![sluice_engine::checkpoint::protocol::StateFile {
                     path: file.to_string(),
                     operator: 1,
+                    table: "slices".into(),
                     key_groups: 0..128,
                     keyed: true,
                     watermark: 0,

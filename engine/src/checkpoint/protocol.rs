@@ -28,6 +28,10 @@ pub struct StateFile {
     pub path: String,
     /// The operator's node in the job graph.
     pub operator: usize,
+    /// The operator's state table it holds (empty in checkpoints taken
+    /// before tables had names: the operator's only one).
+    #[serde(default)]
+    pub table: String,
     /// The key groups of the subtask that wrote it.
     pub key_groups: Range<usize>,
     /// Whether its rows are keyed: split by key group on restore. Other
@@ -365,6 +369,7 @@ mod tests {
                 StateFile {
                     path: format!("n{node}-s{subtask}.arrow"),
                     operator: 7,
+                    table: "slices".into(),
                     key_groups: key_groups_of(subtask, parallelism),
                     keyed: true,
                     watermark: 0,
@@ -373,6 +378,7 @@ mod tests {
                 StateFile {
                     path: format!("n{node}-s{subtask}-local.arrow"),
                     operator: 8,
+                    table: "slices".into(),
                     key_groups: key_groups_of(subtask, parallelism),
                     keyed: false,
                     watermark: 0,

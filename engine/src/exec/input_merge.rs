@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use super::chain::Chain;
+use super::chain::{Chain, processing_timer_due, wall_clock};
 use super::channel::Receiver;
 use super::checkpoint_link::CheckpointLink;
 
@@ -42,28 +42,35 @@ pub(super) async fn merge(
     let mut next = 0;
     let mut steps = Vec::new();
     loop {
-        let received = std::future::poll_fn(|cx| {
-            let mut open = false;
-            for k in 0..inputs {
-                let i = (next + k) % inputs;
-                if closed[i] || aligner.is_blocked(i) {
-                    open |= !closed[i];
-                    continue;
+        let deadline = chain.next_processing_timer();
+        let received = tokio::select! {
+            received = std::future::poll_fn(|cx| {
+                let mut open = false;
+                for k in 0..inputs {
+                    let i = (next + k) % inputs;
+                    if closed[i] || aligner.is_blocked(i) {
+                        open |= !closed[i];
+                        continue;
+                    }
+                    open = true;
+                    if let std::task::Poll::Ready(message) = receivers[i].poll_recv(cx) {
+                        // Start with the next channel next time: no input starves.
+                        next = (i + 1) % inputs;
+                        return std::task::Poll::Ready(Some((i, message)));
+                    }
                 }
-                open = true;
-                if let std::task::Poll::Ready(message) = receivers[i].poll_recv(cx) {
-                    // Start with the next channel next time: no input starves.
-                    next = (i + 1) % inputs;
-                    return std::task::Poll::Ready(Some((i, message)));
+                if open {
+                    std::task::Poll::Pending
+                } else {
+                    std::task::Poll::Ready(None)
                 }
+            }) => received,
+            () = processing_timer_due(deadline) => {
+                chain.fire_processing_timers(wall_clock())?;
+                chain.flush().await?;
+                continue;
             }
-            if open {
-                std::task::Poll::Pending
-            } else {
-                std::task::Poll::Ready(None)
-            }
-        })
-        .await;
+        };
         let Some((i, Some(message))) = received else {
             return Err(SluiceError::Runtime(format!(
                 "an upstream subtask {STOPPED}"

@@ -16,7 +16,7 @@ use futures::stream::{BoxStream, select_all};
 use tokio::sync::watch;
 
 use super::StopSignal;
-use super::chain::Chain;
+use super::chain::{Chain, processing_timer_due, wall_clock};
 use super::checkpoint_link::CheckpointLink;
 
 use crate::checkpoint::CheckpointId;
@@ -230,6 +230,10 @@ impl SplitReader<'_> {
                         id = next_trigger(self.link.as_mut()) => {
                             self.inject_barriers(chain, id).await?;
                         }
+                        () = processing_timer_due(chain.next_processing_timer()) => {
+                            chain.fire_processing_timers(wall_clock())?;
+                            chain.flush().await?;
+                        }
                         () = pace.turn(i) => break,
                     }
                 }
@@ -242,6 +246,11 @@ impl SplitReader<'_> {
                     () = stop.stopped() => return self.stop(chain).await.map(|()| false),
                     id = next_trigger(self.link.as_mut()) => {
                         self.inject_barriers(chain, id).await?;
+                        continue;
+                    }
+                    () = processing_timer_due(chain.next_processing_timer()) => {
+                        chain.fire_processing_timers(wall_clock())?;
+                        chain.flush().await?;
                         continue;
                     }
                     batch = batches.next() => batch,
@@ -301,6 +310,10 @@ impl SplitReader<'_> {
                 biased;
                 () = stop.stopped() => return self.stop(chain).await.map(|()| false),
                 id = next_trigger(self.link.as_mut()) => self.inject_barriers(chain, id).await?,
+                () = processing_timer_due(chain.next_processing_timer()) => {
+                    chain.fire_processing_timers(wall_clock())?;
+                    chain.flush().await?;
+                }
                 _ = tick => {
                     let Some((timeout, _)) = ticks.as_ref() else { continue };
                     for (i, seen) in last_seen.iter().enumerate() {

@@ -17,6 +17,7 @@
 pub mod aggregate;
 pub mod session;
 pub mod stateless;
+pub mod timer;
 pub mod window_aggregate;
 pub mod window_assign;
 
@@ -59,11 +60,12 @@ impl Message {
     }
 }
 
-/// Where an operator puts what it emits.
+/// Where an operator puts what it emits, and the timers it sets.
 #[derive(Debug, Default)]
 pub struct Output {
     messages: Vec<Message>,
     late: Vec<RecordBatch>,
+    timers: Vec<timer::TimerChange>,
 }
 
 impl Output {
@@ -83,6 +85,20 @@ impl Output {
         if batch.num_rows() > 0 {
             self.late.push(batch);
         }
+    }
+
+    /// Asks to be woken at `timer` ([`Operator::on_timer`]).
+    pub fn set_timer(&mut self, timer: timer::Timer) {
+        self.timers.push(timer::TimerChange::Set(timer));
+    }
+
+    /// Withdraws a timer set before; one not set (or fired) is no matter.
+    pub fn cancel_timer(&mut self, timer: timer::Timer) {
+        self.timers.push(timer::TimerChange::Cancel(timer));
+    }
+
+    pub fn drain_timers(&mut self) -> std::vec::Drain<'_, timer::TimerChange> {
+        self.timers.drain(..)
     }
 
     pub fn drain(&mut self) -> std::vec::Drain<'_, Message> {
@@ -128,6 +144,13 @@ pub trait Operator: Send {
         Ok(())
     }
 
+    /// A timer it set is due: an event-time one when its watermark reached
+    /// the time (before [`Operator::on_watermark`] of that watermark), a
+    /// processing-time one when the wall clock did.
+    fn on_timer(&mut self, _timer: &timer::Timer, _out: &mut Output) -> Result<()> {
+        Ok(())
+    }
+
     /// Called once at the end of input (after the final watermark) or at
     /// shutdown: release resources here.
     fn close(&mut self, _out: &mut Output) -> Result<()> {
@@ -145,7 +168,7 @@ pub trait Operator: Send {
     /// Keyed state may come from several earlier subtasks (the parallelism
     /// changed): keep only the rows of the key groups this subtask owns.
     fn restore(&mut self, state: RestoredState) -> Result<()> {
-        if state.batches.iter().any(|b| b.num_rows() > 0) {
+        if !state.is_empty() {
             return Err(crate::SluiceError::Runtime(
                 "a checkpoint holds state for an operator that keeps none: was the job changed?"
                     .into(),
@@ -155,30 +178,68 @@ pub trait Operator: Send {
     }
 }
 
-/// An operator's state in a checkpoint: Arrow batches of one schema.
+/// An operator's state in a checkpoint: named tables of Arrow rows (a
+/// window operator's slices; a join's left and right sides), each written
+/// to its own file per subtask and restored by name.
 #[derive(Debug, Clone)]
 pub struct OperatorState {
+    pub tables: Vec<StateTable>,
+    /// The operator's watermark when the state was taken.
+    pub watermark: Millis,
+}
+
+/// One named table of an operator's state: batches of one schema.
+#[derive(Debug, Clone)]
+pub struct StateTable {
+    /// Unique within the operator, of letters, digits, `-` and `_`: its
+    /// files are named after it. Names starting with `__` are the
+    /// runtime's (timers).
+    pub name: String,
     pub batches: Vec<RecordBatch>,
     /// Whether rows belong to keys (routed by a hash exchange), so that a
     /// restore at another parallelism splits them by key group. Other
     /// state (e.g. partial aggregates before an exchange) goes whole to one
     /// subtask.
     pub keyed: bool,
-    /// The operator's watermark when the state was taken.
-    pub watermark: Millis,
 }
 
 /// State handed back to an operator on restore.
 #[derive(Debug, Clone)]
 pub struct RestoredState {
-    pub batches: Vec<RecordBatch>,
+    /// Each table's batches, from every subtask whose state this one
+    /// restores.
+    pub tables: BTreeMap<String, Vec<RecordBatch>>,
     /// The lowest watermark among the snapshots restored.
     pub watermark: Millis,
     /// The key groups the restoring subtask owns.
     pub key_groups: std::ops::Range<usize>,
 }
 
+/// The name checkpoints gave an operator's one table before tables had
+/// names.
+const UNNAMED_TABLE: &str = "";
+
 impl RestoredState {
+    /// The batches of table `name`. A checkpoint taken before tables had
+    /// names holds one unnamed table, which is the operator's only one.
+    pub fn table(&self, name: &str) -> &[RecordBatch] {
+        self.tables
+            .get(name)
+            .or_else(|| match self.tables.len() {
+                1 => self.tables.get(UNNAMED_TABLE),
+                _ => None,
+            })
+            .map_or(&[], Vec::as_slice)
+    }
+
+    /// Whether no table holds a row.
+    pub fn is_empty(&self) -> bool {
+        self.tables
+            .values()
+            .flatten()
+            .all(|batch| batch.num_rows() == 0)
+    }
+
     /// The rows of `batch` whose keys (`keys`, evaluated over it) fall in
     /// this subtask's key groups.
     pub fn owned(
@@ -216,4 +277,45 @@ pub trait OperatorFactory: Send + Sync + Debug {
     }
 
     fn create(&self, context: &OperatorContext) -> Result<Box<dyn Operator>>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(rows: i64) -> RecordBatch {
+        let schema = Arc::new(arrow::datatypes::Schema::new(vec![
+            arrow::datatypes::Field::new("n", arrow::datatypes::DataType::Int64, false),
+        ]));
+        RecordBatch::try_new(
+            schema,
+            vec![Arc::new(arrow::array::Int64Array::from_iter_values(
+                0..rows,
+            ))],
+        )
+        .expect("batch")
+    }
+
+    fn restored(tables: &[(&str, i64)]) -> RestoredState {
+        RestoredState {
+            tables: tables
+                .iter()
+                .map(|(name, rows)| (name.to_string(), vec![batch(*rows)]))
+                .collect(),
+            watermark: 0,
+            key_groups: 0..128,
+        }
+    }
+
+    #[test]
+    fn tables_are_found_by_name_and_an_unnamed_one_is_the_only_one() {
+        let named = restored(&[("left", 2), ("right", 3)]);
+        assert_eq!(named.table("right")[0].num_rows(), 3);
+        assert!(named.table("slices").is_empty());
+        // A checkpoint from before tables had names.
+        let legacy = restored(&[("", 4)]);
+        assert_eq!(legacy.table("slices")[0].num_rows(), 4);
+        assert!(restored(&[("left", 0)]).is_empty());
+        assert!(!legacy.is_empty());
+    }
 }

@@ -24,7 +24,11 @@ use arrow::row::{RowConverter, SortField};
 use super::aggregate::{AggregateSpec, Groups, Windows, event_times};
 use super::{
     Operator, OperatorContext, OperatorFactory, OperatorState, Output, Port, RestoredState,
+    StateTable,
 };
+
+/// The state table of the rows of open sessions.
+const SESSIONS: &str = "sessions";
 use crate::error::{ExecContext, Result};
 use crate::time::{BEFORE_TIME, END_OF_TIME, Millis};
 
@@ -221,15 +225,18 @@ impl Operator for Sessions {
             self.buffer = vec![all];
         }
         Ok(Some(OperatorState {
-            batches: self.buffer.clone(),
-            keyed: !self.plan.spec.keys.is_empty(),
+            tables: vec![StateTable {
+                name: SESSIONS.to_string(),
+                batches: self.buffer.clone(),
+                keyed: !self.plan.spec.keys.is_empty(),
+            }],
             watermark: self.watermark,
         }))
     }
 
     fn restore(&mut self, state: RestoredState) -> Result<()> {
         self.watermark = self.watermark.max(state.watermark);
-        for batch in &state.batches {
+        for batch in state.table(SESSIONS) {
             let fits = batch.num_columns() > self.plan.time_index + 1
                 && batch
                     .schema()

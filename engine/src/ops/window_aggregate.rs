@@ -29,7 +29,11 @@ use arrow::record_batch::RecordBatchOptions;
 use super::aggregate::{AggregateSpec, Evaluated, GroupState, Groups, Windows, event_times};
 use super::{
     Operator, OperatorContext, OperatorFactory, OperatorState, Output, Port, RestoredState,
+    StateTable,
 };
+
+/// The state table of the slices' partial aggregates.
+const SLICES: &str = "slices";
 use crate::error::{ExecContext, Result};
 use crate::sql::window_tvf::describe;
 use crate::time::{Millis, WindowKind};
@@ -357,10 +361,13 @@ impl Operator for SlicedWindows {
             .map(|(start, state)| self.state_batch(start, state))
             .collect::<Result<_>>()?;
         Ok(Some(OperatorState {
-            batches,
-            // Only the merge phase sits behind a hash exchange; partial
-            // states before it can be merged anywhere.
-            keyed: self.plan.phase == Phase::Merge && !spec.keys.is_empty(),
+            tables: vec![StateTable {
+                name: SLICES.to_string(),
+                batches,
+                // Only the merge phase sits behind a hash exchange; partial
+                // states before it can be merged anywhere.
+                keyed: self.plan.phase == Phase::Merge && !spec.keys.is_empty(),
+            }],
             watermark: self.watermark,
         }))
     }
@@ -374,7 +381,7 @@ impl Operator for SlicedWindows {
             self.watermark = self.watermark.max(state.watermark);
         }
         let keys = self.plan.spec.key_schema.fields().len();
-        for batch in &state.batches {
+        for batch in state.table(SLICES) {
             let fits = batch.num_columns() == self.state_schema.fields().len()
                 && batch
                     .schema()
