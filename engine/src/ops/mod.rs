@@ -15,6 +15,7 @@
 //! are aligned over every input channel before they reach it.
 
 pub mod aggregate;
+pub mod join;
 pub mod session;
 pub mod stateless;
 pub mod timer;

@@ -540,6 +540,14 @@ impl Translator<'_> {
                         ));
                     }
                 };
+                // As in Flink, a regular join keeps no time attribute: a
+                // joined row is as old as either of its rows, so no
+                // watermark holds for it.
+                if self.after_join(input.node) {
+                    return Err(self.error(
+                        "a window over the rows of a regular JOIN: they carry no event time a watermark holds (a joined row is as old as either of its rows), as in Flink; window each input before joining",
+                    ));
+                }
                 let width = tvf.input_width();
                 let layout = (0..width)
                     .map(Col::Input)
@@ -578,11 +586,98 @@ impl Translator<'_> {
                     schema: Arc::clone(&u.schema),
                 }))
             }
+            LogicalPlan::Join(join) => self.join(join),
             other => Err(self.error(format!(
                 "{} is not supported in Sluice jobs yet",
                 describe_unsupported(other)
             ))),
         }
+    }
+
+    /// A regular join: its inputs hash-exchanged on their keys into one
+    /// two-port operator (left port 0, right port 1).
+    fn join(&mut self, join: &datafusion::logical_expr::Join) -> Result<Planned> {
+        use datafusion::logical_expr::JoinType;
+        if join.join_type != JoinType::Inner {
+            return Err(self.error(format!(
+                "{} JOIN is not supported yet: an outer join updates its results (a row padded with NULLs is taken back when its match comes), and Sluice's streams do not carry updates yet; write an INNER JOIN",
+                join.join_type.to_string().to_uppercase()
+            )));
+        }
+        if join.on.is_empty() {
+            return Err(self.error(
+                "a JOIN needs an equality between its two sides (`ON a.k = b.k`): a join on a condition alone would compare every row with every other",
+            ));
+        }
+        let left = self.plan(&join.left)?;
+        let left = self.materialize(left)?;
+        let right = self.plan(&join.right)?;
+        let right = self.materialize(right)?;
+        let mut left_keys = Vec::with_capacity(join.on.len());
+        let mut right_keys = Vec::with_capacity(join.on.len());
+        for (l, r) in &join.on {
+            let l = self.physical(l, &left.schema)?;
+            let r = self.physical(r, &right.schema)?;
+            let (lt, rt) = (
+                l.data_type(left.schema.inner()),
+                r.data_type(right.schema.inner()),
+            );
+            match (lt, rt) {
+                (Ok(lt), Ok(rt)) if lt == rt => {}
+                (Ok(lt), Ok(rt)) => {
+                    return Err(self.error(format!(
+                        "the JOIN keys `{}` and `{}` are {lt} and {rt}: cast one to the other's type",
+                        crate::plan::sql_text::expr(l.as_ref()),
+                        crate::plan::sql_text::expr(r.as_ref())
+                    )));
+                }
+                (Err(e), _) | (_, Err(e)) => {
+                    return Err(self.error(crate::sql::df_message(&e)));
+                }
+            }
+            left_keys.push(l);
+            right_keys.push(r);
+        }
+        let filter = join
+            .filter
+            .as_ref()
+            .map(|f| self.physical(f, &join.schema))
+            .transpose()?;
+        let schema = Arc::clone(join.schema.inner());
+        let op = crate::ops::join::InnerJoin {
+            left_keys: left_keys.clone(),
+            right_keys: right_keys.clone(),
+            filter,
+            left_schema: Arc::clone(left.schema.inner()),
+            right_schema: Arc::clone(right.schema.inner()),
+            schema: Arc::clone(&schema),
+        };
+        let id = self.add_node(NodeKind::Operator(Arc::new(op)), self.parallelism, schema);
+        self.connect(left.node, id, Partitioning::Hash(left_keys));
+        self.connect(right.node, id, Partitioning::Hash(right_keys));
+        Ok(Planned::Stream(Stream {
+            node: id,
+            schema: Arc::clone(&join.schema),
+        }))
+    }
+
+    /// Whether rows of `node` come out of a regular join, whose rows keep
+    /// no event time a watermark could hold.
+    fn after_join(&self, node: NodeId) -> bool {
+        let mut stack = vec![node];
+        let mut seen = BTreeSet::new();
+        while let Some(id) = stack.pop() {
+            if !seen.insert(id) {
+                continue;
+            }
+            if let NodeKind::Operator(op) = &self.graph.node(id).kind
+                && op.name() == "InnerJoin"
+            {
+                return true;
+            }
+            stack.extend(self.graph.inputs(id).map(|e| e.from));
+        }
+        false
     }
 
     fn add_filter(&mut self, input: &Stream, predicate: Arc<dyn PhysicalExpr>) -> NodeId {

@@ -297,9 +297,10 @@ fn name_nested_fields(query: &mut Query) {
 /// or reorder joins are left out: a window aggregation must stay one node.
 fn optimize(catalog: &Catalog, plan: LogicalPlan) -> datafusion::error::Result<LogicalPlan> {
     use datafusion::optimizer::{
-        eliminate_filter::EliminateFilter, optimize_projections::OptimizeProjections,
-        optimize_unions::OptimizeUnions, push_down_filter::PushDownFilter,
-        replace_distinct_aggregate::ReplaceDistinctWithAggregate,
+        eliminate_cross_join::EliminateCrossJoin, eliminate_filter::EliminateFilter,
+        extract_equijoin_predicate::ExtractEquijoinPredicate,
+        optimize_projections::OptimizeProjections, optimize_unions::OptimizeUnions,
+        push_down_filter::PushDownFilter, replace_distinct_aggregate::ReplaceDistinctWithAggregate,
         simplify_expressions::SimplifyExpressions,
     };
     let plan = Analyzer::new().execute_and_check(plan, catalog.config(), |_, _| {})?;
@@ -308,14 +309,20 @@ fn optimize(catalog: &Catalog, plan: LogicalPlan) -> datafusion::error::Result<L
         Arc::new(SimplifyExpressions::new()),
         Arc::new(ReplaceDistinctWithAggregate::new()),
         Arc::new(EliminateFilter::new()),
+        Arc::new(EliminateCrossJoin::new()),
         Arc::new(PushDownFilter::new()),
+        // `JOIN ... ON a.k = b.k` plans as a filter over a cross join,
+        // which the filter pushdown makes a join's condition; its
+        // equalities become the join's keys. Joins keep the order written.
+        Arc::new(ExtractEquijoinPredicate::new()),
         Arc::new(OptimizeProjections::new()),
     ];
     // No query start time: `NOW()` and its kin stay calls, read when the
     // job runs (see `wall_clock`), so the plan is the same on every run.
     let context = OptimizerContext::new()
         .without_query_execution_start_time()
-        .with_max_passes(3);
+        .with_max_passes(3)
+        .with_skip_failing_rules(false);
     Optimizer::with_rules(rules).optimize(plan, &context, |_, _| {})
 }
 

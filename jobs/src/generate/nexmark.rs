@@ -12,7 +12,6 @@ use arrow::array::{ArrayRef, Int64Builder, StringBuilder, TimestampMillisecondBu
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
 use nexmark::EventGenerator;
-use nexmark::config::NexmarkConfig;
 use nexmark::event::Event;
 use sluice_engine::{Result, SluiceError};
 
@@ -157,10 +156,7 @@ pub fn generate(out: &Path, events: u64, files: usize, format: FileFormat) -> Re
 /// Generates `events` Nexmark events as the tables `person`, `auction`
 /// and `bid` of `destination`.
 pub fn generate_to(destination: &Destination, events: u64) -> Result<Counts> {
-    let config = NexmarkConfig {
-        base_time: BASE_TIME_MS,
-        ..NexmarkConfig::default()
-    };
+    let config = sluice_connectors::nexmark::flink_config();
     // Nexmark's mix: 1 person, 3 auctions, 46 bids in every 50 events.
     let share = |n: u64| events * n / 50;
     let mut bids = destination.table("bid", bid_schema(), share(46), events)?;
