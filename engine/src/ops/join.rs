@@ -182,7 +182,8 @@ impl JoinState {
             };
             out.batch(joined);
         }
-        self.keep(port, batch)
+        self.keep_keyed(port, batch, &keys, &rows);
+        Ok(())
     }
 
     /// The joined rows: row `incoming[k]` of `batch` beside stored row
@@ -290,6 +291,18 @@ impl JoinState {
             .converter
             .convert_columns(&keys)
             .map_err(|e| SluiceError::Runtime(format!("encoding join keys: {e}")))?;
+        self.keep_keyed(port, batch, &keys, &rows);
+        Ok(())
+    }
+
+    /// Keeps `batch` as side `port`'s rows, its keys already evaluated.
+    fn keep_keyed(
+        &mut self,
+        port: Port,
+        batch: RecordBatch,
+        keys: &[ArrayRef],
+        rows: &arrow::row::Rows,
+    ) {
         let side = &mut self.sides[port];
         let at = side.batches.len();
         for i in 0..batch.num_rows() {
@@ -301,7 +314,6 @@ impl JoinState {
             }
         }
         side.batches.push(batch);
-        Ok(())
     }
 }
 
