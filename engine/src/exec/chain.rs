@@ -186,7 +186,15 @@ impl Chain {
                     .extend(state.iter().cloned());
             }
             if let Some(timers) = tables.remove(TIMERS_TABLE) {
-                node.timers.restore(&timers, &key_groups)?;
+                // Keyed timers by key group; the others all here, as the
+                // state they go with.
+                let keyed = files.iter().any(|f| f.table == TIMERS_TABLE && f.keyed);
+                let groups = if keyed {
+                    key_groups.clone()
+                } else {
+                    0..super::exchange::MAX_PARALLELISM
+                };
+                node.timers.restore(&timers, &groups)?;
             }
             if tables.is_empty() {
                 continue;
@@ -236,10 +244,13 @@ impl Chain {
                 None => (Vec::new(), BEFORE_TIME),
             };
             if let Some(timers) = timers {
+                // Split by key group like the operator's keyed state, or
+                // whole to one subtask like its other state.
+                let keyed = tables.is_empty() || tables.iter().any(|t| t.keyed);
                 tables.push(StateTable {
                     name: TIMERS_TABLE.to_string(),
                     batches: vec![timers],
-                    keyed: true,
+                    keyed,
                 });
             }
             for table in tables {

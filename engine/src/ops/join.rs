@@ -6,8 +6,11 @@
 //! whose output over insert-only inputs is insert-only too. Both sides are
 //! state tables (`left`, `right`), keyed by the join key, which is what the
 //! hash exchanges before the join route by; a row with a null key matches
-//! nothing, as in SQL. A residual condition (the non-equality part of `ON`)
-//! is applied to the joined rows.
+//! nothing, as in SQL, unless the keys are compared with `IS NOT DISTINCT
+//! FROM`. A residual condition (the non-equality part of `ON`) is applied
+//! to the joined rows. Once one input has ended, the other's rows are no
+//! longer kept (nothing is left for them to meet), so a bounded table
+//! joined with an endless stream holds only the table.
 //!
 //! In batch mode the same operator runs over inputs that end; its result is
 //! the inner join of the two tables. In stream mode its state grows with
@@ -36,6 +39,8 @@ pub struct InnerJoin {
     pub left_keys: Vec<Arc<dyn PhysicalExpr>>,
     pub right_keys: Vec<Arc<dyn PhysicalExpr>>,
     pub filter: Option<Arc<dyn PhysicalExpr>>,
+    /// `IS NOT DISTINCT FROM`: a NULL key meets a NULL key.
+    pub nulls_equal: bool,
     pub left_schema: SchemaRef,
     pub right_schema: SchemaRef,
     pub schema: SchemaRef,
@@ -99,6 +104,7 @@ impl OperatorFactory for InnerJoin {
             plan: self.clone(),
             converter,
             sides: [Side::default(), Side::default()],
+            ended: [false, false],
             watermark: BEFORE_TIME,
         }))
     }
@@ -115,6 +121,8 @@ struct JoinState {
     plan: InnerJoin,
     converter: RowConverter,
     sides: [Side; 2],
+    /// Which inputs have ended.
+    ended: [bool; 2],
     watermark: Millis,
 }
 
@@ -146,7 +154,8 @@ impl JoinState {
             .converter
             .convert_columns(&keys)
             .map_err(|e| SluiceError::Runtime(format!("encoding join keys: {e}")))?;
-        let has_null = |i: usize| keys.iter().any(|k| k.is_null(i));
+        let nulls_equal = self.plan.nulls_equal;
+        let has_null = |i: usize| !nulls_equal && keys.iter().any(|k| k.is_null(i));
         let other = &self.sides[1 - port];
         let mut incoming: Vec<u32> = Vec::new();
         let mut stored: Vec<(usize, usize)> = Vec::new();
@@ -230,6 +239,15 @@ impl Operator for JoinState {
         self.join_and_keep(port, batch, out)
     }
 
+    fn on_input_end(&mut self, port: Port, _out: &mut Output) -> Result<()> {
+        if let Some(ended) = self.ended.get_mut(port) {
+            *ended = true;
+            // The other side's rows waited for rows of this one.
+            self.sides[1 - port] = Side::default();
+        }
+        Ok(())
+    }
+
     fn on_watermark(&mut self, watermark: Millis, out: &mut Output) -> Result<()> {
         self.watermark = watermark;
         out.watermark(watermark);
@@ -303,10 +321,15 @@ impl JoinState {
         keys: &[ArrayRef],
         rows: &arrow::row::Rows,
     ) {
+        // Once the other input has ended, no row is left to meet this one.
+        if self.ended[1 - port] {
+            return;
+        }
+        let nulls_equal = self.plan.nulls_equal;
         let side = &mut self.sides[port];
         let at = side.batches.len();
         for i in 0..batch.num_rows() {
-            if !keys.iter().any(|k| k.is_null(i)) {
+            if nulls_equal || !keys.iter().any(|k| k.is_null(i)) {
                 side.by_key
                     .entry(rows.row(i).as_ref().into())
                     .or_default()
@@ -349,6 +372,7 @@ mod tests {
             left_keys: vec![Arc::new(Column::new("k", 0))],
             right_keys: vec![Arc::new(Column::new("k", 0))],
             filter: None,
+            nulls_equal: false,
             left_schema,
             right_schema,
             schema,
@@ -481,5 +505,30 @@ mod tests {
         // One match per key, l{k} with 8, on the one subtask that holds
         // the left row of its key group.
         assert_eq!(joined, expected);
+    }
+
+    /// After the left input ends, right rows still join it but are not
+    /// kept; the left rows stay for them.
+    #[test]
+    fn an_ended_input_lets_the_other_side_stop_keeping_rows() {
+        let mut op = join().create(&context(0, 1)).expect("join");
+        let mut out = Output::default();
+        op.on_batch(0, left(&[Some(1)], &["a"]), &mut out)
+            .expect("left");
+        op.on_input_end(0, &mut out).expect("end");
+        op.on_batch(1, right(&[Some(1), Some(2)], &[10, 20]), &mut out)
+            .expect("right");
+        assert_eq!(pairs(&mut out), vec![("a".to_string(), 10)]);
+        let state = op.snapshot().expect("snapshot").expect("state");
+        let rows = |name: &str| -> usize {
+            state
+                .tables
+                .iter()
+                .filter(|t| t.name == name)
+                .flat_map(|t| &t.batches)
+                .map(RecordBatch::num_rows)
+                .sum()
+        };
+        assert_eq!((rows("left"), rows("right")), (1, 0));
     }
 }

@@ -26,11 +26,11 @@ use super::{
     Operator, OperatorContext, OperatorFactory, OperatorState, Output, Port, RestoredState,
     StateTable,
 };
+use crate::error::{ExecContext, Result};
+use crate::time::{BEFORE_TIME, END_OF_TIME, Millis};
 
 /// The state table of the rows of open sessions.
 const SESSIONS: &str = "sessions";
-use crate::error::{ExecContext, Result};
-use crate::time::{BEFORE_TIME, END_OF_TIME, Millis};
 
 #[derive(Debug, Clone)]
 pub struct SessionAggregate {

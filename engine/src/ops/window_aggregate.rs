@@ -31,12 +31,12 @@ use super::{
     Operator, OperatorContext, OperatorFactory, OperatorState, Output, Port, RestoredState,
     StateTable,
 };
-
-/// The state table of the slices' partial aggregates.
-const SLICES: &str = "slices";
 use crate::error::{ExecContext, Result};
 use crate::sql::window_tvf::describe;
 use crate::time::{Millis, WindowKind};
+
+/// The state table of the slices' partial aggregates.
+const SLICES: &str = "slices";
 
 /// The plan of a window aggregation; creates one operator per subtask.
 #[derive(Debug, Clone)]

@@ -648,6 +648,7 @@ impl Translator<'_> {
             left_keys: left_keys.clone(),
             right_keys: right_keys.clone(),
             filter,
+            nulls_equal: join.null_equality == datafusion::common::NullEquality::NullEqualsNull,
             left_schema: Arc::clone(left.schema.inner()),
             right_schema: Arc::clone(right.schema.inner()),
             schema: Arc::clone(&schema),
@@ -1106,7 +1107,6 @@ fn describe_unsupported(plan: &LogicalPlan) -> String {
     match plan {
         LogicalPlan::Sort(_) => "ORDER BY".to_string(),
         LogicalPlan::Limit(_) => "LIMIT".to_string(),
-        LogicalPlan::Join(_) => "JOIN".to_string(),
         LogicalPlan::Window(_) => "OVER (window functions)".to_string(),
         LogicalPlan::Values(_) => "VALUES".to_string(),
         LogicalPlan::Subquery(_) => "a subquery".to_string(),

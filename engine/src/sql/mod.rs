@@ -311,18 +311,21 @@ fn optimize(catalog: &Catalog, plan: LogicalPlan) -> datafusion::error::Result<L
         Arc::new(EliminateFilter::new()),
         Arc::new(EliminateCrossJoin::new()),
         Arc::new(PushDownFilter::new()),
-        // `JOIN ... ON a.k = b.k` plans as a filter over a cross join,
-        // which the filter pushdown makes a join's condition; its
-        // equalities become the join's keys. Joins keep the order written.
+        // An implicit join (`FROM a, b WHERE a.k = b.k`) is a filter over a
+        // cross join, which the filter pushdown makes a join's condition;
+        // the equalities of a join's condition become its keys. Joins keep
+        // the order written.
         Arc::new(ExtractEquijoinPredicate::new()),
         Arc::new(OptimizeProjections::new()),
     ];
     // No query start time: `NOW()` and its kin stay calls, read when the
     // job runs (see `wall_clock`), so the plan is the same on every run.
+    // A rule that fails is passed over, as DataFusion does by default: a
+    // constant it cannot fold (`CAST('abc' AS BIGINT)` in a branch that may
+    // never run) is an error only if the job meets it, as in Flink.
     let context = OptimizerContext::new()
         .without_query_execution_start_time()
-        .with_max_passes(3)
-        .with_skip_failing_rules(false);
+        .with_max_passes(3);
     Optimizer::with_rules(rules).optimize(plan, &context, |_, _| {})
 }
 
