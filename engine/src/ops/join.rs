@@ -91,6 +91,10 @@ impl OperatorFactory for InnerJoin {
         )
     }
 
+    fn keeps_event_time(&self) -> bool {
+        false
+    }
+
     fn create(&self, _context: &OperatorContext) -> Result<Box<dyn Operator>> {
         let types = self
             .left_keys

@@ -278,6 +278,13 @@ pub trait OperatorFactory: Send + Sync + Debug {
     }
 
     fn create(&self, context: &OperatorContext) -> Result<Box<dyn Operator>>;
+
+    /// Whether its rows keep their input's event time, for a watermark to
+    /// hold. A regular join's do not (a joined row is as old as either of
+    /// its rows), so a window over them is refused, as in Flink.
+    fn keeps_event_time(&self) -> bool {
+        true
+    }
 }
 
 #[cfg(test)]

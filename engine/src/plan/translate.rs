@@ -662,8 +662,8 @@ impl Translator<'_> {
         }))
     }
 
-    /// Whether rows of `node` come out of a regular join, whose rows keep
-    /// no event time a watermark could hold.
+    /// Whether rows of `node` come through an operator that keeps no event
+    /// time a watermark could hold (a regular join).
     fn after_join(&self, node: NodeId) -> bool {
         let mut stack = vec![node];
         let mut seen = BTreeSet::new();
@@ -672,7 +672,7 @@ impl Translator<'_> {
                 continue;
             }
             if let NodeKind::Operator(op) = &self.graph.node(id).kind
-                && op.name() == "InnerJoin"
+                && !op.keeps_event_time()
             {
                 return true;
             }
