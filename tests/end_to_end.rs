@@ -403,15 +403,9 @@ fn inner_joins_match_datafusion() {
     ];
     let expected: Vec<Vec<String>> = runtime.block_on(async {
         let ctx = SessionContext::new();
-        for table in ["person", "auction", "bid"] {
-            ctx.register_parquet(
-                table,
-                data.path().join(table).to_str().expect("utf-8 path"),
-                ParquetReadOptions::default(),
-            )
+        sluice_tests::register_nexmark_files(&ctx, data.path())
             .await
             .expect("register");
-        }
         let mut expected = Vec::new();
         for (_, sql, _) in &queries {
             let batches = ctx

@@ -11,6 +11,28 @@ pub mod kafka;
 pub mod mock;
 pub mod reference;
 
+/// Registers the tables `sluice gen nexmark` wrote under `dir` (`person`,
+/// `auction`, `bid`, Parquet) with DataFusion, for reference answers.
+pub async fn register_nexmark_files(
+    ctx: &datafusion::prelude::SessionContext,
+    dir: &Path,
+) -> Result<(), String> {
+    for table in ["person", "auction", "bid"] {
+        let path = dir.join(table);
+        let path = path
+            .to_str()
+            .ok_or_else(|| format!("{} is not UTF-8", path.display()))?;
+        ctx.register_parquet(
+            table,
+            path,
+            datafusion::prelude::ParquetReadOptions::default(),
+        )
+        .await
+        .map_err(|e| format!("registering {path}: {e}"))?;
+    }
+    Ok(())
+}
+
 /// Where `CREATE TABLE {table} (` starts in a job's text, and where its
 /// closing `\n);` starts.
 pub fn table_block(job: &str, table: &str) -> Result<(usize, usize), String> {

@@ -195,17 +195,9 @@ fn the_join_queries_give_datafusions_answer() {
     )
     .expect("generate");
     let ctx = datafusion::prelude::SessionContext::new();
-    runtime.block_on(async {
-        for table in ["person", "auction", "bid"] {
-            ctx.register_parquet(
-                table,
-                data.path().join(table).to_str().expect("utf-8 path"),
-                datafusion::prelude::ParquetReadOptions::default(),
-            )
-            .await
-            .expect("register");
-        }
-    });
+    runtime
+        .block_on(sluice_tests::register_nexmark_files(&ctx, data.path()))
+        .expect("register");
     for (query, reference) in references {
         let expected = runtime.block_on(async {
             let batches = ctx

@@ -88,6 +88,32 @@ fn a_job_crashed_at_checkpoints_and_restored_commits_what_an_uninterrupted_run_d
     }
 }
 
+/// A regular join's two sides are state: crashed at its checkpoints and
+/// restored at parallelism 1 and 3, it commits an uninterrupted run's rows
+/// (each side's rows split by key group to the subtasks that own them).
+#[test]
+fn a_join_crashed_at_checkpoints_and_restored_commits_what_an_uninterrupted_run_does() {
+    let main_runtime = runtime();
+    let data = parquet_bids(200_000, 4);
+    let text = format!(
+        "CREATE TABLE auction (id BIGINT, item_name STRING, seller BIGINT, category BIGINT) \
+           WITH ('connector' = 'filesystem', 'path' = '{dir}/auction', 'format' = 'parquet');\n\
+         CREATE TABLE bid (auction BIGINT, bidder BIGINT, price BIGINT) \
+           WITH ('connector' = 'filesystem', 'path' = '{dir}/bid', 'format' = 'parquet');\n\
+         CREATE TABLE joined (auction BIGINT, bidder BIGINT, price BIGINT, item_name STRING) \
+           WITH ('connector' = 'filesystem', 'path' = '${{OUT}}/join', 'format' = 'parquet');\n\
+         INSERT INTO joined SELECT B.auction, B.bidder, B.price, A.item_name \
+           FROM bid B JOIN auction A ON B.auction = A.id WHERE A.category = 10;",
+        dir = data.path().display()
+    );
+    let job = |out: &Path, parallelism: usize| {
+        sluice::JobSpec::from_text("join.sql", &text)
+            .with_var("OUT", &out.display().to_string())
+            .with_parallelism(parallelism)
+    };
+    crashes_change_nothing(&main_runtime, "join", job);
+}
+
 /// The same over JSON-lines files cut into many small splits, in stream
 /// mode: a split's checkpointed byte offset resumes it at any parallelism,
 /// and the watermarks taken from the splits' first lines and the subtasks

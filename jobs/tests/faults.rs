@@ -44,6 +44,18 @@ fn copy_job(dir: &Path, data: &Path, out: &Path, name: &str) -> PathBuf {
     job
 }
 
+/// The job `append` with `INSERT OVERWRITE` for its `INSERT INTO`.
+fn overwrite_job(dir: &Path, append: &Path) -> PathBuf {
+    let job = dir.join("overwrite.sql");
+    let text = std::fs::read_to_string(append).expect("job");
+    std::fs::write(
+        &job,
+        text.replace("INSERT INTO copy", "INSERT OVERWRITE copy"),
+    )
+    .expect("job");
+    job
+}
+
 /// Names in `dir`, sorted.
 fn names(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
@@ -467,13 +479,7 @@ fn reruns_append_or_replace_and_say_where_the_output_went() {
     nexmark(&data, 5_000, 2);
     let out = dir.path().join("out");
     let append = copy_job(dir.path(), &data.join("bid"), &out, "append");
-    let overwrite = dir.path().join("overwrite.sql");
-    let text = std::fs::read_to_string(&append).expect("job");
-    std::fs::write(
-        &overwrite,
-        text.replace("INSERT INTO copy", "INSERT OVERWRITE copy"),
-    )
-    .expect("job");
+    let overwrite = overwrite_job(dir.path(), &append);
     let location = format!("copy → file://{}", out.display());
     for runs in 1..=2 {
         let appended = run([append.as_os_str(), "--parallelism".as_ref(), "2".as_ref()]);
@@ -530,13 +536,7 @@ fn a_crash_while_replacing_puts_the_old_files_back() {
     nexmark(&data, 5_000, 2);
     let out = dir.path().join("out");
     let append = copy_job(dir.path(), &data.join("bid"), &out, "append");
-    let overwrite = dir.path().join("overwrite.sql");
-    let text = std::fs::read_to_string(&append).expect("job");
-    std::fs::write(
-        &overwrite,
-        text.replace("INSERT INTO copy", "INSERT OVERWRITE copy"),
-    )
-    .expect("job");
+    let overwrite = overwrite_job(dir.path(), &append);
     let first = run([append.as_os_str(), "--parallelism".as_ref(), "2".as_ref()]);
     assert!(first.status.success());
     let before = visible(&out);
