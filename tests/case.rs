@@ -10,6 +10,9 @@
 //!
 //! output counts (auction BIGINT, window_start TIMESTAMP(3), bids BIGINT)
 //! 1, 2026-01-01 00:00:00, 1
+//!                                       (`output t (...) updating`: in stream
+//!                                       mode a debezium-json changelog whose
+//!                                       final rows are these)
 //!
 //! sql
 //! INSERT INTO counts SELECT ... ;
@@ -58,6 +61,10 @@ pub struct Table {
     pub columns: String,
     /// Rows as written, one inner list per file.
     pub files: Vec<Vec<String>>,
+    /// An output whose rows update in stream mode (`output t (...)
+    /// updating`): there it is written as a `debezium-json` changelog, and
+    /// its final rows are what the changelog leaves.
+    pub updating: bool,
 }
 
 impl Case {
@@ -221,8 +228,12 @@ impl Case {
             ));
         }
         for output in &self.outputs {
+            let format = match (mode, output.updating) {
+                (Mode::Stream, true) => "debezium-json",
+                _ => "parquet",
+            };
             job.push_str(&format!(
-                "CREATE TABLE {} ({}) WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'parquet');\n",
+                "CREATE TABLE {} ({}) WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = '{format}');\n",
                 output.name,
                 output.columns,
                 dir.join("out").join(&output.name).display()
@@ -302,14 +313,18 @@ impl Case {
                         ));
                     }
                     let schema = schema_of(output)?;
-                    // Rows compare as text, where an INT passes for a BIGINT
-                    // and a DOUBLE for a DECIMAL: the files' types must be
-                    // the declared ones.
-                    for (file, written) in parquet_schemas(&out_dir)? {
-                        same_columns(&schema, &written)
-                            .map_err(|e| format!("{}: {file}: {e}", output.name))?;
-                    }
-                    let actual = crate::sorted_rows(&crate::read_parquet_dir(&out_dir)?)?;
+                    let actual = if mode == Mode::Stream && output.updating {
+                        crate::changelog_rows(&out_dir, &schema)?
+                    } else {
+                        // Rows compare as text, where an INT passes for a
+                        // BIGINT and a DOUBLE for a DECIMAL: the files'
+                        // types must be the declared ones.
+                        for (file, written) in parquet_schemas(&out_dir)? {
+                            same_columns(&schema, &written)
+                                .map_err(|e| format!("{}: {file}: {e}", output.name))?;
+                        }
+                        crate::sorted_rows(&crate::read_parquet_dir(&out_dir)?)?
+                    };
                     let rows: Vec<String> = output.files.concat();
                     let expected = crate::sorted_rows(&[parse_rows(&schema, &rows)
                         .map_err(|e| format!("expected rows of {}: {e}", output.name))?])?;
@@ -427,13 +442,21 @@ fn read_lines(dir: &Path) -> Result<Vec<String>, String> {
 
 fn table_header(rest: &str) -> Option<Table> {
     let (name, columns) = rest.split_once('(')?;
-    let columns = columns.trim().strip_suffix(')')?;
+    let (columns, updating) = match columns.trim().strip_suffix(UPDATING) {
+        Some(columns) => (columns.trim_end(), true),
+        None => (columns.trim(), false),
+    };
+    let columns = columns.strip_suffix(')')?;
     Some(Table {
         name: name.trim().to_string(),
         columns: columns.to_string(),
         files: vec![Vec::new()],
+        updating,
     })
 }
+
+/// Ends an output's header whose rows update in stream mode.
+const UPDATING: &str = "updating";
 
 /// The Arrow schema of a table's DDL column list (watermark aside).
 fn schema_of(table: &Table) -> Result<SchemaRef, String> {
@@ -521,6 +544,7 @@ mod tests {
             name: "o".to_string(),
             columns: columns.to_string(),
             files: Vec::new(),
+            updating: false,
         })
         .expect("declared")
     }

@@ -135,3 +135,67 @@ pub fn sorted_rows(batches: &[RecordBatch]) -> Result<Vec<String>, String> {
     rows.sort();
     Ok(rows)
 }
+
+/// The final rows of the `debezium-json` changelog files in `dir` (rows of
+/// `schema`): every create added, every delete taking back one equal row
+/// created before, sorted. A delete of a row never created is an error:
+/// an updating result must only take back what it sent.
+pub fn changelog_rows(
+    dir: &Path,
+    schema: &arrow::datatypes::SchemaRef,
+) -> Result<Vec<String>, String> {
+    let (mut creates, mut deletes) = (String::new(), String::new());
+    let mut lines = 0;
+    for entry in std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))? {
+        let path = entry.map_err(|e| e.to_string())?.path();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        if name.starts_with('.') || name.starts_with('_') {
+            continue;
+        }
+        let text =
+            std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        for line in text.lines() {
+            lines += 1;
+            let record: serde_json::Value = serde_json::from_str(line)
+                .map_err(|e| format!("{}: {e}: {line}", path.display()))?;
+            let (image, into) = match record["op"].as_str() {
+                Some("c") => (&record["after"], &mut creates),
+                Some("d") => (&record["before"], &mut deletes),
+                _ => {
+                    return Err(format!(
+                        "{}: not a create or delete: {line}",
+                        path.display()
+                    ));
+                }
+            };
+            if !image.is_object() {
+                return Err(format!("{}: no row image: {line}", path.display()));
+            }
+            into.push_str(&image.to_string());
+            into.push('\n');
+        }
+    }
+    let decode = |text: &str| -> Result<Vec<String>, String> {
+        let reader = arrow::json::ReaderBuilder::new(std::sync::Arc::clone(schema))
+            .build(std::io::Cursor::new(text.as_bytes().to_vec()))
+            .map_err(|e| e.to_string())?;
+        let batches = reader
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| e.to_string())?;
+        sorted_rows(&batches)
+    };
+    let mut rows = decode(&creates)?;
+    for deleted in decode(&deletes)? {
+        let at = rows.iter().position(|r| *r == deleted).ok_or_else(|| {
+            format!(
+                "{}: deletes `{deleted}`, which it never created ({lines} records)",
+                dir.display()
+            )
+        })?;
+        rows.remove(at);
+    }
+    Ok(rows)
+}

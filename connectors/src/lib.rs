@@ -5,18 +5,21 @@
 //! - `filesystem`: Parquet, JSON lines and CSV files on any object store
 //!   (`file://` or a plain path, `s3://`, `gs://`, `az://`), as a source
 //!   (row-group splits, projection pushdown, statistics-ordered reading) and
-//!   as a sink (part files per subtask, visible once the job commits).
+//!   as a sink (part files per subtask, visible once the job commits;
+//!   `debezium-json` writes an updating result as a changelog).
 //! - `kafka`: topics as sources (a split per partition, read concurrently,
 //!   each with its own watermark; startup and bounded modes; bad records
 //!   fail, are skipped, or go to a dead-letter topic) and as sinks.
 //! - `nexmark`: Nexmark events generated in the source, in the shape of
 //!   the Flink Nexmark benchmark's `datagen` table; bounded by `events.num`.
-//! - `print`: rows to standard output, as Flink prints them (`+I[...]`).
+//! - `print`: rows to standard output, as Flink prints them (`+I[...]`,
+//!   `-U[...]`, `+U[...]`, `-D[...]`).
 //! - `blackhole`: discards rows (for benchmarks).
 
 #![forbid(unsafe_code)]
 
 pub mod checkpoints;
+pub mod debezium;
 pub mod filesystem;
 pub mod kafka;
 pub mod nexmark;

@@ -1,6 +1,7 @@
 //! The `print` and `blackhole` sinks.
 //!
-//! `print` writes each row as Flink does, `+I[v1, v2, ...]`, prefixed with
+//! `print` writes each row as Flink does, `+I[v1, v2, ...]` (or `-U`, `+U`,
+//! `-D` for the rows of an updating result), prefixed with
 //! the subtask number (`2> `) when the sink runs in parallel and with
 //! `'print-identifier'` when set; `'standard-error' = 'true'` writes to stderr.
 
@@ -10,6 +11,7 @@ use std::sync::Arc;
 use arrow::record_batch::RecordBatch;
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use futures::future::BoxFuture;
+use sluice_engine::changelog::{self, RowKind};
 use sluice_engine::connector::{ConnectorContext, OptionNames, Sink, SinkFactory, SinkWriter};
 use sluice_engine::sql::{Options, TableDef};
 use sluice_engine::{Result, SluiceError};
@@ -42,6 +44,10 @@ struct PrintSink {
 }
 
 impl Sink for PrintSink {
+    fn accepts_changes(&self) -> bool {
+        true
+    }
+
     /// Printed rows cannot be taken back.
     fn abort(&self) -> BoxFuture<'_, Result<bool>> {
         Box::pin(async { Ok(false) })
@@ -72,8 +78,13 @@ struct PrintWriter {
     stderr: bool,
 }
 
-/// Formats rows the way Flink's print sink does.
+/// Formats rows the way Flink's print sink does, each with its row kind
+/// (`+I[...]`, `-U[...]`, `+U[...]`, `-D[...]`).
 pub fn format_rows(batch: &RecordBatch, prefix: &str) -> Result<String> {
+    let (batch, kinds) = changelog::split(batch)?;
+    if let Some(kinds) = &kinds {
+        changelog::check_kinds(kinds)?;
+    }
     let options = FormatOptions::default().with_null("NULL");
     let formatters = batch
         .columns()
@@ -84,7 +95,12 @@ pub fn format_rows(batch: &RecordBatch, prefix: &str) -> Result<String> {
     let mut out = String::new();
     for row in 0..batch.num_rows() {
         out.push_str(prefix);
-        out.push_str("+I[");
+        let kind = match &kinds {
+            Some(kinds) => RowKind::from_byte(kinds.value(row))?,
+            None => RowKind::Insert,
+        };
+        out.push_str(kind.short());
+        out.push('[');
         for (i, f) in formatters.iter().enumerate() {
             if i > 0 {
                 out.push_str(", ");
@@ -139,6 +155,10 @@ impl SinkFactory for BlackholeFactory {
 struct Blackhole;
 
 impl Sink for Blackhole {
+    fn accepts_changes(&self) -> bool {
+        true
+    }
+
     /// Nothing went anywhere.
     fn abort(&self) -> BoxFuture<'_, Result<bool>> {
         Box::pin(async { Ok(true) })

@@ -317,6 +317,14 @@ pub trait DeadLetters: Send + Sync + Debug {
 
 /// A sink created from a table's options.
 pub trait Sink: Send + Sync + Debug {
+    /// Whether it takes rows that update and delete: then, when its input
+    /// can update, its writers' batches carry the row-kind column last
+    /// ([`crate::changelog`]). Others take inserts only, and a job that
+    /// would send them updates is refused when it is planned.
+    fn accepts_changes(&self) -> bool {
+        false
+    }
+
     /// Opens the writer of subtask `subtask` of `parallelism`.
     fn open_writer(
         &self,

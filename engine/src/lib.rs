@@ -21,6 +21,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod changelog;
 pub mod checkpoint;
 pub mod connector;
 pub mod error;

@@ -62,7 +62,12 @@ pub(crate) fn take_csv_delimiter(options: &mut Options) -> Result<u8> {
 pub enum Format {
     Parquet,
     Json,
-    Csv { delimiter: u8, header: bool },
+    /// A changelog: Debezium envelopes as JSON lines (written only).
+    DebeziumJson,
+    Csv {
+        delimiter: u8,
+        header: bool,
+    },
 }
 
 impl Format {
@@ -71,6 +76,7 @@ impl Format {
         let format = match name.to_ascii_lowercase().as_str() {
             "parquet" => Self::Parquet,
             "json" => Self::Json,
+            "debezium-json" => Self::DebeziumJson,
             "csv" => {
                 let delimiter = take_csv_delimiter(options)?;
                 let header = options
@@ -80,7 +86,7 @@ impl Format {
             }
             other => {
                 return Err(SluiceError::config(format!(
-                    "table `{}`: option 'format' = '{other}' is not supported by the filesystem connector (use 'parquet', 'json' or 'csv')",
+                    "table `{}`: option 'format' = '{other}' is not supported by the filesystem connector (use 'parquet', 'json', 'csv' or, for a sink, 'debezium-json')",
                     options.table()
                 )));
             }
@@ -91,7 +97,7 @@ impl Format {
     fn extension(&self) -> &'static str {
         match self {
             Self::Parquet => "parquet",
-            Self::Json => "json",
+            Self::Json | Self::DebeziumJson => "json",
             Self::Csv { .. } => "csv",
         }
     }
@@ -134,6 +140,12 @@ impl SourceFactory for FileSystemFactory {
         if split_size.is_some() && format != Format::Json {
             return Err(SluiceError::config(format!(
                 "table `{}`: option '{SPLIT_SIZE}' applies to 'json' files only (Parquet splits by row group; a CSV field may hold a newline, so CSV files are read whole)",
+                table.name
+            )));
+        }
+        if format == Format::DebeziumJson {
+            return Err(SluiceError::config(format!(
+                "table `{}`: the filesystem source does not read 'debezium-json' files yet (the sink writes them)",
                 table.name
             )));
         }

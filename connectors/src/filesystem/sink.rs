@@ -311,6 +311,12 @@ async fn delete_if_there(store: &dyn ObjectStore, path: &Path) -> object_store::
 }
 
 impl Sink for FileSink {
+    /// A changelog format writes updates and deletes; the others hold
+    /// final rows only.
+    fn accepts_changes(&self) -> bool {
+        self.format == Format::DebeziumJson
+    }
+
     fn open_writer(
         &self,
         subtask: usize,
@@ -638,14 +644,23 @@ impl SinkWriter for FileWriter {
                     .await
                     .map_err(|e| SluiceError::io(format!("writing to {}", self.sink_url), e)),
                 Some(Output::Json(w)) => {
-                    let mut encoded = arrow::json::LineDelimitedWriter::new(Vec::new());
-                    encoded
-                        .write(&batch)
-                        .and_then(|_| encoded.finish())
-                        .map_err(|e| {
-                            SluiceError::io(format!("encoding JSON for {}", self.sink_url), e)
-                        })?;
-                    w.write_all(&encoded.into_inner())
+                    let encoded = match self.format {
+                        Format::DebeziumJson => crate::debezium::encode(&batch)?,
+                        _ => {
+                            let mut encoded = arrow::json::LineDelimitedWriter::new(Vec::new());
+                            encoded
+                                .write(&batch)
+                                .and_then(|_| encoded.finish())
+                                .map_err(|e| {
+                                    SluiceError::io(
+                                        format!("encoding JSON for {}", self.sink_url),
+                                        e,
+                                    )
+                                })?;
+                            encoded.into_inner()
+                        }
+                    };
+                    w.write_all(&encoded)
                         .await
                         .map_err(|e| SluiceError::io(format!("writing to {}", self.sink_url), e))
                 }

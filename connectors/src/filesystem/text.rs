@@ -378,8 +378,8 @@ impl TextSplit {
                 .build_decoder())) as Box<dyn Decoder>,
                 Some(self.request.projection.clone()),
             )),
-            Format::Parquet => Err(ArrowError::InvalidArgumentError(
-                "Parquet is not a text format".into(),
+            Format::Parquet | Format::DebeziumJson => Err(ArrowError::InvalidArgumentError(
+                format!("{:?} files are not read as text lines", self.format),
             )),
         }
     }

@@ -94,7 +94,8 @@ impl Chain {
                     target_of.insert(id, Target::Exit(exits.len()));
                     exits.push(Exit::Sink {
                         table: sink.table.name.clone(),
-                        schema: Arc::clone(&sink.table.schema),
+                        // The table's, with the row kinds of an updating input.
+                        schema: Arc::clone(&graph.node(id).schema),
                         writer: Some(
                             sink.sink
                                 .open_writer(context.subtask, context.parallelism)

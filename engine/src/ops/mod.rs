@@ -15,10 +15,12 @@
 //! are aligned over every input channel before they reach it.
 
 pub mod aggregate;
+pub mod group_aggregate;
 pub mod join;
 pub mod session;
 pub mod stateless;
 pub mod timer;
+pub mod value_counts;
 pub mod window_aggregate;
 pub mod window_assign;
 

@@ -38,7 +38,8 @@ pub struct Node {
     pub id: NodeId,
     pub kind: NodeKind,
     pub parallelism: usize,
-    /// The schema of the rows this node emits.
+    /// The schema of the rows this node emits, with the row-kind column
+    /// last when they can update.
     pub schema: SchemaRef,
 }
 
@@ -187,6 +188,17 @@ impl JobGraph {
 }
 
 impl Node {
+    /// What kinds of rows it emits: a node whose rows can update carries
+    /// the row-kind column last ([`crate::changelog`]).
+    pub fn changelog(&self) -> crate::changelog::ChangelogMode {
+        match self.schema.fields().last() {
+            Some(f) if f.name() == crate::changelog::ROW_KIND => {
+                crate::changelog::ChangelogMode::Retract
+            }
+            _ => crate::changelog::ChangelogMode::InsertOnly,
+        }
+    }
+
     pub fn name(&self) -> String {
         match &self.kind {
             NodeKind::Source(s) => format!("Source[{}]", s.table.name),

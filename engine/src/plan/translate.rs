@@ -26,6 +26,7 @@ use crate::connector::{ConnectorContext, ConnectorRegistry};
 use crate::error::{Result, SluiceError};
 use crate::ops::OperatorFactory;
 use crate::ops::aggregate::{AggregateSpec, OutputColumn, key_schema};
+use crate::ops::group_aggregate::{Accumulation, GroupAggregate};
 use crate::ops::session::SessionAggregate;
 use crate::ops::stateless::{Filter, Project, Union};
 use crate::ops::window_aggregate::{Phase, WindowAggregate, state_schema};
@@ -210,6 +211,7 @@ impl Translator<'_> {
 
     fn add_source(&mut self, table: &Arc<TableDef>, mut columns: BTreeSet<usize>) -> Result<()> {
         let schema = &table.schema;
+        crate::changelog::check_no_reserved_column(&table.name, schema)?;
         // The rowtime column and whatever the watermark reads are always read.
         if let Some(wm) = &table.watermark {
             for c in wm
@@ -332,23 +334,6 @@ impl Translator<'_> {
     }
 
     /// The name of an unbounded source that `node` reads, if any.
-    fn unbounded_source_of(&self, node: NodeId) -> Option<String> {
-        let mut stack = vec![node];
-        let mut seen = BTreeSet::new();
-        while let Some(id) = stack.pop() {
-            if !seen.insert(id) {
-                continue;
-            }
-            if let NodeKind::Source(source) = &self.graph.node(id).kind
-                && !source.source.is_bounded()
-            {
-                return Some(source.table.name.clone());
-            }
-            stack.extend(self.graph.inputs(id).map(|e| e.from));
-        }
-        None
-    }
-
     fn add_sink(&mut self, table: &Arc<TableDef>, stream: Stream, overwrite: bool) -> Result<()> {
         let context = ConnectorContext {
             overwrite,
@@ -375,7 +360,19 @@ impl Translator<'_> {
                 table.schema.fields().len()
             )));
         }
+        crate::changelog::check_no_reserved_column(&table.name, &table.schema)?;
+        if self.updates(stream.node) && !sink.accepts_changes() {
+            return Err(self.error(format!(
+                "table `{}` ({}) takes inserts only, but {} sends it updates and deletes: \
+                 write them to a sink that takes a changelog ('print', 'blackhole', or a filesystem table in 'format' = 'debezium-json'), \
+                 or compute final results (aggregate over a window TVF, or run in batch mode)",
+                table.name,
+                sink.describe(),
+                self.origin_of_updates(stream.node)
+            )));
+        }
         let parallelism = self.graph.node(stream.node).parallelism;
+        let schema = self.physical_schema(&table.schema, stream.node);
         let id = self.add_node(
             NodeKind::Sink(SinkNode {
                 table: Arc::clone(table),
@@ -383,7 +380,7 @@ impl Translator<'_> {
                 overwrite,
             }),
             parallelism,
-            Arc::clone(&table.schema),
+            schema,
         );
         self.connect(stream.node, id, Partitioning::Forward);
         Ok(())
@@ -485,7 +482,17 @@ impl Translator<'_> {
                             schema: Arc::clone(&p.schema),
                         }));
                     }
-                    let schema = Arc::clone(p.schema.inner());
+                    // An updating stream's projection carries its row kinds.
+                    let mut exprs = exprs;
+                    let schema = self.physical_schema(p.schema.inner(), input.node);
+                    if self.updates(input.node) {
+                        exprs.push(Arc::new(
+                            datafusion::physical_expr::expressions::Column::new(
+                                crate::changelog::ROW_KIND,
+                                input.schema.fields().len(),
+                            ),
+                        ));
+                    }
                     let parallelism = self.graph.node(input.node).parallelism;
                     let id = self.add_operator(
                         input.node,
@@ -540,6 +547,12 @@ impl Translator<'_> {
                         ));
                     }
                 };
+                if self.updates(input.node) {
+                    return Err(self.error(format!(
+                        "a window TVF over rows that update (the results of {}): a window needs an insert-only input, as in Flink; window the rows before they are aggregated or joined",
+                        self.origin_of_updates(input.node)
+                    )));
+                }
                 // As in Flink, a regular join keeps no time attribute: a
                 // joined row is as old as either of its rows, so no
                 // watermark holds for it.
@@ -572,7 +585,20 @@ impl Translator<'_> {
                     let planned = self.plan(input)?;
                     inputs.push(self.materialize(planned)?);
                 }
-                let schema = Arc::clone(u.schema.inner());
+                // When one input updates, the union does: the others' rows
+                // are marked as inserts.
+                let updates = inputs.iter().any(|i| self.updates(i.node));
+                if updates {
+                    for input in &mut inputs {
+                        if !self.updates(input.node) {
+                            input.node = self.mark_inserts(input);
+                        }
+                    }
+                }
+                let schema = match updates {
+                    true => crate::changelog::with_row_kind(u.schema.inner()),
+                    false => Arc::clone(u.schema.inner()),
+                };
                 let id = self.add_node(
                     NodeKind::Operator(Arc::new(Union)),
                     self.parallelism,
@@ -600,7 +626,7 @@ impl Translator<'_> {
         use datafusion::logical_expr::JoinType;
         if join.join_type != JoinType::Inner {
             return Err(self.error(format!(
-                "{} JOIN is not supported yet: an outer join updates its results (a row padded with NULLs is taken back when its match comes), and Sluice's streams do not carry updates yet; write an INNER JOIN",
+                "{} JOIN is not supported yet: an outer join updates its results (a row padded with NULLs is taken back when its match comes), and Sluice's join does not take rows back yet; write an INNER JOIN",
                 join.join_type.to_string().to_uppercase()
             )));
         }
@@ -613,6 +639,14 @@ impl Translator<'_> {
         let left = self.materialize(left)?;
         let right = self.plan(&join.right)?;
         let right = self.materialize(right)?;
+        for side in [&left, &right] {
+            if self.updates(side.node) {
+                return Err(self.error(format!(
+                    "a JOIN of rows that update (the results of {}) is not supported yet: join the rows before aggregating them",
+                    self.origin_of_updates(side.node)
+                )));
+            }
+        }
         let mut left_keys = Vec::with_capacity(join.on.len());
         let mut right_keys = Vec::with_capacity(join.on.len());
         for (l, r) in &join.on {
@@ -681,9 +715,68 @@ impl Translator<'_> {
         false
     }
 
+    /// Whether the rows of `node` can update (carry row kinds).
+    fn updates(&self, node: NodeId) -> bool {
+        self.graph.node(node).changelog().updates()
+    }
+
+    /// The schema a node computing `logical` rows from `input`'s has: with
+    /// the row kinds when `input`'s rows update.
+    fn physical_schema(&self, logical: &SchemaRef, input: NodeId) -> SchemaRef {
+        match self.updates(input) {
+            true => crate::changelog::with_row_kind(logical),
+            false => Arc::clone(logical),
+        }
+    }
+
+    /// The node whose rows start to update upstream of `node` (its updating
+    /// inputs are followed to one whose own inputs do not update), as
+    /// messages name it: `GroupAggregate(keys [...] aggs [...])`.
+    fn origin_of_updates(&self, mut node: NodeId) -> String {
+        while let Some(input) = self
+            .graph
+            .inputs(node)
+            .map(|e| e.from)
+            .find(|&i| self.updates(i))
+        {
+            node = input;
+        }
+        let n = self.graph.node(node);
+        match &n.kind {
+            NodeKind::Operator(op) => format!("{}({})", op.name(), op.describe()),
+            _ => n.name(),
+        }
+    }
+
+    /// An insert-only stream with a row-kind column of inserts added.
+    fn mark_inserts(&mut self, input: &Stream) -> NodeId {
+        use datafusion::physical_expr::expressions::{Column as ColumnExpr, Literal};
+        let width = input.schema.fields().len();
+        let mut exprs: Vec<Arc<dyn PhysicalExpr>> = input
+            .schema
+            .fields()
+            .iter()
+            .enumerate()
+            .map(|(i, f)| Arc::new(ColumnExpr::new(f.name(), i)) as Arc<dyn PhysicalExpr>)
+            .collect();
+        exprs.push(Arc::new(Literal::new(
+            datafusion::common::ScalarValue::Int8(Some(crate::changelog::RowKind::Insert.byte())),
+        )));
+        debug_assert_eq!(exprs.len(), width + 1);
+        let schema = crate::changelog::with_row_kind(input.schema.inner());
+        let parallelism = self.graph.node(input.node).parallelism;
+        self.add_operator(
+            input.node,
+            Arc::new(Project::new(exprs, Arc::clone(&schema))),
+            schema,
+            Partitioning::Forward,
+            parallelism,
+        )
+    }
+
     fn add_filter(&mut self, input: &Stream, predicate: Arc<dyn PhysicalExpr>) -> NodeId {
         let parallelism = self.graph.node(input.node).parallelism;
-        let schema = Arc::clone(input.schema.inner());
+        let schema = self.physical_schema(input.schema.inner(), input.node);
         self.add_operator(
             input.node,
             Arc::new(Filter::new(predicate)),
@@ -998,22 +1091,24 @@ impl Translator<'_> {
             output,
             output_schema: Arc::clone(schema.inner()),
         });
-        let (kind, time_index) = match &window {
-            Some(w) => (w.kind, Some(w.time_index)),
-            None => {
-                if let Some(table) = self.unbounded_source_of(input.node) {
-                    return Err(self.error(format!(
-                        "GROUP BY without a window over `{table}`, which never ends, would never give a result: \
-                         group by a window TVF (TUMBLE, HOP, CUMULATE, SESSION), or bound the source (e.g. 'scan.bounded.mode')"
-                    )));
-                }
-                (WindowKind::Global, None)
-            }
-        };
         let (partitioning, parallelism) = if physical_keys.is_empty() {
             (Partitioning::Single, 1)
         } else {
             (Partitioning::Hash(physical_keys), self.parallelism)
+        };
+        let (kind, time_index) = match &window {
+            Some(w) => (w.kind, Some(w.time_index)),
+            // A stream's groups never close: their results update.
+            None if self.context.mode == crate::sql::Mode::Stream => {
+                return self.group_aggregate(input, spec, partitioning, parallelism, schema);
+            }
+            None if self.updates(input.node) => {
+                return Err(self.error(format!(
+                    "an aggregate over rows that update (the results of {}) in batch mode",
+                    self.origin_of_updates(input.node)
+                )));
+            }
+            None => (WindowKind::Global, None),
         };
         let node = match (kind, time_index) {
             (WindowKind::Session { gap }, Some(time_index)) => self.add_operator(
@@ -1070,6 +1165,47 @@ impl Translator<'_> {
                 )
             }
         };
+        Ok(Planned::Stream(Stream {
+            node,
+            schema: Arc::clone(schema),
+        }))
+    }
+}
+
+impl Translator<'_> {
+    /// A non-windowed aggregation over a stream: one [`GroupAggregate`]
+    /// after a hash exchange on its keys, sending updates.
+    fn group_aggregate(
+        &mut self,
+        input: Stream,
+        spec: Arc<AggregateSpec>,
+        partitioning: Partitioning,
+        parallelism: usize,
+        schema: &DFSchemaRef,
+    ) -> Result<Planned> {
+        let input_updates = self.updates(input.node);
+        let accumulations = spec
+            .aggregates
+            .iter()
+            .map(|a| Accumulation::of(a, input.schema.inner(), input_updates))
+            .collect::<std::result::Result<Vec<_>, String>>()
+            .map_err(|e| {
+                self.error(format!(
+                    "{e}; the input updates because of {}",
+                    self.origin_of_updates(input.node)
+                ))
+            })?;
+        let node = self.add_operator(
+            input.node,
+            Arc::new(GroupAggregate {
+                spec,
+                accumulations,
+                input_updates,
+            }),
+            crate::changelog::with_row_kind(schema.inner()),
+            partitioning,
+            parallelism,
+        );
         Ok(Planned::Stream(Stream {
             node,
             schema: Arc::clone(schema),
