@@ -74,10 +74,13 @@ impl OperatorFactory for Project {
         "Project"
     }
 
+    /// The SELECT list; the row kinds an updating stream carries through
+    /// are left to the changelog mode `explain` shows.
     fn describe(&self) -> String {
         self.exprs
             .iter()
             .zip(self.schema.fields())
+            .filter(|(_, f)| f.name() != crate::changelog::ROW_KIND)
             .map(|(e, f)| {
                 let e = crate::plan::sql_text::expr(e.as_ref());
                 if e == *f.name() {

@@ -49,8 +49,19 @@ fn write_chain(
     }
 }
 
+/// A node as one line; one whose rows update ends with its changelog mode
+/// in Flink's letters (`changelog [I,UB,UA,D]`); the others are insert-only.
 fn describe_node(graph: &JobGraph, id: usize) -> String {
     let node = graph.node(id);
+    let mode = node.changelog();
+    let described = describe_kind(node);
+    match mode.updates() {
+        true => format!("{described} changelog {}", mode.explain()),
+        false => described,
+    }
+}
+
+fn describe_kind(node: &super::Node) -> String {
     match &node.kind {
         NodeKind::Source(s) => {
             let columns: Vec<&str> = node

@@ -743,7 +743,16 @@ impl Translator<'_> {
         }
         let n = self.graph.node(node);
         match &n.kind {
-            NodeKind::Operator(op) => format!("{}({})", op.name(), op.describe()),
+            NodeKind::Operator(op) => {
+                // A long aggregate list is cut: the keys come first.
+                const LONGEST: usize = 200;
+                let details = op.describe();
+                let details = match details.char_indices().nth(LONGEST) {
+                    Some((at, _)) => format!("{}…", &details[..at]),
+                    None => details,
+                };
+                format!("{}({details})", op.name())
+            }
             _ => n.name(),
         }
     }
