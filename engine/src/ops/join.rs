@@ -1,41 +1,84 @@
-//! The regular inner join of two append-only streams, on equality keys.
+//! The regular join of two streams on equality keys: INNER, LEFT, RIGHT and
+//! FULL OUTER, over inputs that are insert-only or update.
 //!
 //! A row that comes on either input (port 0 the left, port 1 the right) is
-//! joined at once with every row of the other side that has its key, then
-//! kept for the rows still to come on the other side: Flink's regular join,
-//! whose output over insert-only inputs is insert-only too. Both sides are
-//! state tables (`left`, `right`), keyed by the join key, which is what the
-//! hash exchanges before the join route by; a row with a null key matches
-//! nothing, as in SQL, unless the keys are compared with `IS NOT DISTINCT
-//! FROM`. A residual condition (the non-equality part of `ON`) is applied
-//! to the joined rows. Once one input has ended, the other's rows are no
-//! longer kept (nothing is left for them to meet), so a bounded table
-//! joined with an endless stream holds only the table.
+//! joined at once with every row of the other side that has its key and
+//! meets the residual condition (the non-equality part of `ON`), then kept
+//! for the rows still to come on the other side: Flink's regular join. Both
+//! sides are state tables (`left`, `right`), keyed by the join key, which is
+//! what the hash exchanges before the join route by ([`Side`]). A row with
+//! a NULL key matches nothing, as in SQL, unless the keys are compared with
+//! `IS NOT DISTINCT FROM`.
 //!
-//! In batch mode the same operator runs over inputs that end; its result is
-//! the inner join of the two tables. In stream mode its state grows with
-//! both inputs, as Flink's does without `'table.exec.state.ttl'`.
+//! An input row that takes one back (`-U`, `-D`) takes back what it joined
+//! (`-D` of each joined row) and is forgotten. Joined rows are sent as `+I`
+//! and taken back as `-D`, as Flink's join does.
+//!
+//! Outer joins pad a row of a preserved side that joins nothing with NULLs.
+//! In stream mode that padded row is sent at once and taken back (`-D`)
+//! when the row's first match comes, then sent again when its last match is
+//! taken back: the result updates. In batch mode a row waits for the other
+//! input to end before it is padded, so the result is final rows only, as
+//! a batch outer join's are; a row that comes after the other input ended
+//! is padded at once.
+//!
+//! Once one input has ended, the other's rows are no longer kept (nothing
+//! is left for them to meet), so a bounded table joined with an endless
+//! stream holds only the table. In stream mode the state grows with both
+//! inputs, as Flink's does without `'table.exec.state.ttl'`.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, RecordBatch, UInt32Array};
-use arrow::compute::{filter_record_batch, interleave, take};
+use arrow::array::{Array, ArrayRef, BooleanArray, Int8Array, RecordBatch, UInt32Array};
+use arrow::compute::{interleave, take};
 use arrow::datatypes::{DataType, SchemaRef};
 use arrow::row::{RowConverter, SortField};
 use datafusion::physical_expr::PhysicalExpr;
 
+use super::join_side::{self, RowAt, Side};
 use super::{
     Operator, OperatorContext, OperatorFactory, OperatorState, Output, Port, RestoredState,
     StateTable,
 };
+use crate::changelog::{self, RowKind};
 use crate::error::{ExecContext, Result, SluiceError};
 use crate::time::{BEFORE_TIME, Millis};
 
+/// Which sides are kept whole, padded with NULLs where they join nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JoinKind {
+    Inner,
+    Left,
+    Right,
+    Full,
+}
+
+impl JoinKind {
+    /// Whether rows of input `port` that join nothing are sent padded.
+    pub fn preserves(self, port: Port) -> bool {
+        matches!(
+            (self, port),
+            (Self::Full, _) | (Self::Left, 0) | (Self::Right, 1)
+        )
+    }
+
+    /// The operator's name in the graph, as Flink names the join types.
+    fn operator_name(self) -> &'static str {
+        match self {
+            Self::Inner => "InnerJoin",
+            Self::Left => "LeftOuterJoin",
+            Self::Right => "RightOuterJoin",
+            Self::Full => "FullOuterJoin",
+        }
+    }
+}
+
 /// The join in the job graph: its keys on each side, the condition left
-/// over, and the schema of the joined rows (left columns, then right).
+/// over, and the schema of the joined rows (left columns, then right; the
+/// row kinds last when they update).
 #[derive(Debug, Clone)]
-pub struct InnerJoin {
+pub struct RegularJoin {
+    pub kind: JoinKind,
     pub left_keys: Vec<Arc<dyn PhysicalExpr>>,
     pub right_keys: Vec<Arc<dyn PhysicalExpr>>,
     pub filter: Option<Arc<dyn PhysicalExpr>>,
@@ -44,13 +87,26 @@ pub struct InnerJoin {
     pub left_schema: SchemaRef,
     pub right_schema: SchemaRef,
     pub schema: SchemaRef,
+    /// Which inputs carry row kinds.
+    pub input_updates: [bool; 2],
+    /// Pad rows only once the other input ended (batch mode): then the
+    /// result never updates.
+    pub pad_at_end: bool,
+}
+
+impl RegularJoin {
+    /// Whether its rows can update: an input does, or an outer join pads
+    /// rows before their matches come.
+    pub fn updates(kind: JoinKind, input_updates: [bool; 2], pad_at_end: bool) -> bool {
+        input_updates.iter().any(|&u| u) || (kind != JoinKind::Inner && !pad_at_end)
+    }
 }
 
 const SIDES: [&str; 2] = ["left", "right"];
 
-impl OperatorFactory for InnerJoin {
+impl OperatorFactory for RegularJoin {
     fn name(&self) -> &str {
-        "InnerJoin"
+        self.kind.operator_name()
     }
 
     fn describe(&self) -> String {
@@ -83,8 +139,16 @@ impl OperatorFactory for InnerJoin {
                 .collect::<Vec<_>>()
                 .join(", ")
         };
+        // An inner join of insert-only inputs keeps the fingerprint it had
+        // before joins had kinds, so that its checkpoints restore.
+        let how = match (self.kind, self.input_updates, self.pad_at_end) {
+            (JoinKind::Inner, [false, false], _) => String::new(),
+            (kind, updates, pad_at_end) => {
+                format!(" {kind:?} updates {updates:?} pad at end {pad_at_end}")
+            }
+        };
         format!(
-            "[{}] = [{}] {:?}",
+            "[{}] = [{}] {:?}{how}",
             keys(&self.left_keys),
             keys(&self.right_keys),
             self.filter.as_ref().map(|f| f.to_string())
@@ -102,11 +166,16 @@ impl OperatorFactory for InnerJoin {
             .map(|k| k.data_type(&self.left_schema))
             .collect::<datafusion::error::Result<Vec<DataType>>>()
             .exec_context(|| "typing the join keys".to_string())?;
-        let converter = RowConverter::new(types.into_iter().map(SortField::new).collect())
-            .map_err(|e| SluiceError::Runtime(format!("encoding join keys: {e}")))?;
+        let keys = RowConverter::new(types.into_iter().map(SortField::new).collect())
+            .exec_context(|| "encoding join keys".to_string())?;
+        let rows = [
+            join_side::row_converter(&self.left_schema)?,
+            join_side::row_converter(&self.right_schema)?,
+        ];
         Ok(Box::new(JoinState {
             plan: self.clone(),
-            converter,
+            keys,
+            rows,
             sides: [Side::default(), Side::default()],
             ended: [false, false],
             watermark: BEFORE_TIME,
@@ -114,28 +183,32 @@ impl OperatorFactory for InnerJoin {
     }
 }
 
-/// The rows one side has seen, and where each key's rows are.
-#[derive(Debug, Default)]
-struct Side {
-    batches: Vec<RecordBatch>,
-    by_key: HashMap<Box<[u8]>, Vec<(usize, usize)>>,
-}
-
 struct JoinState {
-    plan: InnerJoin,
-    converter: RowConverter,
+    plan: RegularJoin,
+    /// Encodes join keys.
+    keys: RowConverter,
+    /// Encodes whole rows of each side, to find one taken back.
+    rows: [RowConverter; 2],
     sides: [Side; 2],
     /// Which inputs have ended.
     ended: [bool; 2],
     watermark: Millis,
 }
 
+/// One output row: its kind and where each side's half comes from.
+struct Emit {
+    kind: RowKind,
+    /// The row of the incoming batch, or none (the other side padded).
+    incoming: Option<usize>,
+    /// The kept row of the other side, or none (the incoming row padded).
+    kept: Option<RowAt>,
+}
+
 impl JoinState {
     fn keys_of(&self, port: Port, batch: &RecordBatch) -> Result<Vec<ArrayRef>> {
-        let exprs = if port == 0 {
-            &self.plan.left_keys
-        } else {
-            &self.plan.right_keys
+        let exprs = match port {
+            0 => &self.plan.left_keys,
+            _ => &self.plan.right_keys,
         };
         exprs
             .iter()
@@ -147,89 +220,227 @@ impl JoinState {
             .exec_context(|| format!("evaluating the {} join keys", SIDES[port]))
     }
 
-    /// Joins `batch` (of side `port`) with what the other side holds, then
-    /// keeps it.
-    fn join_and_keep(&mut self, port: Port, batch: RecordBatch, out: &mut Output) -> Result<()> {
-        if batch.num_rows() == 0 {
-            return Ok(());
-        }
-        let keys = self.keys_of(port, &batch)?;
+    /// Each row's encoded key, or none when it joins nothing (a NULL key).
+    fn encoded_keys(&self, port: Port, batch: &RecordBatch) -> Result<Vec<Option<Box<[u8]>>>> {
+        let keys = self.keys_of(port, batch)?;
         let rows = self
-            .converter
+            .keys
             .convert_columns(&keys)
-            .map_err(|e| SluiceError::Runtime(format!("encoding join keys: {e}")))?;
+            .exec_context(|| "encoding join keys".to_string())?;
         let nulls_equal = self.plan.nulls_equal;
-        let has_null = |i: usize| !nulls_equal && keys.iter().any(|k| k.is_null(i));
-        let other = &self.sides[1 - port];
-        let mut incoming: Vec<u32> = Vec::new();
-        let mut stored: Vec<(usize, usize)> = Vec::new();
-        for i in 0..batch.num_rows() {
-            if has_null(i) {
-                continue;
-            }
-            if let Some(matches) = other.by_key.get(rows.row(i).as_ref()) {
-                for m in matches {
-                    incoming.push(i as u32);
-                    stored.push(*m);
-                }
-            }
-        }
-        if !incoming.is_empty() {
-            let joined = self.joined(port, &batch, &incoming, &stored)?;
-            let joined = match &self.plan.filter {
-                Some(filter) => {
-                    let mask = filter
-                        .evaluate(&joined)
-                        .and_then(|v| v.into_array(joined.num_rows()))
-                        .exec_context(|| "evaluating the join condition".to_string())?;
-                    let mask = mask
-                        .as_any()
-                        .downcast_ref::<arrow::array::BooleanArray>()
-                        .ok_or_else(|| {
-                            SluiceError::Runtime("the join condition is not BOOLEAN".into())
-                        })?;
-                    filter_record_batch(&joined, mask)
-                        .exec_context(|| "filtering joined rows".to_string())?
-                }
-                None => joined,
-            };
-            out.batch(joined);
-        }
-        self.keep_keyed(port, batch, &keys, &rows);
-        Ok(())
+        Ok((0..batch.num_rows())
+            .map(|i| {
+                let null = !nulls_equal && keys.iter().any(|k| k.is_null(i));
+                (!null).then(|| rows.row(i).as_ref().into())
+            })
+            .collect())
     }
 
-    /// The joined rows: row `incoming[k]` of `batch` beside stored row
-    /// `stored[k]` of the other side, left columns first.
-    fn joined(
+    /// For each incoming row, the kept rows of the other side it joins
+    /// (key equal, residual condition true).
+    fn partners(
         &self,
         port: Port,
         batch: &RecordBatch,
-        incoming: &[u32],
-        stored: &[(usize, usize)],
+        keys: &[Option<Box<[u8]>>],
+    ) -> Result<Vec<Vec<RowAt>>> {
+        let other = &self.sides[1 - port];
+        let mut pairs: Vec<(usize, RowAt)> = Vec::new();
+        for (i, key) in keys.iter().enumerate() {
+            if let Some(key) = key {
+                pairs.extend(other.rows_with(key).map(|at| (i, at)));
+            }
+        }
+        let mut partners = vec![Vec::new(); batch.num_rows()];
+        if pairs.is_empty() {
+            return Ok(partners);
+        }
+        let pass = match &self.plan.filter {
+            Some(filter) => {
+                let emits: Vec<Emit> = pairs
+                    .iter()
+                    .map(|&(i, at)| Emit {
+                        kind: RowKind::Insert,
+                        incoming: Some(i),
+                        kept: Some(at),
+                    })
+                    .collect();
+                let joined = self.assemble(port, batch, &emits, false)?;
+                let mask = filter
+                    .evaluate(&joined)
+                    .and_then(|v| v.into_array(joined.num_rows()))
+                    .exec_context(|| "evaluating the join condition".to_string())?;
+                let mask = mask
+                    .as_any()
+                    .downcast_ref::<BooleanArray>()
+                    .ok_or_else(|| {
+                        SluiceError::Runtime("the join condition is not BOOLEAN".into())
+                    })?
+                    .clone();
+                Some(mask)
+            }
+            None => None,
+        };
+        for (k, (i, at)) in pairs.into_iter().enumerate() {
+            if pass.as_ref().is_none_or(|m| m.is_valid(k) && m.value(k)) {
+                partners[i].push(at);
+            }
+        }
+        Ok(partners)
+    }
+
+    /// Joins `batch` (of side `port`) with what the other side holds, then
+    /// keeps or forgets its rows.
+    fn process(&mut self, port: Port, batch: RecordBatch, out: &mut Output) -> Result<()> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        let (batch, kinds) = match self.plan.input_updates[port] {
+            true => changelog::split(&batch)?,
+            false => (batch, None),
+        };
+        if let Some(kinds) = &kinds {
+            changelog::check_kinds(kinds)?;
+        }
+        let keys = self.encoded_keys(port, &batch)?;
+        let partners = self.partners(port, &batch, &keys)?;
+        let kind = self.plan.kind;
+        let (this_padded, other_padded) = (kind.preserves(port), kind.preserves(1 - port));
+        // Padding waits for the other input to end, unless it has.
+        let pad_now = |ended: bool| !self.plan.pad_at_end || ended;
+        let pad_this = this_padded && pad_now(self.ended[1 - port]);
+        let pad_other = other_padded && !self.plan.pad_at_end;
+        let keep = !self.ended[1 - port];
+        let mut emits = Vec::new();
+        let mut kept_keys = Vec::with_capacity(batch.num_rows());
+        let mut kept_matches = Vec::with_capacity(batch.num_rows());
+        for (i, partners) in partners.iter().enumerate() {
+            let retract = kinds
+                .as_ref()
+                .is_some_and(|k| changelog::is_retraction_byte(k.value(i)));
+            let (joined, padded) = match retract {
+                false => (RowKind::Insert, RowKind::Delete),
+                true => (RowKind::Delete, RowKind::Insert),
+            };
+            for &at in partners {
+                // The other side's row stood padded while it joined nothing.
+                let before = self.sides[1 - port].matches(at);
+                let after = self.sides[1 - port].count_match(at, !retract);
+                if pad_other && !retract && before == 0 {
+                    emits.push(Emit {
+                        kind: padded,
+                        incoming: None,
+                        kept: Some(at),
+                    });
+                }
+                emits.push(Emit {
+                    kind: joined,
+                    incoming: Some(i),
+                    kept: Some(at),
+                });
+                if pad_other && retract && after == 0 {
+                    emits.push(Emit {
+                        kind: padded,
+                        incoming: None,
+                        kept: Some(at),
+                    });
+                }
+            }
+            if partners.is_empty() && (pad_this || (this_padded && keys[i].is_none())) {
+                emits.push(Emit {
+                    kind: joined,
+                    incoming: Some(i),
+                    kept: None,
+                });
+            }
+            // Kept: an added row with a key, while rows may still come to
+            // meet it. A row taken back is forgotten.
+            let key = (keep && !retract).then(|| keys[i].clone()).flatten();
+            if retract && let Some(k) = &keys[i] {
+                self.sides[port].take_back(k, &batch, i, &self.rows[port])?;
+            }
+            kept_keys.push(key);
+            kept_matches.push(partners.len() as u32);
+        }
+        if !emits.is_empty() {
+            out.batch(self.assemble(port, &batch, &emits, true)?);
+        }
+        if kept_keys.iter().any(Option::is_some) {
+            self.sides[port].keep(batch, &kept_keys, kept_matches);
+        }
+        Ok(())
+    }
+
+    /// The output rows `emits` describe, left columns first; with the row
+    /// kinds when `kinds` and the join's rows update.
+    fn assemble(
+        &self,
+        port: Port,
+        batch: &RecordBatch,
+        emits: &[Emit],
+        kinds: bool,
     ) -> Result<RecordBatch> {
         let fail = |e: arrow::error::ArrowError| SluiceError::Runtime(format!("joining rows: {e}"));
-        let indices = UInt32Array::from(incoming.to_vec());
-        let these: Vec<ArrayRef> = batch
-            .columns()
-            .iter()
-            .map(|c| take(c.as_ref(), &indices, None))
-            .collect::<std::result::Result<_, _>>()
-            .map_err(fail)?;
         let other = &self.sides[1 - port];
-        let width = other.batches.first().map_or(0, RecordBatch::num_columns);
-        let mut those = Vec::with_capacity(width);
-        for c in 0..width {
-            let arrays: Vec<&dyn Array> =
-                other.batches.iter().map(|b| b.column(c).as_ref()).collect();
-            those.push(interleave(&arrays, stored).map_err(fail)?);
-        }
-        let columns = if port == 0 {
-            these.into_iter().chain(those).collect()
-        } else {
-            those.into_iter().chain(these).collect()
+        let other_schema = match port {
+            0 => &self.plan.right_schema,
+            _ => &self.plan.left_schema,
         };
-        RecordBatch::try_new(Arc::clone(&self.plan.schema), columns).map_err(fail)
+        // Padding is row 0 of a batch of NULLs, after the real rows.
+        let this: Vec<ArrayRef> = {
+            let indices: UInt32Array = emits.iter().map(|e| e.incoming.map(|i| i as u32)).collect();
+            batch
+                .columns()
+                .iter()
+                .map(|c| take(c.as_ref(), &indices, None))
+                .collect::<std::result::Result<_, _>>()
+                .map_err(fail)?
+        };
+        let padding = other.batches.len();
+        let indices: Vec<(usize, usize)> = emits
+            .iter()
+            .map(|e| e.kept.unwrap_or((padding, 0)))
+            .collect();
+        let mut those = Vec::with_capacity(other_schema.fields().len());
+        for (c, field) in other_schema.fields().iter().enumerate() {
+            let nulls = arrow::array::new_null_array(field.data_type(), 1);
+            let arrays: Vec<&dyn Array> = other
+                .batches
+                .iter()
+                .map(|b| b.column(c).as_ref())
+                .chain([nulls.as_ref()])
+                .collect();
+            those.push(interleave(&arrays, &indices).map_err(fail)?);
+        }
+        let mut columns: Vec<ArrayRef> = match port {
+            0 => this.into_iter().chain(those).collect(),
+            _ => those.into_iter().chain(this).collect(),
+        };
+        let schema = match kinds && self.updates() {
+            true => {
+                columns.push(Arc::new(Int8Array::from_iter_values(
+                    emits.iter().map(|e| e.kind.byte()),
+                )));
+                changelog::with_row_kind(&self.plan.schema)
+            }
+            false => Arc::clone(&self.plan.schema),
+        };
+        RecordBatch::try_new(schema, columns).map_err(fail)
+    }
+
+    fn updates(&self) -> bool {
+        RegularJoin::updates(
+            self.plan.kind,
+            self.plan.input_updates,
+            self.plan.pad_at_end,
+        )
+    }
+
+    fn side_schema(&self, port: Port) -> &SchemaRef {
+        match port {
+            0 => &self.plan.left_schema,
+            _ => &self.plan.right_schema,
+        }
     }
 }
 
@@ -240,15 +451,43 @@ impl Operator for JoinState {
                 "a join has two inputs, not a port {port}"
             )));
         }
-        self.join_and_keep(port, batch, out)
+        self.process(port, batch, out)
     }
 
-    fn on_input_end(&mut self, port: Port, _out: &mut Output) -> Result<()> {
-        if let Some(ended) = self.ended.get_mut(port) {
-            *ended = true;
-            // The other side's rows waited for rows of this one.
-            self.sides[1 - port] = Side::default();
+    fn on_input_end(&mut self, port: Port, out: &mut Output) -> Result<()> {
+        let Some(ended) = self.ended.get_mut(port) else {
+            return Ok(());
+        };
+        *ended = true;
+        let other = 1 - port;
+        // In batch mode the other side's preserved rows that joined nothing
+        // are padded now: nothing is left to join them.
+        if self.plan.pad_at_end && self.plan.kind.preserves(other) {
+            let schema = Arc::clone(self.side_schema(other));
+            if let Some(rows) = self.sides[other].snapshot(&schema)? {
+                let (rows, matches) = join_side::split_matches(&rows)?;
+                let alone: BooleanArray = matches.iter().map(|&m| Some(m == 0)).collect();
+                let alone = arrow::compute::filter_record_batch(&rows, &alone)
+                    .exec_context(|| "selecting rows that joined nothing".to_string())?;
+                let emits: Vec<Emit> = (0..alone.num_rows())
+                    .map(|i| Emit {
+                        kind: RowKind::Insert,
+                        incoming: Some(i),
+                        kept: None,
+                    })
+                    .collect();
+                if !emits.is_empty() {
+                    // Padded as if they came now on their own port, with
+                    // this side holding nothing.
+                    let kept = std::mem::take(&mut self.sides[port]);
+                    let padded = self.assemble(other, &alone, &emits, true);
+                    self.sides[port] = kept;
+                    out.batch(padded?);
+                }
+            }
         }
+        // The other side's rows waited for rows of this one.
+        self.sides[other] = Side::default();
         Ok(())
     }
 
@@ -261,10 +500,16 @@ impl Operator for JoinState {
     fn snapshot(&mut self) -> Result<Option<OperatorState>> {
         let mut tables = Vec::with_capacity(SIDES.len());
         for (port, name) in SIDES.iter().enumerate() {
-            self.compact(port)?;
+            let schema = Arc::clone(self.side_schema(port));
+            let rows = self.sides[port].snapshot(&schema)?;
+            // The side, compacted to the one batch the checkpoint keeps.
+            self.sides[port] = Side::default();
+            if let Some(rows) = &rows {
+                self.keep_restored(port, rows)?;
+            }
             tables.push(StateTable {
                 name: name.to_string(),
-                batches: self.sides[port].batches.clone(),
+                batches: rows.into_iter().collect(),
                 keyed: true,
             });
         }
@@ -278,9 +523,10 @@ impl Operator for JoinState {
         self.watermark = self.watermark.max(state.watermark);
         for (port, name) in SIDES.iter().enumerate() {
             for batch in state.table(name) {
-                let keys = self.keys_of(port, batch)?;
+                let (rows, _) = join_side::split_matches(batch)?;
+                let keys = self.keys_of(port, &rows)?;
                 let owned = state.owned(batch, &keys)?;
-                self.keep(port, owned)?;
+                self.keep_restored(port, &owned)?;
             }
         }
         Ok(())
@@ -288,251 +534,17 @@ impl Operator for JoinState {
 }
 
 impl JoinState {
-    /// One batch of side `port`'s rows in place of many, so that a
-    /// checkpoint writes (and a restore reads) one; its rows keep their
-    /// order.
-    fn compact(&mut self, port: Port) -> Result<()> {
-        let side = &mut self.sides[port];
-        if side.batches.len() <= 1 {
+    /// Keeps rows of a state table (rows and match counts) as side `port`'s.
+    fn keep_restored(&mut self, port: Port, table: &RecordBatch) -> Result<()> {
+        let (rows, matches) = join_side::split_matches(table)?;
+        if rows.num_rows() == 0 {
             return Ok(());
         }
-        let schema = side.batches[0].schema();
-        let all = arrow::compute::concat_batches(&schema, &side.batches)
-            .exec_context(|| "gathering join state".to_string())?;
-        self.sides[port] = Side::default();
-        self.keep(port, all)
-    }
-
-    /// Keeps `batch` as side `port`'s rows, without joining it.
-    fn keep(&mut self, port: Port, batch: RecordBatch) -> Result<()> {
-        if batch.num_rows() == 0 {
-            return Ok(());
-        }
-        let keys = self.keys_of(port, &batch)?;
-        let rows = self
-            .converter
-            .convert_columns(&keys)
-            .map_err(|e| SluiceError::Runtime(format!("encoding join keys: {e}")))?;
-        self.keep_keyed(port, batch, &keys, &rows);
+        let keys = self.encoded_keys(port, &rows)?;
+        self.sides[port].keep(rows, &keys, matches);
         Ok(())
-    }
-
-    /// Keeps `batch` as side `port`'s rows, its keys already evaluated.
-    fn keep_keyed(
-        &mut self,
-        port: Port,
-        batch: RecordBatch,
-        keys: &[ArrayRef],
-        rows: &arrow::row::Rows,
-    ) {
-        // Once the other input has ended, no row is left to meet this one.
-        if self.ended[1 - port] {
-            return;
-        }
-        let nulls_equal = self.plan.nulls_equal;
-        let side = &mut self.sides[port];
-        let at = side.batches.len();
-        for i in 0..batch.num_rows() {
-            if nulls_equal || !keys.iter().any(|k| k.is_null(i)) {
-                side.by_key
-                    .entry(rows.row(i).as_ref().into())
-                    .or_default()
-                    .push((at, i));
-            }
-        }
-        side.batches.push(batch);
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use arrow::array::{AsArray, Int64Array, StringArray};
-    use arrow::datatypes::{Field, Int64Type, Schema};
-    use datafusion::physical_expr::expressions::Column;
-
-    fn sides() -> (SchemaRef, SchemaRef, SchemaRef) {
-        let left = Arc::new(Schema::new(vec![
-            Field::new("k", DataType::Int64, true),
-            Field::new("l", DataType::Utf8, false),
-        ]));
-        let right = Arc::new(Schema::new(vec![
-            Field::new("k", DataType::Int64, true),
-            Field::new("r", DataType::Int64, false),
-        ]));
-        let joined = Arc::new(Schema::new(
-            left.fields()
-                .iter()
-                .chain(right.fields().iter())
-                .cloned()
-                .collect::<Vec<_>>(),
-        ));
-        (left, right, joined)
-    }
-
-    fn join() -> InnerJoin {
-        let (left_schema, right_schema, schema) = sides();
-        InnerJoin {
-            left_keys: vec![Arc::new(Column::new("k", 0))],
-            right_keys: vec![Arc::new(Column::new("k", 0))],
-            filter: None,
-            nulls_equal: false,
-            left_schema,
-            right_schema,
-            schema,
-        }
-    }
-
-    fn context(subtask: usize, parallelism: usize) -> OperatorContext {
-        OperatorContext {
-            subtask,
-            parallelism,
-            parameters: Arc::default(),
-            metrics: Arc::default(),
-        }
-    }
-
-    fn left(keys: &[Option<i64>], names: &[&str]) -> RecordBatch {
-        RecordBatch::try_new(
-            sides().0,
-            vec![
-                Arc::new(Int64Array::from(keys.to_vec())),
-                Arc::new(StringArray::from(names.to_vec())),
-            ],
-        )
-        .expect("left")
-    }
-
-    fn right(keys: &[Option<i64>], values: &[i64]) -> RecordBatch {
-        RecordBatch::try_new(
-            sides().1,
-            vec![
-                Arc::new(Int64Array::from(keys.to_vec())),
-                Arc::new(Int64Array::from(values.to_vec())),
-            ],
-        )
-        .expect("right")
-    }
-
-    /// (left name, right value) of every joined row, sorted.
-    fn pairs(out: &mut Output) -> Vec<(String, i64)> {
-        let mut pairs = Vec::new();
-        for message in out.drain() {
-            if let super::super::Message::Data(batch) = message {
-                let names = batch.column(1).as_string::<i32>();
-                let values = batch.column(3).as_primitive::<Int64Type>();
-                for i in 0..batch.num_rows() {
-                    pairs.push((names.value(i).to_string(), values.value(i)));
-                }
-            }
-        }
-        pairs.sort();
-        pairs
-    }
-
-    #[test]
-    fn rows_join_what_came_before_and_after_on_either_side() {
-        let mut op = join().create(&context(0, 1)).expect("join");
-        let mut out = Output::default();
-        op.on_batch(
-            0,
-            left(&[Some(1), Some(2), None], &["a", "b", "n"]),
-            &mut out,
-        )
-        .expect("left");
-        assert!(pairs(&mut out).is_empty());
-        op.on_batch(
-            1,
-            right(&[Some(1), Some(1), None, Some(3)], &[10, 11, 99, 30]),
-            &mut out,
-        )
-        .expect("right");
-        assert_eq!(
-            pairs(&mut out),
-            vec![("a".to_string(), 10), ("a".to_string(), 11)],
-            "a NULL key joins nothing"
-        );
-        op.on_batch(0, left(&[Some(3), Some(1)], &["c", "a2"]), &mut out)
-            .expect("left");
-        assert_eq!(
-            pairs(&mut out),
-            vec![
-                ("a2".to_string(), 10),
-                ("a2".to_string(), 11),
-                ("c".to_string(), 30)
-            ]
-        );
-    }
-
-    /// Both sides' rows survive a checkpoint, and a restore at another
-    /// parallelism gives each subtask the rows of its key groups only: the
-    /// rows that come after join exactly as before.
-    #[test]
-    fn both_sides_restore_at_another_parallelism() {
-        let mut op = join().create(&context(0, 1)).expect("join");
-        let mut out = Output::default();
-        let keys: Vec<Option<i64>> = (0..40).map(Some).collect();
-        let names: Vec<String> = (0..40).map(|k| format!("l{k}")).collect();
-        let names: Vec<&str> = names.iter().map(String::as_str).collect();
-        op.on_batch(0, left(&keys, &names), &mut out).expect("left");
-        op.on_batch(1, right(&keys[..20], &[7; 20]), &mut out)
-            .expect("right");
-        pairs(&mut out);
-        let state = op.snapshot().expect("snapshot").expect("state");
-        assert_eq!(state.tables.len(), 2);
-        let mut joined = Vec::new();
-        for subtask in 0..2 {
-            let key_groups = crate::exec::exchange::key_groups_of(subtask, 2);
-            let mut restored = join().create(&context(subtask, 2)).expect("join");
-            restored
-                .restore(RestoredState {
-                    tables: state
-                        .tables
-                        .iter()
-                        .map(|t| (t.name.clone(), t.batches.clone()))
-                        .collect(),
-                    watermark: state.watermark,
-                    key_groups,
-                })
-                .expect("restore");
-            let mut out = Output::default();
-            // Each key once more on the right: it joins its left row where
-            // that row's key group went.
-            restored
-                .on_batch(1, right(&keys, &[8; 40]), &mut out)
-                .expect("right");
-            joined.extend(pairs(&mut out));
-        }
-        joined.sort();
-        let mut expected: Vec<(String, i64)> = (0..40).map(|k| (format!("l{k}"), 8)).collect();
-        expected.sort();
-        // One match per key, l{k} with 8, on the one subtask that holds
-        // the left row of its key group.
-        assert_eq!(joined, expected);
-    }
-
-    /// After the left input ends, right rows still join it but are not
-    /// kept; the left rows stay for them.
-    #[test]
-    fn an_ended_input_lets_the_other_side_stop_keeping_rows() {
-        let mut op = join().create(&context(0, 1)).expect("join");
-        let mut out = Output::default();
-        op.on_batch(0, left(&[Some(1)], &["a"]), &mut out)
-            .expect("left");
-        op.on_input_end(0, &mut out).expect("end");
-        op.on_batch(1, right(&[Some(1), Some(2)], &[10, 20]), &mut out)
-            .expect("right");
-        assert_eq!(pairs(&mut out), vec![("a".to_string(), 10)]);
-        let state = op.snapshot().expect("snapshot").expect("state");
-        let rows = |name: &str| -> usize {
-            state
-                .tables
-                .iter()
-                .filter(|t| t.name == name)
-                .flat_map(|t| &t.batches)
-                .map(RecordBatch::num_rows)
-                .sum()
-        };
-        assert_eq!((rows("left"), rows("right")), (1, 0));
-    }
-}
+mod tests;

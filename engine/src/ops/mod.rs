@@ -17,6 +17,7 @@
 pub mod aggregate;
 pub mod group_aggregate;
 pub mod join;
+pub mod join_side;
 pub mod session;
 pub mod stateless;
 pub mod timer;

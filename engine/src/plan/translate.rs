@@ -387,6 +387,19 @@ impl Translator<'_> {
     }
 
     fn physical(&self, expr: &Expr, schema: &DFSchema) -> Result<Arc<dyn PhysicalExpr>> {
+        let subquery = expr
+            .exists(|e| {
+                Ok(matches!(
+                    e,
+                    Expr::InSubquery(_) | Expr::Exists(_) | Expr::ScalarSubquery(_)
+                ))
+            })
+            .unwrap_or(false);
+        if subquery {
+            return Err(self.error(format!(
+                "{expr}: a subquery in an expression (IN, EXISTS, or a scalar subquery) is not supported yet; write a JOIN"
+            )));
+        }
         create_physical_expr(
             expr,
             schema,
@@ -623,13 +636,20 @@ impl Translator<'_> {
     /// A regular join: its inputs hash-exchanged on their keys into one
     /// two-port operator (left port 0, right port 1).
     fn join(&mut self, join: &datafusion::logical_expr::Join) -> Result<Planned> {
+        use crate::ops::join::JoinKind;
         use datafusion::logical_expr::JoinType;
-        if join.join_type != JoinType::Inner {
-            return Err(self.error(format!(
-                "{} JOIN is not supported yet: an outer join updates its results (a row padded with NULLs is taken back when its match comes), and Sluice's join does not take rows back yet; write an INNER JOIN",
-                join.join_type.to_string().to_uppercase()
-            )));
-        }
+        let kind = match join.join_type {
+            JoinType::Inner => JoinKind::Inner,
+            JoinType::Left => JoinKind::Left,
+            JoinType::Right => JoinKind::Right,
+            JoinType::Full => JoinKind::Full,
+            other => {
+                return Err(self.error(format!(
+                    "a {} JOIN (from IN, EXISTS or their negations) is not supported yet; write an INNER or OUTER JOIN",
+                    other.to_string().to_uppercase()
+                )));
+            }
+        };
         if join.on.is_empty() {
             return Err(self.error(
                 "a JOIN needs an equality between its two sides (`ON a.k = b.k`): a join on a condition alone would compare every row with every other",
@@ -639,14 +659,6 @@ impl Translator<'_> {
         let left = self.materialize(left)?;
         let right = self.plan(&join.right)?;
         let right = self.materialize(right)?;
-        for side in [&left, &right] {
-            if self.updates(side.node) {
-                return Err(self.error(format!(
-                    "a JOIN of rows that update (the results of {}) is not supported yet: join the rows before aggregating them",
-                    self.origin_of_updates(side.node)
-                )));
-            }
-        }
         let mut left_keys = Vec::with_capacity(join.on.len());
         let mut right_keys = Vec::with_capacity(join.on.len());
         for (l, r) in &join.on {
@@ -677,8 +689,14 @@ impl Translator<'_> {
             .as_ref()
             .map(|f| self.physical(f, &join.schema))
             .transpose()?;
+        let input_updates = [self.updates(left.node), self.updates(right.node)];
+        // Batch mode pads an outer join's rows once the other input ended,
+        // so that its result is final; stream mode pads them at once.
+        let pad_at_end = self.context.mode == crate::sql::Mode::Batch;
+        let updates = crate::ops::join::RegularJoin::updates(kind, input_updates, pad_at_end);
         let schema = Arc::clone(join.schema.inner());
-        let op = crate::ops::join::InnerJoin {
+        let op = crate::ops::join::RegularJoin {
+            kind,
             left_keys: left_keys.clone(),
             right_keys: right_keys.clone(),
             filter,
@@ -686,6 +704,12 @@ impl Translator<'_> {
             left_schema: Arc::clone(left.schema.inner()),
             right_schema: Arc::clone(right.schema.inner()),
             schema: Arc::clone(&schema),
+            input_updates,
+            pad_at_end,
+        };
+        let schema = match updates {
+            true => crate::changelog::with_row_kind(&schema),
+            false => schema,
         };
         let id = self.add_node(NodeKind::Operator(Arc::new(op)), self.parallelism, schema);
         self.connect(left.node, id, Partitioning::Hash(left_keys));

@@ -1,0 +1,229 @@
+//! What one side of a regular join keeps: its rows by join key, each with
+//! the number of rows of the other side it joins.
+//!
+//! Rows are kept as the batches they came in. A row taken back (`-U`, `-D`)
+//! is marked dead rather than removed, and the side is compacted when a
+//! checkpoint takes it. The count of matches is what an outer join needs:
+//! a row of the side that is padded with NULLs stands alone while it joins
+//! nothing, so the first match takes its padded row back and the last
+//! match taken back sends it again (Flink's "associations").
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, UInt32Array};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, UInt32Type};
+use arrow::row::{RowConverter, SortField};
+
+use crate::error::{ExecContext, Result, SluiceError};
+
+/// Where a kept row is: its batch and its row in it.
+pub type RowAt = (usize, usize);
+
+/// The column of a side's state table holding each row's match count.
+pub const MATCHES: &str = "__matches";
+
+/// The rows one side of a join keeps.
+#[derive(Debug, Default)]
+pub struct Side {
+    pub batches: Vec<RecordBatch>,
+    alive: Vec<Vec<bool>>,
+    matches: Vec<Vec<u32>>,
+    by_key: HashMap<Box<[u8]>, Vec<RowAt>>,
+}
+
+impl Side {
+    /// The live rows with `key`.
+    pub fn rows_with(&self, key: &[u8]) -> impl Iterator<Item = RowAt> + '_ {
+        self.by_key
+            .get(key)
+            .into_iter()
+            .flatten()
+            .copied()
+            .filter(|&(b, r)| self.alive[b][r])
+    }
+
+    pub fn matches(&self, (b, r): RowAt) -> u32 {
+        self.matches[b][r]
+    }
+
+    /// Counts one more (`up`) or one fewer match of a kept row; returns the
+    /// count after.
+    pub fn count_match(&mut self, (b, r): RowAt, up: bool) -> u32 {
+        let count = &mut self.matches[b][r];
+        *count = match up {
+            true => count.saturating_add(1),
+            false => count.saturating_sub(1),
+        };
+        *count
+    }
+
+    /// Keeps the rows of `batch` whose `keys` are given (`None`: a row that
+    /// joins nothing, not kept), with their match counts.
+    pub fn keep(&mut self, batch: RecordBatch, keys: &[Option<Box<[u8]>>], matches: Vec<u32>) {
+        let at = self.batches.len();
+        let mut alive = vec![false; batch.num_rows()];
+        for (i, key) in keys.iter().enumerate() {
+            if let Some(key) = key {
+                self.by_key.entry(key.clone()).or_default().push((at, i));
+                alive[i] = true;
+            }
+        }
+        self.batches.push(batch);
+        self.alive.push(alive);
+        self.matches.push(matches);
+    }
+
+    /// Marks dead one live row with `key` equal to row `row` of `batch`
+    /// (every column compared); false when none is kept.
+    pub fn take_back(
+        &mut self,
+        key: &[u8],
+        batch: &RecordBatch,
+        row: usize,
+        rows: &RowConverter,
+    ) -> Result<bool> {
+        let wanted = encode_row(rows, batch, row)?;
+        let Some(candidates) = self.by_key.get_mut(key) else {
+            return Ok(false);
+        };
+        for k in 0..candidates.len() {
+            let (b, r) = candidates[k];
+            if self.alive[b][r] && encode_row(rows, &self.batches[b], r)? == wanted {
+                self.alive[b][r] = false;
+                candidates.swap_remove(k);
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// The live rows with their match counts as one batch (`schema`'s
+    /// columns, then [`MATCHES`]), for a checkpoint; the side is compacted
+    /// to it.
+    pub fn snapshot(&mut self, schema: &SchemaRef) -> Result<Option<RecordBatch>> {
+        let mut parts = Vec::new();
+        let mut counts = Vec::new();
+        for (b, batch) in self.batches.iter().enumerate() {
+            let keep: arrow::array::BooleanArray = self.alive[b].iter().map(|&a| Some(a)).collect();
+            parts.push(
+                arrow::compute::filter_record_batch(batch, &keep)
+                    .exec_context(|| "selecting live join rows".to_string())?,
+            );
+            counts.extend(
+                self.alive[b]
+                    .iter()
+                    .zip(&self.matches[b])
+                    .filter(|(a, _)| **a)
+                    .map(|(_, m)| *m),
+            );
+        }
+        if counts.is_empty() {
+            return Ok(None);
+        }
+        let rows = arrow::compute::concat_batches(schema, &parts)
+            .exec_context(|| "gathering join state".to_string())?;
+        let mut columns = rows.columns().to_vec();
+        columns.push(Arc::new(UInt32Array::from(counts)) as ArrayRef);
+        let with_counts = with_matches(schema);
+        RecordBatch::try_new(with_counts, columns)
+            .exec_context(|| "attaching match counts".to_string())
+            .map(Some)
+    }
+}
+
+/// `schema` with the match-count column.
+pub fn with_matches(schema: &Schema) -> SchemaRef {
+    let mut fields: Vec<Arc<Field>> = schema.fields().iter().cloned().collect();
+    fields.push(Arc::new(Field::new(MATCHES, DataType::UInt32, false)));
+    Arc::new(Schema::new(fields))
+}
+
+/// A state table's rows and their match counts: checkpoints taken before
+/// joins counted matches have no count column (an inner join needs none).
+pub fn split_matches(batch: &RecordBatch) -> Result<(RecordBatch, Vec<u32>)> {
+    let last = batch.num_columns().checked_sub(1);
+    match last.filter(|&l| batch.schema().field(l).name() == MATCHES) {
+        Some(l) => {
+            let counts = batch
+                .column(l)
+                .as_primitive_opt::<UInt32Type>()
+                .ok_or_else(|| SluiceError::Runtime(format!("`{MATCHES}` is not UINT32")))?
+                .values()
+                .to_vec();
+            let mut rows = batch.clone();
+            rows.remove_column(l);
+            Ok((rows, counts))
+        }
+        None => Ok((batch.clone(), vec![0; batch.num_rows()])),
+    }
+}
+
+/// A converter that encodes whole rows of `schema`, to find a row taken
+/// back among those kept.
+pub fn row_converter(schema: &Schema) -> Result<RowConverter> {
+    RowConverter::new(
+        schema
+            .fields()
+            .iter()
+            .map(|f| SortField::new(f.data_type().clone()))
+            .collect(),
+    )
+    .exec_context(|| "encoding join rows".to_string())
+}
+
+fn encode_row(rows: &RowConverter, batch: &RecordBatch, row: usize) -> Result<Vec<u8>> {
+    let columns: Vec<ArrayRef> = batch.columns().iter().map(|c| c.slice(row, 1)).collect();
+    let encoded = rows
+        .convert_columns(&columns)
+        .exec_context(|| "encoding a join row".to_string())?;
+    Ok(encoded.row(0).as_ref().to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::Int64Array;
+
+    fn batch(values: &[i64]) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, false)]));
+        RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(values.to_vec()))])
+            .expect("batch")
+    }
+
+    #[test]
+    fn a_row_taken_back_is_one_equal_copy_and_the_rest_are_kept() {
+        let mut side = Side::default();
+        let key: Box<[u8]> = Box::from(&b"k"[..]);
+        let kept = batch(&[1, 2, 1]);
+        side.keep(
+            kept.clone(),
+            &[Some(key.clone()), Some(key.clone()), None],
+            vec![0, 3, 0],
+        );
+        // The third row has no key: it is not kept.
+        assert_eq!(side.rows_with(&key).count(), 2);
+        let converter = row_converter(&kept.schema()).expect("converter");
+        assert!(
+            side.take_back(&key, &batch(&[1]), 0, &converter)
+                .expect("take back")
+        );
+        assert!(
+            !side
+                .take_back(&key, &batch(&[1]), 0, &converter)
+                .expect("take back")
+        );
+        let left: Vec<RowAt> = side.rows_with(&key).collect();
+        assert_eq!(left, vec![(0, 1)]);
+        assert_eq!(side.count_match((0, 1), false), 2);
+        let snapshot = side
+            .snapshot(&kept.schema())
+            .expect("snapshot")
+            .expect("rows");
+        let (rows, counts) = split_matches(&snapshot).expect("split");
+        assert_eq!(rows, batch(&[2]));
+        assert_eq!(counts, vec![2]);
+        // A table without counts (an older checkpoint) counts none.
+        assert_eq!(split_matches(&batch(&[5])).expect("split").1, vec![0]);
+    }
+}
