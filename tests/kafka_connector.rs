@@ -799,3 +799,100 @@ fn rows_with_bad_event_times_follow_the_tables_bad_record_policy() {
         ]
     );
 }
+
+/// An updating result into `upsert-kafka`: each change of a key is one
+/// record keyed by the primary key, a `-U` is not written (its `+U` is),
+/// and a key whose row was deleted ends with a tombstone. Read with Kafka's
+/// keep-last-per-key rule (what compaction keeps), the topic holds the
+/// batch answer. One row per batch makes the changelog Flink's
+/// per-record one, so the tombstone is certain.
+#[test]
+fn upsert_kafka_writes_the_newest_row_of_each_key_and_tombstones_deletes() {
+    let rt = runtime();
+    let topic = rt.block_on(new_topic("upsert", 2)).expect("topic");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = dir.path().join("bids.json");
+    let channels = ["web", "web", "app", "app", "tv"];
+    let lines: Vec<String> = channels
+        .iter()
+        .map(|c| format!("{{\"channel\": \"{c}\"}}"))
+        .collect();
+    std::fs::write(&input, lines.join("\n")).expect("input");
+    let sql = format!(
+        "CREATE TABLE bid (channel STRING) WITH (
+           'connector' = 'filesystem', 'path' = '{}', 'format' = 'json');
+         CREATE TABLE by_bids (bids BIGINT, channels BIGINT, PRIMARY KEY (bids) NOT ENFORCED) WITH (
+           'connector' = 'upsert-kafka', 'topic' = '{topic}',
+           'properties.bootstrap.servers' = '{}',
+           'key.format' = 'json', 'value.format' = 'json');
+         CREATE VIEW per_channel AS SELECT channel, COUNT(*) AS bids FROM bid GROUP BY channel;
+         INSERT INTO by_bids SELECT bids, COUNT(*) FROM per_channel GROUP BY bids;",
+        input.display(),
+        brokers().expect("broker")
+    );
+    rt.block_on(sluice::run(
+        &JobSpec::from_text("upsert.sql", &sql)
+            .with_mode(Mode::Stream)
+            .with_parallelism(1)
+            .with_batch_size(1),
+    ))
+    .expect("job");
+    let records = read_all(&topic).expect("read");
+    let mut table = std::collections::BTreeMap::new();
+    let mut tombstones = 0;
+    for (_, key, value) in &records {
+        let key = String::from_utf8(key.clone().expect("every record has a key")).expect("utf-8");
+        match value.is_empty() {
+            true => {
+                tombstones += 1;
+                table.remove(&key);
+            }
+            false => {
+                table.insert(key, String::from_utf8_lossy(value).to_string());
+            }
+        }
+    }
+    // web 2, app 2, tv 1: two channels with 2 bids, one with 1. Bucket 1
+    // held web, then app, then lost both before tv came: deleted twice.
+    assert_eq!(
+        table.into_iter().collect::<Vec<_>>(),
+        vec![
+            (
+                r#"{"bids":1}"#.to_string(),
+                r#"{"bids":1,"channels":1}"#.to_string()
+            ),
+            (
+                r#"{"bids":2}"#.to_string(),
+                r#"{"bids":2,"channels":2}"#.to_string()
+            ),
+        ]
+    );
+    assert_eq!(tombstones, 2, "{records:?}");
+    // Every change of a key went to one partition.
+    for key in [r#"{"bids":1}"#, r#"{"bids":2}"#] {
+        let partitions: std::collections::BTreeSet<i32> = records
+            .iter()
+            .filter(|r| r.1.as_deref() == Some(key.as_bytes()))
+            .map(|r| r.0)
+            .collect();
+        assert_eq!(partitions.len(), 1, "{key}: {partitions:?}");
+    }
+}
+
+/// The connector needs the primary key its records are keyed by.
+#[test]
+fn upsert_kafka_without_a_primary_key_is_refused() {
+    let sql = "CREATE TABLE src (n BIGINT) WITH ('connector' = 'filesystem', 'path' = '/nonexistent', 'format' = 'json');
+         CREATE TABLE t (n BIGINT) WITH ('connector' = 'upsert-kafka', 'topic' = 't',
+           'properties.bootstrap.servers' = '127.0.0.1:1', 'key.format' = 'json', 'value.format' = 'json');
+         INSERT INTO t SELECT n FROM src;";
+    let error = JobSpec::from_text("pk.sql", sql)
+        .with_mode(Mode::Stream)
+        .graph()
+        .expect_err("refused")
+        .to_string();
+    assert!(
+        error.contains("needs a PRIMARY KEY (...) NOT ENFORCED"),
+        "{error}"
+    );
+}

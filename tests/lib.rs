@@ -138,8 +138,9 @@ pub fn sorted_rows(batches: &[RecordBatch]) -> Result<Vec<String>, String> {
 
 /// The final rows of the `debezium-json` changelog files in `dir` (rows of
 /// `schema`): every create added, every delete taking back one equal row
-/// created before, sorted. A delete of a row never created is an error:
-/// an updating result must only take back what it sent.
+/// created, sorted. A delete of a row never created is an error: an
+/// updating result must only take back what it sent. (Order is not
+/// checked: the files of several writers have none between them.)
 pub fn changelog_rows(
     dir: &Path,
     schema: &arrow::datatypes::SchemaRef,

@@ -4,9 +4,11 @@
 //! written as Flink's `debezium-json` serializer writes it: an insert and
 //! the row after an update are creates (`"op": "c"`, the row in `after`),
 //! the row before an update and a delete are deletes (`"op": "d"`, the row
-//! in `before`). A reader that applies the records in order gets the final
-//! table; an update is not one record but a delete and a create, which is
-//! what Flink's format does too.
+//! in `before`). An update is not one record but a delete and a create,
+//! which is what Flink's format does too. Each writer's records of one row
+//! are in order; across the part files of several writers there is no
+//! order, so a reader takes the files as one multiset of changes (every
+//! delete taking back one equal create), not as a sequence by key.
 
 use std::sync::Arc;
 

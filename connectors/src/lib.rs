@@ -10,6 +10,8 @@
 //! - `kafka`: topics as sources (a split per partition, read concurrently,
 //!   each with its own watermark; startup and bounded modes; bad records
 //!   fail, are skipped, or go to a dead-letter topic) and as sinks.
+//! - `upsert-kafka`: an updating result as upserts and tombstones of its
+//!   primary key, into a (compacted) topic.
 //! - `nexmark`: Nexmark events generated in the source, in the shape of
 //!   the Flink Nexmark benchmark's `datagen` table; bounded by `events.num`.
 //! - `print`: rows to standard output, as Flink prints them (`+I[...]`,
@@ -37,6 +39,8 @@ pub fn registry() -> ConnectorRegistry {
     registry.register_sink("filesystem", Arc::new(filesystem::FileSystemFactory));
     registry.register_source("kafka", Arc::new(kafka::KafkaFactory));
     registry.register_sink("kafka", Arc::new(kafka::KafkaFactory));
+    registry.register_source("upsert-kafka", Arc::new(kafka::UpsertKafkaFactory));
+    registry.register_sink("upsert-kafka", Arc::new(kafka::UpsertKafkaFactory));
     registry.register_source("nexmark", Arc::new(nexmark::NexmarkFactory));
     registry.register_sink("print", Arc::new(print::PrintFactory));
     registry.register_sink("blackhole", Arc::new(print::BlackholeFactory));

@@ -3,8 +3,10 @@
 //! A stream whose rows can be taken back (a running total, a join's padded
 //! row) is a *changelog*. Each row says what it does, with Flink's four
 //! kinds and their byte values: `+I` insert (0), `-U` the row before an
-//! update (1), `+U` the row after it (2), `-D` delete (3). A `-U` is followed
-//! by its `+U`, in the same batch.
+//! update (1), `+U` the row after it (2), `-D` delete (3). An updating
+//! aggregate sends each `-U` with its `+U`, adjacent in one batch; further
+//! down they may part (a filter keeps one, an exchange routes them apart),
+//! which retract mode allows: each row is a change on its own.
 //!
 //! The kind travels as one non-null `Int8` column, [`ROW_KIND`], last in the
 //! schema, and only where the planner inferred that a stream can update:
@@ -17,6 +19,8 @@
 //! Sluice's updating operators always send the row before an update (`-U`)
 //! with the row after it, Flink's "retract" mode: every consumer (a filter
 //! over it, an aggregate of it, a sink) can then treat each row on its own.
+//! What a row's retraction needs is to take the row's path: exchanges of
+//! updating streams route by key or by the whole row, never round-robin.
 
 use std::sync::Arc;
 

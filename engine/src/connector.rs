@@ -325,6 +325,13 @@ pub trait Sink: Send + Sync + Debug {
         false
     }
 
+    /// Columns of its table (indices) by which its input is to be
+    /// hash-partitioned, so that all changes of one key reach one writer,
+    /// in order (an upsert sink's primary key). `None`: any writer.
+    fn input_key(&self) -> Option<Vec<usize>> {
+        None
+    }
+
     /// Opens the writer of subtask `subtask` of `parallelism`.
     fn open_writer(
         &self,

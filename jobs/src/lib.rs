@@ -57,6 +57,10 @@ pub struct JobSpec {
     /// the pause before the first (doubling each time, up to a minute).
     pub restart_attempts: u32,
     pub restart_delay: std::time::Duration,
+    /// Rows per batch the sources aim for; `None`: the engine's default.
+    /// One row per batch makes an updating result's changelog Flink's
+    /// per-record one (an operator answers each batch once).
+    pub batch_size: Option<usize>,
 }
 
 /// Which checkpoint a job resumes from.
@@ -97,6 +101,7 @@ impl JobSpec {
             restore: None,
             restart_attempts: 0,
             restart_delay: std::time::Duration::from_secs(1),
+            batch_size: None,
         }
     }
 
@@ -166,6 +171,12 @@ impl JobSpec {
     pub fn with_restarts(mut self, attempts: u32, delay: std::time::Duration) -> Self {
         self.restart_attempts = attempts;
         self.restart_delay = delay;
+        self
+    }
+
+    /// Sources aim for `rows` rows per batch.
+    pub fn with_batch_size(mut self, rows: usize) -> Self {
+        self.batch_size = Some(rows.max(1));
         self
     }
 
@@ -351,6 +362,10 @@ pub async fn run_with(
                 checkpoints_retained: job.checkpoints_retained,
                 restore: restored.map(Arc::new),
                 ..RunOptions::default()
+            };
+            let options = RunOptions {
+                batch_size: job.batch_size.unwrap_or(options.batch_size),
+                ..options
             };
             Ok(sluice_engine::exec::run(&graph, &options, Arc::clone(&metrics)).await)
         }

@@ -39,6 +39,7 @@ mod decode;
 mod sink;
 mod source;
 mod transactions;
+mod upsert;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -56,6 +57,7 @@ use sluice_engine::sql::{Options, TableDef};
 use sluice_engine::{Result, SluiceError};
 
 pub use decode::RecordFormat;
+pub use upsert::UpsertKafkaFactory;
 
 /// How long planning waits for the cluster unless `connect.timeout` says.
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);

@@ -18,6 +18,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
+use sluice_engine::changelog::{self, RowKind};
 use sluice_engine::checkpoint::protocol::StagedOutput;
 use sluice_engine::connector::{Sink, SinkWriter};
 use sluice_engine::error::ExecContext;
@@ -31,7 +32,7 @@ use super::{DEFAULT_CONNECT_TIMEOUT, Properties, RecordFormat, take_format};
 const IN_FLIGHT: usize = 100_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Partitioner {
+pub(super) enum Partitioner {
     /// Kafka's: by the murmur2 hash of the key, as Java clients and Flink
     /// place keys; spread when there is no key.
     Default,
@@ -42,21 +43,30 @@ enum Partitioner {
 
 /// A Kafka sink: its settings, shared with its writers.
 #[derive(Debug)]
-pub struct KafkaSink(Arc<Settings>);
+pub struct KafkaSink(pub(super) Arc<Settings>);
 
 #[derive(Debug)]
-struct Settings {
-    table: String,
-    topic: String,
-    schema: SchemaRef,
-    properties: Arc<Properties>,
-    format: RecordFormat,
-    key_fields: Vec<usize>,
-    partitioner: Partitioner,
+pub(super) struct Settings {
+    pub(super) table: String,
+    pub(super) topic: String,
+    pub(super) schema: SchemaRef,
+    pub(super) properties: Arc<Properties>,
+    /// The values' format.
+    pub(super) format: RecordFormat,
+    pub(super) key_fields: Vec<usize>,
+    /// The keys' format, and their fields' names in it.
+    pub(super) key_format: RecordFormat,
+    pub(super) key_schema: SchemaRef,
+    /// The columns a value holds (all, or those outside the key).
+    pub(super) value_fields: Vec<usize>,
+    /// Rows are upserts of their key: `-U` rows are not written, `-D` rows
+    /// are tombstones (the key, no value), as Flink's `upsert-kafka`.
+    pub(super) upsert: bool,
+    pub(super) partitioner: Partitioner,
     /// `sink.delivery-guarantee` = 'none': deliveries are not awaited.
-    fire_and_forget: bool,
+    pub(super) fire_and_forget: bool,
     /// `sink.delivery-guarantee` = 'exactly-once'.
-    transactions: Option<Arc<Transactions>>,
+    pub(super) transactions: Option<Arc<Transactions>>,
 }
 
 impl KafkaSink {
@@ -105,42 +115,60 @@ impl KafkaSink {
                 )));
             }
         };
-        let prefix = options.take("sink.transactional-id-prefix");
-        let (fire_and_forget, transactions) = match options
-            .take("sink.delivery-guarantee")
-            .as_deref()
-        {
-            None | Some("at-least-once") => (false, None),
-            Some("none") => (true, None),
-            Some("exactly-once") => {
-                let Some(prefix) = prefix.filter(|p| !p.trim().is_empty()) else {
-                    return Err(config(
-                            "'sink.delivery-guarantee' = 'exactly-once' needs 'sink.transactional-id-prefix', unique to this sink among the jobs writing to the cluster".to_string(),
-                        ));
-                };
-                (
-                    false,
-                    Some(Arc::new(Transactions::new(prefix, Arc::clone(&properties)))),
-                )
-            }
-            Some(other) => {
-                return Err(config(format!(
-                    "option 'sink.delivery-guarantee' = '{other}' is not one of 'exactly-once', 'at-least-once', 'none'"
-                )));
-            }
-        };
+        let (fire_and_forget, transactions) = take_delivery(&name, options, &properties)?;
+        let key_schema = Arc::new(
+            table
+                .schema
+                .project(&key_fields)
+                .exec_context(|| format!("taking the key fields of table `{name}`"))?,
+        );
         Ok(Self(Arc::new(Settings {
             table: name,
             topic,
             schema: Arc::clone(&table.schema),
             properties,
             format,
+            key_format: format.key_format(),
+            key_schema,
+            value_fields: (0..table.schema.fields().len()).collect(),
+            upsert: false,
             key_fields,
             partitioner,
             fire_and_forget,
             transactions,
         })))
     }
+}
+
+/// The sink's `sink.delivery-guarantee` (and `sink.transactional-id-prefix`):
+/// whether deliveries go unawaited, and the transactions of exactly-once.
+pub(super) fn take_delivery(
+    name: &str,
+    options: &mut Options,
+    properties: &Arc<Properties>,
+) -> Result<(bool, Option<Arc<Transactions>>)> {
+    let config = |m: String| SluiceError::config(format!("table `{name}`: {m}"));
+    let prefix = options.take("sink.transactional-id-prefix");
+    Ok(match options.take("sink.delivery-guarantee").as_deref() {
+        None | Some("at-least-once") => (false, None),
+        Some("none") => (true, None),
+        Some("exactly-once") => {
+            let Some(prefix) = prefix.filter(|p| !p.trim().is_empty()) else {
+                return Err(config(
+                        "'sink.delivery-guarantee' = 'exactly-once' needs 'sink.transactional-id-prefix', unique to this sink among the jobs writing to the cluster".to_string(),
+                    ));
+            };
+            (
+                false,
+                Some(Arc::new(Transactions::new(prefix, Arc::clone(properties)))),
+            )
+        }
+        Some(other) => {
+            return Err(config(format!(
+                "option 'sink.delivery-guarantee' = '{other}' is not one of 'exactly-once', 'at-least-once', 'none'"
+            )));
+        }
+    })
 }
 
 impl Sink for KafkaSink {
@@ -256,7 +284,18 @@ impl Sink for KafkaSink {
     }
 
     fn describe(&self) -> String {
-        format!("kafka topic '{}'", self.0.topic)
+        match self.0.upsert {
+            true => format!("upsert-kafka topic '{}'", self.0.topic),
+            false => format!("kafka topic '{}'", self.0.topic),
+        }
+    }
+
+    fn accepts_changes(&self) -> bool {
+        self.0.upsert
+    }
+
+    fn input_key(&self) -> Option<Vec<usize>> {
+        self.0.upsert.then(|| self.0.key_fields.clone())
     }
 }
 
@@ -347,20 +386,38 @@ impl KafkaWriter {
                 self.settings.table
             )));
         };
-        let values = encode(&batch, self.settings.format, &self.settings.schema)?;
-        let keys = if self.settings.key_fields.is_empty() {
+        let settings = Arc::clone(&self.settings);
+        // An upsert sink writes the row after an update and a tombstone for
+        // a delete; the row before an update is replaced by its `+U`.
+        let (batch, deletes) = match settings.upsert {
+            true => upserts(&batch)?,
+            false => (batch, Vec::new()),
+        };
+        let value_schema = Arc::new(
+            settings
+                .schema
+                .project(&settings.value_fields)
+                .exec_context(|| format!("the value fields of table `{}`", settings.table))?,
+        );
+        let values = batch
+            .project(&settings.value_fields)
+            .exec_context(|| format!("taking the value fields of table `{}`", settings.table))
+            .and_then(|values| encode(&values, settings.format, &value_schema))?;
+        let keys = if settings.key_fields.is_empty() {
             None
         } else {
-            let keys = batch.project(&self.settings.key_fields).exec_context(|| {
-                format!("taking the key fields of table `{}`", self.settings.table)
-            })?;
-            let schema = keys.schema();
-            Some(encode(&keys, self.settings.format.key_format(), &schema)?)
+            let keys = batch
+                .project(&settings.key_fields)
+                .exec_context(|| format!("taking the key fields of table `{}`", settings.table))?;
+            Some(encode(&keys, settings.key_format, &settings.key_schema)?)
         };
-        let topic = self.settings.topic.clone();
+        let topic = settings.topic.clone();
         for (row, value) in values.iter().enumerate() {
             let partition = self.partition();
-            let mut record = FutureRecord::<[u8], [u8]>::to(&topic).payload(value.as_slice());
+            let mut record = FutureRecord::<[u8], [u8]>::to(&topic);
+            if !deletes.get(row).copied().unwrap_or(false) {
+                record = record.payload(value.as_slice());
+            }
             if let Some(keys) = &keys {
                 record = record.key(keys[row].as_slice());
             }
@@ -442,12 +499,37 @@ impl SinkWriter for KafkaWriter {
 
 impl RecordFormat {
     /// Keys are written as JSON objects unless the values are CSV.
-    fn key_format(self) -> RecordFormat {
+    pub(super) fn key_format(self) -> RecordFormat {
         match self {
             RecordFormat::Csv { .. } => self,
             _ => RecordFormat::Json,
         }
     }
+}
+
+/// The rows of an updating batch an upsert sink writes (all but `-U`),
+/// without row kinds, and which of them are deletes.
+fn upserts(batch: &RecordBatch) -> Result<(RecordBatch, Vec<bool>)> {
+    let (data, kinds) = changelog::split(batch)?;
+    let Some(kinds) = kinds else {
+        let rows = data.num_rows();
+        return Ok((data, vec![false; rows]));
+    };
+    changelog::check_kinds(&kinds)?;
+    let written: arrow::array::BooleanArray = kinds
+        .values()
+        .iter()
+        .map(|&k| Some(k != RowKind::UpdateBefore.byte()))
+        .collect();
+    let data = arrow::compute::filter_record_batch(&data, &written)
+        .exec_context(|| "selecting upserts".to_string())?;
+    let deletes = kinds
+        .values()
+        .iter()
+        .filter(|&&k| k != RowKind::UpdateBefore.byte())
+        .map(|&k| k == RowKind::Delete.byte())
+        .collect();
+    Ok((data, deletes))
 }
 
 /// One encoded value per row.

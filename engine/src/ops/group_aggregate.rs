@@ -13,8 +13,11 @@
 //! Over an updating input, rows marked `-U` or `-D` are taken back from
 //! their group's accumulators (`retract_batch`). Within a batch, each
 //! group's additions are applied before its retractions, so a value is
-//! never taken back before it was added. Only accumulators that retract
-//! exactly are used there ([`Accumulation`]); the planner refuses others.
+//! never taken back before it was added. Only accumulators that can retract
+//! are used there ([`Accumulation`]); the planner refuses others. (`SUM` and
+//! `AVG` of FLOAT or DOUBLE values retract by subtraction, so their results
+//! may differ from the batch answer by rounding.) A retraction of rows or
+//! values a group does not hold is ignored, with a warning.
 //!
 //! The group keys are arrow-row encodings; each group owns one DataFusion
 //! `Accumulator` per aggregate. Its state in a checkpoint is one keyed table,
@@ -162,6 +165,10 @@ struct Group {
     key: Box<[u8]>,
     rows: i64,
     accumulators: Vec<Box<dyn Accumulator>>,
+    /// Per aggregate, the rows it holds whose first argument is not NULL:
+    /// a retraction of more than that (an input that takes back what it
+    /// never sent) would corrupt DataFusion's accumulators, and is ignored.
+    held: Vec<i64>,
     sent: Option<Vec<ScalarValue>>,
 }
 
@@ -219,8 +226,9 @@ impl GroupAggregateOp {
             .collect()
     }
 
-    /// Key columns, the row count, then each aggregate's state fields,
-    /// typed as a fresh accumulator's state; and how many each has.
+    /// Key columns, the row count, then per aggregate the non-NULL rows it
+    /// holds and its state fields, typed as a fresh accumulator's state;
+    /// and how many state fields each has.
     fn state_layout(&self) -> Result<(SchemaRef, Vec<usize>)> {
         let mut widths = Vec::new();
         let mut fields: Vec<Field> = self
@@ -232,6 +240,7 @@ impl GroupAggregateOp {
             .collect();
         fields.push(Field::new(ROWS, DataType::Int64, false));
         for (j, mut acc) in self.new_accumulators()?.into_iter().enumerate() {
+            fields.push(Field::new(format!("a{j}_held"), DataType::Int64, false));
             let state = acc
                 .state()
                 .exec_context(|| format!("state of {}", self.spec.aggregates[j].name()))?;
@@ -252,6 +261,7 @@ impl GroupAggregateOp {
             key: key.into(),
             rows: 0,
             accumulators: self.new_accumulators()?,
+            held: vec![0; self.spec.aggregates.len()],
             sent: None,
         };
         let slot = match self.free.pop() {
@@ -381,7 +391,8 @@ impl Operator for GroupAggregateOp {
         };
         // Each group's rows together, additions before retractions.
         let mut order: Vec<u32> = (0..n as u32).collect();
-        order.sort_unstable_by_key(|&i| (slots[i as usize], retracts(i as usize)));
+        // Stable: within a group rows keep their order (FIRST_VALUE, ARRAY_AGG).
+        order.sort_by_key(|&i| (slots[i as usize], retracts(i as usize)));
         let indices = UInt32Array::from(order.clone());
         let gather = |a: &ArrayRef| {
             take(a.as_ref(), &indices, None).exec_context(|| "grouping rows".to_string())
@@ -443,6 +454,19 @@ impl Operator for GroupAggregateOp {
                         .collect::<Result<_, _>>()
                         .exec_context(|| "applying an aggregate's FILTER".to_string())?;
                 }
+                let non_null = values
+                    .first()
+                    .map_or(0, |v| (v.len() - v.logical_null_count()) as i64);
+                if retract && non_null > group.held[j] {
+                    tracing::warn!(
+                        aggregate = self.spec.aggregates[j].name(),
+                        values = non_null,
+                        held = group.held[j],
+                        "an updating input takes back values an aggregate does not hold; ignoring them"
+                    );
+                    continue;
+                }
+                group.held[j] += if retract { -non_null } else { non_null };
                 let applied = match retract {
                     true => accumulator.retract_batch(&values),
                     false => accumulator.update_batch(&values),
@@ -483,12 +507,24 @@ impl Operator for GroupAggregateOp {
         let mut states: Vec<Vec<ScalarValue>> = Vec::new();
         for group in groups {
             let mut state = Vec::new();
-            for accumulator in &mut group.accumulators {
-                state.extend(
-                    accumulator
-                        .state()
-                        .exec_context(|| "taking an accumulator's state".to_string())?,
-                );
+            for (j, accumulator) in group.accumulators.iter_mut().enumerate() {
+                state.push(ScalarValue::Int64(Some(group.held[j])));
+                let taken = accumulator
+                    .state()
+                    .exec_context(|| "taking an accumulator's state".to_string())?;
+                // Some of DataFusion's accumulators give their values away
+                // with their state (MEDIAN, STRING_AGG): the group goes on
+                // with a fresh one holding what was taken.
+                let mut fresh = self.accumulations[j].create(&self.spec.aggregates[j])?;
+                let arrays = taken
+                    .iter()
+                    .map(ScalarValue::to_array)
+                    .collect::<Result<Vec<_>, _>>()
+                    .and_then(|a| fresh.merge_batch(&a))
+                    .exec_context(|| "keeping an accumulator's state".to_string());
+                arrays?;
+                *accumulator = fresh;
+                state.extend(taken);
             }
             states.push(state);
         }
@@ -522,15 +558,20 @@ impl Operator for GroupAggregateOp {
         self.watermark = self.watermark.max(state.watermark);
         let key_count = self.spec.keys.len();
         for batch in state.table(GROUPS) {
-            let keys: Vec<ArrayRef> = batch.columns()[..key_count].to_vec();
-            let batch = state.owned(batch, &keys)?;
-            if batch.schema().fields().len() != self.state_schema.fields().len() {
+            let fits = batch.schema().fields().len() == self.state_schema.fields().len()
+                && batch
+                    .column(key_count)
+                    .as_primitive_opt::<Int64Type>()
+                    .is_some();
+            if !fits {
                 return Err(SluiceError::Runtime(format!(
-                    "a checkpoint's groups have {} columns where this aggregate keeps {}: was the job changed?",
-                    batch.schema().fields().len(),
-                    self.state_schema.fields().len()
+                    "a checkpoint's groups ({}) are not what this aggregate keeps ({}): was the job changed?",
+                    batch.schema(),
+                    self.state_schema
                 )));
             }
+            let keys: Vec<ArrayRef> = batch.columns()[..key_count].to_vec();
+            let batch = state.owned(batch, &keys)?;
             let keys = self.keys_of(&batch.columns()[..key_count], batch.num_rows())?;
             let rows = batch.column(key_count).as_primitive::<Int64Type>().clone();
             for (i, key) in keys.iter().enumerate() {
@@ -540,7 +581,22 @@ impl Operator for GroupAggregateOp {
                     .as_mut()
                     .ok_or_else(|| SluiceError::Runtime("a group's slot is empty".into()))?;
                 group.rows += rows.value(i);
-                for (accumulator, &width) in group.accumulators.iter_mut().zip(&self.state_widths) {
+                for (j, (accumulator, &width)) in group
+                    .accumulators
+                    .iter_mut()
+                    .zip(&self.state_widths)
+                    .enumerate()
+                {
+                    let held = batch
+                        .column(column)
+                        .as_primitive_opt::<Int64Type>()
+                        .ok_or_else(|| {
+                            SluiceError::Runtime(format!(
+                                "a checkpoint's `a{j}_held` column is not BIGINT"
+                            ))
+                        })?;
+                    group.held[j] += held.value(i);
+                    column += 1;
                     let states: Vec<ArrayRef> = batch.columns()[column..column + width]
                         .iter()
                         .map(|c| c.slice(i, 1))
@@ -575,6 +631,19 @@ mod tests {
 
     /// `SELECT k, SUM(v), MAX(v) FROM input GROUP BY k`, or without `k`.
     fn factory(keyed: bool, input_updates: bool) -> GroupAggregate {
+        let aggregates = match keyed {
+            true => vec![(sum_udaf(), "s"), (max_udaf(), "m")],
+            false => vec![(count_udaf(), "n")],
+        };
+        factory_of(aggregates, keyed, input_updates)
+    }
+
+    /// `SELECT [k,] f(v), ... FROM input [GROUP BY k]`.
+    fn factory_of(
+        functions: Vec<(Arc<datafusion::logical_expr::AggregateUDF>, &str)>,
+        keyed: bool,
+        input_updates: bool,
+    ) -> GroupAggregate {
         let input = Arc::new(Schema::new(vec![
             Field::new("k", DataType::Utf8, false),
             Field::new("v", DataType::Int64, true),
@@ -589,10 +658,10 @@ mod tests {
                     .expect("aggregate"),
             )
         };
-        let aggregates = match keyed {
-            true => vec![aggregate(sum_udaf(), "s"), aggregate(max_udaf(), "m")],
-            false => vec![aggregate(count_udaf(), "n")],
-        };
+        let aggregates: Vec<_> = functions
+            .into_iter()
+            .map(|(fun, name)| aggregate(fun, name))
+            .collect();
         let keys: Vec<Arc<dyn PhysicalExpr>> = match keyed {
             true => vec![Arc::new(Column::new("k", 0))],
             false => Vec::new(),
@@ -763,6 +832,43 @@ mod tests {
         }
         restored_keys.sort();
         assert_eq!(restored_keys, keys);
+    }
+
+    /// DataFusion's MEDIAN gives its values away with its state: taking a
+    /// checkpoint must not make later results forget them.
+    #[test]
+    fn a_checkpoint_leaves_the_groups_results_as_they_were() {
+        let median = datafusion::functions_aggregate::median::median_udaf();
+        let mut op = factory_of(vec![(median, "med")], true, false)
+            .create(&context(0, 1))
+            .expect("op");
+        let mut out = Output::default();
+        let batch = changes(&[
+            (RowKind::Insert, "a", Some(1)),
+            (RowKind::Insert, "a", Some(3)),
+        ]);
+        let (data, _) = changelog::split(&batch).expect("split");
+        op.on_batch(0, data, &mut out).expect("batch");
+        assert_eq!(printed(&mut out), ["+I[a, 2]"]);
+        op.snapshot().expect("snapshot");
+        let batch = changes(&[(RowKind::Insert, "a", Some(5))]);
+        let (data, _) = changelog::split(&batch).expect("split");
+        op.on_batch(0, data, &mut out).expect("batch");
+        assert_eq!(printed(&mut out), ["-U[a, 2]", "+U[a, 3]"]);
+    }
+
+    /// A retraction of values a group does not hold (an input that takes
+    /// back what it never sent) is ignored, not fed to the accumulators.
+    #[test]
+    fn values_a_group_does_not_hold_are_not_taken_back() {
+        let mut op = factory(true, true).create(&context(0, 1)).expect("op");
+        let mut out = Output::default();
+        let batch = changes(&[(RowKind::Insert, "a", None), (RowKind::Insert, "a", None)]);
+        op.on_batch(0, batch, &mut out).expect("batch");
+        assert_eq!(printed(&mut out), ["+I[a, NULL, NULL]"]);
+        op.on_batch(0, changes(&[(RowKind::Delete, "a", Some(7))]), &mut out)
+            .expect("a retraction of a value never added");
+        assert!(printed(&mut out).is_empty(), "nothing changed");
     }
 
     #[test]

@@ -11,8 +11,10 @@
 //! `IS NOT DISTINCT FROM`.
 //!
 //! An input row that takes one back (`-U`, `-D`) takes back what it joined
-//! (`-D` of each joined row) and is forgotten. Joined rows are sent as `+I`
-//! and taken back as `-D`, as Flink's join does.
+//! (`-D` of each joined row) and is forgotten; one that takes back a row
+//! never sent is ignored. Joined rows are sent as `+I` and taken back as
+//! `-D`, as Flink's outer joins do (its inner join passes on the input's
+//! `+U`/`-U`; consumers here treat `-U` and `-D` alike).
 //!
 //! Outer joins pad a row of a preserved side that joins nothing with NULLs.
 //! In stream mode that padded row is sent at once and taken back (`-D`)
@@ -322,6 +324,22 @@ impl JoinState {
                 false => (RowKind::Insert, RowKind::Delete),
                 true => (RowKind::Delete, RowKind::Insert),
             };
+            // A row taken back is forgotten: kept before, or earlier in this
+            // batch. While rows are kept (the other input has not ended),
+            // one that was never kept was never sent, and is ignored.
+            if retract && let Some(k) = &keys[i] {
+                let found = self.sides[port].take_back(k, &batch, i, &self.rows[port])?
+                    || forget_pending(&mut kept_keys, k, &batch, i, &self.rows[port])?;
+                if !found && keep {
+                    tracing::warn!(
+                        side = SIDES[port],
+                        "a join input takes back a row it never sent; ignoring it"
+                    );
+                    kept_keys.push(None);
+                    kept_matches.push(0);
+                    continue;
+                }
+            }
             for &at in partners {
                 // The other side's row stood padded while it joined nothing.
                 let before = self.sides[1 - port].matches(at);
@@ -356,9 +374,6 @@ impl JoinState {
             // Kept: an added row with a key, while rows may still come to
             // meet it. A row taken back is forgotten.
             let key = (keep && !retract).then(|| keys[i].clone()).flatten();
-            if retract && let Some(k) = &keys[i] {
-                self.sides[port].take_back(k, &batch, i, &self.rows[port])?;
-            }
             kept_keys.push(key);
             kept_matches.push(partners.len() as u32);
         }
@@ -442,6 +457,26 @@ impl JoinState {
             _ => &self.plan.right_schema,
         }
     }
+}
+
+/// Forgets the latest row before `row` of `batch`, still to be kept, that
+/// has `key` and equals `row`; whether there was one.
+fn forget_pending(
+    kept_keys: &mut [Option<Box<[u8]>>],
+    key: &[u8],
+    batch: &RecordBatch,
+    row: usize,
+    rows: &RowConverter,
+) -> Result<bool> {
+    let wanted = join_side::encode_row(rows, batch, row)?;
+    for j in (0..row.min(kept_keys.len())).rev() {
+        if kept_keys[j].as_deref() == Some(key) && join_side::encode_row(rows, batch, j)? == wanted
+        {
+            kept_keys[j] = None;
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 impl Operator for JoinState {

@@ -172,7 +172,8 @@ pub fn row_converter(schema: &Schema) -> Result<RowConverter> {
     .exec_context(|| "encoding join rows".to_string())
 }
 
-fn encode_row(rows: &RowConverter, batch: &RecordBatch, row: usize) -> Result<Vec<u8>> {
+/// Row `row` of `batch`, every column, in arrow-row's encoding.
+pub fn encode_row(rows: &RowConverter, batch: &RecordBatch, row: usize) -> Result<Vec<u8>> {
     let columns: Vec<ArrayRef> = batch.columns().iter().map(|c| c.slice(row, 1)).collect();
     let encoded = rows
         .convert_columns(&columns)

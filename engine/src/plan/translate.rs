@@ -180,6 +180,10 @@ impl Translator<'_> {
             {
                 if self.graph.node(to).parallelism == 1 {
                     Partitioning::Single
+                } else if self.updates(from) {
+                    // A row and its retraction must take one path, in
+                    // order: by the hash of the whole row, not round-robin.
+                    Partitioning::Hash(self.row_columns(from))
                 } else {
                     Partitioning::Rebalance
                 }
@@ -364,7 +368,7 @@ impl Translator<'_> {
         if self.updates(stream.node) && !sink.accepts_changes() {
             return Err(self.error(format!(
                 "table `{}` ({}) takes inserts only, but {} sends it updates and deletes: \
-                 write them to a sink that takes a changelog ('print', 'blackhole', or a filesystem table in 'format' = 'debezium-json'), \
+                 write them to a sink that takes a changelog ('upsert-kafka', 'print', 'blackhole', or a filesystem table in 'format' = 'debezium-json'), \
                  or compute final results (aggregate over a window TVF, or run in batch mode)",
                 table.name,
                 sink.describe(),
@@ -373,6 +377,25 @@ impl Translator<'_> {
         }
         let parallelism = self.graph.node(stream.node).parallelism;
         let schema = self.physical_schema(&table.schema, stream.node);
+        // An upsert sink's writers each take all changes of their keys.
+        let partitioning = match sink.input_key() {
+            Some(columns) => Partitioning::Hash(
+                columns
+                    .iter()
+                    .map(|&c| {
+                        Arc::new(datafusion::physical_expr::expressions::Column::new(
+                            from.field(c).name(),
+                            c,
+                        )) as Arc<dyn PhysicalExpr>
+                    })
+                    .collect(),
+            ),
+            None => Partitioning::Forward,
+        };
+        let parallelism = match partitioning {
+            Partitioning::Hash(_) => self.parallelism,
+            _ => parallelism,
+        };
         let id = self.add_node(
             NodeKind::Sink(SinkNode {
                 table: Arc::clone(table),
@@ -382,7 +405,7 @@ impl Translator<'_> {
             parallelism,
             schema,
         );
-        self.connect(stream.node, id, Partitioning::Forward);
+        self.connect(stream.node, id, partitioning);
         Ok(())
     }
 
@@ -471,6 +494,12 @@ impl Translator<'_> {
                     node: id,
                     schema: Arc::clone(&scan.projected_schema),
                 }))
+            }
+            LogicalPlan::Projection(p) if p.schema.fields().iter().any(|f| f.name() == crate::changelog::ROW_KIND) => {
+                Err(self.error(format!(
+                    "a column may not be named `{}`: that name is reserved for the row kinds of updating streams",
+                    crate::changelog::ROW_KIND
+                )))
             }
             LogicalPlan::Projection(p) => match self.plan(&p.input)? {
                 Planned::Stream(input) => {
@@ -737,6 +766,23 @@ impl Translator<'_> {
             stack.extend(self.graph.inputs(id).map(|e| e.from));
         }
         false
+    }
+
+    /// Every column of `node`'s rows but the row kinds, as expressions.
+    fn row_columns(&self, node: NodeId) -> Vec<Arc<dyn PhysicalExpr>> {
+        let schema = &self.graph.node(node).schema;
+        schema
+            .fields()
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| f.name() != crate::changelog::ROW_KIND)
+            .map(|(i, f)| {
+                Arc::new(datafusion::physical_expr::expressions::Column::new(
+                    f.name(),
+                    i,
+                )) as Arc<dyn PhysicalExpr>
+            })
+            .collect()
     }
 
     /// Whether the rows of `node` can update (carry row kinds).

@@ -40,6 +40,10 @@ pub struct TableDef {
     pub written_options: Vec<super::options::WrittenOption>,
     /// Where the declaration starts, as `file:line`.
     pub declared_at: String,
+    /// `PRIMARY KEY (...) NOT ENFORCED`: the columns, as indices into
+    /// `schema`, that identify a row of an upsert table (none declared:
+    /// empty).
+    pub primary_key: Vec<usize>,
 }
 
 #[derive(Debug, Clone)]

@@ -403,7 +403,18 @@ fn declare_table(
         options,
         written_options: decl.options.clone(),
         declared_at: at.to_string(),
+        primary_key: Vec::new(),
     };
+    for column in &decl.primary_key {
+        let at_column = def.schema.index_of(column).map_err(|_| {
+            SluiceError::plan(format!(
+                "{at}: PRIMARY KEY ({}): table `{}` has no column `{column}`",
+                decl.primary_key.join(", "),
+                decl.name
+            ))
+        })?;
+        def.primary_key.push(at_column);
+    }
     if let Some(wm) = &decl.watermark {
         let Some(column) = def.schema.fields().iter().find(|f| f.name() == &wm.column) else {
             return Err(SluiceError::plan(format!(

@@ -371,3 +371,24 @@ fn in_batch_mode_an_outer_join_pads_once_the_other_input_ends() {
         }
     }
 }
+
+/// A row added and taken back in one batch is not kept; a row never sent
+/// takes nothing back.
+#[test]
+fn a_row_taken_back_in_its_own_batch_is_forgotten_and_one_never_sent_is_ignored() {
+    let mut op = join_of(JoinKind::Left, [true, false], false)
+        .create(&context(0, 1))
+        .expect("join");
+    let mut out = Output::default();
+    let rows = left(&[Some(1), Some(1), Some(2)], &["a", "a", "b"]);
+    let kinds = [RowKind::Insert, RowKind::Delete, RowKind::Delete];
+    op.on_batch(0, with_kinds(rows, &kinds), &mut out)
+        .expect("left");
+    assert_eq!(
+        printed(&mut out),
+        ["+I[1, a, NULL, NULL]", "-D[1, a, NULL, NULL]"]
+    );
+    op.on_batch(1, right(&[Some(1)], &[10]), &mut out)
+        .expect("right");
+    assert!(printed(&mut out).is_empty(), "no left row is kept");
+}
