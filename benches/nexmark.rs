@@ -446,12 +446,12 @@ async fn run_sluice(args: &Args, query: &str, mode: &str, out: &Path) -> Result<
     Ok((started.elapsed().as_secs_f64(), rows_in))
 }
 
-/// The job with its `bid` table replaced by the `nexmark` source: the
-/// Flink benchmark's `datagen` table (`jobs/sql/nexmark/datagen.sql`) for
-/// `events` events, which are those the files hold, and a view of its bids
-/// under the job's column names.
+/// The job with its Nexmark tables (`bid`, and the `person` and `auction`
+/// of the join queries) replaced by the `nexmark` source: the Flink
+/// benchmark's `datagen` table (`jobs/sql/nexmark/datagen.sql`) for
+/// `events` events, which are those the files hold, and a view of each
+/// table under the job's column names.
 fn nexmark_source(job: &str, events: u64) -> Result<String> {
-    let (start, end) = sluice_tests::table_block(job, "bid").map_err(anyhow::Error::msg)?;
     let datagen = include_str!("../jobs/sql/nexmark/datagen.sql");
     let ddl = datagen
         .find("CREATE TABLE datagen")
@@ -459,15 +459,46 @@ fn nexmark_source(job: &str, events: u64) -> Result<String> {
         .map(|(from, to)| &datagen[from..to])
         .context("datagen.sql has no `CREATE TABLE datagen` before its views")?
         .replace("${EVENTS:-1000000}", &events.to_string());
-    let view = "CREATE VIEW bid AS
+    let views = [
+        (
+            "person",
+            "CREATE VIEW person AS
+SELECT person.id AS id, person.name AS name, person.emailAddress AS email_address,
+       person.creditCard AS credit_card, person.city AS city, person.state AS state,
+       dateTime AS date_time, person.extra AS extra
+FROM datagen WHERE event_type = 0;",
+        ),
+        (
+            "auction",
+            "CREATE VIEW auction AS
+SELECT auction.id AS id, auction.itemName AS item_name, auction.description AS description,
+       auction.initialBid AS initial_bid, auction.reserve AS reserve, dateTime AS date_time,
+       auction.expires AS expires, auction.seller AS seller, auction.category AS category,
+       auction.extra AS extra
+FROM datagen WHERE event_type = 1;",
+        ),
+        (
+            "bid",
+            "CREATE VIEW bid AS
 SELECT bid.auction AS auction, bid.bidder AS bidder, bid.price AS price,
        bid.channel AS channel, bid.url AS url, dateTime AS date_time, bid.extra AS extra
-FROM datagen WHERE event_type = 2;";
-    Ok(format!(
-        "{}{ddl}{view}{}",
-        &job[..start],
-        &job[end + "\n);".len()..]
-    ))
+FROM datagen WHERE event_type = 2;",
+        ),
+    ];
+    let mut text = job.to_string();
+    let mut replaced = 0;
+    for (table, view) in views {
+        let Ok((start, end)) = sluice_tests::table_block(&text, table) else {
+            continue;
+        };
+        let ddl = if replaced == 0 { ddl.as_str() } else { "" };
+        text = format!("{}{ddl}{view}{}", &text[..start], &text[end + "\n);".len()..]);
+        replaced += 1;
+    }
+    if replaced == 0 {
+        bail!("the job declares none of the Nexmark tables person, auction, bid");
+    }
+    Ok(text)
 }
 
 /// Runs the query's SQL once: its wall time in seconds (from the session's
@@ -478,13 +509,19 @@ async fn run_datafusion(args: &Args, query: &str, out: &Path) -> Result<(f64, u6
     let config = SessionConfig::new().with_target_partitions(args.parallelism);
     let ctx = SessionContext::new_with_config(config);
     let table = if is_game(query) { "events" } else { "bid" };
-    let files = table_dir(args, query, FileFormat::Parquet).join(table);
-    ctx.register_parquet(
-        table,
-        files.to_str().context("path")?,
-        ParquetReadOptions::default(),
-    )
-    .await?;
+    let dir = table_dir(args, query, FileFormat::Parquet);
+    let tables: &[&str] = match is_game(query) {
+        true => &["events"],
+        false => &["bid", "auction", "person"],
+    };
+    for name in tables {
+        ctx.register_parquet(
+            *name,
+            dir.join(name).to_str().context("path")?,
+            ParquetReadOptions::default(),
+        )
+        .await?;
+    }
     // Sluice's file sink writes snappy; DataFusion's default is zstd.
     let mut parquet = TableParquetOptions::default();
     parquet.global.compression = Some("snappy".to_string());

@@ -1,7 +1,8 @@
 //! DataFusion SQL that computes what Sluice's shipped jobs compute, to check
 //! Sluice's results independently (in tests) and to race it (in benches).
 //!
-//! The queries read the tables the generators write (`bid`, `events`) and
+//! The queries read the tables the generators write (`person`, `auction`,
+//! `bid`, `events`) and
 //! return the sink's columns in the sink's order and types.
 
 /// DataFusion's SQL for the Nexmark job file `jobs/sql/nexmark/{query}.sql`.
@@ -12,6 +13,16 @@ pub fn nexmark(query: &str) -> Option<&'static str> {
             "SELECT auction, bidder, CAST(0.908 * price AS DECIMAL(23, 3)) AS price, date_time, extra FROM bid"
         }
         "q2" => "SELECT auction, price FROM bid WHERE auction % 123 = 0",
+        "q3" => {
+            "SELECT P.name, P.city, P.state, A.id FROM auction A JOIN person P ON A.seller = P.id \
+             WHERE A.category = 10 AND (P.state = 'OR' OR P.state = 'ID' OR P.state = 'CA')"
+        }
+        "q20" => {
+            "SELECT B.auction, B.bidder, B.price, B.channel, B.url, B.date_time, B.extra, \
+               A.item_name, A.description, A.initial_bid, A.reserve, A.date_time, A.expires, \
+               A.seller, A.category, A.extra \
+             FROM bid B JOIN auction A ON B.auction = A.id WHERE A.category = 10"
+        }
         "q15" => {
             "SELECT to_char(date_time, '%Y-%m-%d') AS day, count(*), \
                count(*) FILTER (WHERE price < 10000), \
