@@ -492,7 +492,11 @@ FROM datagen WHERE event_type = 2;",
             continue;
         };
         let ddl = if replaced == 0 { ddl.as_str() } else { "" };
-        text = format!("{}{ddl}{view}{}", &text[..start], &text[end + "\n);".len()..]);
+        text = format!(
+            "{}{ddl}{view}{}",
+            &text[..start],
+            &text[end + "\n);".len()..]
+        );
         replaced += 1;
     }
     if replaced == 0 {

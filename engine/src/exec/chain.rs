@@ -467,7 +467,7 @@ pub(super) async fn processing_timer_due(deadline: Option<Millis>) {
 
 /// The wall clock, in milliseconds since the epoch: processing time.
 pub(super) fn wall_clock() -> Millis {
-    chrono::Utc::now().timestamp_millis()
+    crate::time::wall_clock()
 }
 
 /// Takes in the timer changes an operator put in `out`.

@@ -21,8 +21,14 @@
 //!
 //! The group keys are arrow-row encodings; each group owns one DataFusion
 //! `Accumulator` per aggregate. Its state in a checkpoint is one keyed table,
-//! `groups`: the key columns, the number of rows of the group, and the
-//! accumulators' states, restored at any parallelism.
+//! `groups`: the key columns, the number of rows of the group, when it
+//! expires, and the accumulators' states, restored at any parallelism.
+//!
+//! With a state TTL (`'table.exec.state.ttl'`, Flink's idle state
+//! retention) a group no row touched for that long is forgotten, without
+//! a retraction, as in Flink: a later row of its key starts it again with
+//! `+I`. One processing-time timer per group checks it; a touch only moves
+//! the group's expiry, and a timer that finds it moved sets the next.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -115,6 +121,8 @@ pub struct GroupAggregate {
     pub accumulations: Vec<Accumulation>,
     /// Whether input rows carry row kinds.
     pub input_updates: bool,
+    /// How long a group no row touches is kept; `None`: forever.
+    pub ttl: Option<Millis>,
 }
 
 impl OperatorFactory for GroupAggregate {
@@ -123,6 +131,18 @@ impl OperatorFactory for GroupAggregate {
     }
 
     fn describe(&self) -> String {
+        match self.ttl {
+            Some(ttl) => format!(
+                "{} ttl {}",
+                self.spec.describe(),
+                crate::plan::explain::duration(ttl)
+            ),
+            None => self.spec.describe(),
+        }
+    }
+
+    /// The TTL may change between runs: state restores either way.
+    fn fingerprint(&self) -> String {
         self.spec.describe()
     }
 
@@ -140,6 +160,8 @@ impl OperatorFactory for GroupAggregate {
             spec: Arc::clone(&self.spec),
             accumulations: self.accumulations.clone(),
             input_updates: self.input_updates,
+            ttl: self.ttl,
+            timers_to_set: false,
             converter,
             index: HashMap::new(),
             slots: Vec::new(),
@@ -170,12 +192,20 @@ struct Group {
     /// never sent) would corrupt DataFusion's accumulators, and is ignored.
     held: Vec<i64>,
     sent: Option<Vec<ScalarValue>>,
+    /// With a TTL: when the group expires, the key group of its key, and
+    /// whether a timer is set for it.
+    expires: Millis,
+    key_group: usize,
+    timer_set: bool,
 }
 
 struct GroupAggregateOp {
     spec: Arc<AggregateSpec>,
     accumulations: Vec<Accumulation>,
     input_updates: bool,
+    ttl: Option<Millis>,
+    /// After a restore: every group needs its expiry timer set again.
+    timers_to_set: bool,
     converter: RowConverter,
     /// Group key to slot.
     index: HashMap<Box<[u8]>, usize>,
@@ -192,9 +222,11 @@ struct GroupAggregateOp {
     ended_empty: bool,
 }
 
-/// The name of the state table and of its row-count column.
+/// The name of the state table, of its row-count column and of the
+/// groups' expiry.
 const GROUPS: &str = "groups";
 const ROWS: &str = "__rows";
+const EXPIRES: &str = "__expires";
 
 /// Changes to send, in order: a kind, a key and results per row.
 #[derive(Default)]
@@ -239,6 +271,7 @@ impl GroupAggregateOp {
             .map(|f| f.as_ref().clone().with_nullable(true))
             .collect();
         fields.push(Field::new(ROWS, DataType::Int64, false));
+        fields.push(Field::new(EXPIRES, DataType::Int64, false));
         for (j, mut acc) in self.new_accumulators()?.into_iter().enumerate() {
             fields.push(Field::new(format!("a{j}_held"), DataType::Int64, false));
             let state = acc
@@ -263,6 +296,9 @@ impl GroupAggregateOp {
             accumulators: self.new_accumulators()?,
             held: vec![0; self.spec.aggregates.len()],
             sent: None,
+            expires: 0,
+            key_group: 0,
+            timer_set: false,
         };
         let slot = match self.free.pop() {
             Some(slot) => {
@@ -295,6 +331,38 @@ impl GroupAggregateOp {
             .convert_columns(keys)
             .exec_context(|| "encoding group keys".to_string())?;
         Ok((0..rows).map(|i| encoded.row(i).as_ref().into()).collect())
+    }
+
+    /// Moves the expiry of the `touched` groups (those still held) to a TTL
+    /// from now, setting a timer for each that has none.
+    fn touch(&mut self, touched: &[usize], out: &mut Output) {
+        let Some(ttl) = self.ttl else {
+            return;
+        };
+        self.set_restored_timers(out);
+        let expires = crate::time::wall_clock().saturating_add(ttl);
+        for &slot in touched {
+            if let Some(group) = self.slots[slot].as_mut() {
+                group.expires = expires;
+                if !group.timer_set {
+                    group.timer_set = true;
+                    out.set_timer(expiry_timer(group));
+                }
+            }
+        }
+    }
+
+    /// After a restore, a timer for every group (their timers restored
+    /// with the checkpoint belong to whichever subtask owns them now; one
+    /// more per group is no matter, as each checks the expiry).
+    fn set_restored_timers(&mut self, out: &mut Output) {
+        if !std::mem::take(&mut self.timers_to_set) {
+            return;
+        }
+        for group in self.slots.iter_mut().flatten() {
+            group.timer_set = true;
+            out.set_timer(expiry_timer(group));
+        }
     }
 
     /// Sends what `touched` groups' results became.
@@ -368,6 +436,16 @@ impl GroupAggregateOp {
     }
 }
 
+/// The processing-time timer that checks whether `group` expired.
+fn expiry_timer(group: &Group) -> super::timer::Timer {
+    super::timer::Timer {
+        domain: super::timer::TimeDomain::ProcessingTime,
+        time: group.expires,
+        key: Arc::from(&*group.key),
+        key_group: group.key_group,
+    }
+}
+
 impl Operator for GroupAggregateOp {
     fn on_batch(&mut self, _port: Port, batch: RecordBatch, out: &mut Output) -> Result<()> {
         let (data, kinds) = match self.input_updates {
@@ -384,6 +462,10 @@ impl Operator for GroupAggregateOp {
             .iter()
             .map(|k| self.slot_of(k))
             .collect::<Result<Vec<_>>>()?;
+        let key_groups = match (self.ttl, self.keyed()) {
+            (Some(_), true) => Some(crate::exec::exchange::key_groups_of_rows(&evaluated.keys)?),
+            _ => None,
+        };
         let retracts = |i: usize| {
             kinds
                 .as_ref()
@@ -424,6 +506,11 @@ impl Operator for GroupAggregateOp {
             }
             if touched.last() != Some(&slot) {
                 touched.push(slot);
+                if let Some(groups) = &key_groups
+                    && let Some(group) = self.slots[slot].as_mut()
+                {
+                    group.key_group = groups[first];
+                }
             }
             let group = self.slots[slot]
                 .as_mut()
@@ -476,10 +563,30 @@ impl Operator for GroupAggregateOp {
             }
             start = end;
         }
-        self.send_changes(&touched, out)
+        self.send_changes(&touched, out)?;
+        self.touch(&touched, out);
+        Ok(())
+    }
+
+    /// A group's expiry timer: the group is forgotten if no row touched it
+    /// since; else the next check is set at its new expiry.
+    fn on_timer(&mut self, timer: &super::timer::Timer, out: &mut Output) -> Result<()> {
+        let Some(&slot) = self.index.get(&*timer.key) else {
+            return Ok(());
+        };
+        let Some(group) = self.slots[slot].as_mut() else {
+            return Ok(());
+        };
+        if group.expires <= timer.time {
+            self.remove(slot);
+        } else {
+            out.set_timer(expiry_timer(group));
+        }
+        Ok(())
     }
 
     fn on_watermark(&mut self, watermark: Millis, out: &mut Output) -> Result<()> {
+        self.set_restored_timers(out);
         self.watermark = watermark;
         // As batch SQL has it, an aggregate without keys over an input that
         // ended with no row gives one row (`COUNT(*)` is 0), so that both
@@ -504,6 +611,7 @@ impl Operator for GroupAggregateOp {
         }
         let key_bytes: Vec<Box<[u8]>> = groups.iter().map(|g| g.key.clone()).collect();
         let rows: Vec<i64> = groups.iter().map(|g| g.rows).collect();
+        let expires: Vec<i64> = groups.iter().map(|g| g.expires).collect();
         let mut states: Vec<Vec<ScalarValue>> = Vec::new();
         for group in groups {
             let mut state = Vec::new();
@@ -530,6 +638,7 @@ impl Operator for GroupAggregateOp {
         }
         let mut columns = self.key_columns(&key_bytes)?;
         columns.push(Arc::new(Int64Array::from(rows)));
+        columns.push(Arc::new(Int64Array::from(expires)));
         let first_state = columns.len();
         for k in 0..self.state_schema.fields().len() - first_state {
             let field = self.state_schema.field(first_state + k);
@@ -556,13 +665,13 @@ impl Operator for GroupAggregateOp {
 
     fn restore(&mut self, state: RestoredState) -> Result<()> {
         self.watermark = self.watermark.max(state.watermark);
+        // Timers can only be set with an output: at the next message.
+        self.timers_to_set = self.ttl.is_some();
         let key_count = self.spec.keys.len();
         for batch in state.table(GROUPS) {
             let fits = batch.schema().fields().len() == self.state_schema.fields().len()
-                && batch
-                    .column(key_count)
-                    .as_primitive_opt::<Int64Type>()
-                    .is_some();
+                && (key_count..key_count + 2)
+                    .all(|c| batch.column(c).as_primitive_opt::<Int64Type>().is_some());
             if !fits {
                 return Err(SluiceError::Runtime(format!(
                     "a checkpoint's groups ({}) are not what this aggregate keeps ({}): was the job changed?",
@@ -574,13 +683,23 @@ impl Operator for GroupAggregateOp {
             let batch = state.owned(batch, &keys)?;
             let keys = self.keys_of(&batch.columns()[..key_count], batch.num_rows())?;
             let rows = batch.column(key_count).as_primitive::<Int64Type>().clone();
+            let expires = batch
+                .column(key_count + 1)
+                .as_primitive::<Int64Type>()
+                .clone();
+            let key_groups = match self.keyed() {
+                true => crate::exec::exchange::key_groups_of_rows(&batch.columns()[..key_count])?,
+                false => vec![0; batch.num_rows()],
+            };
             for (i, key) in keys.iter().enumerate() {
                 let slot = self.slot_of(key)?;
-                let mut column = key_count + 1;
+                let mut column = key_count + 2;
                 let group = self.slots[slot]
                     .as_mut()
                     .ok_or_else(|| SluiceError::Runtime("a group's slot is empty".into()))?;
                 group.rows += rows.value(i);
+                group.expires = group.expires.max(expires.value(i));
+                group.key_group = key_groups[i];
                 for (j, (accumulator, &width)) in group
                     .accumulators
                     .iter_mut()
@@ -691,6 +810,7 @@ mod tests {
             }),
             accumulations,
             input_updates,
+            ttl: None,
         }
     }
 
@@ -869,6 +989,49 @@ mod tests {
         op.on_batch(0, changes(&[(RowKind::Delete, "a", Some(7))]), &mut out)
             .expect("a retraction of a value never added");
         assert!(printed(&mut out).is_empty(), "nothing changed");
+    }
+
+    /// The expiry timers an operator set.
+    fn timers(out: &mut Output) -> Vec<crate::ops::timer::Timer> {
+        out.drain_timers()
+            .filter_map(|c| match c {
+                crate::ops::timer::TimerChange::Set(t) => Some(t),
+                crate::ops::timer::TimerChange::Cancel(_) => None,
+            })
+            .collect()
+    }
+
+    /// With a TTL a group no row touched for that long is forgotten, with
+    /// no retraction: its key starts again with `+I`. A touch in between
+    /// moves the expiry, and the timer that finds it moved sets the next.
+    #[test]
+    fn a_group_left_alone_for_its_ttl_is_forgotten() {
+        let mut factory = factory(true, true);
+        factory.ttl = Some(60_000);
+        let mut op = factory.create(&context(0, 1)).expect("op");
+        let mut out = Output::default();
+        op.on_batch(0, changes(&[(RowKind::Insert, "a", Some(1))]), &mut out)
+            .expect("batch");
+        assert_eq!(printed(&mut out), ["+I[a, 1, 1]"]);
+        let first = timers(&mut out);
+        assert_eq!(first.len(), 1, "one timer per group");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        op.on_batch(0, changes(&[(RowKind::Insert, "a", Some(2))]), &mut out)
+            .expect("batch");
+        assert_eq!(printed(&mut out), ["-U[a, 1, 1]", "+U[a, 3, 2]"]);
+        assert!(timers(&mut out).is_empty(), "its timer is already set");
+        // The first timer fires: the group was touched since, so it stays
+        // and the next check is set.
+        op.on_timer(&first[0], &mut out).expect("timer");
+        let next = timers(&mut out);
+        assert_eq!(next.len(), 1);
+        assert!(next[0].time > first[0].time);
+        // That one finds it untouched: forgotten.
+        op.on_timer(&next[0], &mut out).expect("timer");
+        assert!(printed(&mut out).is_empty(), "expiry sends nothing");
+        op.on_batch(0, changes(&[(RowKind::Insert, "a", Some(7))]), &mut out)
+            .expect("batch");
+        assert_eq!(printed(&mut out), ["+I[a, 7, 7]"]);
     }
 
     #[test]

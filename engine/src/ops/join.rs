@@ -27,7 +27,9 @@
 //! Once one input has ended, the other's rows are no longer kept (nothing
 //! is left for them to meet), so a bounded table joined with an endless
 //! stream holds only the table. In stream mode the state grows with both
-//! inputs, as Flink's does without `'table.exec.state.ttl'`.
+//! inputs, as Flink's does without `'table.exec.state.ttl'`; with it, a
+//! row is forgotten that long after it was kept, without a retraction, as
+//! in Flink (one processing-time timer per side and key checks it).
 
 use std::sync::Arc;
 
@@ -94,6 +96,9 @@ pub struct RegularJoin {
     /// Pad rows only once the other input ended (batch mode): then the
     /// result never updates.
     pub pad_at_end: bool,
+    /// How long a kept row is kept (`'table.exec.state.ttl'`); `None`:
+    /// forever.
+    pub ttl: Option<Millis>,
 }
 
 impl RegularJoin {
@@ -124,13 +129,17 @@ impl OperatorFactory for RegularJoin {
                 )
             })
             .collect();
+        let ttl = self
+            .ttl
+            .map(|t| format!(" ttl {}", crate::plan::explain::duration(t)))
+            .unwrap_or_default();
         match &self.filter {
             Some(f) => format!(
-                "on {} and {}",
+                "on {} and {}{ttl}",
                 pairs.join(" and "),
                 crate::plan::sql_text::expr(f.as_ref())
             ),
-            None => format!("on {}", pairs.join(" and ")),
+            None => format!("on {}{ttl}", pairs.join(" and ")),
         }
     }
 
@@ -181,6 +190,8 @@ impl OperatorFactory for RegularJoin {
             sides: [Side::default(), Side::default()],
             ended: [false, false],
             watermark: BEFORE_TIME,
+            timed: Default::default(),
+            timers_to_set: false,
         }))
     }
 }
@@ -195,6 +206,10 @@ struct JoinState {
     /// Which inputs have ended.
     ended: [bool; 2],
     watermark: Millis,
+    /// Per side, the keys with an expiry timer set (with a TTL).
+    timed: [std::collections::HashSet<Box<[u8]>>; 2],
+    /// After a restore: every key needs its expiry timer set again.
+    timers_to_set: bool,
 }
 
 /// One output row: its kind and where each side's half comes from.
@@ -381,7 +396,70 @@ impl JoinState {
             out.batch(self.assemble(port, &batch, &emits, true)?);
         }
         if kept_keys.iter().any(Option::is_some) {
-            self.sides[port].keep(batch, &kept_keys, kept_matches);
+            let now = crate::time::wall_clock();
+            if self.plan.ttl.is_some() {
+                let groups =
+                    crate::exec::exchange::key_groups_of_rows(&self.keys_of(port, &batch)?)?;
+                for (key, group) in kept_keys.iter().zip(groups) {
+                    if let Some(key) = key {
+                        self.expire_later(port, key, group, now, out);
+                    }
+                }
+            }
+            let rows = batch.num_rows();
+            self.sides[port].keep(batch, &kept_keys, kept_matches, vec![now; rows]);
+        }
+        Ok(())
+    }
+
+    /// With a TTL: sets the timer that forgets side `port`'s rows of `key`
+    /// kept at or before `kept_at`, unless one is set for the key.
+    fn expire_later(
+        &mut self,
+        port: Port,
+        key: &[u8],
+        key_group: usize,
+        kept_at: Millis,
+        out: &mut Output,
+    ) {
+        let Some(ttl) = self.plan.ttl else {
+            return;
+        };
+        if self.timed[port].insert(key.into()) {
+            let mut timer_key = Vec::with_capacity(key.len() + 1);
+            timer_key.push(port as u8);
+            timer_key.extend_from_slice(key);
+            out.set_timer(super::timer::Timer {
+                domain: super::timer::TimeDomain::ProcessingTime,
+                time: kept_at.saturating_add(ttl),
+                key: Arc::from(timer_key),
+                key_group,
+            });
+        }
+    }
+
+    /// After a restore: the expiry timers of every key kept.
+    fn set_restored_timers(&mut self, out: &mut Output) -> Result<()> {
+        if !std::mem::take(&mut self.timers_to_set) {
+            return Ok(());
+        }
+        for port in 0..SIDES.len() {
+            let keys: Vec<(Box<[u8]>, Millis)> = self.sides[port]
+                .keys()
+                .map(|(k, t)| (Box::from(k), t))
+                .collect();
+            if keys.is_empty() {
+                continue;
+            }
+            let parser = self.keys.parser();
+            let arrays = self
+                .keys
+                .convert_rows(keys.iter().map(|(k, _)| parser.parse(k)))
+                .exec_context(|| "decoding join keys".to_string())?;
+            let groups = crate::exec::exchange::key_groups_of_rows(&arrays)?;
+            for ((key, oldest), group) in keys.iter().zip(groups) {
+                self.expire_later(port, key, group, *oldest, out);
+            }
         }
         Ok(())
     }
@@ -486,7 +564,23 @@ impl Operator for JoinState {
                 "a join has two inputs, not a port {port}"
             )));
         }
+        self.set_restored_timers(out)?;
         self.process(port, batch, out)
+    }
+
+    /// A key's expiry timer: its rows kept a TTL ago or earlier are
+    /// forgotten, without a retraction (as Flink's state TTL); the next
+    /// timer is set for the oldest row left.
+    fn on_timer(&mut self, timer: &super::timer::Timer, out: &mut Output) -> Result<()> {
+        let (Some(ttl), Some((&side, key))) = (self.plan.ttl, timer.key.split_first()) else {
+            return Ok(());
+        };
+        let port = usize::from(side).min(1);
+        self.timed[port].remove(key);
+        if let Some(oldest) = self.sides[port].expire(key, timer.time.saturating_sub(ttl)) {
+            self.expire_later(port, key, timer.key_group, oldest, out);
+        }
+        Ok(())
     }
 
     fn on_input_end(&mut self, port: Port, out: &mut Output) -> Result<()> {
@@ -500,8 +594,8 @@ impl Operator for JoinState {
         if self.plan.pad_at_end && self.plan.kind.preserves(other) {
             let schema = Arc::clone(self.side_schema(other));
             if let Some(rows) = self.sides[other].snapshot(&schema)? {
-                let (rows, matches) = join_side::split_matches(&rows)?;
-                let alone: BooleanArray = matches.iter().map(|&m| Some(m == 0)).collect();
+                let (rows, state) = join_side::split_matches(&rows)?;
+                let alone: BooleanArray = state.matches.iter().map(|&m| Some(m == 0)).collect();
                 let alone = arrow::compute::filter_record_batch(&rows, &alone)
                     .exec_context(|| "selecting rows that joined nothing".to_string())?;
                 let emits: Vec<Emit> = (0..alone.num_rows())
@@ -527,6 +621,7 @@ impl Operator for JoinState {
     }
 
     fn on_watermark(&mut self, watermark: Millis, out: &mut Output) -> Result<()> {
+        self.set_restored_timers(out)?;
         self.watermark = watermark;
         out.watermark(watermark);
         Ok(())
@@ -556,6 +651,7 @@ impl Operator for JoinState {
 
     fn restore(&mut self, state: RestoredState) -> Result<()> {
         self.watermark = self.watermark.max(state.watermark);
+        self.timers_to_set = self.plan.ttl.is_some();
         for (port, name) in SIDES.iter().enumerate() {
             for batch in state.table(name) {
                 let (rows, _) = join_side::split_matches(batch)?;
@@ -571,12 +667,16 @@ impl Operator for JoinState {
 impl JoinState {
     /// Keeps rows of a state table (rows and match counts) as side `port`'s.
     fn keep_restored(&mut self, port: Port, table: &RecordBatch) -> Result<()> {
-        let (rows, matches) = join_side::split_matches(table)?;
+        let (rows, state) = join_side::split_matches(table)?;
         if rows.num_rows() == 0 {
             return Ok(());
         }
         let keys = self.encoded_keys(port, &rows)?;
-        self.sides[port].keep(rows, &keys, matches);
+        // Rows from before joins had a TTL count as kept now.
+        let kept_at = state
+            .kept_at
+            .unwrap_or_else(|| vec![crate::time::wall_clock(); rows.num_rows()]);
+        self.sides[port].keep(rows, &keys, state.matches, kept_at);
         Ok(())
     }
 }

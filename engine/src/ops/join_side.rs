@@ -11,17 +11,20 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, UInt32Array};
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef, UInt32Type};
+use arrow::array::{Array, ArrayRef, AsArray, Int64Array, RecordBatch, UInt32Array};
+use arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef, UInt32Type};
 use arrow::row::{RowConverter, SortField};
 
 use crate::error::{ExecContext, Result, SluiceError};
+use crate::time::Millis;
 
 /// Where a kept row is: its batch and its row in it.
 pub type RowAt = (usize, usize);
 
-/// The column of a side's state table holding each row's match count.
+/// The columns of a side's state table holding each row's match count and
+/// when it was kept.
 pub const MATCHES: &str = "__matches";
+pub const KEPT_AT: &str = "__kept_at";
 
 /// The rows one side of a join keeps.
 #[derive(Debug, Default)]
@@ -29,6 +32,8 @@ pub struct Side {
     pub batches: Vec<RecordBatch>,
     alive: Vec<Vec<bool>>,
     matches: Vec<Vec<u32>>,
+    /// When each row was kept (processing time), for the state TTL.
+    kept_at: Vec<Vec<Millis>>,
     by_key: HashMap<Box<[u8]>, Vec<RowAt>>,
 }
 
@@ -59,8 +64,15 @@ impl Side {
     }
 
     /// Keeps the rows of `batch` whose `keys` are given (`None`: a row that
-    /// joins nothing, not kept), with their match counts.
-    pub fn keep(&mut self, batch: RecordBatch, keys: &[Option<Box<[u8]>>], matches: Vec<u32>) {
+    /// joins nothing, not kept), with their match counts and the times they
+    /// were first kept.
+    pub fn keep(
+        &mut self,
+        batch: RecordBatch,
+        keys: &[Option<Box<[u8]>>],
+        matches: Vec<u32>,
+        kept_at: Vec<Millis>,
+    ) {
         let at = self.batches.len();
         let mut alive = vec![false; batch.num_rows()];
         for (i, key) in keys.iter().enumerate() {
@@ -72,6 +84,37 @@ impl Side {
         self.batches.push(batch);
         self.alive.push(alive);
         self.matches.push(matches);
+        self.kept_at.push(kept_at);
+    }
+
+    /// Forgets the rows with `key` kept at or before `horizon`; when the
+    /// oldest of those left was kept, if any is.
+    pub fn expire(&mut self, key: &[u8], horizon: Millis) -> Option<Millis> {
+        let rows = self.by_key.get_mut(key)?;
+        let (alive, kept_at) = (&mut self.alive, &self.kept_at);
+        rows.retain(|&(b, r)| {
+            let keep = alive[b][r] && kept_at[b][r] > horizon;
+            if !keep {
+                alive[b][r] = false;
+            }
+            keep
+        });
+        let oldest = rows.iter().map(|&(b, r)| kept_at[b][r]).min();
+        if oldest.is_none() {
+            self.by_key.remove(key);
+        }
+        oldest
+    }
+
+    /// Every key with a live row, and when its oldest live row was kept.
+    pub fn keys(&self) -> impl Iterator<Item = (&[u8], Millis)> + '_ {
+        self.by_key.iter().filter_map(|(key, rows)| {
+            rows.iter()
+                .filter(|&&(b, r)| self.alive[b][r])
+                .map(|&(b, r)| self.kept_at[b][r])
+                .min()
+                .map(|oldest| (key.as_ref(), oldest))
+        })
     }
 
     /// Marks dead one live row with `key` equal to row `row` of `batch`
@@ -104,6 +147,7 @@ impl Side {
     pub fn snapshot(&mut self, schema: &SchemaRef) -> Result<Option<RecordBatch>> {
         let mut parts = Vec::new();
         let mut counts = Vec::new();
+        let mut times = Vec::new();
         for (b, batch) in self.batches.iter().enumerate() {
             let keep: arrow::array::BooleanArray = self.alive[b].iter().map(|&a| Some(a)).collect();
             parts.push(
@@ -117,6 +161,13 @@ impl Side {
                     .filter(|(a, _)| **a)
                     .map(|(_, m)| *m),
             );
+            times.extend(
+                self.alive[b]
+                    .iter()
+                    .zip(&self.kept_at[b])
+                    .filter(|(a, _)| **a)
+                    .map(|(_, t)| *t),
+            );
         }
         if counts.is_empty() {
             return Ok(None);
@@ -124,6 +175,7 @@ impl Side {
         let rows = arrow::compute::concat_batches(schema, &parts)
             .exec_context(|| "gathering join state".to_string())?;
         let mut columns = rows.columns().to_vec();
+        columns.push(Arc::new(Int64Array::from(times)) as ArrayRef);
         columns.push(Arc::new(UInt32Array::from(counts)) as ArrayRef);
         let with_counts = with_matches(schema);
         RecordBatch::try_new(with_counts, columns)
@@ -132,31 +184,48 @@ impl Side {
     }
 }
 
-/// `schema` with the match-count column.
+/// `schema` with the kept-at and match-count columns.
 pub fn with_matches(schema: &Schema) -> SchemaRef {
     let mut fields: Vec<Arc<Field>> = schema.fields().iter().cloned().collect();
+    fields.push(Arc::new(Field::new(KEPT_AT, DataType::Int64, false)));
     fields.push(Arc::new(Field::new(MATCHES, DataType::UInt32, false)));
     Arc::new(Schema::new(fields))
 }
 
-/// A state table's rows and their match counts: checkpoints taken before
-/// joins counted matches have no count column (an inner join needs none).
-pub fn split_matches(batch: &RecordBatch) -> Result<(RecordBatch, Vec<u32>)> {
-    let last = batch.num_columns().checked_sub(1);
-    match last.filter(|&l| batch.schema().field(l).name() == MATCHES) {
-        Some(l) => {
-            let counts = batch
-                .column(l)
-                .as_primitive_opt::<UInt32Type>()
-                .ok_or_else(|| SluiceError::Runtime(format!("`{MATCHES}` is not UINT32")))?
-                .values()
-                .to_vec();
-            let mut rows = batch.clone();
-            rows.remove_column(l);
-            Ok((rows, counts))
-        }
-        None => Ok((batch.clone(), vec![0; batch.num_rows()])),
-    }
+/// What a state table holds for each row beside its columns.
+pub struct RowState {
+    pub matches: Vec<u32>,
+    /// When each row was kept; `None` in checkpoints taken before joins
+    /// had a TTL.
+    pub kept_at: Option<Vec<Millis>>,
+}
+
+/// A state table's rows, and their match counts and times: checkpoints
+/// taken before joins counted matches have neither column (an inner join
+/// needs no count).
+pub fn split_matches(batch: &RecordBatch) -> Result<(RecordBatch, RowState)> {
+    let mut rows = batch.clone();
+    let mut take = |name: &str| -> Option<ArrayRef> {
+        let last = rows.num_columns().checked_sub(1)?;
+        (rows.schema().field(last).name() == name).then(|| rows.remove_column(last))
+    };
+    let matches = match take(MATCHES) {
+        Some(counts) => counts
+            .as_primitive_opt::<UInt32Type>()
+            .ok_or_else(|| SluiceError::Runtime(format!("`{MATCHES}` is not UINT32")))?
+            .values()
+            .to_vec(),
+        None => vec![0; batch.num_rows()],
+    };
+    let kept_at = take(KEPT_AT)
+        .map(|times| {
+            times
+                .as_primitive_opt::<Int64Type>()
+                .map(|t| t.values().to_vec())
+                .ok_or_else(|| SluiceError::Runtime(format!("`{KEPT_AT}` is not BIGINT")))
+        })
+        .transpose()?;
+    Ok((rows, RowState { matches, kept_at }))
 }
 
 /// A converter that encodes whole rows of `schema`, to find a row taken
@@ -201,6 +270,7 @@ mod tests {
             kept.clone(),
             &[Some(key.clone()), Some(key.clone()), None],
             vec![0, 3, 0],
+            vec![5, 6, 7],
         );
         // The third row has no key: it is not kept.
         assert_eq!(side.rows_with(&key).count(), 2);
@@ -221,10 +291,15 @@ mod tests {
             .snapshot(&kept.schema())
             .expect("snapshot")
             .expect("rows");
-        let (rows, counts) = split_matches(&snapshot).expect("split");
+        let (rows, state) = split_matches(&snapshot).expect("split");
         assert_eq!(rows, batch(&[2]));
-        assert_eq!(counts, vec![2]);
+        assert_eq!(state.matches, vec![2]);
+        assert_eq!(state.kept_at, Some(vec![6]));
         // A table without counts (an older checkpoint) counts none.
-        assert_eq!(split_matches(&batch(&[5])).expect("split").1, vec![0]);
+        let old = split_matches(&batch(&[5])).expect("split").1;
+        assert_eq!((old.matches, old.kept_at), (vec![0], None));
+        // The TTL forgets rows kept at or before a horizon.
+        assert_eq!(side.expire(&key, 6), None);
+        assert_eq!(side.rows_with(&key).count(), 0);
     }
 }

@@ -64,6 +64,7 @@ pub fn translate(
         props: ExecutionProps::new(),
         location: String::new(),
         written: HashMap::new(),
+        state_ttl: state_ttl(&job.settings)?,
     };
     // Every INSERT reading a table shares one source that reads the union of
     // the columns they need.
@@ -155,6 +156,29 @@ struct Translator<'a> {
     /// The tables INSERTs write, with the first one's `file:line` and
     /// whether it overwrites.
     written: HashMap<String, (String, bool)>,
+    /// `'table.exec.state.ttl'`: how long updating operators keep state no
+    /// row touches.
+    state_ttl: Option<crate::time::Millis>,
+}
+
+/// The key of Flink's state time-to-live setting.
+pub const STATE_TTL: &str = "table.exec.state.ttl";
+
+/// `'table.exec.state.ttl'` of the job's settings: none, or `0`, keeps
+/// state forever, as in Flink.
+fn state_ttl(
+    settings: &std::collections::BTreeMap<String, String>,
+) -> Result<Option<crate::time::Millis>> {
+    let Some(text) = settings.get(STATE_TTL) else {
+        return Ok(None);
+    };
+    let ttl = crate::sql::options::parse_duration(text).ok_or_else(|| {
+        SluiceError::plan(format!(
+            "SET '{STATE_TTL}' = '{text}': not a duration (e.g. '1 h', '30 min', '3600000 ms')"
+        ))
+    })?;
+    let ms = ttl.as_millis().min(i64::MAX as u128) as i64;
+    Ok((ms > 0).then_some(ms))
 }
 
 impl Translator<'_> {
@@ -735,6 +759,7 @@ impl Translator<'_> {
             schema: Arc::clone(&schema),
             input_updates,
             pad_at_end,
+            ttl: self.state_ttl.filter(|_| !pad_at_end),
         };
         let schema = match updates {
             true => crate::changelog::with_row_kind(&schema),
@@ -1280,6 +1305,7 @@ impl Translator<'_> {
                 spec,
                 accumulations,
                 input_updates,
+                ttl: self.state_ttl,
             }),
             crate::changelog::with_row_kind(schema.inner()),
             partitioning,

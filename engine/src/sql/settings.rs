@@ -14,7 +14,12 @@ pub const PIPELINE_NAME: &str = "pipeline.name";
 pub const LATE_DATA_PATH: &str = "sluice.late-data.path";
 
 /// Every setting Sluice reads.
-pub const KNOWN: &[&str] = &[PIPELINE_NAME, LATE_DATA_PATH, crate::time::gate::MAX_FUTURE];
+pub const KNOWN: &[&str] = &[
+    PIPELINE_NAME,
+    LATE_DATA_PATH,
+    crate::time::gate::MAX_FUTURE,
+    crate::plan::translate::STATE_TTL,
+];
 
 /// Warns of a `SET` whose key Sluice does not read and that no function of
 /// the job names; `job_text` holds the job's other statements, where a

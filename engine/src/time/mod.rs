@@ -25,3 +25,8 @@ pub const BEFORE_TIME: Millis = i64::MIN;
 
 /// The watermark of an input that has ended: every window may fire.
 pub const END_OF_TIME: Millis = i64::MAX;
+
+/// The wall clock, in milliseconds since the epoch: processing time.
+pub fn wall_clock() -> Millis {
+    chrono::Utc::now().timestamp_millis()
+}

@@ -43,6 +43,7 @@ fn join_of(kind: JoinKind, input_updates: [bool; 2], pad_at_end: bool) -> Regula
         schema,
         input_updates,
         pad_at_end,
+        ttl: None,
     }
 }
 
@@ -391,4 +392,33 @@ fn a_row_taken_back_in_its_own_batch_is_forgotten_and_one_never_sent_is_ignored(
     op.on_batch(1, right(&[Some(1)], &[10]), &mut out)
         .expect("right");
     assert!(printed(&mut out).is_empty(), "no left row is kept");
+}
+
+/// With a TTL a kept row is forgotten that long after it came, without a
+/// retraction; one timer per side and key checks it.
+#[test]
+fn a_kept_row_is_forgotten_after_the_ttl() {
+    let mut plan = join_of(JoinKind::Inner, [false, false], false);
+    plan.ttl = Some(60_000);
+    let mut op = plan.create(&context(0, 1)).expect("join");
+    let mut out = Output::default();
+    op.on_batch(0, left(&[Some(1), Some(1)], &["a", "b"]), &mut out)
+        .expect("left");
+    let timers: Vec<_> = out
+        .drain_timers()
+        .filter_map(|c| match c {
+            crate::ops::timer::TimerChange::Set(t) => Some(t),
+            crate::ops::timer::TimerChange::Cancel(_) => None,
+        })
+        .collect();
+    assert_eq!(timers.len(), 1, "one timer for the key");
+    op.on_batch(1, right(&[Some(1)], &[10]), &mut out)
+        .expect("right");
+    assert_eq!(printed(&mut out), ["+I[1, a, 1, 10]", "+I[1, b, 1, 10]"]);
+    out.drain_timers().for_each(drop);
+    op.on_timer(&timers[0], &mut out).expect("timer");
+    assert!(printed(&mut out).is_empty(), "expiry sends nothing");
+    op.on_batch(1, right(&[Some(1)], &[11]), &mut out)
+        .expect("right");
+    assert!(printed(&mut out).is_empty(), "the left rows were forgotten");
 }
