@@ -18,7 +18,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
-use sluice_engine::changelog::{self, RowKind};
+use sluice_engine::changelog;
 use sluice_engine::checkpoint::protocol::StagedOutput;
 use sluice_engine::connector::{Sink, SinkWriter};
 use sluice_engine::error::ExecContext;
@@ -216,8 +216,17 @@ impl Sink for KafkaSink {
                 None => Some(
                     settings
                         .properties
-                        // murmur2 of the key, as Kafka's Java clients (and Flink) do.
-                        .config(&[("linger.ms", "20"), ("partitioner", "murmur2_random")])
+                        // murmur2 of the key, as Kafka's Java clients (and Flink) do;
+                        // an upsert's records of one key must not be reordered
+                        // by a retry.
+                        .config(&[
+                            ("linger.ms", "20"),
+                            ("partitioner", "murmur2_random"),
+                            (
+                                "enable.idempotence",
+                                if settings.upsert { "true" } else { "false" },
+                            ),
+                        ])
                         .create()
                         .map_err(|e| settings.properties.error("creating a producer", e))?,
                 ),
@@ -409,6 +418,16 @@ impl KafkaWriter {
             let keys = batch
                 .project(&settings.key_fields)
                 .exec_context(|| format!("taking the key fields of table `{}`", settings.table))?;
+            // A primary key is NOT NULL, as Flink enforces for its sinks.
+            if settings.upsert
+                && let Some(c) = keys.columns().iter().position(|c| c.null_count() > 0)
+            {
+                return Err(SluiceError::Data(format!(
+                    "table `{}`: a row's primary key column `{}` is NULL; an upsert's key identifies its row",
+                    settings.table,
+                    keys.schema().field(c).name()
+                )));
+            }
             Some(encode(&keys, settings.key_format, &settings.key_schema)?)
         };
         let topic = settings.topic.clone();
@@ -507,8 +526,11 @@ impl RecordFormat {
     }
 }
 
-/// The rows of an updating batch an upsert sink writes (all but `-U`),
-/// without row kinds, and which of them are deletes.
+/// An updating batch as an upsert sink writes it, without row kinds, and
+/// which rows are tombstones: as Flink's upsert-kafka, a `-U` is one as
+/// well as a `-D`, since its `+U` may not follow (a filter can keep the
+/// one and drop the other), and the `+U` that does follow writes the key
+/// again.
 fn upserts(batch: &RecordBatch) -> Result<(RecordBatch, Vec<bool>)> {
     let (data, kinds) = changelog::split(batch)?;
     let Some(kinds) = kinds else {
@@ -516,20 +538,12 @@ fn upserts(batch: &RecordBatch) -> Result<(RecordBatch, Vec<bool>)> {
         return Ok((data, vec![false; rows]));
     };
     changelog::check_kinds(&kinds)?;
-    let written: arrow::array::BooleanArray = kinds
+    let tombstones = kinds
         .values()
         .iter()
-        .map(|&k| Some(k != RowKind::UpdateBefore.byte()))
+        .map(|&k| changelog::is_retraction_byte(k))
         .collect();
-    let data = arrow::compute::filter_record_batch(&data, &written)
-        .exec_context(|| "selecting upserts".to_string())?;
-    let deletes = kinds
-        .values()
-        .iter()
-        .filter(|&&k| k != RowKind::UpdateBefore.byte())
-        .map(|&k| k == RowKind::Delete.byte())
-        .collect();
-    Ok((data, deletes))
+    Ok((data, tombstones))
 }
 
 /// One encoded value per row.

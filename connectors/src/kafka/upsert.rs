@@ -5,13 +5,18 @@
 //! record, written in `key.format`; the value, in `value.format`, is the
 //! whole row (`'value.fields-include' = 'ALL'`, the default) or the columns
 //! outside the key (`'EXCEPT_KEY'`). An insert and the row after an update
-//! are written as the key's new value; the row before an update is not
-//! written (its `+U` replaces it); a delete is a tombstone, the key with no
-//! value, which compaction drops. Records of a key go to one partition (the
-//! murmur2 hash of the key, as Kafka's Java clients place them), and the
-//! sink's input is hash-partitioned by the key so that each key's changes
-//! come from one writer, in order: a reader that keeps the last value per
-//! key (and forgets a key at its tombstone) has the table.
+//! are written as the key's new value; the row before an update and a
+//! delete are tombstones, the key with no value, as Flink writes them (a
+//! `-U` whose `+U` follows is written over at once). Compaction drops them.
+//! A NULL in a key column is an error: a primary key is NOT NULL. Records of a key go to one partition (the
+//! murmur2 hash of the key, as Kafka's Java clients place them), from an
+//! idempotent producer (a retry does not reorder them), and the sink's
+//! input is hash-partitioned by the key so that each key's changes come
+//! from one writer, in order: a reader that keeps the last value per key
+//! (and forgets a key at its tombstone) has the table. That holds when all
+//! changes of a key come from one upstream subtask, as with a GROUP BY on
+//! the key; Flink adds an upsert materializer for the other cases, which
+//! Sluice does not have yet.
 //!
 //! Options, with Flink's names: `topic`, `properties.*`, `key.format`,
 //! `value.format` (`json` or `csv`), `key.fields-prefix` (a prefix the key
@@ -100,15 +105,28 @@ impl SinkFactory for UpsertKafkaFactory {
             .as_deref()
         {
             None | Some("ALL") => (0..table.schema.fields().len()).collect(),
-            Some("EXCEPT_KEY") => (0..table.schema.fields().len())
-                .filter(|c| !key_fields.contains(c))
-                .collect(),
+            Some("EXCEPT_KEY") => {
+                let fields: Vec<usize> = (0..table.schema.fields().len())
+                    .filter(|c| !key_fields.contains(c))
+                    .collect();
+                if fields.is_empty() {
+                    return Err(config(
+                        "'value.fields-include' = 'EXCEPT_KEY' leaves no column for the value: every column is in the key".to_string(),
+                    ));
+                }
+                fields
+            }
             Some(other) => {
                 return Err(config(format!(
                     "option 'value.fields-include' = '{other}' is not one of 'ALL', 'EXCEPT_KEY'"
                 )));
             }
         };
+        if !prefix.is_empty() && value_fields.len() == table.schema.fields().len() {
+            return Err(config(
+                "'key.fields-prefix' needs 'value.fields-include' = 'EXCEPT_KEY', as in Flink (the value would hold the prefixed key columns)".to_string(),
+            ));
+        }
         let (fire_and_forget, transactions) = take_delivery(&name, options, &properties)?;
         Ok(Arc::new(KafkaSink(Arc::new(Settings {
             table: name,

@@ -21,8 +21,9 @@
 //!
 //! The group keys are arrow-row encodings; each group owns one DataFusion
 //! `Accumulator` per aggregate. Its state in a checkpoint is one keyed table,
-//! `groups`: the key columns, the number of rows of the group, when it
-//! expires, and the accumulators' states, restored at any parallelism.
+//! `groups`: the key columns, the number of rows of the group, when a row
+//! last touched it, and the accumulators' states, restored at any
+//! parallelism.
 //!
 //! With a state TTL (`'table.exec.state.ttl'`, Flink's idle state
 //! retention) a group no row touched for that long is forgotten, without
@@ -192,9 +193,10 @@ struct Group {
     /// never sent) would corrupt DataFusion's accumulators, and is ignored.
     held: Vec<i64>,
     sent: Option<Vec<ScalarValue>>,
-    /// With a TTL: when the group expires, the key group of its key, and
-    /// whether a timer is set for it.
-    expires: Millis,
+    /// When a row last touched the group (processing time; kept with or
+    /// without a TTL, so that one set on a restore counts from there), the
+    /// key group of its key, and whether an expiry timer is set for it.
+    touched: Millis,
     key_group: usize,
     timer_set: bool,
 }
@@ -222,11 +224,11 @@ struct GroupAggregateOp {
     ended_empty: bool,
 }
 
-/// The name of the state table, of its row-count column and of the
-/// groups' expiry.
+/// The name of the state table, of its row-count column and of the time
+/// of the groups' last touch.
 const GROUPS: &str = "groups";
 const ROWS: &str = "__rows";
-const EXPIRES: &str = "__expires";
+const TOUCHED: &str = "__touched";
 
 /// Changes to send, in order: a kind, a key and results per row.
 #[derive(Default)]
@@ -271,7 +273,7 @@ impl GroupAggregateOp {
             .map(|f| f.as_ref().clone().with_nullable(true))
             .collect();
         fields.push(Field::new(ROWS, DataType::Int64, false));
-        fields.push(Field::new(EXPIRES, DataType::Int64, false));
+        fields.push(Field::new(TOUCHED, DataType::Int64, false));
         for (j, mut acc) in self.new_accumulators()?.into_iter().enumerate() {
             fields.push(Field::new(format!("a{j}_held"), DataType::Int64, false));
             let state = acc
@@ -296,7 +298,7 @@ impl GroupAggregateOp {
             accumulators: self.new_accumulators()?,
             held: vec![0; self.spec.aggregates.len()],
             sent: None,
-            expires: 0,
+            touched: 0,
             key_group: 0,
             timer_set: false,
         };
@@ -333,20 +335,22 @@ impl GroupAggregateOp {
         Ok((0..rows).map(|i| encoded.row(i).as_ref().into()).collect())
     }
 
-    /// Moves the expiry of the `touched` groups (those still held) to a TTL
-    /// from now, setting a timer for each that has none.
+    /// Notes that rows touched these groups (those still held) now; with a
+    /// TTL, sets an expiry timer for each that has none.
     fn touch(&mut self, touched: &[usize], out: &mut Output) {
-        let Some(ttl) = self.ttl else {
-            return;
-        };
-        self.set_restored_timers(out);
-        let expires = crate::time::wall_clock().saturating_add(ttl);
+        let now = crate::time::wall_clock();
+        let ttl = self.ttl;
+        if ttl.is_some() {
+            self.set_restored_timers(out);
+        }
         for &slot in touched {
             if let Some(group) = self.slots[slot].as_mut() {
-                group.expires = expires;
-                if !group.timer_set {
+                group.touched = now;
+                if let Some(ttl) = ttl
+                    && !group.timer_set
+                {
                     group.timer_set = true;
-                    out.set_timer(expiry_timer(group));
+                    out.set_timer(expiry_timer(group, ttl));
                 }
             }
         }
@@ -359,9 +363,12 @@ impl GroupAggregateOp {
         if !std::mem::take(&mut self.timers_to_set) {
             return;
         }
+        let Some(ttl) = self.ttl else {
+            return;
+        };
         for group in self.slots.iter_mut().flatten() {
             group.timer_set = true;
-            out.set_timer(expiry_timer(group));
+            out.set_timer(expiry_timer(group, ttl));
         }
     }
 
@@ -436,11 +443,12 @@ impl GroupAggregateOp {
     }
 }
 
-/// The processing-time timer that checks whether `group` expired.
-fn expiry_timer(group: &Group) -> super::timer::Timer {
+/// The processing-time timer that checks whether `group` expired, a `ttl`
+/// after its last touch.
+fn expiry_timer(group: &Group, ttl: Millis) -> super::timer::Timer {
     super::timer::Timer {
         domain: super::timer::TimeDomain::ProcessingTime,
-        time: group.expires,
+        time: group.touched.saturating_add(ttl),
         key: Arc::from(&*group.key),
         key_group: group.key_group,
     }
@@ -571,16 +579,20 @@ impl Operator for GroupAggregateOp {
     /// A group's expiry timer: the group is forgotten if no row touched it
     /// since; else the next check is set at its new expiry.
     fn on_timer(&mut self, timer: &super::timer::Timer, out: &mut Output) -> Result<()> {
+        // A timer restored from a run with a TTL, in one without, is moot.
+        let Some(ttl) = self.ttl else {
+            return Ok(());
+        };
         let Some(&slot) = self.index.get(&*timer.key) else {
             return Ok(());
         };
         let Some(group) = self.slots[slot].as_mut() else {
             return Ok(());
         };
-        if group.expires <= timer.time {
+        if group.touched.saturating_add(ttl) <= timer.time {
             self.remove(slot);
         } else {
-            out.set_timer(expiry_timer(group));
+            out.set_timer(expiry_timer(group, ttl));
         }
         Ok(())
     }
@@ -590,8 +602,14 @@ impl Operator for GroupAggregateOp {
         self.watermark = watermark;
         // As batch SQL has it, an aggregate without keys over an input that
         // ended with no row gives one row (`COUNT(*)` is 0), so that both
-        // modes give the same final table.
-        if watermark == END_OF_TIME && !self.keyed() && self.index.is_empty() && !self.ended_empty {
+        // modes give the same final table. With a TTL the group may have
+        // expired instead: then nothing is sent.
+        if watermark == END_OF_TIME
+            && !self.keyed()
+            && self.index.is_empty()
+            && self.ttl.is_none()
+            && !self.ended_empty
+        {
             self.ended_empty = true;
             let results = self.spec.results_of_nothing()?;
             let batch = self.spec.output_batch(results, Windows::None)?;
@@ -611,7 +629,7 @@ impl Operator for GroupAggregateOp {
         }
         let key_bytes: Vec<Box<[u8]>> = groups.iter().map(|g| g.key.clone()).collect();
         let rows: Vec<i64> = groups.iter().map(|g| g.rows).collect();
-        let expires: Vec<i64> = groups.iter().map(|g| g.expires).collect();
+        let touched: Vec<i64> = groups.iter().map(|g| g.touched).collect();
         let mut states: Vec<Vec<ScalarValue>> = Vec::new();
         for group in groups {
             let mut state = Vec::new();
@@ -638,7 +656,7 @@ impl Operator for GroupAggregateOp {
         }
         let mut columns = self.key_columns(&key_bytes)?;
         columns.push(Arc::new(Int64Array::from(rows)));
-        columns.push(Arc::new(Int64Array::from(expires)));
+        columns.push(Arc::new(Int64Array::from(touched)));
         let first_state = columns.len();
         for k in 0..self.state_schema.fields().len() - first_state {
             let field = self.state_schema.field(first_state + k);
@@ -683,7 +701,7 @@ impl Operator for GroupAggregateOp {
             let batch = state.owned(batch, &keys)?;
             let keys = self.keys_of(&batch.columns()[..key_count], batch.num_rows())?;
             let rows = batch.column(key_count).as_primitive::<Int64Type>().clone();
-            let expires = batch
+            let touched = batch
                 .column(key_count + 1)
                 .as_primitive::<Int64Type>()
                 .clone();
@@ -698,7 +716,7 @@ impl Operator for GroupAggregateOp {
                     .as_mut()
                     .ok_or_else(|| SluiceError::Runtime("a group's slot is empty".into()))?;
                 group.rows += rows.value(i);
-                group.expires = group.expires.max(expires.value(i));
+                group.touched = group.touched.max(touched.value(i));
                 group.key_group = key_groups[i];
                 for (j, (accumulator, &width)) in group
                     .accumulators

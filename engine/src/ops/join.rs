@@ -341,11 +341,13 @@ impl JoinState {
             };
             // A row taken back is forgotten: kept before, or earlier in this
             // batch. While rows are kept (the other input has not ended),
-            // one that was never kept was never sent, and is ignored.
+            // one that was never kept was never sent, and is ignored;
+            // unless a TTL may have forgotten it, when what it joined is
+            // still taken back, as in Flink.
             if retract && let Some(k) = &keys[i] {
                 let found = self.sides[port].take_back(k, &batch, i, &self.rows[port])?
                     || forget_pending(&mut kept_keys, k, &batch, i, &self.rows[port])?;
-                if !found && keep {
+                if !found && keep && self.plan.ttl.is_none() {
                     tracing::warn!(
                         side = SIDES[port],
                         "a join input takes back a row it never sent; ignoring it"
@@ -408,6 +410,11 @@ impl JoinState {
             }
             let rows = batch.num_rows();
             self.sides[port].keep(batch, &kept_keys, kept_matches, vec![now; rows]);
+        }
+        // Rows taken back are only marked: their memory goes when most of
+        // the side is dead.
+        if self.sides[port].mostly_dead() {
+            self.compact(port)?;
         }
         Ok(())
     }
@@ -580,6 +587,11 @@ impl Operator for JoinState {
         if let Some(oldest) = self.sides[port].expire(key, timer.time.saturating_sub(ttl)) {
             self.expire_later(port, key, timer.key_group, oldest, out);
         }
+        // Forgotten rows are only marked: their memory goes when most of
+        // the side is dead.
+        if self.sides[port].mostly_dead() {
+            self.compact(port)?;
+        }
         Ok(())
     }
 
@@ -665,6 +677,17 @@ impl Operator for JoinState {
 }
 
 impl JoinState {
+    /// Side `port`'s live rows in one batch, the dead ones dropped.
+    fn compact(&mut self, port: Port) -> Result<()> {
+        let schema = Arc::clone(self.side_schema(port));
+        let rows = self.sides[port].snapshot(&schema)?;
+        self.sides[port] = Side::default();
+        match rows {
+            Some(rows) => self.keep_restored(port, &rows),
+            None => Ok(()),
+        }
+    }
+
     /// Keeps rows of a state table (rows and match counts) as side `port`'s.
     fn keep_restored(&mut self, port: Port, table: &RecordBatch) -> Result<()> {
         let (rows, state) = join_side::split_matches(table)?;

@@ -34,6 +34,9 @@ pub struct Side {
     matches: Vec<Vec<u32>>,
     /// When each row was kept (processing time), for the state TTL.
     kept_at: Vec<Vec<Millis>>,
+    /// Rows kept, and of those, marked dead.
+    rows: usize,
+    dead: usize,
     by_key: HashMap<Box<[u8]>, Vec<RowAt>>,
 }
 
@@ -81,6 +84,7 @@ impl Side {
                 alive[i] = true;
             }
         }
+        self.rows += alive.iter().filter(|&&a| a).count();
         self.batches.push(batch);
         self.alive.push(alive);
         self.matches.push(matches);
@@ -91,11 +95,12 @@ impl Side {
     /// oldest of those left was kept, if any is.
     pub fn expire(&mut self, key: &[u8], horizon: Millis) -> Option<Millis> {
         let rows = self.by_key.get_mut(key)?;
-        let (alive, kept_at) = (&mut self.alive, &self.kept_at);
+        let (alive, kept_at, dead) = (&mut self.alive, &self.kept_at, &mut self.dead);
         rows.retain(|&(b, r)| {
             let keep = alive[b][r] && kept_at[b][r] > horizon;
-            if !keep {
+            if !keep && alive[b][r] {
                 alive[b][r] = false;
+                *dead += 1;
             }
             keep
         });
@@ -104,6 +109,11 @@ impl Side {
             self.by_key.remove(key);
         }
         oldest
+    }
+
+    /// Whether most rows kept are dead (and enough to be worth compacting).
+    pub fn mostly_dead(&self) -> bool {
+        self.dead > 4096 && self.dead * 2 > self.rows
     }
 
     /// Every key with a live row, and when its oldest live row was kept.
@@ -134,6 +144,7 @@ impl Side {
             let (b, r) = candidates[k];
             if self.alive[b][r] && encode_row(rows, &self.batches[b], r)? == wanted {
                 self.alive[b][r] = false;
+                self.dead += 1;
                 candidates.swap_remove(k);
                 return Ok(true);
             }
