@@ -485,22 +485,29 @@ SELECT bid.auction AS auction, bid.bidder AS bidder, bid.price AS price,
 FROM datagen WHERE event_type = 2;",
         ),
     ];
+    // The tables in the order the job declares them: the datagen table goes
+    // where the first one was, before every view of it.
+    let mut present: Vec<(usize, &str, &str)> = views
+        .iter()
+        .filter_map(|&(table, view)| {
+            sluice_tests::table_block(job, table)
+                .ok()
+                .map(|(start, _)| (start, table, view))
+        })
+        .collect();
+    present.sort();
+    if present.is_empty() {
+        bail!("the job declares none of the Nexmark tables person, auction, bid");
+    }
     let mut text = job.to_string();
-    let mut replaced = 0;
-    for (table, view) in views {
-        let Ok((start, end)) = sluice_tests::table_block(&text, table) else {
-            continue;
-        };
-        let ddl = if replaced == 0 { ddl.as_str() } else { "" };
+    for (i, (_, table, view)) in present.iter().enumerate() {
+        let (start, end) = sluice_tests::table_block(&text, table).map_err(anyhow::Error::msg)?;
+        let ddl = if i == 0 { ddl.as_str() } else { "" };
         text = format!(
             "{}{ddl}{view}{}",
             &text[..start],
             &text[end + "\n);".len()..]
         );
-        replaced += 1;
-    }
-    if replaced == 0 {
-        bail!("the job declares none of the Nexmark tables person, auction, bid");
     }
     Ok(text)
 }
