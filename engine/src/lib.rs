@@ -15,7 +15,9 @@
 //! - [`plan`]: the [`plan::JobGraph`] built from those plans (operators, exchanges,
 //!   parallelism) and its chaining into stages.
 //! - [`exec`]: the runtime: subtasks on tokio, byte-bounded channels, hash exchanges.
-//! - [`ops`]: operators: projection and filter, window aggregation, session windows.
+//! - [`ops`]: operators: projection and filter, window aggregation, session
+//!   windows, updating aggregation, regular joins.
+//! - [`changelog`]: row kinds and changelog modes of updating results.
 //! - [`time`]: watermarks and window assignment.
 //! - [`connector`]: the source and sink traits that `sluice-connectors` implements.
 

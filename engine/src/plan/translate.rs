@@ -7,6 +7,14 @@
 //! else materializes the window columns with a `WindowAssign` operator.
 //! Projections and filters between the TVF and the aggregate are applied to
 //! the TVF's input, as long as they do not compute on window columns.
+//!
+//! Each node's changelog mode is inferred on the way, as Flink's planner
+//! does ([`crate::changelog`]): a node whose rows can update carries the
+//! row-kind column. A GROUP BY without a window in stream mode updates; a
+//! join updates when an input does or when it is an outer join in stream
+//! mode; a projection, filter or union passes updates on; a window over
+//! updating rows, and an updating result into a sink that takes inserts
+//! only, are refused, naming the node that updates.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
