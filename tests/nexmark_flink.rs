@@ -41,7 +41,7 @@ fn job(query: &str) -> JobSpec {
 /// answer: q3, q4, q5, q7, q8, q20 and q23 are checked against DataFusion below
 /// (`the_join_queries_give_datafusions_answer`), and q4, q15, q16 and q17
 /// in stream mode against batch mode
-/// (`the_updating_queries_end_in_stream_mode_where_batch_mode_does`); q5
+/// (`the_join_and_updating_queries_end_in_stream_mode_where_batch_mode_does`); q5
 /// (HOP windows joined on their bounds) and q23 (a three-way join) are
 /// checked against DataFusion too.
 const RUNS: &[&str] = &[
@@ -291,19 +291,21 @@ fn run_into_files(
         .unwrap_or_else(|e| panic!("{query} {mode}: {e}"));
 }
 
-/// The upstream queries whose results update in stream mode (a GROUP BY
-/// without a window, q4's over a join and over its own updating results),
-/// run unmodified over the `nexmark` source in stream mode: the changelog
-/// they write ends with the rows batch mode writes. (Batch mode's q4 is
-/// checked against DataFusion above.)
+/// The upstream join queries and those whose results update in stream
+/// mode (a GROUP BY without a window, q4's over a join and over its own
+/// updating results), run unmodified over the `nexmark` source in stream
+/// mode: what they write (as a changelog) ends with the rows batch mode
+/// writes, which for the joins are DataFusion's (above).
 #[test]
-fn the_updating_queries_end_in_stream_mode_where_batch_mode_does() {
+fn the_join_and_updating_queries_end_in_stream_mode_where_batch_mode_does() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .expect("runtime");
-    for query in ["q4", "q15", "q16", "q17"] {
+    for query in [
+        "q3", "q4", "q5", "q7", "q8", "q15", "q16", "q17", "q20", "q23",
+    ] {
         let batch = tempfile::tempdir().expect("tempdir");
         run_into_files(&runtime, query, Mode::Batch, "parquet", batch.path());
         let batches = sluice_tests::read_parquet_dir(&batch.path().join("result")).expect("read");
