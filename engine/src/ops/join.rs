@@ -319,7 +319,7 @@ impl JoinState {
         if let Some(kinds) = &kinds {
             changelog::check_kinds(kinds)?;
         }
-        let keys = self.encoded_keys(port, &batch)?;
+        let mut keys = self.encoded_keys(port, &batch)?;
         let partners = self.partners(port, &batch, &keys)?;
         let kind = self.plan.kind;
         let (this_padded, other_padded) = (kind.preserves(port), kind.preserves(1 - port));
@@ -390,7 +390,11 @@ impl JoinState {
             }
             // Kept: an added row with a key, while rows may still come to
             // meet it. A row taken back is forgotten.
-            let key = (keep && !retract).then(|| keys[i].clone()).flatten();
+            // (The row's key is not looked at again: it moves.)
+            let key = match keep && !retract {
+                true => keys[i].take(),
+                false => None,
+            };
             kept_keys.push(key);
             kept_matches.push(partners.len() as u32);
         }
@@ -409,7 +413,7 @@ impl JoinState {
                 }
             }
             let rows = batch.num_rows();
-            self.sides[port].keep(batch, &kept_keys, kept_matches, vec![now; rows]);
+            self.sides[port].keep(batch, kept_keys, kept_matches, vec![now; rows]);
         }
         // Rows taken back are only marked: their memory goes when most of
         // the side is dead.
@@ -699,7 +703,7 @@ impl JoinState {
         let kept_at = state
             .kept_at
             .unwrap_or_else(|| vec![crate::time::wall_clock(); rows.num_rows()]);
-        self.sides[port].keep(rows, &keys, state.matches, kept_at);
+        self.sides[port].keep(rows, keys, state.matches, kept_at);
         Ok(())
     }
 }

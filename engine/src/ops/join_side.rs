@@ -72,15 +72,21 @@ impl Side {
     pub fn keep(
         &mut self,
         batch: RecordBatch,
-        keys: &[Option<Box<[u8]>>],
+        keys: Vec<Option<Box<[u8]>>>,
         matches: Vec<u32>,
         kept_at: Vec<Millis>,
     ) {
         let at = self.batches.len();
         let mut alive = vec![false; batch.num_rows()];
-        for (i, key) in keys.iter().enumerate() {
+        for (i, key) in keys.into_iter().enumerate() {
             if let Some(key) = key {
-                self.by_key.entry(key.clone()).or_default().push((at, i));
+                // A key seen before costs no allocation.
+                match self.by_key.get_mut(&key) {
+                    Some(rows) => rows.push((at, i)),
+                    None => {
+                        self.by_key.insert(key, vec![(at, i)]);
+                    }
+                }
                 alive[i] = true;
             }
         }
@@ -279,7 +285,7 @@ mod tests {
         let kept = batch(&[1, 2, 1]);
         side.keep(
             kept.clone(),
-            &[Some(key.clone()), Some(key.clone()), None],
+            vec![Some(key.clone()), Some(key.clone()), None],
             vec![0, 3, 0],
             vec![5, 6, 7],
         );
