@@ -114,6 +114,36 @@ fn a_join_crashed_at_checkpoints_and_restored_commits_what_an_uninterrupted_run_
     crashes_change_nothing(&main_runtime, "join", job);
 }
 
+/// An outer join's state holds each row's count of matches: crashed at
+/// its checkpoints and restored at parallelism 1 and 3, a batch LEFT JOIN
+/// pads exactly the auctions an uninterrupted run pads (those with no bid
+/// above their reserve), once each.
+#[test]
+fn an_outer_join_crashed_and_restored_pads_what_an_uninterrupted_run_does() {
+    let main_runtime = runtime();
+    let data = parquet_bids(200_000, 4);
+    let text = format!(
+        "CREATE TABLE auction (id BIGINT, reserve BIGINT) \
+           WITH ('connector' = 'filesystem', 'path' = '{dir}/auction', 'format' = 'parquet');\n\
+         CREATE TABLE bid (auction BIGINT, price BIGINT) \
+           WITH ('connector' = 'filesystem', 'path' = '{dir}/bid', 'format' = 'parquet');\n\
+         CREATE TABLE padded (id BIGINT, price BIGINT) \
+           WITH ('connector' = 'filesystem', 'path' = '${{OUT}}/left_join', 'format' = 'parquet');\n\
+         INSERT INTO padded SELECT A.id, B.price \
+           FROM auction A LEFT JOIN bid B ON A.id = B.auction AND B.price > A.reserve;",
+        dir = data.path().display()
+    );
+    let job = |out: &Path, parallelism: usize| {
+        // Small batches: checkpoints fall while bids still come, when
+        // the auctions' match counts are what the state holds.
+        sluice::JobSpec::from_text("left_join.sql", &text)
+            .with_var("OUT", &out.display().to_string())
+            .with_parallelism(parallelism)
+            .with_batch_size(256)
+    };
+    crashes_change_nothing(&main_runtime, "left_join", job);
+}
+
 /// The same over JSON-lines files cut into many small splits, in stream
 /// mode: a split's checkpointed byte offset resumes it at any parallelism,
 /// and the watermarks taken from the splits' first lines and the subtasks

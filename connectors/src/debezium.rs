@@ -23,14 +23,11 @@ pub fn encode(batch: &RecordBatch) -> Result<Vec<u8>> {
     let (data, kinds) = changelog::split(batch)?;
     let rows = data.num_rows();
     let creates: Vec<bool> = match &kinds {
-        Some(kinds) => {
-            changelog::check_kinds(kinds)?;
-            kinds
-                .values()
-                .iter()
-                .map(|&b| !changelog::is_retraction_byte(b))
-                .collect()
-        }
+        Some(kinds) => kinds
+            .values()
+            .iter()
+            .map(|&b| !changelog::is_retraction_byte(b))
+            .collect(),
         None => vec![true; rows],
     };
     let fields: Fields = data.schema().fields().clone();

@@ -82,9 +82,6 @@ struct PrintWriter {
 /// (`+I[...]`, `-U[...]`, `+U[...]`, `-D[...]`).
 pub fn format_rows(batch: &RecordBatch, prefix: &str) -> Result<String> {
     let (batch, kinds) = changelog::split(batch)?;
-    if let Some(kinds) = &kinds {
-        changelog::check_kinds(kinds)?;
-    }
     let options = FormatOptions::default().with_null("NULL");
     let formatters = batch
         .columns()

@@ -137,10 +137,12 @@ pub fn row_kinds(batch: &RecordBatch) -> Option<&Int8Array> {
         .flatten()
 }
 
-/// `batch` without its row-kind column, and the kinds (none: all inserts).
+/// `batch` without its row-kind column, and the kinds (none: all inserts),
+/// each checked to be one of Flink's.
 pub fn split(batch: &RecordBatch) -> Result<(RecordBatch, Option<Int8Array>)> {
     match row_kinds(batch) {
         Some(kinds) => {
+            check_kinds(kinds)?;
             let kinds = kinds.clone();
             let mut data = batch.clone();
             data.remove_column(batch.num_columns() - 1);
@@ -174,7 +176,7 @@ pub fn check_no_reserved_column(table: &str, schema: &Schema) -> Result<()> {
 }
 
 /// Whether every byte of `kinds` is a Flink row kind.
-pub fn check_kinds(kinds: &Int8Array) -> Result<()> {
+fn check_kinds(kinds: &Int8Array) -> Result<()> {
     if kinds.null_count() > 0 {
         return Err(SluiceError::Runtime(
             "a row kind is NULL: every row of an updating stream says what it does".into(),
@@ -222,5 +224,10 @@ mod tests {
         let (data, kinds) = split(&marked).expect("split");
         assert_eq!(data, batch);
         assert_eq!(kinds.expect("kinds").values().to_vec(), vec![0, 0]);
+        // A byte that is no row kind is an error, not a row.
+        let mut columns = marked.columns().to_vec();
+        columns[1] = Arc::new(Int8Array::from(vec![0, 9]));
+        let bad = RecordBatch::try_new(marked.schema(), columns).expect("batch");
+        assert!(split(&bad).is_err());
     }
 }

@@ -537,7 +537,6 @@ fn upserts(batch: &RecordBatch) -> Result<(RecordBatch, Vec<bool>)> {
         let rows = data.num_rows();
         return Ok((data, vec![false; rows]));
     };
-    changelog::check_kinds(&kinds)?;
     let tombstones = kinds
         .values()
         .iter()

@@ -460,9 +460,6 @@ impl Operator for GroupAggregateOp {
             true => changelog::split(&batch)?,
             false => (batch, None),
         };
-        if let Some(kinds) = &kinds {
-            changelog::check_kinds(kinds)?;
-        }
         let evaluated = self.spec.evaluate(&data)?;
         let n = evaluated.rows;
         let keys = self.keys_of(&evaluated.keys, n)?;

@@ -316,9 +316,6 @@ impl JoinState {
             true => changelog::split(&batch)?,
             false => (batch, None),
         };
-        if let Some(kinds) = &kinds {
-            changelog::check_kinds(kinds)?;
-        }
         let mut keys = self.encoded_keys(port, &batch)?;
         let partners = self.partners(port, &batch, &keys)?;
         let kind = self.plan.kind;
