@@ -104,6 +104,34 @@ pub async fn produce_at(
     Ok(())
 }
 
+/// Produces records with keys to one partition of `topic`, in order; a
+/// record without a value is a tombstone.
+pub async fn produce_keyed(
+    topic: &str,
+    partition: i32,
+    records: &[(Option<&str>, Option<&str>)],
+) -> Result<(), String> {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers()?)
+        .set("enable.idempotence", "true")
+        .create()
+        .map_err(|e| e.to_string())?;
+    for (key, value) in records {
+        let mut record = FutureRecord::<str, str>::to(topic).partition(partition);
+        if let Some(key) = key {
+            record = record.key(key);
+        }
+        if let Some(value) = value {
+            record = record.payload(value);
+        }
+        producer
+            .send(record, Duration::from_secs(30))
+            .await
+            .map_err(|(e, _)| format!("producing to {topic}: {e}"))?;
+    }
+    Ok(())
+}
+
 /// A record read back: partition, key, value.
 pub type Record = (i32, Option<Vec<u8>>, Vec<u8>);
 

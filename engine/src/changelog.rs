@@ -128,6 +128,19 @@ pub fn with_row_kind(schema: &Schema) -> SchemaRef {
     Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
 }
 
+/// `schema` without the row-kind column, when it ends with one.
+pub fn without_row_kind(schema: &Schema) -> SchemaRef {
+    let fields = schema.fields();
+    let keep = match fields.last() {
+        Some(last) if last.name() == ROW_KIND => fields.len() - 1,
+        _ => fields.len(),
+    };
+    Arc::new(Schema::new_with_metadata(
+        fields[..keep].to_vec(),
+        schema.metadata().clone(),
+    ))
+}
+
 /// The row kinds of `batch`, when its last column is the row-kind column.
 pub fn row_kinds(batch: &RecordBatch) -> Option<&Int8Array> {
     let schema = batch.schema_ref();

@@ -29,7 +29,8 @@ pub struct ScanRequest {
     pub metrics: Arc<crate::metrics::JobMetrics>,
     /// Indices of the table's columns to read, in the table's order.
     pub projection: Vec<usize>,
-    /// The projected schema the batches must have.
+    /// The projected schema the batches must have; a source of changes
+    /// appends the row-kind column ([`Source::changes`]).
     pub schema: SchemaRef,
     /// The rowtime column's name, so a source can order splits by it.
     pub time_column: Option<String>,
@@ -70,6 +71,34 @@ pub trait Source: Send + Sync + Debug {
     fn bad_records(&self) -> BadRecordPolicy {
         BadRecordPolicy::Fail
     }
+
+    /// What kinds of rows its splits give.
+    fn changes(&self) -> SourceChanges {
+        SourceChanges::InsertOnly
+    }
+}
+
+/// The kinds of rows a source reads ([`crate::changelog`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SourceChanges {
+    /// Inserts only: batches of the requested schema.
+    #[default]
+    InsertOnly,
+    /// A changelog in retract mode (Debezium's envelopes): batches of the
+    /// requested schema with the row-kind column appended, every
+    /// retraction a row sent before.
+    Retract,
+    /// A retract changelog as a multiset of changes in no particular order
+    /// (the part files of several writers): a retraction may come before
+    /// the row it takes back. It is read as the table it leaves, in both
+    /// modes, once the input ended.
+    Unordered,
+    /// Upserts by the table's primary key (a compacted topic): batches
+    /// with the row-kind column appended, `+U` for a key's new value and
+    /// `-D` for its deletion, a row whose columns outside the key are null.
+    /// The planner adds the normalisation into a retract changelog, keyed
+    /// by the primary key, which the source must read.
+    Upsert,
 }
 
 /// One independently readable piece of a source.

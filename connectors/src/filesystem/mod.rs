@@ -62,7 +62,7 @@ pub(crate) fn take_csv_delimiter(options: &mut Options) -> Result<u8> {
 pub enum Format {
     Parquet,
     Json,
-    /// A changelog: Debezium envelopes as JSON lines (written only).
+    /// A changelog: Debezium envelopes as JSON lines.
     DebeziumJson,
     Csv {
         delimiter: u8,
@@ -86,12 +86,17 @@ impl Format {
             }
             other => {
                 return Err(SluiceError::config(format!(
-                    "table `{}`: option 'format' = '{other}' is not supported by the filesystem connector (use 'parquet', 'json', 'csv' or, for a sink, 'debezium-json')",
+                    "table `{}`: option 'format' = '{other}' is not supported by the filesystem connector (use 'parquet', 'json', 'csv' or 'debezium-json')",
                     options.table()
                 )));
             }
         };
         Ok(format)
+    }
+
+    /// One JSON value per line, so a file can be split at line ends.
+    pub fn is_json_lines(self) -> bool {
+        matches!(self, Self::Json | Self::DebeziumJson)
     }
 
     fn extension(&self) -> &'static str {
@@ -137,15 +142,9 @@ impl SourceFactory for FileSystemFactory {
                 table.name
             )));
         }
-        if split_size.is_some() && format != Format::Json {
+        if split_size.is_some() && !format.is_json_lines() {
             return Err(SluiceError::config(format!(
-                "table `{}`: option '{SPLIT_SIZE}' applies to 'json' files only (Parquet splits by row group; a CSV field may hold a newline, so CSV files are read whole)",
-                table.name
-            )));
-        }
-        if format == Format::DebeziumJson {
-            return Err(SluiceError::config(format!(
-                "table `{}`: the filesystem source does not read 'debezium-json' files yet (the sink writes them)",
+                "table `{}`: option '{SPLIT_SIZE}' applies to 'json' and 'debezium-json' files only (Parquet splits by row group; a CSV field may hold a newline, so CSV files are read whole)",
                 table.name
             )));
         }

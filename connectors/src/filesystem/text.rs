@@ -23,7 +23,9 @@ use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
-use sluice_engine::connector::{ScanRequest, Source, Split, SplitPosition, without_positions};
+use sluice_engine::connector::{
+    ScanRequest, Source, SourceChanges, Split, SplitPosition, without_positions,
+};
 use sluice_engine::error::preview;
 use sluice_engine::sql::TableDef;
 use sluice_engine::time::Millis;
@@ -74,7 +76,7 @@ impl TextSource {
         // before the next cut only: a cut inside a line that runs past the
         // next cut has no line start of its own, and goes.
         let cuts: Vec<u64> = match self.format {
-            Format::Json => (1..)
+            Format::Json | Format::DebeziumJson => (1..)
                 .map(|k| k * self.split_size)
                 .take_while(|&cut| cut < size)
                 .collect(),
@@ -136,6 +138,15 @@ impl TextSource {
 }
 
 impl Source for TextSource {
+    /// Debezium files are a multiset of changes: a file of one writer is
+    /// in order, but nothing orders one file after another.
+    fn changes(&self) -> SourceChanges {
+        match self.format {
+            Format::DebeziumJson => SourceChanges::Unordered,
+            _ => SourceChanges::InsertOnly,
+        }
+    }
+
     fn plan_splits(&self, request: ScanRequest) -> BoxFuture<'_, Result<Vec<Arc<dyn Split>>>> {
         Box::pin(async move {
             let files = self.files.list().await?;
@@ -252,6 +263,33 @@ impl Decoder for Json {
     fn is_full(&self) -> bool {
         // `len` counts a record the last chunk cut in half: not yet a row.
         !self.0.has_partial_record() && self.0.len() >= self.1
+    }
+}
+
+/// Debezium envelopes, decoded as JSON and unpacked into rows with their
+/// row kinds; an envelope that is not a change is a bad record.
+struct Debezium {
+    json: Json,
+    row: SchemaRef,
+}
+
+impl Decoder for Debezium {
+    fn decode(&mut self, buf: &[u8]) -> Result<usize, ArrowError> {
+        self.json.decode(buf)
+    }
+    fn flush(&mut self) -> Result<Option<RecordBatch>, ArrowError> {
+        let Some(envelopes) = self.json.flush()? else {
+            return Ok(None);
+        };
+        let (rows, bad) = crate::debezium::unpack(&envelopes, &self.row, false)
+            .map_err(|e| ArrowError::JsonError(e.to_string()))?;
+        match bad.into_iter().next() {
+            Some(bad) => Err(ArrowError::JsonError(bad.reason)),
+            None => Ok(Some(rows)),
+        }
+    }
+    fn is_full(&self) -> bool {
+        self.json.is_full()
     }
 }
 
@@ -378,9 +416,20 @@ impl TextSplit {
                 .build_decoder())) as Box<dyn Decoder>,
                 Some(self.request.projection.clone()),
             )),
-            Format::Parquet | Format::DebeziumJson => Err(ArrowError::InvalidArgumentError(
-                format!("{:?} files are not read as text lines", self.format),
-            )),
+            Format::DebeziumJson => arrow::json::ReaderBuilder::new(
+                crate::debezium::envelope_schema(&self.request.schema, false),
+            )
+            .with_batch_size(batch_size)
+            .build_decoder()
+            .map(|d| {
+                let json = Json(d, batch_size);
+                let row = Arc::clone(&self.request.schema);
+                (Box::new(Debezium { json, row }) as Box<dyn Decoder>, None)
+            }),
+            Format::Parquet => Err(ArrowError::InvalidArgumentError(format!(
+                "{:?} files are not read as text lines",
+                self.format
+            ))),
         }
     }
 
@@ -468,7 +517,7 @@ impl TextSplit {
     /// by decoding them again one at a time; `None` if the bytes cannot be
     /// read or decoded again. A CSV header is not a record.
     async fn record_start(&self, mut from: u64, k: usize) -> Option<u64> {
-        let json = self.format == Format::Json;
+        let json = self.format.is_json_lines();
         if matches!(self.format, Format::Csv { header: true, .. }) && from == 0 {
             let first = self.chunks(0).next().await?.ok()?;
             from = first.iter().position(|&b| b == b'\n')? as u64 + 1;

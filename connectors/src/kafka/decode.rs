@@ -24,6 +24,21 @@ pub enum RecordFormat {
     Csv { delimiter: u8 },
     /// The whole value as the table's one STRING or BYTES column.
     Raw,
+    /// One Debezium change envelope per record (`'format' =
+    /// 'debezium-json'`), with Debezium's schema around it or not.
+    DebeziumJson { schema_include: bool },
+}
+
+impl RecordFormat {
+    /// As messages name it.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::Json => "JSON",
+            Self::Csv { .. } => "CSV",
+            Self::Raw => "raw",
+            Self::DebeziumJson { .. } => "Debezium JSON",
+        }
+    }
 }
 
 /// Values of consecutive records of one partition, in one buffer.
@@ -56,7 +71,11 @@ impl Records {
         self.spans.clear();
     }
 
-    fn value(&self, i: usize) -> &[u8] {
+    pub(super) fn offset(&self, i: usize) -> i64 {
+        self.spans[i].0
+    }
+
+    pub(super) fn value(&self, i: usize) -> &[u8] {
         &self.data[self.spans[i].1.clone()]
     }
 
@@ -79,8 +98,10 @@ pub struct BadRecord {
 #[derive(Debug, Clone)]
 pub struct RecordDecoder {
     format: RecordFormat,
-    /// The columns to produce.
+    /// The columns to produce (with the row kinds, for a changelog).
     schema: SchemaRef,
+    /// What a JSON decoder reads: the columns, or Debezium's envelopes.
+    json: SchemaRef,
     /// The table's columns (CSV is positional), and which of them to keep.
     table_schema: SchemaRef,
     projection: Vec<usize>,
@@ -105,9 +126,16 @@ impl RecordDecoder {
                 ));
             }
         }
+        let json = match format {
+            RecordFormat::DebeziumJson { schema_include } => {
+                crate::debezium::envelope_schema(&schema, schema_include)
+            }
+            _ => Arc::clone(&schema),
+        };
         Ok(Self {
             format,
             schema,
+            json,
             table_schema,
             projection,
         })
@@ -120,10 +148,47 @@ impl RecordDecoder {
             return self.decode_raw(records);
         }
         let all: Vec<&[u8]> = (0..records.len()).map(|i| records.line(i)).collect();
-        match self.decode_all(&all) {
-            Ok(batch) => Ok((batch, Vec::new())),
-            Err(_) => self.decode_one_by_one(records),
+        let (batch, bad) = match self.decode_all(&all) {
+            Ok(batch) => (batch, Vec::new()),
+            Err(_) => self.decode_one_by_one(records)?,
+        };
+        match self.format {
+            RecordFormat::DebeziumJson { schema_include } => {
+                self.unpack(records, &batch, bad, schema_include)
+            }
+            _ => Ok((batch, bad)),
         }
+    }
+
+    /// Debezium envelopes (one per record not in `bad`) as a changelog;
+    /// an envelope that is not a change is a bad record too.
+    fn unpack(
+        &self,
+        records: &Records,
+        envelopes: &RecordBatch,
+        mut bad: Vec<BadRecord>,
+        schema_include: bool,
+    ) -> Result<(RecordBatch, Vec<BadRecord>)> {
+        let (rows, refused) = crate::debezium::unpack(envelopes, &self.schema, schema_include)?;
+        if refused.is_empty() {
+            return Ok((rows, bad));
+        }
+        let failed: std::collections::HashSet<i64> = bad.iter().map(|b| b.offset).collect();
+        let decoded: Vec<usize> = (0..records.len())
+            .filter(|&i| !failed.contains(&records.spans[i].0))
+            .collect();
+        for envelope in refused {
+            let i = decoded.get(envelope.row).copied().ok_or_else(|| {
+                SluiceError::Runtime("a Debezium envelope without its record".to_string())
+            })?;
+            bad.push(BadRecord {
+                offset: records.spans[i].0,
+                value: records.value(i).to_vec(),
+                reason: envelope.reason,
+            });
+        }
+        bad.sort_by_key(|b| b.offset);
+        Ok((rows, bad))
     }
 
     fn decode_one_by_one(&self, records: &Records) -> Result<(RecordBatch, Vec<BadRecord>)> {
@@ -140,7 +205,7 @@ impl RecordDecoder {
                 }),
             }
         }
-        let batch = arrow::compute::concat_batches(&self.schema, &good)
+        let batch = arrow::compute::concat_batches(&self.json, &good)
             .exec_context(|| "gathering decoded records".to_string())?;
         Ok((batch, bad))
     }
@@ -151,8 +216,8 @@ impl RecordDecoder {
     fn decode_all(&self, lines: &[&[u8]]) -> Result<RecordBatch, String> {
         let n = lines.len().max(1);
         let batch = match self.format {
-            RecordFormat::Json => {
-                let mut decoder = arrow::json::ReaderBuilder::new(Arc::clone(&self.schema))
+            RecordFormat::Json | RecordFormat::DebeziumJson { .. } => {
+                let mut decoder = arrow::json::ReaderBuilder::new(Arc::clone(&self.json))
                     .with_batch_size(n)
                     .build_decoder()
                     .map_err(|e| e.to_string())?;
@@ -168,7 +233,7 @@ impl RecordDecoder {
                     }
                 }
                 let batch = decoder.flush().map_err(json_reason)?;
-                batch.unwrap_or_else(|| RecordBatch::new_empty(Arc::clone(&self.schema)))
+                batch.unwrap_or_else(|| RecordBatch::new_empty(Arc::clone(&self.json)))
             }
             RecordFormat::Csv { delimiter } => {
                 let mut decoder = arrow::csv::ReaderBuilder::new(Arc::clone(&self.table_schema))

@@ -6,7 +6,10 @@
 //! - `properties.*`: passed to librdkafka (`properties.bootstrap.servers`,
 //!   `properties.group.id`, security settings);
 //! - `format`: `json`, `csv` or `raw` (`csv.field-delimiter`,
-//!   `json.ignore-parse-errors`, `csv.ignore-parse-errors`);
+//!   `json.ignore-parse-errors`, `csv.ignore-parse-errors`), or
+//!   `debezium-json`: a change data capture stream of Debezium's envelopes,
+//!   read as a changelog ([`crate::debezium`]; `debezium-json.schema-include`,
+//!   `debezium-json.ignore-parse-errors`), and written as one;
 //! - `scan.startup.mode`: `group-offsets` (the default with a
 //!   `properties.group.id`, as in Flink: where the group has no offset, the
 //!   earliest), `earliest-offset` (the default without one), `latest-offset`,
@@ -40,6 +43,7 @@ mod sink;
 mod source;
 mod transactions;
 mod upsert;
+mod upsert_decode;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -147,12 +151,17 @@ fn take_format(options: &mut Options) -> Result<RecordFormat> {
     match name.to_ascii_lowercase().as_str() {
         "json" => Ok(RecordFormat::Json),
         "raw" => Ok(RecordFormat::Raw),
+        "debezium-json" => Ok(RecordFormat::DebeziumJson {
+            schema_include: options
+                .take_parsed::<bool>("debezium-json.schema-include", "'true' or 'false'")?
+                .unwrap_or(false),
+        }),
         "csv" => {
             let delimiter = crate::filesystem::take_csv_delimiter(options)?;
             Ok(RecordFormat::Csv { delimiter })
         }
         other => Err(SluiceError::config(format!(
-            "table `{}`: option 'format' = '{other}' is not supported by the kafka connector (use 'json', 'csv' or 'raw')",
+            "table `{}`: option 'format' = '{other}' is not supported by the kafka connector (use 'json', 'csv', 'raw' or 'debezium-json')",
             options.table()
         ))),
     }
@@ -171,6 +180,8 @@ const KAFKA_OPTIONS: OptionNames = &[
     "csv.field-delimiter",
     "json.ignore-parse-errors",
     "csv.ignore-parse-errors",
+    "debezium-json.schema-include",
+    "debezium-json.ignore-parse-errors",
     "dead-letter.topic",
     "connect.timeout",
     "scan.startup.mode",

@@ -79,6 +79,15 @@ impl KafkaSink {
         }
         let properties = Arc::new(Properties::take(&name, options)?);
         let format = take_format(options)?;
+        if format
+            == (RecordFormat::DebeziumJson {
+                schema_include: true,
+            })
+        {
+            return Err(config(
+                "'debezium-json.schema-include' = 'true' is for reading Debezium's records; a sink writes envelopes without the schema, as Flink's does".to_string(),
+            ));
+        }
         if format == RecordFormat::Raw
             && (table.schema.fields().len() != 1
                 || !matches!(
@@ -300,7 +309,7 @@ impl Sink for KafkaSink {
     }
 
     fn accepts_changes(&self) -> bool {
-        self.0.upsert
+        self.0.upsert || matches!(self.0.format, RecordFormat::DebeziumJson { .. })
     }
 
     fn input_key(&self) -> Option<Vec<usize>> {
@@ -410,8 +419,15 @@ impl KafkaWriter {
         );
         let values = batch
             .project(&settings.value_fields)
-            .exec_context(|| format!("taking the value fields of table `{}`", settings.table))
-            .and_then(|values| encode(&values, settings.format, &value_schema))?;
+            .exec_context(|| format!("taking the value fields of table `{}`", settings.table))?;
+        let values = match settings.format {
+            // Debezium's envelopes say what each row does.
+            RecordFormat::DebeziumJson { .. } => {
+                let kinds = changelog::row_kinds(&batch).cloned();
+                debezium_values(&values, &value_schema, kinds)?
+            }
+            format => encode(&values, format, &value_schema)?,
+        };
         let keys = if settings.key_fields.is_empty() {
             None
         } else {
@@ -545,6 +561,31 @@ fn upserts(batch: &RecordBatch) -> Result<(RecordBatch, Vec<bool>)> {
     Ok((data, tombstones))
 }
 
+/// One Debezium envelope per row of `values`, a create unless its row
+/// kind (`kinds`, for an updating input) takes a row back.
+fn debezium_values(
+    values: &RecordBatch,
+    schema: &SchemaRef,
+    kinds: Option<arrow::array::Int8Array>,
+) -> Result<Vec<Vec<u8>>> {
+    let mut columns = values.columns().to_vec();
+    let schema = match kinds {
+        Some(kinds) => {
+            columns.push(Arc::new(kinds));
+            changelog::with_row_kind(schema)
+        }
+        None => Arc::clone(schema),
+    };
+    let batch = RecordBatch::try_new(schema, columns)
+        .exec_context(|| "rows for a Kafka sink".to_string())?;
+    let lines = crate::debezium::encode(&batch)?;
+    Ok(lines
+        .split(|b| *b == b'\n')
+        .take(batch.num_rows())
+        .map(<[u8]>::to_vec)
+        .collect())
+}
+
 /// One encoded value per row.
 pub(super) fn encode(
     batch: &RecordBatch,
@@ -590,6 +631,7 @@ pub(super) fn encode(
                 Ok(buffer)
             })
             .collect(),
+        RecordFormat::DebeziumJson { .. } => debezium_values(&batch, schema, None),
         RecordFormat::Raw => {
             let column = batch.column(0);
             let bytes = arrow::compute::cast(column, &arrow::datatypes::DataType::Binary)

@@ -29,7 +29,8 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 use sluice_engine::connector::{
-    ConnectorContext, Reading, ScanRequest, Source, Split, SplitPosition, without_positions,
+    ConnectorContext, Reading, ScanRequest, Source, SourceChanges, Split, SplitPosition,
+    without_positions,
 };
 use sluice_engine::error::preview_bytes;
 use sluice_engine::metrics::JobMetrics;
@@ -38,6 +39,7 @@ use sluice_engine::{Result, SluiceError};
 
 use super::consumer::{ConsumerSlot, SharedConsumer, is_fatal};
 use super::decode::{BadRecord, RecordDecoder, RecordFormat, Records};
+use super::upsert_decode::{Part, UpsertDecoder, UpsertRecords};
 use super::{DEFAULT_CONNECT_TIMEOUT, Properties, take_format};
 
 /// How long a reader waits for a record before it checks whether a bounded
@@ -88,6 +90,8 @@ enum BadRecords {
 pub struct KafkaSource {
     table: String,
     table_schema: SchemaRef,
+    /// Read as upserts by key (`upsert-kafka`).
+    upsert: Option<UpsertKeys>,
     topics: Topics,
     properties: Arc<Properties>,
     format: RecordFormat,
@@ -98,11 +102,49 @@ pub struct KafkaSource {
     connect_timeout: Duration,
 }
 
+/// How an `upsert-kafka` table's records hold its rows.
+#[derive(Debug, Clone)]
+pub(super) struct UpsertKeys {
+    pub format: RecordFormat,
+    /// The key record's columns (without the table's key prefix).
+    pub schema: SchemaRef,
+    /// The key columns, by their names in the table.
+    pub columns: Vec<String>,
+    /// The columns the value holds, by their names in the table, in order.
+    pub value_columns: Vec<String>,
+}
+
 impl KafkaSource {
     pub fn from_options(
         table: &TableDef,
         options: &mut Options,
         context: &ConnectorContext,
+    ) -> Result<Self> {
+        let format = take_format(options)?;
+        let ignore = match format {
+            RecordFormat::Json => {
+                options.take_parsed::<bool>("json.ignore-parse-errors", "'true' or 'false'")?
+            }
+            RecordFormat::Csv { .. } => {
+                options.take_parsed::<bool>("csv.ignore-parse-errors", "'true' or 'false'")?
+            }
+            RecordFormat::DebeziumJson { .. } => options
+                .take_parsed::<bool>("debezium-json.ignore-parse-errors", "'true' or 'false'")?,
+            RecordFormat::Raw => None,
+        }
+        .unwrap_or(false);
+        Self::with_format(table, options, context, format, ignore, None)
+    }
+
+    /// A source of `format` records, which a table that ignores parse
+    /// errors skips when bad; read as upserts when `upsert` says how.
+    pub(super) fn with_format(
+        table: &TableDef,
+        options: &mut Options,
+        context: &ConnectorContext,
+        format: RecordFormat,
+        ignore: bool,
+        upsert: Option<UpsertKeys>,
     ) -> Result<Self> {
         let name = table.name.clone();
         let config = |m: String| SluiceError::config(format!("table `{name}`: {m}"));
@@ -132,9 +174,15 @@ impl KafkaSource {
         if matches!(&topics, Topics::Names(names) if names.is_empty()) {
             return Err(config("option 'topic' names no topic".to_string()));
         }
+        if upsert.is_some() && !matches!(&topics, Topics::Names(names) if names.len() == 1) {
+            return Err(config(
+                "an upsert-kafka table is one topic: its option 'topic' names one".to_string(),
+            ));
+        }
         let properties = Arc::new(Properties::take(&name, options)?);
-        let format = take_format(options)?;
         let startup = match options.take("scan.startup.mode").as_deref() {
+            // A compacted topic is the table only when read whole.
+            _ if upsert.is_some() => Startup::Earliest,
             // Flink's default is the group's offsets; without a group there are none.
             None if properties.get("group.id").is_some() => Startup::GroupOffsets {
                 explicit: false,
@@ -197,16 +245,6 @@ impl KafkaSource {
         let idle_timeout = options
             .take_duration("scan.watermark.idle-timeout")?
             .filter(|d| !d.is_zero());
-        let ignore = match format {
-            RecordFormat::Json => {
-                options.take_parsed::<bool>("json.ignore-parse-errors", "'true' or 'false'")?
-            }
-            RecordFormat::Csv { .. } => {
-                options.take_parsed::<bool>("csv.ignore-parse-errors", "'true' or 'false'")?
-            }
-            RecordFormat::Raw => None,
-        }
-        .unwrap_or(false);
         let bad_records = match (ignore, options.take("dead-letter.topic")) {
             (false, None) => BadRecords::Fail,
             (true, None) => BadRecords::Skip,
@@ -223,6 +261,7 @@ impl KafkaSource {
         Ok(Self {
             table: name,
             table_schema: Arc::clone(&table.physical),
+            upsert,
             topics,
             properties,
             format,
@@ -293,13 +332,7 @@ impl KafkaSource {
                 p.bootstrap()
             )));
         }
-        let decoder = RecordDecoder::new(
-            self.format,
-            Arc::clone(&request.schema),
-            Arc::clone(&self.table_schema),
-            request.projection.clone(),
-        )
-        .map_err(|e| match e {
+        let decoder = self.decoder(request).map_err(|e| match e {
             SluiceError::Config(m) => SluiceError::config(format!("table `{}`: {m}", self.table)),
             other => other,
         })?;
@@ -354,6 +387,99 @@ impl KafkaSource {
             }
         }
         Ok(splits)
+    }
+
+    /// How the splits decode what they read.
+    fn decoder(&self, request: &ScanRequest) -> Result<Decoder> {
+        let Some(upsert) = &self.upsert else {
+            return Ok(Decoder::Plain(RecordDecoder::new(
+                self.format,
+                Arc::clone(&request.schema),
+                Arc::clone(&self.table_schema),
+                request.projection.clone(),
+            )?));
+        };
+        let index = |name: &String| {
+            self.table_schema.index_of(name).map_err(|_| {
+                SluiceError::Runtime(format!("table `{}` has no column `{name}`", self.table))
+            })
+        };
+        let value_fields: Vec<usize> = upsert
+            .value_columns
+            .iter()
+            .map(index)
+            .collect::<Result<_>>()?;
+        let key_fields: Vec<usize> = upsert.columns.iter().map(index).collect::<Result<_>>()?;
+        // The columns read: from the key where they are in it, else
+        // from the value.
+        let mut parts = Vec::new();
+        let mut from_value = Vec::new();
+        for &c in &request.projection {
+            match key_fields.iter().position(|&k| k == c) {
+                Some(k) => parts.push(Part::Key(k)),
+                None => {
+                    parts.push(Part::Value(from_value.len()));
+                    from_value.push(c);
+                }
+            }
+        }
+        let keys = RecordDecoder::new(
+            upsert.format,
+            Arc::clone(&upsert.schema),
+            Arc::clone(&upsert.schema),
+            (0..upsert.schema.fields().len()).collect(),
+        )?;
+        let values = match from_value.is_empty() {
+            true => None,
+            false => {
+                let value_schema = Arc::new(
+                    self.table_schema
+                        .project(&value_fields)
+                        .map_err(|e| SluiceError::Runtime(e.to_string()))?,
+                );
+                let read = Arc::new(
+                    self.table_schema
+                        .project(&from_value)
+                        .map_err(|e| SluiceError::Runtime(e.to_string()))?,
+                );
+                let positions = from_value
+                    .iter()
+                    .map(|c| {
+                        value_fields.iter().position(|v| v == c).ok_or_else(|| {
+                            SluiceError::Runtime(format!(
+                                "table `{}`: column {c} is in neither the key nor the value",
+                                self.table
+                            ))
+                        })
+                    })
+                    .collect::<Result<_>>()?;
+                Some(RecordDecoder::new(
+                    self.format,
+                    read,
+                    value_schema,
+                    positions,
+                )?)
+            }
+        };
+        // A tombstone's columns outside the key are null.
+        let key_names: Vec<&String> = upsert.columns.iter().collect();
+        let schema = Arc::new(arrow::datatypes::Schema::new(
+            request
+                .schema
+                .fields()
+                .iter()
+                .map(|f| match key_names.contains(&f.name()) {
+                    true => f.as_ref().clone(),
+                    false => f.as_ref().clone().with_nullable(true),
+                })
+                .collect::<Vec<_>>(),
+        ));
+        Ok(Decoder::Upsert(Arc::new(UpsertDecoder {
+            keys,
+            values,
+            parts,
+            schema,
+        })))
     }
 
     fn start_offsets(
@@ -521,6 +647,14 @@ impl Source for KafkaSource {
     fn is_bounded(&self) -> bool {
         self.bounded != Bounded::Unbounded
     }
+
+    fn changes(&self) -> SourceChanges {
+        match (self.format, &self.upsert) {
+            (_, Some(_)) => SourceChanges::Upsert,
+            (RecordFormat::DebeziumJson { .. }, None) => SourceChanges::Retract,
+            _ => SourceChanges::InsertOnly,
+        }
+    }
 }
 
 /// One partition, from a start offset to a stop offset (or forever).
@@ -536,7 +670,7 @@ struct KafkaSplit {
     /// Records between the start and the stop (or the end at planning).
     backlog: u64,
     properties: Arc<Properties>,
-    decoder: RecordDecoder,
+    decoder: Decoder,
     format: RecordFormat,
     bad_records: BadRecords,
     batch_size: usize,
@@ -643,16 +777,51 @@ impl Split for KafkaSplit {
     }
 }
 
+/// How a split decodes its records.
+#[derive(Debug, Clone)]
+enum Decoder {
+    /// Values only.
+    Plain(RecordDecoder),
+    /// Keys and values, as upserts.
+    Upsert(Arc<UpsertDecoder>),
+}
+
 /// Records read from a partition and not yet decoded.
 struct Gathered {
     /// The offset of the next record to read.
     next: i64,
     records: Records,
+    upserts: UpsertRecords,
+    /// Records found bad before decoding (an upsert without a key).
+    bad: Vec<BadRecord>,
 }
 
 impl Gathered {
     fn done(&self, split: &KafkaSplit) -> bool {
         split.stop.is_some_and(|stop| self.next >= stop)
+    }
+
+    fn len(&self) -> usize {
+        self.records.len() + self.upserts.len() + self.bad.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.records.is_empty() && self.upserts.is_empty() && self.bad.is_empty()
+    }
+
+    /// Decodes what was gathered and starts gathering again.
+    fn decode(&mut self, decoder: &Decoder) -> Result<(RecordBatch, Vec<BadRecord>)> {
+        let (batch, mut bad) = match decoder {
+            Decoder::Plain(decoder) => decoder.decode(&self.records)?,
+            Decoder::Upsert(decoder) => decoder.decode(&self.upserts)?,
+        };
+        if !self.bad.is_empty() {
+            bad.append(&mut self.bad);
+            bad.sort_by_key(|b| b.offset);
+        }
+        self.records.clear();
+        self.upserts.clear();
+        Ok((batch, bad))
     }
 
     /// Adds a received record to the batch being gathered.
@@ -671,6 +840,17 @@ impl Gathered {
             return Ok(());
         }
         self.next = offset + 1;
+        if matches!(split.decoder, Decoder::Upsert(_)) {
+            match message.key() {
+                Some(key) => self.upserts.push(offset, key, message.payload()),
+                None => self.bad.push(BadRecord {
+                    offset,
+                    value: message.payload().unwrap_or_default().to_vec(),
+                    reason: "the record has no key: an upsert-kafka table's records are keyed by its primary key".to_string(),
+                }),
+            }
+            return Ok(());
+        }
         match message.payload() {
             Some(value) => self.records.push(offset, value),
             None => {
@@ -788,6 +968,8 @@ impl PartitionReader {
             gathered: Gathered {
                 next: start,
                 records: Records::default(),
+                upserts: UpsertRecords::default(),
+                bad: Vec::new(),
             },
             split,
             queue,
@@ -824,17 +1006,16 @@ impl PartitionReader {
                 Ok(received) => self.gathered.add(&self.split, received)?,
             }
             // Take whatever else is already fetched, without waiting.
-            while self.gathered.records.len() < self.split.batch_size && !self.done() {
+            while self.gathered.len() < self.split.batch_size && !self.done() {
                 match self.queue.recv().now_or_never() {
                     Some(received) => self.gathered.add(&self.split, received)?,
                     None => break,
                 }
             }
-            if self.gathered.records.is_empty() {
+            if self.gathered.is_empty() {
                 continue;
             }
-            let (batch, bad) = self.split.decoder.decode(&self.gathered.records)?;
-            self.gathered.records.clear();
+            let (batch, bad) = self.gathered.decode(&self.split.decoder)?;
             if !bad.is_empty() {
                 self.set_aside(bad).await?;
             }
@@ -926,11 +1107,7 @@ impl PartitionReader {
     /// Reports, skips or dead-letters records that could not be decoded.
     async fn set_aside(&self, bad: Vec<BadRecord>) -> Result<()> {
         let split = &self.split;
-        let format = match split.format {
-            RecordFormat::Json => "JSON",
-            RecordFormat::Csv { .. } => "CSV",
-            RecordFormat::Raw => "raw",
-        };
+        let format = split.format.describe();
         let describe = |record: &BadRecord| {
             format!(
                 "topic '{}' partition {} offset {}: cannot decode the record as {format}: {} (value: {})",
@@ -946,16 +1123,24 @@ impl PartitionReader {
                 let Some(first) = bad.first() else {
                     return Ok(());
                 };
-                let advice = match split.format {
-                    RecordFormat::Csv { .. } => {
-                        "set 'csv.ignore-parse-errors' = 'true' to skip such records, or 'dead-letter.topic' to set them aside"
+                let advice = match (&split.decoder, split.format) {
+                    (Decoder::Upsert(_), _) => {
+                        "set 'key.json.ignore-parse-errors' or 'value.json.ignore-parse-errors' = 'true' to skip such records (either skips any bad record of the table), or 'dead-letter.topic' to set them aside"
                     }
-                    RecordFormat::Json => {
-                        "set 'json.ignore-parse-errors' = 'true' to skip such records, or 'dead-letter.topic' to set them aside"
-                    }
-                    RecordFormat::Raw => {
-                        "declare the column BYTES, or set 'dead-letter.topic' to set such records aside"
-                    }
+                    (_, format) => match format {
+                        RecordFormat::Csv { .. } => {
+                            "set 'csv.ignore-parse-errors' = 'true' to skip such records, or 'dead-letter.topic' to set them aside"
+                        }
+                        RecordFormat::Json => {
+                            "set 'json.ignore-parse-errors' = 'true' to skip such records, or 'dead-letter.topic' to set them aside"
+                        }
+                        RecordFormat::DebeziumJson { .. } => {
+                            "set 'debezium-json.ignore-parse-errors' = 'true' to skip such records, or 'dead-letter.topic' to set them aside"
+                        }
+                        RecordFormat::Raw => {
+                            "declare the column BYTES, or set 'dead-letter.topic' to set such records aside"
+                        }
+                    },
                 };
                 Err(SluiceError::Data(format!(
                     "table `{}`: {}; {advice}",

@@ -22,12 +22,20 @@
 //! `value.format` (`json` or `csv`), `key.fields-prefix` (a prefix the key
 //! columns carry in the table, not in the key record), `value.fields-include`,
 //! `sink.delivery-guarantee` and `sink.transactional-id-prefix` (exactly
-//! once in transactions, as the `kafka` sink). Reading the topic back as a
-//! changelog is not supported yet.
+//! once in transactions, as the `kafka` sink).
+//!
+//! Read, the topic is a changelog again: the whole topic from its earliest
+//! offset (a compacted topic is the table only read whole, so Flink's
+//! upsert-kafka has no startup mode either), each record an upsert or a
+//! tombstone of its key (`upsert_decode.rs`), normalised by key into `+I`,
+//! `-U`/`+U` and `-D` by the operator the planner puts after the source.
+//! `scan.bounded.mode` bounds it (batch mode needs it); bad records follow
+//! `key.json.ignore-parse-errors`, `value.json.ignore-parse-errors` or
+//! `dead-letter.topic`.
 
 use std::sync::Arc;
 
-use arrow::datatypes::{Field, Schema};
+use arrow::datatypes::{Field, Schema, SchemaRef};
 use sluice_engine::connector::{
     ConnectorContext, OptionNames, Sink, SinkFactory, Source, SourceFactory,
 };
@@ -35,6 +43,7 @@ use sluice_engine::sql::{Options, TableDef};
 use sluice_engine::{Result, SluiceError};
 
 use super::sink::{KafkaSink, Partitioner, Settings, take_delivery};
+use super::source::{KafkaSource, UpsertKeys};
 use super::{Properties, RecordFormat};
 
 /// Creates `upsert-kafka` sinks.
@@ -51,6 +60,14 @@ const UPSERT_KAFKA_OPTIONS: OptionNames = &[
     "value.csv.field-delimiter",
     "sink.transactional-id-prefix",
     "sink.delivery-guarantee",
+    "key.json.ignore-parse-errors",
+    "value.json.ignore-parse-errors",
+    "dead-letter.topic",
+    "connect.timeout",
+    "scan.bounded.mode",
+    "scan.bounded.timestamp-millis",
+    "scan.bounded.specific-offsets",
+    "scan.watermark.idle-timeout",
 ];
 
 impl SinkFactory for UpsertKafkaFactory {
@@ -76,6 +93,98 @@ impl SinkFactory for UpsertKafkaFactory {
             return Err(config("an upsert-kafka sink writes one topic".to_string()));
         }
         let properties = Arc::new(Properties::take(&name, options)?);
+        let Layout {
+            key_format,
+            format,
+            key_fields,
+            key_schema,
+            value_fields,
+        } = Layout::take(table, options)?;
+        let (fire_and_forget, transactions) = take_delivery(&name, options, &properties)?;
+        Ok(Arc::new(KafkaSink(Arc::new(Settings {
+            table: name,
+            topic,
+            schema: Arc::clone(&table.schema),
+            properties,
+            format,
+            key_fields,
+            key_format,
+            key_schema,
+            value_fields,
+            upsert: true,
+            partitioner: Partitioner::Default,
+            fire_and_forget,
+            transactions,
+        }))))
+    }
+}
+
+impl SourceFactory for UpsertKafkaFactory {
+    fn option_names(&self) -> OptionNames {
+        UPSERT_KAFKA_OPTIONS
+    }
+
+    fn create_source(
+        &self,
+        table: &TableDef,
+        options: &mut Options,
+        context: &ConnectorContext,
+    ) -> Result<Arc<dyn Source>> {
+        let layout = Layout::take(table, options)?;
+        let mut ignore = false;
+        for side in ["key", "value"] {
+            let option = format!("{side}.json.ignore-parse-errors");
+            ignore |= options
+                .take_parsed::<bool>(&option, "'true' or 'false'")?
+                .unwrap_or(false);
+        }
+        // Computed columns are in neither the key nor the value.
+        let names = |columns: &[usize]| -> Vec<String> {
+            columns
+                .iter()
+                .map(|&c| table.schema.field(c).name().clone())
+                .filter(|name| table.physical.index_of(name).is_ok())
+                .collect()
+        };
+        let upsert = UpsertKeys {
+            format: layout.key_format,
+            schema: layout.key_schema,
+            columns: names(&layout.key_fields),
+            value_columns: names(&layout.value_fields),
+        };
+        Ok(Arc::new(KafkaSource::with_format(
+            table,
+            options,
+            context,
+            layout.format,
+            ignore,
+            Some(upsert),
+        )?))
+    }
+}
+
+/// How a table's rows are laid out in records: the primary key in the
+/// key, in `key.format`; the whole row or the rest in the value.
+struct Layout {
+    key_format: RecordFormat,
+    format: RecordFormat,
+    /// The primary key's columns, and the key record's columns (their
+    /// names without `key.fields-prefix`).
+    key_fields: Vec<usize>,
+    key_schema: SchemaRef,
+    /// The columns in the value.
+    value_fields: Vec<usize>,
+}
+
+impl Layout {
+    fn take(table: &TableDef, options: &mut Options) -> Result<Self> {
+        let name = table.name.clone();
+        let config = |m: String| SluiceError::config(format!("table `{name}`: {m}"));
+        if table.primary_key.is_empty() {
+            return Err(config(
+                "the 'upsert-kafka' connector needs a PRIMARY KEY (...) NOT ENFORCED: every record is the newest value of its key".to_string(),
+            ));
+        }
         let key_format = take_format(options, "key")?;
         let format = take_format(options, "value")?;
         let prefix = options.take("key.fields-prefix").unwrap_or_default();
@@ -127,40 +236,13 @@ impl SinkFactory for UpsertKafkaFactory {
                 "'key.fields-prefix' needs 'value.fields-include' = 'EXCEPT_KEY', as in Flink (the value would hold the prefixed key columns)".to_string(),
             ));
         }
-        let (fire_and_forget, transactions) = take_delivery(&name, options, &properties)?;
-        Ok(Arc::new(KafkaSink(Arc::new(Settings {
-            table: name,
-            topic,
-            schema: Arc::clone(&table.schema),
-            properties,
+        Ok(Self {
+            key_format,
             format,
             key_fields,
-            key_format,
             key_schema,
             value_fields,
-            upsert: true,
-            partitioner: Partitioner::Default,
-            fire_and_forget,
-            transactions,
-        }))))
-    }
-}
-
-impl SourceFactory for UpsertKafkaFactory {
-    fn option_names(&self) -> OptionNames {
-        UPSERT_KAFKA_OPTIONS
-    }
-
-    fn create_source(
-        &self,
-        table: &TableDef,
-        _options: &mut Options,
-        _context: &ConnectorContext,
-    ) -> Result<Arc<dyn Source>> {
-        Err(SluiceError::config(format!(
-            "table `{}`: reading an 'upsert-kafka' table (a changelog normalised by key) is not supported yet; Sluice writes them",
-            table.name
-        )))
+        })
     }
 }
 

@@ -761,7 +761,7 @@ mod tests {
         let mut chain = probe_chain(&log, 0, 1).await;
         let (tx, rx) = super::super::channel::channel(1 << 20);
         let merged = tokio::spawn(async move {
-            super::super::input_merge::merge(&mut chain, vec![(0, rx)], None).await
+            super::super::input_merge::merge(&mut chain, vec![(0, rx)], None, None).await
         });
         tx.send(rows(&[101])).await.expect("send");
         let mut fired = false;

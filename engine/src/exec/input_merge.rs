@@ -3,6 +3,13 @@
 //! edge it came by; watermarks as the minimum over every channel; barriers
 //! aligned (a channel whose barrier has arrived is not read until every
 //! channel's has); a port ends when its last channel does.
+//!
+//! A join may ask for one of its inputs to be read first (the bounded or
+//! smaller side, see `input_order.rs`): the other ports' channels are not
+//! read while that port is open, so what they send waits upstream, held
+//! back by the channels' budgets. Only when every open channel of the
+//! first port waits for a barrier the others must send are they read, up
+//! to that barrier, so a checkpoint never waits on itself.
 
 use std::collections::BTreeMap;
 
@@ -23,6 +30,7 @@ pub(super) async fn merge(
     chain: &mut Chain,
     receivers: Vec<(Port, Receiver)>,
     link: Option<&CheckpointLink>,
+    first: Option<Port>,
 ) -> Result<()> {
     let (ports, mut receivers): (Vec<Port>, Vec<Receiver>) = receivers.into_iter().unzip();
     // Channels still open per port: a port ends with its last channel.
@@ -45,11 +53,20 @@ pub(super) async fn merge(
         let deadline = chain.next_processing_timer();
         let received = tokio::select! {
             received = std::future::poll_fn(|cx| {
+                // While the first port is open and one of its channels can
+                // be read, the other ports wait.
+                let waiting = first.filter(|&f| {
+                    (0..inputs).any(|i| ports[i] == f && !closed[i] && !aligner.is_blocked(i))
+                });
                 let mut open = false;
                 for k in 0..inputs {
                     let i = (next + k) % inputs;
                     if closed[i] || aligner.is_blocked(i) {
                         open |= !closed[i];
+                        continue;
+                    }
+                    if waiting.is_some_and(|f| ports[i] != f) {
+                        open = true;
                         continue;
                     }
                     open = true;
@@ -206,6 +223,31 @@ mod tests {
         }
     }
 
+    /// A chain of one probe operator, which notes what it hears in `heard`.
+    async fn probe_chain(heard: &Arc<std::sync::Mutex<Vec<Heard>>>) -> Chain {
+        let graph = JobGraph {
+            name: "probe".into(),
+            mode: crate::sql::Mode::Stream,
+            nodes: vec![crate::plan::Node {
+                id: 0,
+                kind: NodeKind::Operator(Arc::new(ProbeFactory(Arc::clone(heard)))),
+                parallelism: 1,
+                schema: Arc::new(arrow::datatypes::Schema::empty()),
+            }],
+            edges: Vec::new(),
+        };
+        let stage = graph.stages().remove(0);
+        let context = OperatorContext {
+            subtask: 0,
+            parallelism: 1,
+            parameters: Arc::default(),
+            metrics: Arc::default(),
+        };
+        Chain::build(&graph, &stage, &context, &mut BTreeMap::new(), None)
+            .await
+            .expect("chain")
+    }
+
     fn rows(n: i64) -> Message {
         let schema = Arc::new(arrow::datatypes::Schema::new(vec![
             arrow::datatypes::Field::new("n", arrow::datatypes::DataType::Int64, false),
@@ -225,27 +267,7 @@ mod tests {
     #[tokio::test]
     async fn a_root_with_two_ports_hears_each_port_apart() {
         let heard = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let graph = JobGraph {
-            name: "ports".into(),
-            mode: crate::sql::Mode::Stream,
-            nodes: vec![crate::plan::Node {
-                id: 0,
-                kind: NodeKind::Operator(Arc::new(ProbeFactory(Arc::clone(&heard)))),
-                parallelism: 1,
-                schema: Arc::new(arrow::datatypes::Schema::empty()),
-            }],
-            edges: Vec::new(),
-        };
-        let stage = graph.stages().remove(0);
-        let context = OperatorContext {
-            subtask: 0,
-            parallelism: 1,
-            parameters: Arc::default(),
-            metrics: Arc::default(),
-        };
-        let mut chain = Chain::build(&graph, &stage, &context, &mut BTreeMap::new(), None)
-            .await
-            .expect("chain");
+        let mut chain = probe_chain(&heard).await;
         let (left, left_rx) = super::super::channel::channel(1 << 20);
         let (right_a, right_a_rx) = super::super::channel::channel(1 << 20);
         let (right_b, right_b_rx) = super::super::channel::channel(1 << 20);
@@ -265,6 +287,7 @@ mod tests {
             merge(
                 &mut chain,
                 vec![(0, left_rx), (1, right_a_rx), (1, right_b_rx)],
+                None,
                 None,
             )
             .await
@@ -310,5 +333,73 @@ mod tests {
         let tail = &all[all.len() - 2..];
         assert_eq!(tail, &[Heard::PortEnd(1), Heard::Close], "{all:?}");
         assert!(all.contains(&Heard::Watermark(10)), "{all:?}");
+    }
+
+    /// The messages a probe at a stage's root hears when `inputs` (a
+    /// port and its channel's messages each) are merged, reading `first`
+    /// before the others.
+    async fn merged(inputs: Vec<(Port, Vec<Message>)>, first: Option<Port>) -> Vec<Heard> {
+        let heard = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut chain = probe_chain(&heard).await;
+        let mut receivers = Vec::new();
+        for (port, messages) in inputs {
+            let (sender, receiver) = super::super::channel::channel(1 << 20);
+            for message in messages {
+                sender.send(message).await.expect("send");
+            }
+            receivers.push((port, receiver));
+        }
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            merge(&mut chain, receivers, None, first),
+        )
+        .await
+        .expect("the merge ends: it does not wait on itself")
+        .expect("merge");
+        let heard = heard.lock().expect("lock").clone();
+        heard
+            .into_iter()
+            .filter(|h| matches!(h, Heard::Rows(..) | Heard::PortEnd(_)))
+            .collect()
+    }
+
+    /// A join's bounded or smaller input is read to its end before the
+    /// other's rows, whatever came first.
+    #[tokio::test]
+    async fn the_input_read_first_ends_before_the_others_rows_come() {
+        let left = (0, vec![rows(3), rows(4), Message::End]);
+        let right = (1, vec![rows(2), rows(1), Message::End]);
+        assert_eq!(
+            merged(vec![left, right], Some(1)).await,
+            vec![
+                Heard::Rows(1, 2),
+                Heard::Rows(1, 1),
+                Heard::PortEnd(1),
+                Heard::Rows(0, 3),
+                Heard::Rows(0, 4),
+                Heard::PortEnd(0),
+            ]
+        );
+    }
+
+    /// A barrier on the input read first waits for the others' barriers:
+    /// they are read up to theirs, so the checkpoint is taken, and then the
+    /// first input again.
+    #[tokio::test]
+    async fn a_barrier_on_the_input_read_first_lets_the_others_reach_theirs() {
+        let barrier = || Message::Barrier(1);
+        let left = (0, vec![rows(3), barrier(), rows(4), Message::End]);
+        let right = (1, vec![rows(2), barrier(), rows(1), Message::End]);
+        assert_eq!(
+            merged(vec![left, right], Some(1)).await,
+            vec![
+                Heard::Rows(1, 2),
+                Heard::Rows(0, 3),
+                Heard::Rows(1, 1),
+                Heard::PortEnd(1),
+                Heard::Rows(0, 4),
+                Heard::PortEnd(0),
+            ]
+        );
     }
 }

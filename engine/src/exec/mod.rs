@@ -17,6 +17,7 @@ mod checkpoint_link;
 pub mod exchange;
 mod exit;
 mod input_merge;
+mod input_order;
 mod source_driver;
 mod task;
 pub use task::LATE_DATA;
@@ -32,7 +33,7 @@ use crate::checkpoint::protocol::{
 };
 use crate::checkpoint::protocol::{commits_of, positions_for};
 use crate::checkpoint::{CheckpointId, CheckpointStore, Restored};
-use crate::connector::{Reading, ScanRequest, Split};
+use crate::connector::{Reading, ScanRequest, SourceChanges, Split};
 use crate::error::{Result, SluiceError};
 use crate::metrics::JobMetrics;
 use crate::ops::OperatorContext;
@@ -222,6 +223,9 @@ pub async fn run(
         planned.insert(stage.root, splits);
     }
 
+    // Joins read their bounded or smaller input first.
+    let first_inputs = input_order::first_inputs(graph, &planned);
+
     // Every sink, the late-data output among them, by the name its
     // staged output goes under in checkpoints.
     let sinks: Vec<(String, Arc<dyn crate::connector::Sink>)> = graph
@@ -369,12 +373,16 @@ pub async fn run(
                 .clone()
                 .map(|exprs| (exprs, Arc::clone(&root.schema)));
             if let Some(decl) = &source.table.watermark {
-                gate = Some(Arc::new(EventTimeGate::new(
+                let new = EventTimeGate::new(
                     &source.table.name,
                     &decl.column,
                     &options.parameters,
                     source.source.bad_records(),
-                )?));
+                )?;
+                gate = Some(Arc::new(match source.source.changes() {
+                    SourceChanges::Upsert => new.with_tombstones(),
+                    _ => new,
+                }));
             }
             let now = chrono::Utc::now().timestamp_millis();
             let trusted = |time| EventTimeGate::trusted(gate.as_deref(), time, now);
@@ -428,6 +436,7 @@ pub async fn run(
                 }),
                 _ => task::Input::Channels(
                     receivers.remove(&(stage.root, subtask)).unwrap_or_default(),
+                    first_inputs.get(&stage.root).copied(),
                 ),
             };
             let metrics = Arc::clone(&metrics);

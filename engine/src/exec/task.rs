@@ -27,8 +27,9 @@ pub const STOPPED: &str = "stopped before this subtask finished";
 pub enum Input {
     /// The splits of a source, read by this subtask.
     Source(SourceInput),
-    /// Exchange channels, each with the port of the chain's root it feeds.
-    Channels(Vec<(Port, Receiver)>),
+    /// Exchange channels, each with the port of the chain's root it feeds,
+    /// and the port to read to its end before the others, if any.
+    Channels(Vec<(Port, Receiver)>, Option<Port>),
 }
 
 /// Runs the subtask to its end; returns whether it was a source stopped
@@ -64,8 +65,10 @@ async fn run_input(
 ) -> Result<(Vec<protocol::SplitPosition>, bool)> {
     match input {
         Input::Source(source) => super::source_driver::read(chain, source, metrics, link).await,
-        Input::Channels(receivers) => super::input_merge::merge(chain, receivers, link.as_ref())
-            .await
-            .map(|()| (Vec::new(), false)),
+        Input::Channels(receivers, first) => {
+            super::input_merge::merge(chain, receivers, link.as_ref(), first)
+                .await
+                .map(|()| (Vec::new(), false))
+        }
     }
 }

@@ -170,6 +170,11 @@ impl OperatorFactory for RegularJoin {
         false
     }
 
+    /// Once an input ended, the other's rows are matched and forgotten.
+    fn prefers_an_input_first(&self) -> bool {
+        true
+    }
+
     fn create(&self, _context: &OperatorContext) -> Result<Box<dyn Operator>> {
         let types = self
             .left_keys

@@ -15,12 +15,14 @@
 //! are aligned over every input channel before they reach it.
 
 pub mod aggregate;
+pub mod changelog_materialize;
 pub mod group_aggregate;
 pub mod join;
 pub mod join_side;
 pub mod session;
 pub mod stateless;
 pub mod timer;
+pub mod upsert_normalize;
 pub mod value_counts;
 pub mod window_aggregate;
 pub mod window_assign;
@@ -29,6 +31,7 @@ use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::sync::Arc;
 
+use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 
 use crate::error::Result;
@@ -244,6 +247,27 @@ impl RestoredState {
             .all(|batch| batch.num_rows() == 0)
     }
 
+    /// Checks that a restored batch of an operator's table has the columns
+    /// the operator keeps (`expected`, by type and order); the error names
+    /// the operator and both layouts.
+    pub fn check_layout(operator: &str, batch: &RecordBatch, expected: &SchemaRef) -> Result<()> {
+        let fits = batch.num_columns() == expected.fields().len()
+            && batch
+                .schema()
+                .fields()
+                .iter()
+                .zip(expected.fields())
+                .all(|(a, b)| a.data_type() == b.data_type());
+        match fits {
+            true => Ok(()),
+            false => Err(crate::SluiceError::Config(format!(
+                "the checkpoint's state of {operator} does not fit the job's: columns {} where the job has {} (was the query changed?)",
+                batch.schema(),
+                expected
+            ))),
+        }
+    }
+
     /// The rows of `batch` whose keys (`keys`, evaluated over it) fall in
     /// this subtask's key groups.
     pub fn owned(
@@ -287,6 +311,13 @@ pub trait OperatorFactory: Send + Sync + Debug {
     /// its rows), so a window over them is refused, as in Flink.
     fn keeps_event_time(&self) -> bool {
         true
+    }
+
+    /// Whether it keeps less when one of its two inputs is read to its end
+    /// before the other (a regular join): the runtime then reads the
+    /// bounded or smaller one first (`exec/input_order.rs`).
+    fn prefers_an_input_first(&self) -> bool {
+        false
     }
 }
 

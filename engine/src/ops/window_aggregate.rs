@@ -382,21 +382,11 @@ impl Operator for SlicedWindows {
         }
         let keys = self.plan.spec.key_schema.fields().len();
         for batch in state.table(SLICES) {
-            let fits = batch.num_columns() == self.state_schema.fields().len()
-                && batch
-                    .schema()
-                    .fields()
-                    .iter()
-                    .zip(self.state_schema.fields())
-                    .all(|(a, b)| a.data_type() == b.data_type());
-            if !fits {
-                return Err(crate::SluiceError::Config(format!(
-                    "the checkpoint's state of {} does not fit the job's: columns {} where the job has {} (was the query changed?)",
-                    OperatorFactory::name(&self.plan),
-                    batch.schema(),
-                    self.state_schema
-                )));
-            }
+            RestoredState::check_layout(
+                OperatorFactory::name(&self.plan),
+                batch,
+                &self.state_schema,
+            )?;
             let batch = if self.plan.phase == Phase::Merge {
                 state.owned(batch, &batch.columns()[1..1 + keys])?
             } else {

@@ -55,6 +55,29 @@ fn describe_node(graph: &JobGraph, id: usize) -> String {
     let node = graph.node(id);
     let mode = node.changelog();
     let described = describe_kind(node);
+    // What a source of changes reads, in Flink's letters: upserts by key
+    // are `[UA,D]` until they are normalised.
+    if let NodeKind::Source(s) = &node.kind {
+        use crate::connector::SourceChanges;
+        let key = || {
+            let names: Vec<&str> = s
+                .table
+                .primary_key
+                .iter()
+                .map(|&k| s.table.schema.field(k).name().as_str())
+                .collect();
+            names.join(", ")
+        };
+        match s.source.changes() {
+            SourceChanges::Upsert => {
+                return format!("{described} changelog [UA,D] upsert key [{}]", key());
+            }
+            SourceChanges::Unordered => {
+                return format!("{described} changelog {} in no order", mode.explain());
+            }
+            SourceChanges::InsertOnly | SourceChanges::Retract => {}
+        }
+    }
     match mode.updates() {
         true => format!("{described} changelog {}", mode.explain()),
         false => described,
@@ -69,6 +92,7 @@ fn describe_kind(node: &super::Node) -> String {
                 .fields()
                 .iter()
                 .map(|f| f.name().as_str())
+                .filter(|name| *name != crate::changelog::ROW_KIND)
                 .collect();
             let watermark = s
                 .table

@@ -1,6 +1,6 @@
 //! The job graph: operators, the exchanges between them, and their parallelism.
 //!
-//! [`translate`] builds a [`JobGraph`] from a compiled job: one source node per
+//! [`translate()`] builds a [`JobGraph`] from a compiled job: one source node per
 //! table however many `INSERT`s read it, stateless operators with forward
 //! edges, a hash exchange on the group keys before every keyed aggregation,
 //! and one sink node per `INSERT`. [`JobGraph::stages`] then chains every

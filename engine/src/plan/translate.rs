@@ -30,13 +30,15 @@ use datafusion::physical_expr::aggregate::LoweredAggregateBuilder;
 use datafusion::physical_expr::{PhysicalExpr, create_physical_expr};
 
 use super::{Edge, JobGraph, Node, NodeId, NodeKind, Partitioning, SinkNode, SourceNode};
-use crate::connector::{ConnectorContext, ConnectorRegistry};
+use crate::connector::{ConnectorContext, ConnectorRegistry, SourceChanges};
 use crate::error::{Result, SluiceError};
 use crate::ops::OperatorFactory;
 use crate::ops::aggregate::{AggregateSpec, OutputColumn, key_schema};
+use crate::ops::changelog_materialize::ChangelogMaterialize;
 use crate::ops::group_aggregate::{Accumulation, GroupAggregate};
 use crate::ops::session::SessionAggregate;
 use crate::ops::stateless::{Filter, Project, Union};
+use crate::ops::upsert_normalize::UpsertNormalize;
 use crate::ops::window_aggregate::{Phase, WindowAggregate, state_schema};
 use crate::ops::window_assign::WindowAssign;
 use crate::sql::catalog::DeclaredTable;
@@ -248,6 +250,18 @@ impl Translator<'_> {
     fn add_source(&mut self, table: &Arc<TableDef>, mut columns: BTreeSet<usize>) -> Result<()> {
         let schema = &table.schema;
         crate::changelog::check_no_reserved_column(&table.name, schema)?;
+        let source = self.registry.create_source(table, &self.context)?;
+        let changes = source.changes();
+        if changes == SourceChanges::Upsert {
+            if table.primary_key.is_empty() {
+                return Err(SluiceError::plan(format!(
+                    "{}: table `{}` is read as upserts, which needs a PRIMARY KEY (...) NOT ENFORCED",
+                    table.declared_at, table.name
+                )));
+            }
+            // Upserts are normalised by their key.
+            columns.extend(table.primary_key.iter().copied());
+        }
         // The rowtime column and whatever the watermark reads are always read.
         if let Some(wm) = &table.watermark {
             for c in wm
@@ -291,8 +305,36 @@ impl Translator<'_> {
             }
             None => None,
         };
-        let (read, read_schema, compute) = self.source_columns(table, &projection)?;
-        let source = self.registry.create_source(table, &self.context)?;
+        let (read, read_schema, mut compute) = self.source_columns(table, &projection)?;
+        let schema = match changes {
+            SourceChanges::InsertOnly => projected,
+            // The row kinds pass through the computed columns. A
+            // tombstone's columns outside the key are null.
+            SourceChanges::Retract | SourceChanges::Unordered | SourceChanges::Upsert => {
+                let projected = match changes {
+                    SourceChanges::Upsert => Arc::new(Schema::new(
+                        projection
+                            .iter()
+                            .zip(projected.fields())
+                            .map(|(c, f)| {
+                                let in_key = table.primary_key.contains(c);
+                                f.as_ref().clone().with_nullable(f.is_nullable() || !in_key)
+                            })
+                            .collect::<Vec<_>>(),
+                    )),
+                    _ => projected,
+                };
+                if let Some(exprs) = &mut compute {
+                    exprs.push(Arc::new(
+                        datafusion::physical_expr::expressions::Column::new(
+                            crate::changelog::ROW_KIND,
+                            read.len(),
+                        ),
+                    ));
+                }
+                crate::changelog::with_row_kind(&projected)
+            }
+        };
         let id = self.add_node(
             NodeKind::Source(SourceNode {
                 table: Arc::clone(table),
@@ -303,10 +345,86 @@ impl Translator<'_> {
                 watermark,
             }),
             self.parallelism,
-            projected,
+            schema,
         );
+        let id = self.normalize_changes(table, id, changes, &projection)?;
         self.sources.insert(table.name.clone(), (id, projection));
         Ok(())
+    }
+
+    /// What follows a source of changes. In stream mode a retract
+    /// changelog goes on as it is, and upserts are normalised by key into
+    /// one ([`UpsertNormalize`]). In batch mode both become the final
+    /// table, sent as inserts once the input ended: the last value of
+    /// each key, or every row the changelog left standing
+    /// ([`ChangelogMaterialize`]), so batch operators never see a
+    /// retraction and the answer does not depend on the order in which
+    /// files or partitions were read. A changelog in no order (files) is
+    /// read as its table in stream mode too.
+    fn normalize_changes(
+        &mut self,
+        table: &TableDef,
+        source: NodeId,
+        changes: SourceChanges,
+        projection: &[usize],
+    ) -> Result<NodeId> {
+        let batch = self.context.mode == crate::sql::Mode::Batch;
+        let schema = Arc::clone(&self.graph.node(source).schema);
+        let data = crate::changelog::without_row_kind(&schema);
+        let columns = |schema: &Schema, indices: &[usize]| -> Vec<Arc<dyn PhysicalExpr>> {
+            indices
+                .iter()
+                .map(|&c| {
+                    Arc::new(datafusion::physical_expr::expressions::Column::new(
+                        schema.field(c).name(),
+                        c,
+                    )) as Arc<dyn PhysicalExpr>
+                })
+                .collect()
+        };
+        match changes {
+            SourceChanges::InsertOnly => Ok(source),
+            SourceChanges::Retract if !batch => Ok(source),
+            SourceChanges::Retract | SourceChanges::Unordered => {
+                let op = ChangelogMaterialize::new(&table.name, Arc::clone(&data));
+                let all: Vec<usize> = (0..data.fields().len()).collect();
+                let keys = columns(&data, &all);
+                Ok(self.add_operator(
+                    source,
+                    Arc::new(op),
+                    data,
+                    Partitioning::Hash(keys),
+                    self.parallelism,
+                ))
+            }
+            SourceChanges::Upsert => {
+                let key: Vec<usize> = table
+                    .primary_key
+                    .iter()
+                    .map(|k| {
+                        projection.iter().position(|c| c == k).ok_or_else(|| {
+                            SluiceError::plan(format!(
+                                "table `{}`: the source does not read its key column {k}",
+                                table.name
+                            ))
+                        })
+                    })
+                    .collect::<Result<_>>()?;
+                let keys = columns(&data, &key);
+                let op = UpsertNormalize::new(Arc::clone(&data), key, batch, self.state_ttl);
+                let output = match batch {
+                    true => data,
+                    false => schema,
+                };
+                Ok(self.add_operator(
+                    source,
+                    Arc::new(op),
+                    output,
+                    Partitioning::Hash(keys),
+                    self.parallelism,
+                ))
+            }
+        }
     }
 
     /// The physical columns to read for the table's columns `projection`,
@@ -512,8 +630,17 @@ impl Translator<'_> {
                             )) as Arc<dyn PhysicalExpr>,
                         )
                     })
-                    .collect::<Result<_>>()?;
-                let schema = Arc::clone(scan.projected_schema.inner());
+                    .collect::<Result<Vec<_>>>()?;
+                let mut exprs = exprs;
+                if self.updates(node) {
+                    exprs.push(Arc::new(
+                        datafusion::physical_expr::expressions::Column::new(
+                            crate::changelog::ROW_KIND,
+                            read.len(),
+                        ),
+                    ));
+                }
+                let schema = self.physical_schema(scan.projected_schema.inner(), node);
                 let project = Project::new(exprs, Arc::clone(&schema));
                 let id = self.add_operator(
                     node,

@@ -58,6 +58,9 @@ pub struct EventTimeGate {
     column: String,
     /// How far ahead of the wall clock a time may be; `None`: any.
     max_future: Option<Millis>,
+    /// Whether `-D` rows are an upsert source's tombstones, which carry
+    /// their key only and so no time: they pass.
+    tombstones: bool,
     policy: BadRecordPolicy,
 }
 
@@ -86,11 +89,19 @@ impl EventTimeGate {
             table: table.to_string(),
             column: column.to_string(),
             max_future,
+            tombstones: false,
             policy,
         })
     }
 
     /// The latest event time admitted at wall-clock time `now`.
+    /// A gate for an upsert source, whose `-D` rows (tombstones) pass
+    /// without a time.
+    pub fn with_tombstones(mut self) -> Self {
+        self.tombstones = true;
+        self
+    }
+
     pub fn limit(&self, now: Millis) -> Option<Millis> {
         self.max_future.map(|ahead| now.saturating_add(ahead))
     }
@@ -137,10 +148,28 @@ impl EventTimeGate {
                 refused: None,
             }));
         }
+        // A tombstone of an upsert source carries its key only: no time.
+        let tombstones = crate::changelog::row_kinds(&batch).filter(|_| self.tombstones);
+        let tombstone = |i: usize| {
+            tombstones.is_some_and(|k| k.value(i) == crate::changelog::RowKind::Delete.byte())
+        };
         let admitted: BooleanArray = times
             .iter()
-            .map(|t| Some(t.is_some_and(|t| !beyond(t))))
+            .enumerate()
+            .map(|(i, t)| {
+                Some(match t {
+                    Some(t) => !beyond(t),
+                    None => tombstone(i),
+                })
+            })
             .collect();
+        if admitted.true_count() == admitted.len() {
+            return Ok(Ok(Admitted {
+                batch,
+                times,
+                refused: None,
+            }));
+        }
         let refused_rows: Vec<usize> = (0..times.len()).filter(|&i| !admitted.value(i)).collect();
         let context = || format!("setting aside rows of `{}`", self.table);
         let refused = match &self.policy {
