@@ -26,6 +26,7 @@ pub mod upsert_normalize;
 pub mod value_counts;
 pub mod window_aggregate;
 pub mod window_assign;
+pub mod window_join;
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -319,6 +320,24 @@ pub trait OperatorFactory: Send + Sync + Debug {
     fn prefers_an_input_first(&self) -> bool {
         false
     }
+
+    /// Where its output column `column` comes from, so the planner can
+    /// follow a window's bounds through projections and filters to the
+    /// window that made them (a window join needs both inputs' windows).
+    fn column_origin(&self, _column: usize) -> ColumnOrigin {
+        ColumnOrigin::Computed
+    }
+}
+
+/// Where an operator's output column comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ColumnOrigin {
+    /// Column `column` of input `port`, unchanged.
+    Input { port: Port, column: usize },
+    /// A bound of the windows of this kind, which the operator assigned.
+    Window(crate::time::WindowColumn, crate::time::WindowKind),
+    /// Anything else.
+    Computed,
 }
 
 #[cfg(test)]

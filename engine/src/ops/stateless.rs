@@ -74,6 +74,20 @@ impl OperatorFactory for Project {
         "Project"
     }
 
+    fn column_origin(&self, column: usize) -> super::ColumnOrigin {
+        match self
+            .exprs
+            .get(column)
+            .and_then(|e| e.downcast_ref::<Column>())
+        {
+            Some(c) => super::ColumnOrigin::Input {
+                port: 0,
+                column: c.index(),
+            },
+            None => super::ColumnOrigin::Computed,
+        }
+    }
+
     /// The SELECT list; the row kinds an updating stream carries through
     /// are left to the changelog mode `explain` shows.
     fn describe(&self) -> String {
@@ -137,6 +151,10 @@ impl Filter {
 impl OperatorFactory for Filter {
     fn name(&self) -> &str {
         "Filter"
+    }
+
+    fn column_origin(&self, column: usize) -> super::ColumnOrigin {
+        super::ColumnOrigin::Input { port: 0, column }
     }
 
     fn describe(&self) -> String {

@@ -98,6 +98,18 @@ impl OperatorFactory for WindowAggregate {
         format!("{window}{}", self.spec.describe())
     }
 
+    /// A window's bounds, in the results of its final phase.
+    fn column_origin(&self, column: usize) -> super::ColumnOrigin {
+        match (self.phase, self.kind, self.spec.output.get(column)) {
+            (Phase::Merge, kind, Some(super::aggregate::OutputColumn::Window(w)))
+                if kind != WindowKind::Global =>
+            {
+                super::ColumnOrigin::Window(*w, kind)
+            }
+            _ => super::ColumnOrigin::Computed,
+        }
+    }
+
     fn fingerprint(&self) -> String {
         let keys: Vec<String> = self.spec.keys.iter().map(|k| k.to_string()).collect();
         let aggs: Vec<String> = self

@@ -34,6 +34,18 @@ impl OperatorFactory for WindowAssign {
     fn create(&self, _context: &OperatorContext) -> Result<Box<dyn Operator>> {
         Ok(Box::new(self.clone()))
     }
+
+    /// The input's columns, then the three window columns.
+    fn column_origin(&self, column: usize) -> super::ColumnOrigin {
+        let inputs = self.schema.fields().len() - WindowColumn::ALL.len();
+        match column.checked_sub(inputs) {
+            Some(w) => match WindowColumn::ALL.get(w) {
+                Some(&w) => super::ColumnOrigin::Window(w, self.kind),
+                None => super::ColumnOrigin::Computed,
+            },
+            None => super::ColumnOrigin::Input { port: 0, column },
+        }
+    }
 }
 
 impl Operator for WindowAssign {

@@ -825,19 +825,34 @@ impl Translator<'_> {
     /// two-port operator (left port 0, right port 1).
     fn join(&mut self, join: &datafusion::logical_expr::Join) -> Result<Planned> {
         use crate::ops::join::JoinKind;
+        use crate::ops::window_join::WindowJoinKind;
         use datafusion::logical_expr::JoinType;
-        let kind = match join.join_type {
-            JoinType::Inner => JoinKind::Inner,
-            JoinType::Left => JoinKind::Left,
-            JoinType::Right => JoinKind::Right,
-            JoinType::Full => JoinKind::Full,
-            other => {
-                return Err(self.error(format!(
-                    "a {} JOIN (from IN, EXISTS or their negations) is not supported yet; write an INNER or OUTER JOIN",
-                    other.to_string().to_uppercase()
-                )));
+        let window_kind = match join.join_type {
+            JoinType::Inner => WindowJoinKind::Join(JoinKind::Inner),
+            JoinType::Left => WindowJoinKind::Join(JoinKind::Left),
+            JoinType::Right => WindowJoinKind::Join(JoinKind::Right),
+            JoinType::Full => WindowJoinKind::Join(JoinKind::Full),
+            JoinType::LeftSemi => WindowJoinKind::Semi(0),
+            JoinType::RightSemi => WindowJoinKind::Semi(1),
+            JoinType::LeftAnti => WindowJoinKind::Anti(0),
+            JoinType::RightAnti => WindowJoinKind::Anti(1),
+            // A subquery inside another condition (`x > 0 OR k IN (...)`).
+            JoinType::LeftMark | JoinType::RightMark => {
+                return Err(self.error(
+                    "a subquery inside another condition (IN or EXISTS under OR or NOT) is not supported yet; write a JOIN",
+                ));
             }
         };
+        if join.null_aware {
+            return Err(self.error(
+                "NOT IN over a subquery whose column may be NULL is not supported: write NOT EXISTS, or declare the column NOT NULL",
+            ));
+        }
+        if join.on.is_empty() && !matches!(window_kind, WindowJoinKind::Join(_)) {
+            return Err(self.error(
+                "an IN or EXISTS subquery needs an equality with the outer query (`WHERE outer.k = inner.k`): one on a condition alone would compare every row with every other",
+            ));
+        }
         if join.on.is_empty() {
             return Err(self.error(
                 "a JOIN needs an equality between its two sides (`ON a.k = b.k`): a join on a condition alone would compare every row with every other",
@@ -872,12 +887,39 @@ impl Translator<'_> {
             left_keys.push(l);
             right_keys.push(r);
         }
+        // The condition reads both sides, whatever the join sends.
+        let pairs = left
+            .schema
+            .join(&right.schema)
+            .map_err(|e| self.error(crate::sql::df_message(&e)))?;
         let filter = join
             .filter
             .as_ref()
-            .map(|f| self.physical(f, &join.schema))
+            .map(|f| self.physical(f, &pairs))
             .transpose()?;
         let input_updates = [self.updates(left.node), self.updates(right.node)];
+        if input_updates == [false, false]
+            && let Some(planned) = self.window_join(
+                join,
+                window_kind,
+                [&left, &right],
+                [&left_keys, &right_keys],
+                &filter,
+            )?
+        {
+            return Ok(planned);
+        }
+        let WindowJoinKind::Join(kind) = window_kind else {
+            let (side, what) = match window_kind {
+                WindowJoinKind::Semi(0) => ("LEFT", "SEMI"),
+                WindowJoinKind::Semi(_) => ("RIGHT", "SEMI"),
+                WindowJoinKind::Anti(0) => ("LEFT", "ANTI"),
+                _ => ("RIGHT", "ANTI"),
+            };
+            return Err(self.error(format!(
+                "a {side} {what} JOIN (from IN, EXISTS or their negations) is supported between windows only (a window join on both sides' window_start and window_end); write an INNER or OUTER JOIN"
+            )));
+        };
         // Batch mode pads an outer join's rows once the other input ended,
         // so that its result is final; stream mode pads them at once.
         let pad_at_end = self.context.mode == crate::sql::Mode::Batch;
@@ -907,6 +949,114 @@ impl Translator<'_> {
             node: id,
             schema: Arc::clone(&join.schema),
         }))
+    }
+
+    /// A join whose `ON` equates both inputs' `window_start` and
+    /// `window_end` of windows of one kind, as a window join: the rest of
+    /// the equalities are its keys. `None` when it is not one.
+    fn window_join(
+        &mut self,
+        join: &datafusion::logical_expr::Join,
+        kind: crate::ops::window_join::WindowJoinKind,
+        inputs: [&Stream; 2],
+        keys: [&[Arc<dyn PhysicalExpr>]; 2],
+        filter: &Option<Arc<dyn PhysicalExpr>>,
+    ) -> Result<Option<Planned>> {
+        use datafusion::physical_expr::expressions::Column as PhysicalColumn;
+        let bound = |side: usize, key: &Arc<dyn PhysicalExpr>| {
+            key.downcast_ref::<PhysicalColumn>()
+                .and_then(|c| self.window_bound(inputs[side].node, c.index()))
+        };
+        let (mut starts, mut ends) = (None, None);
+        let mut rest: [Vec<Arc<dyn PhysicalExpr>>; 2] = [Vec::new(), Vec::new()];
+        for (l, r) in keys[0].iter().zip(keys[1]) {
+            match (bound(0, l), bound(1, r)) {
+                (Some((WindowColumn::Start, a)), Some((WindowColumn::Start, b))) if a == b => {
+                    starts = Some(a)
+                }
+                (Some((WindowColumn::End, a)), Some((WindowColumn::End, b))) if a == b => {
+                    ends = Some((a, Arc::clone(l), Arc::clone(r)))
+                }
+                _ => {
+                    rest[0].push(Arc::clone(l));
+                    rest[1].push(Arc::clone(r));
+                }
+            }
+        }
+        let (Some(start_window), Some((window, left_end, right_end))) = (starts, ends) else {
+            return Ok(None);
+        };
+        if start_window != window {
+            return Ok(None);
+        }
+        if matches!(window, WindowKind::Session { .. } | WindowKind::Global) {
+            return Err(self.error(
+                "a window join of session windows is not supported (as in Flink): join TUMBLE, HOP or CUMULATE windows",
+            ));
+        }
+        let end_index = |e: &Arc<dyn PhysicalExpr>| {
+            e.downcast_ref::<PhysicalColumn>()
+                .map(PhysicalColumn::index)
+                .ok_or_else(|| self.error("a window's end is not a column"))
+        };
+        let ends_at = [end_index(&left_end)?, end_index(&right_end)?];
+        let partitioning = [
+            rest[0]
+                .iter()
+                .cloned()
+                .chain([left_end])
+                .collect::<Vec<_>>(),
+            rest[1]
+                .iter()
+                .cloned()
+                .chain([right_end])
+                .collect::<Vec<_>>(),
+        ];
+        let schema = Arc::clone(join.schema.inner());
+        let op = crate::ops::window_join::WindowJoin {
+            kind,
+            window,
+            keys: rest,
+            partitioning: partitioning.clone(),
+            ends: ends_at,
+            filter: filter.clone(),
+            nulls_equal: join.null_equality == datafusion::common::NullEquality::NullEqualsNull,
+            schemas: [
+                Arc::clone(inputs[0].schema.inner()),
+                Arc::clone(inputs[1].schema.inner()),
+            ],
+            schema: Arc::clone(&schema),
+        };
+        let id = self.add_node(NodeKind::Operator(Arc::new(op)), self.parallelism, schema);
+        let [left, right] = partitioning;
+        self.connect(inputs[0].node, id, Partitioning::Hash(left));
+        self.connect(inputs[1].node, id, Partitioning::Hash(right));
+        Ok(Some(Planned::Stream(Stream {
+            node: id,
+            schema: Arc::clone(&join.schema),
+        })))
+    }
+
+    /// The window bound that column `column` of `node`'s rows is, followed
+    /// back through the operators that pass it on unchanged.
+    fn window_bound(
+        &self,
+        mut node: NodeId,
+        mut column: usize,
+    ) -> Option<(WindowColumn, WindowKind)> {
+        loop {
+            let NodeKind::Operator(op) = &self.graph.node(node).kind else {
+                return None;
+            };
+            match op.column_origin(column) {
+                crate::ops::ColumnOrigin::Window(bound, window) => return Some((bound, window)),
+                crate::ops::ColumnOrigin::Input { port, column: at } => {
+                    node = self.graph.inputs(node).find(|e| e.port == port)?.from;
+                    column = at;
+                }
+                crate::ops::ColumnOrigin::Computed => return None,
+            }
+        }
     }
 
     /// Whether rows of `node` come through an operator that keeps no event

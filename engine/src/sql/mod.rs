@@ -297,6 +297,7 @@ fn name_nested_fields(query: &mut Query) {
 /// or reorder joins are left out: a window aggregation must stay one node.
 fn optimize(catalog: &Catalog, plan: LogicalPlan) -> datafusion::error::Result<LogicalPlan> {
     use datafusion::optimizer::{
+        decorrelate_predicate_subquery::DecorrelatePredicateSubquery,
         eliminate_cross_join::EliminateCrossJoin, eliminate_filter::EliminateFilter,
         extract_equijoin_predicate::ExtractEquijoinPredicate,
         optimize_projections::OptimizeProjections, optimize_unions::OptimizeUnions,
@@ -309,6 +310,9 @@ fn optimize(catalog: &Catalog, plan: LogicalPlan) -> datafusion::error::Result<L
         Arc::new(SimplifyExpressions::new()),
         Arc::new(ReplaceDistinctWithAggregate::new()),
         Arc::new(EliminateFilter::new()),
+        // `IN` and `EXISTS` (and their negations) over a subquery become
+        // semi and anti joins, which a window join runs.
+        Arc::new(DecorrelatePredicateSubquery::new()),
         Arc::new(EliminateCrossJoin::new()),
         Arc::new(PushDownFilter::new()),
         // An implicit join (`FROM a, b WHERE a.k = b.k`) is a filter over a
