@@ -8,6 +8,10 @@
 //! Projections and filters between the TVF and the aggregate are applied to
 //! the TVF's input, as long as they do not compute on window columns.
 //!
+//! A join that equates both inputs' window bounds is a window join; the
+//! bounds are followed back through the graph by each operator's
+//! [`OperatorFactory::column_origin`]. Other joins are regular joins.
+//!
 //! Each node's changelog mode is inferred on the way, as Flink's planner
 //! does ([`crate::changelog`]): a node whose rows can update carries the
 //! row-kind column. A GROUP BY without a window in stream mode updates; a
