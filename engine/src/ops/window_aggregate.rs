@@ -33,7 +33,7 @@ use super::{
 };
 use crate::error::{ExecContext, Result};
 use crate::sql::window_tvf::describe;
-use crate::time::{Millis, WindowKind};
+use crate::time::{Millis, WindowColumn, WindowKind};
 
 /// The state table of the slices' partial aggregates.
 const SLICES: &str = "slices";
@@ -42,6 +42,10 @@ const SLICES: &str = "slices";
 #[derive(Debug, Clone)]
 pub struct WindowAggregate {
     pub kind: WindowKind,
+    /// Group keys that are an earlier window's bounds (a window aggregate
+    /// over a window aggregate's results, grouped by their bounds): their
+    /// output columns, and which bound of which windows each is.
+    pub key_bounds: Vec<(usize, WindowColumn, WindowKind)>,
     /// The input column holding event time (`None` for a global aggregate);
     /// in the merge phase, the slice column of the partial states.
     pub time_index: Option<usize>,
@@ -100,6 +104,11 @@ impl OperatorFactory for WindowAggregate {
 
     /// A window's bounds, in the results of its final phase.
     fn column_origin(&self, column: usize) -> super::ColumnOrigin {
+        if self.phase == Phase::Merge
+            && let Some(&(_, bound, kind)) = self.key_bounds.iter().find(|b| b.0 == column)
+        {
+            return super::ColumnOrigin::Window(bound, kind);
+        }
         match (self.phase, self.kind, self.spec.output.get(column)) {
             (Phase::Merge, kind, Some(super::aggregate::OutputColumn::Window(w)))
                 if kind != WindowKind::Global =>

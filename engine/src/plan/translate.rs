@@ -1420,6 +1420,11 @@ impl Translator<'_> {
                 self.error("a window aggregation must GROUP BY both window_start and window_end")
             );
         }
+        // Grouped by an earlier window's bounds: a window aggregate again.
+        let attached = match &window {
+            None if !self.updates(input.node) => self.attached_window(&input, &keys),
+            _ => None,
+        };
         let input_schema = Arc::clone(&input.schema);
         let physical_keys = keys
             .iter()
@@ -1489,19 +1494,36 @@ impl Translator<'_> {
         } else {
             (Partitioning::Hash(physical_keys), self.parallelism)
         };
-        let (kind, time_index) = match &window {
-            Some(w) => (w.kind, Some(w.time_index)),
-            // A stream's groups never close: their results update.
-            None if self.context.mode == crate::sql::Mode::Stream => {
-                return self.group_aggregate(input, spec, partitioning, parallelism, schema);
+        let mut key_bounds = Vec::new();
+        let mut input = input;
+        let (kind, time_index) = match (&window, attached) {
+            (Some(w), _) => (w.kind, Some(w.time_index)),
+            (None, Some(attached)) => {
+                let time_index;
+                (input.node, time_index) = self.add_window_time(&input, attached.end_column)?;
+                for (key, bound) in attached.keys {
+                    let at = spec
+                        .output
+                        .iter()
+                        .position(|o| *o == OutputColumn::Key(key))
+                        .ok_or_else(|| self.error("a window bound is not among the keys"))?;
+                    key_bounds.push((at, bound, attached.window));
+                }
+                (attached.granularity, Some(time_index))
             }
-            None if self.updates(input.node) => {
-                return Err(self.error(format!(
-                    "an aggregate over rows that update (the results of {}) in batch mode",
-                    self.origin_of_updates(input.node)
-                )));
-            }
-            None => (WindowKind::Global, None),
+            (None, None) => match () {
+                // A stream's groups never close: their results update.
+                () if self.context.mode == crate::sql::Mode::Stream => {
+                    return self.group_aggregate(input, spec, partitioning, parallelism, schema);
+                }
+                () if self.updates(input.node) => {
+                    return Err(self.error(format!(
+                        "an aggregate over rows that update (the results of {}) in batch mode",
+                        self.origin_of_updates(input.node)
+                    )));
+                }
+                () => (WindowKind::Global, None),
+            },
         };
         let node = match (kind, time_index) {
             (WindowKind::Session { gap }, Some(time_index)) => self.add_operator(
@@ -1523,6 +1545,7 @@ impl Translator<'_> {
                     input.node,
                     Arc::new(WindowAggregate {
                         kind,
+                        key_bounds: Vec::new(),
                         time_index,
                         spec: Arc::clone(&spec),
                         phase: Phase::Local,
@@ -1548,6 +1571,7 @@ impl Translator<'_> {
                     local,
                     Arc::new(WindowAggregate {
                         kind,
+                        key_bounds,
                         time_index: Some(0),
                         spec,
                         phase: Phase::Merge,
@@ -1565,7 +1589,113 @@ impl Translator<'_> {
     }
 }
 
+/// An aggregate grouped by an earlier window's `window_start` and
+/// `window_end` (a window aggregate's results, as Nexmark q5's `MaxBids`):
+/// its groups are those windows, which close when the watermark passes
+/// their end, so it is a window aggregate again, as Flink plans it (a
+/// cascaded window aggregation). Its rows are windowed by a tumbling
+/// window as fine as the earlier windows' ends are apart, over `end - 1
+/// ms`: each end falls in a window of its own, which fires when the
+/// watermark passes that end. The bounds stay group keys, and stay bounds
+/// for a window join after it.
+struct AttachedWindow {
+    /// The earlier windows.
+    window: WindowKind,
+    /// The tumbling window that fires them.
+    granularity: WindowKind,
+    /// The input column of their ends.
+    end_column: usize,
+    /// Which group keys are which bounds.
+    keys: Vec<(usize, WindowColumn)>,
+}
+
 impl Translator<'_> {
+    /// The earlier windows whose bounds `keys` (over `input`) group by, if
+    /// they group by both.
+    fn attached_window(&self, input: &Stream, keys: &[Expr]) -> Option<AttachedWindow> {
+        let mut bounds = Vec::new();
+        for (k, key) in keys.iter().enumerate() {
+            let Expr::Column(c) = unalias(key) else {
+                continue;
+            };
+            let Ok(column) = input.schema.index_of_column(c) else {
+                continue;
+            };
+            if let Some((bound, window)) = self.window_bound(input.node, column) {
+                bounds.push((k, column, bound, window));
+            }
+        }
+        let (_, end_column, _, window) = *bounds.iter().find(|b| b.2 == WindowColumn::End)?;
+        let same: Vec<(usize, WindowColumn)> = bounds
+            .iter()
+            .filter(|b| b.3 == window)
+            .map(|b| (b.0, b.2))
+            .collect();
+        if !same.iter().any(|b| b.1 == WindowColumn::Start) {
+            return None;
+        }
+        let granularity = match window {
+            WindowKind::Tumble { size } => size,
+            WindowKind::Hop { slide, .. } => slide,
+            WindowKind::Cumulate { step, .. } => step,
+            WindowKind::Session { .. } | WindowKind::Global => return None,
+        };
+        Some(AttachedWindow {
+            window,
+            granularity: WindowKind::Tumble { size: granularity },
+            end_column,
+            keys: same,
+        })
+    }
+
+    /// `input`'s rows with one more column, `end - 1 ms` of the window end
+    /// at `end`: the time a cascaded window aggregate windows them by.
+    /// Gives the node and that column's index.
+    fn add_window_time(&mut self, input: &Stream, end: usize) -> Result<(NodeId, usize)> {
+        use datafusion::physical_expr::expressions::{
+            BinaryExpr, Column as PhysicalColumn, Literal,
+        };
+        let schema = Arc::clone(&self.graph.node(input.node).schema);
+        let mut exprs: Vec<Arc<dyn PhysicalExpr>> = schema
+            .fields()
+            .iter()
+            .enumerate()
+            .map(|(i, f)| Arc::new(PhysicalColumn::new(f.name(), i)) as Arc<dyn PhysicalExpr>)
+            .collect();
+        let end_column = Arc::new(PhysicalColumn::new(schema.field(end).name(), end));
+        let end_column = datafusion::physical_expr::expressions::cast(
+            end_column,
+            schema.as_ref(),
+            arrow::datatypes::DataType::Timestamp(arrow::datatypes::TimeUnit::Millisecond, None),
+        )
+        .map_err(|e| self.error(crate::sql::df_message(&e)))?;
+        exprs.push(Arc::new(BinaryExpr::new(
+            end_column,
+            datafusion::logical_expr::Operator::Minus,
+            Arc::new(Literal::new(
+                datafusion::common::ScalarValue::DurationMillisecond(Some(1)),
+            )),
+        )));
+        let mut fields: Vec<Arc<arrow::datatypes::Field>> =
+            schema.fields().iter().cloned().collect();
+        fields.push(Arc::new(arrow::datatypes::Field::new(
+            "__window_time",
+            arrow::datatypes::DataType::Timestamp(arrow::datatypes::TimeUnit::Millisecond, None),
+            true,
+        )));
+        let time = fields.len() - 1;
+        let with_time = Arc::new(Schema::new(fields));
+        let parallelism = self.graph.node(input.node).parallelism;
+        let node = self.add_operator(
+            input.node,
+            Arc::new(Project::new(exprs, Arc::clone(&with_time))),
+            with_time,
+            Partitioning::Forward,
+            parallelism,
+        );
+        Ok((node, time))
+    }
+
     /// A non-windowed aggregation over a stream: one [`GroupAggregate`]
     /// after a hash exchange on its keys, sending updates.
     fn group_aggregate(
