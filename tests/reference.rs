@@ -17,6 +17,16 @@ pub fn nexmark(query: &str) -> Option<&'static str> {
             "SELECT P.name, P.city, P.state, A.id FROM auction A JOIN person P ON A.seller = P.id \
              WHERE A.category = 10 AND (P.state = 'OR' OR P.state = 'ID' OR P.state = 'CA')"
         }
+        // People and their auctions in the same 10-second tumbling window.
+        "q8" => {
+            "SELECT P.id, P.name, P.starttime FROM ( \
+               SELECT id, name, date_bin(INTERVAL '10 seconds', date_time) AS starttime \
+               FROM person GROUP BY id, name, date_bin(INTERVAL '10 seconds', date_time)) P \
+             JOIN ( \
+               SELECT seller, date_bin(INTERVAL '10 seconds', date_time) AS starttime \
+               FROM auction GROUP BY seller, date_bin(INTERVAL '10 seconds', date_time)) A \
+             ON P.id = A.seller AND P.starttime = A.starttime"
+        }
         "q20" => {
             "SELECT B.auction, B.bidder, B.price, B.channel, B.url, B.date_time, B.extra, \
                A.item_name, A.description, A.initial_bid, A.reserve, A.date_time, A.expires, \
