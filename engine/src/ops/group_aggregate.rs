@@ -147,6 +147,21 @@ impl OperatorFactory for GroupAggregate {
         self.spec.describe()
     }
 
+    /// Its groups: the output columns of its keys (a keyless aggregate's
+    /// one row has the empty key).
+    fn upsert_key(&self) -> Option<Vec<usize>> {
+        let keys = self.spec.keys.len();
+        let at: Vec<usize> = (0..keys)
+            .filter_map(|k| {
+                self.spec
+                    .output
+                    .iter()
+                    .position(|o| *o == super::aggregate::OutputColumn::Key(k))
+            })
+            .collect();
+        (at.len() == keys).then_some(at)
+    }
+
     fn create(&self, _context: &OperatorContext) -> Result<Box<dyn Operator>> {
         let key_fields: Vec<SortField> = self
             .spec

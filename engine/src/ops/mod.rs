@@ -327,6 +327,13 @@ pub trait OperatorFactory: Send + Sync + Debug {
     fn column_origin(&self, _column: usize) -> ColumnOrigin {
         ColumnOrigin::Computed
     }
+
+    /// For an operator whose output updates by key (a GROUP BY's groups,
+    /// an upsert source's primary key): the output columns of that key.
+    /// Every change of one key value comes from one subtask, in order.
+    fn upsert_key(&self) -> Option<Vec<usize>> {
+        None
+    }
 }
 
 /// Where an operator's output column comes from.

@@ -101,6 +101,10 @@ impl OperatorFactory for UpsertNormalize {
         )
     }
 
+    fn upsert_key(&self) -> Option<Vec<usize>> {
+        (!self.at_end).then(|| self.key.clone())
+    }
+
     fn create(&self, _context: &OperatorContext) -> Result<Box<dyn Operator>> {
         let sort_field = |f: &Field| SortField::new(f.data_type().clone());
         let keys = RowConverter::new(

@@ -78,8 +78,18 @@ fn describe_node(graph: &JobGraph, id: usize) -> String {
             SourceChanges::InsertOnly | SourceChanges::Retract => {}
         }
     }
+    let key = match graph.upsert_key(id) {
+        Some(key) => {
+            let names: Vec<&str> = key
+                .iter()
+                .map(|&k| node.schema.field(k).name().as_str())
+                .collect();
+            format!(" upsert key [{}]", names.join(", "))
+        }
+        None => String::new(),
+    };
     match mode.updates() {
-        true => format!("{described} changelog {}", mode.explain()),
+        true => format!("{described} changelog {}{key}", mode.explain()),
         false => described,
     }
 }

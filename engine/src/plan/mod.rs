@@ -150,6 +150,35 @@ impl JobGraph {
         self.edges.iter().filter(move |e| e.from == id)
     }
 
+    /// The columns by which the rows of an updating node update (Flink's
+    /// upsert key): every change of one value of them comes from one
+    /// subtask, in order. Known where an operator keys its output (a
+    /// GROUP BY, an upsert source's normalisation) and followed through
+    /// the operators that pass those columns on unchanged.
+    pub fn upsert_key(&self, id: NodeId) -> Option<Vec<usize>> {
+        let NodeKind::Operator(op) = &self.node(id).kind else {
+            return None;
+        };
+        if let Some(key) = op.upsert_key() {
+            return Some(key);
+        }
+        // Passed on when this node keeps the input's columns of it.
+        let input = self.inputs(id).find(|e| e.port == 0)?;
+        if self.inputs(id).count() != 1 {
+            return None;
+        }
+        let upstream = self.upsert_key(input.from)?;
+        let width = self.node(id).schema.fields().len();
+        upstream
+            .iter()
+            .map(|&k| {
+                (0..width).find(|&c| {
+                    op.column_origin(c) == crate::ops::ColumnOrigin::Input { port: 0, column: k }
+                })
+            })
+            .collect()
+    }
+
     /// Whether `edge` is a chain link rather than an exchange.
     pub fn is_chained(&self, edge: &Edge) -> bool {
         matches!(edge.partitioning, Partitioning::Forward)
