@@ -402,3 +402,94 @@ fn upsert_records_without_a_key_or_with_a_bad_value_are_named() {
         "{error}"
     );
 }
+
+/// An updating result whose changes of one primary key can come from
+/// several subtasks (here a join's, keyed by the auction, written by the
+/// bidder) goes through an upsert materializer before the upsert sink, so
+/// a late retraction never deletes the row that replaced it; a result
+/// keyed by the sink's key does not need one. The topic, read back, holds
+/// the final table either way.
+#[test]
+fn an_upsert_sink_keyed_otherwise_than_its_input_takes_a_materializer() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (auctions, bids) = (
+        dir.path().join("auctions.json"),
+        dir.path().join("bids.json"),
+    );
+    let lines = |rows: &[String]| rows.join("\n");
+    std::fs::write(
+        &auctions,
+        lines(
+            &(1..=4)
+                .map(|a| format!(r#"{{"id": {a}, "seller": {}}}"#, a * 10))
+                .collect::<Vec<_>>(),
+        ),
+    )
+    .expect("auctions");
+    // Bidder b bids on auctions b and b + 1: its best seller changes.
+    std::fs::write(
+        &bids,
+        lines(
+            &(1..=3)
+                .flat_map(|b| [(b, b), (b, b + 1)])
+                .map(|(bidder, auction)| format!(r#"{{"bidder": {bidder}, "auction": {auction}}}"#))
+                .collect::<Vec<_>>(),
+        ),
+    )
+    .expect("bids");
+    let job = |topic: &str, query: &str| {
+        format!(
+            "CREATE TABLE auction (id BIGINT, seller BIGINT) WITH (
+               'connector' = 'filesystem', 'path' = '{}', 'format' = 'json');
+             CREATE TABLE bid (bidder BIGINT, auction BIGINT) WITH (
+               'connector' = 'filesystem', 'path' = '{}', 'format' = 'json');
+             CREATE TABLE best (bidder BIGINT, seller BIGINT, PRIMARY KEY (bidder) NOT ENFORCED) WITH (
+               'connector' = 'upsert-kafka', 'topic' = '{topic}', 'properties.bootstrap.servers' = '{}',
+               'key.format' = 'json', 'value.format' = 'json');
+             INSERT INTO best {query};",
+            auctions.display(),
+            bids.display(),
+            brokers().expect("broker")
+        )
+    };
+    let by_join = "SELECT B.bidder, A.seller FROM bid B JOIN (
+                     SELECT bidder, MAX(auction) AS auction FROM bid GROUP BY bidder) M
+                   ON B.bidder = M.bidder AND B.auction = M.auction
+                   JOIN auction A ON A.id = B.auction";
+    let by_key = "SELECT bidder, MAX(auction) * 10 FROM bid GROUP BY bidder";
+    for (query, materialized) in [(by_join, true), (by_key, false)] {
+        let topic = rt.block_on(new_topic("best", 2)).expect("topic");
+        let spec = JobSpec::from_text("best.sql", &job(&topic, query))
+            .with_mode(Mode::Stream)
+            .with_parallelism(2)
+            .with_batch_size(1);
+        let graph = spec.graph().expect("plan");
+        let names: Vec<String> = graph.nodes.iter().map(|n| n.name()).collect();
+        assert_eq!(
+            names.iter().any(|n| n == "UpsertMaterialize"),
+            materialized,
+            "{names:?}"
+        );
+        rt.block_on(sluice::run(&spec)).expect("job");
+        let records = sluice_tests::kafka::read_all(&topic).expect("read");
+        let mut table = std::collections::BTreeMap::new();
+        for (_, key, value) in &records {
+            let key = String::from_utf8(key.clone().expect("a key")).expect("utf-8");
+            match value.is_empty() {
+                true => table.remove(&key),
+                false => table.insert(key, String::from_utf8_lossy(value).to_string()),
+            };
+        }
+        let table: Vec<String> = table.into_values().collect();
+        assert_eq!(
+            table,
+            [
+                r#"{"bidder":1,"seller":20}"#,
+                r#"{"bidder":2,"seller":30}"#,
+                r#"{"bidder":3,"seller":40}"#
+            ],
+            "{query}: {records:?}"
+        );
+    }
+}

@@ -15,8 +15,8 @@
 //! from one writer, in order: a reader that keeps the last value per key
 //! (and forgets a key at its tombstone) has the table. That holds when all
 //! changes of a key come from one upstream subtask, as with a GROUP BY on
-//! the key; Flink adds an upsert materializer for the other cases, which
-//! Sluice does not have yet.
+//! the key; otherwise the planner puts an upsert materializer before the
+//! sink, as Flink does (`engine/src/ops/upsert_materialize.rs`).
 //!
 //! Options, with Flink's names: `topic`, `properties.*`, `key.format`,
 //! `value.format` (`json` or `csv`), `key.fields-prefix` (a prefix the key

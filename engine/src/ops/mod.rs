@@ -22,6 +22,7 @@ pub mod join_side;
 pub mod session;
 pub mod stateless;
 pub mod timer;
+pub mod upsert_materialize;
 pub mod upsert_normalize;
 pub mod value_counts;
 pub mod window_aggregate;

@@ -529,10 +529,26 @@ impl Translator<'_> {
                 self.origin_of_updates(stream.node)
             )));
         }
-        let parallelism = self.graph.node(stream.node).parallelism;
-        let schema = self.physical_schema(&table.schema, stream.node);
-        // An upsert sink's writers each take all changes of their keys.
+        // An upsert sink whose key is not the one its input updates by
+        // takes its changes through a materializer.
+        let mut input = stream.node;
+        let mut materialized = false;
+        if let Some(key) = sink.input_key()
+            && self.updates(input)
+            && !self
+                .graph
+                .upsert_key(input)
+                .is_some_and(|upstream| upstream.iter().all(|k| key.contains(k)))
+        {
+            input = self.add_upsert_materializer(input, &key);
+            materialized = true;
+        }
+        let parallelism = self.graph.node(input).parallelism;
+        let schema = self.physical_schema(&table.schema, input);
+        // An upsert sink's writers each take all changes of their keys
+        // (the materializer's subtasks already hold them so).
         let partitioning = match sink.input_key() {
+            Some(_) if materialized => Partitioning::Forward,
             Some(columns) => Partitioning::Hash(
                 columns
                     .iter()
@@ -559,8 +575,35 @@ impl Translator<'_> {
             parallelism,
             schema,
         );
-        self.connect(stream.node, id, partitioning);
+        self.connect(input, id, partitioning);
         Ok(())
+    }
+
+    /// An [`UpsertMaterialize`](crate::ops::upsert_materialize) after
+    /// `input`, hash-partitioned by the sink's primary key `key`.
+    fn add_upsert_materializer(&mut self, input: NodeId, key: &[usize]) -> NodeId {
+        let schema = Arc::clone(&self.graph.node(input).schema);
+        let data = crate::changelog::without_row_kind(&schema);
+        let keys = key
+            .iter()
+            .map(|&c| {
+                Arc::new(datafusion::physical_expr::expressions::Column::new(
+                    data.field(c).name(),
+                    c,
+                )) as Arc<dyn PhysicalExpr>
+            })
+            .collect();
+        let op = crate::ops::upsert_materialize::UpsertMaterialize {
+            schema: data,
+            key: key.to_vec(),
+        };
+        self.add_operator(
+            input,
+            Arc::new(op),
+            schema,
+            Partitioning::Hash(keys),
+            self.parallelism,
+        )
     }
 
     fn physical(&self, expr: &Expr, schema: &DFSchema) -> Result<Arc<dyn PhysicalExpr>> {
