@@ -11,7 +11,7 @@
 //!
 //! So the operator, hash-partitioned by the primary key, keeps every row
 //! standing for each key, in arrival order. A row added becomes the key's
-//! value (`+I` or `+U`). A retraction removes the last row equal to it;
+//! value (`+I` or `+U`). A retraction removes the first row equal to it;
 //! if that row was the key's value, the row before it becomes the value
 //! (`+U`), or the key is deleted (`-D`) when none is left; otherwise
 //! nothing changes downstream. It never sends `-U`, which the sink would
@@ -156,7 +156,8 @@ impl Operator for UpsertMaterializeOp {
             let Some(standing) = self.standing.get_mut(key.as_ref()) else {
                 continue;
             };
-            let Some(at) = standing.iter().rposition(|r| **r == *row.as_ref()) else {
+            // As Flink's, the first row equal to it goes.
+            let Some(at) = standing.iter().position(|r| **r == *row.as_ref()) else {
                 continue;
             };
             let was_value = at + 1 == standing.len();

@@ -162,9 +162,16 @@ impl JobGraph {
         if let Some(key) = op.upsert_key() {
             return Some(key);
         }
-        // Passed on when this node keeps the input's columns of it.
+        // Passed on when this node keeps the input's columns of it, from
+        // the same subtask (an exchange by the whole row would split a
+        // key's changes between subtasks).
         let input = self.inputs(id).find(|e| e.port == 0)?;
-        if self.inputs(id).count() != 1 {
+        if self.inputs(id).count() != 1
+            || !matches!(
+                input.partitioning,
+                Partitioning::Forward | Partitioning::Single
+            )
+        {
             return None;
         }
         let upstream = self.upsert_key(input.from)?;

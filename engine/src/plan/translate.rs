@@ -1637,9 +1637,9 @@ impl Translator<'_> {
 /// its groups are those windows, which close when the watermark passes
 /// their end, so it is a window aggregate again, as Flink plans it (a
 /// cascaded window aggregation). Its rows are windowed by a tumbling
-/// window as fine as the earlier windows' ends are apart, over `end - 1
-/// ms`: each end falls in a window of its own, which fires when the
-/// watermark passes that end. The bounds stay group keys, and stay bounds
+/// window of the earlier windows' slice (which divides every end), over
+/// `end - 1 ms`: each end falls in a window of its own, which fires when
+/// the watermark passes that end. The bounds stay group keys, and stay bounds
 /// for a window join after it.
 struct AttachedWindow {
     /// The earlier windows.
@@ -1677,11 +1677,11 @@ impl Translator<'_> {
         if !same.iter().any(|b| b.1 == WindowColumn::Start) {
             return None;
         }
+        // A slice divides every window end (a hop's is the gcd of its size
+        // and slide): an end never shares a bucket that closes after it.
         let granularity = match window {
-            WindowKind::Tumble { size } => size,
-            WindowKind::Hop { slide, .. } => slide,
-            WindowKind::Cumulate { step, .. } => step,
             WindowKind::Session { .. } | WindowKind::Global => return None,
+            kind => kind.slice_len()?,
         };
         Some(AttachedWindow {
             window,
