@@ -17,6 +17,15 @@ pub fn nexmark(query: &str) -> Option<&'static str> {
             "SELECT P.name, P.city, P.state, A.id FROM auction A JOIN person P ON A.seller = P.id \
              WHERE A.category = 10 AND (P.state = 'OR' OR P.state = 'ID' OR P.state = 'CA')"
         }
+        // The bids at the highest price of their 10-second window.
+        "q7" => {
+            "SELECT B.auction, B.price, B.bidder, B.date_time, B.extra FROM bid B JOIN ( \
+               SELECT MAX(price) AS maxprice, \
+                 date_bin(INTERVAL '10 seconds', date_time) + INTERVAL '10 seconds' AS dt \
+               FROM bid GROUP BY date_bin(INTERVAL '10 seconds', date_time)) B1 \
+             ON B.price = B1.maxprice \
+             WHERE B.date_time BETWEEN B1.dt - INTERVAL '10 seconds' AND B1.dt"
+        }
         // People and their auctions in the same 10-second tumbling window.
         "q8" => {
             "SELECT P.id, P.name, P.starttime FROM ( \
