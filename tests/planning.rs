@@ -62,3 +62,63 @@ fn an_aggregate_of_misaligned_hop_windows_fires_at_their_ends_and_joins_by_windo
         "nothing updates: {ops:#?}"
     );
 }
+
+/// A node's stable id depends on what it does and on what is upstream of
+/// it, not on its number: another INSERT written first renumbers the graph
+/// and keeps every id, and a changed window changes the ids of the nodes
+/// from the window on, not of the source before it.
+#[test]
+fn operator_ids_survive_changes_elsewhere_and_follow_changes_upstream() {
+    let windowed = |size: &str| {
+        format!(
+            "INSERT INTO o SELECT auction, COUNT(*) FROM TABLE(TUMBLE(TABLE bid, DESCRIPTOR(ts), INTERVAL '{size}' SECOND))
+             GROUP BY auction, window_start, window_end;"
+        )
+    };
+    let ids = |graph: &JobGraph| -> Vec<(String, String)> {
+        let ids = graph.operator_ids();
+        graph
+            .nodes
+            .iter()
+            .map(|n| (n.name(), ids[n.id].clone()))
+            .collect()
+    };
+    let one = ids(&graph(&windowed("10")));
+    let with_another = ids(&graph(&format!(
+        "CREATE TABLE a (id BIGINT) WITH ('connector' = 'filesystem', 'path' = '/nonexistent', 'format' = 'json');
+         CREATE TABLE a_copy (id BIGINT) WITH ('connector' = 'blackhole');
+         INSERT INTO a_copy SELECT id FROM a;
+         {}",
+        windowed("10")
+    )));
+    assert_ne!(
+        one.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+        with_another
+            .iter()
+            .map(|(n, _)| n)
+            .take(one.len())
+            .collect::<Vec<_>>(),
+        "the nodes are numbered otherwise"
+    );
+    for node in &one {
+        assert!(
+            with_another.contains(node),
+            "{node:?} kept its id: {with_another:?}"
+        );
+    }
+    let wider = ids(&graph(&windowed("20")));
+    let source = |ids: &[(String, String)]| ids.iter().find(|(n, _)| n == "Source[bid]").cloned();
+    assert_eq!(source(&one), source(&wider), "the source did not change");
+    let aggregates = |ids: &[(String, String)]| -> Vec<String> {
+        ids.iter()
+            .filter(|(n, _)| n.ends_with("WindowAggregate"))
+            .map(|(_, id)| id.clone())
+            .collect()
+    };
+    assert!(
+        aggregates(&one)
+            .iter()
+            .all(|id| !aggregates(&wider).contains(id)),
+        "the window changed"
+    );
+}

@@ -1102,3 +1102,90 @@ fn restoring_a_finished_job_does_nothing() {
     );
     assert_eq!(committed_rows(out.path()), rows);
 }
+
+/// A checkpoint restores into a job file that changed elsewhere: here a
+/// second INSERT over another table, written before the first, which
+/// renumbers every node of the job graph. Each node's state is found by its
+/// stable id, so the crashed and restored runs, the last ones with the
+/// changed file, commit an uninterrupted run's rows.
+#[test]
+fn a_checkpoint_restores_into_a_job_file_changed_elsewhere() {
+    let main_runtime = runtime();
+    let data = parquet_bids(400_000, 4);
+    let original =
+        std::fs::read_to_string(repo().join("jobs/sql/nexmark/tumble.sql")).expect("job file");
+    let at = original.find("INSERT INTO").expect("an INSERT");
+    let changed = format!(
+        "{}CREATE TABLE auction_ids (id BIGINT) WITH (
+           'connector' = 'filesystem', 'path' = '${{DATA}}/auction', 'format' = 'parquet');
+         CREATE TABLE auction_copy (id BIGINT) WITH (
+           'connector' = 'filesystem', 'path' = '${{OUT}}/auction_copy', 'format' = 'parquet');
+         INSERT INTO auction_copy SELECT id FROM auction_ids;\n{}",
+        &original[..at],
+        &original[at..]
+    );
+    // The uninterrupted run and the first attempt run the original file;
+    // the attempts after it, the changed one.
+    let calls = std::sync::atomic::AtomicUsize::new(0);
+    let job = |out: &Path, parallelism: usize| {
+        let call = calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let text = match call {
+            0 | 1 => &original,
+            _ => &changed,
+        };
+        sluice::JobSpec::from_text("tumble.sql", text)
+            .with_var("DATA", &data.path().display().to_string())
+            .with_var("OUT", &out.display().to_string())
+            .with_parallelism(parallelism)
+    };
+    crashes_change_nothing(&main_runtime, "tumble", job);
+    assert!(
+        calls.load(std::sync::atomic::Ordering::Relaxed) > 2,
+        "the changed file ran"
+    );
+}
+
+/// A checkpoint whose operator changed (here the window's size) is refused,
+/// naming the node whose state would be lost.
+#[test]
+fn a_checkpoint_of_a_changed_operator_is_refused_naming_it() {
+    let data = parquet_bids(400_000, 4);
+    let out = tempfile::tempdir().expect("tempdir");
+    let checkpoints = tempfile::tempdir().expect("tempdir");
+    let original =
+        std::fs::read_to_string(repo().join("jobs/sql/nexmark/tumble.sql")).expect("job file");
+    let spec = |text: &str| {
+        sluice::JobSpec::from_text("tumble.sql", text)
+            .with_var("DATA", &data.path().display().to_string())
+            .with_var("OUT", &out.path().display().to_string())
+            .with_checkpoint_interval(Duration::from_millis(3))
+            .with_checkpoint_dir(&checkpoints.path().display().to_string(), 2)
+            .with_restore(sluice::Restore::Latest)
+    };
+    // Crashed once a checkpoint has completed, before the end.
+    let crashed = runtime();
+    let first = spec(&original);
+    let ended = crashed.block_on(async {
+        tokio::select! {
+            result = sluice::run(&first) => Some(result),
+            () = async {
+                while newest_checkpoint(checkpoints.path()) == 0 {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            } => None,
+        }
+    });
+    crashed.shutdown_timeout(Duration::from_secs(30));
+    assert!(ended.is_none(), "the job crashed before its end");
+    let changed = original.replace("INTERVAL '10' SECOND", "INTERVAL '20' SECOND");
+    assert_ne!(changed, original, "the window's size is in the file");
+    let error = runtime()
+        .block_on(sluice::run(&spec(&changed)))
+        .expect_err("refused")
+        .to_string();
+    assert!(
+        error.contains("and this job graph has no node with that id")
+            && error.contains("WindowAggregate"),
+        "{error}"
+    );
+}

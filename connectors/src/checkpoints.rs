@@ -209,6 +209,7 @@ mod tests {
             carried: Vec::new(),
             end: false,
             plan: None,
+            operators: BTreeMap::new(),
             counts: Default::default(),
         }
     }

@@ -104,6 +104,13 @@ pub struct PlanIdentity {
     pub outline: String,
 }
 
+/// A node's stable id, and its name for messages.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OperatorId {
+    pub id: String,
+    pub name: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
     pub version: u32,
@@ -126,6 +133,12 @@ pub struct Manifest {
     /// The graph that took it (absent in manifests of older builds).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plan: Option<PlanIdentity>,
+    /// Each node's stable id and name ([`crate::plan::JobGraph::operator_ids`]),
+    /// by its node number then: a restore finds each node's state by id,
+    /// in a job graph that has changed elsewhere (absent in manifests of
+    /// older builds, which restore only into the same graph).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub operators: BTreeMap<usize, OperatorId>,
     /// Rows counted up to the checkpoint, over every run of the job.
     #[serde(default)]
     pub counts: RowCounts,
@@ -239,6 +252,7 @@ impl PendingCheckpoint {
             carried: Vec::new(),
             end: false,
             plan: None,
+            operators: BTreeMap::new(),
             counts,
         }))
     }

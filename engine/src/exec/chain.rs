@@ -731,6 +731,7 @@ mod tests {
                 carried: Vec::new(),
                 end: false,
                 plan: None,
+                operators: Default::default(),
                 counts: Default::default(),
             },
             state,

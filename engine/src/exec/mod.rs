@@ -18,6 +18,7 @@ pub mod exchange;
 mod exit;
 mod input_merge;
 mod input_order;
+mod operator_state;
 mod source_driver;
 mod task;
 pub use task::LATE_DATA;
@@ -187,9 +188,21 @@ pub async fn run(
         .as_ref()
         .map(|r| (r.manifest.id, r.manifest.counts));
     metrics.start_counting_from(restored_from.map(|(_, c)| c).unwrap_or_default());
-    if let Some(restored) = &options.restore {
-        check_restored_plan(&restored.manifest, &plan, &graph.name)?;
-    }
+    // A checkpoint's state goes to the nodes of this graph with its
+    // nodes' ids; one from an older build, only into the same graph.
+    // A checkpoint of a job's end restores only into the same graph: a
+    // changed job has work the finished one did not do.
+    let restore = match &options.restore {
+        Some(restored) if restored.manifest.operators.is_empty() || restored.manifest.end => {
+            check_restored_plan(&restored.manifest, &plan, &graph.name)?;
+            match restored.manifest.operators.is_empty() {
+                true => Some(Arc::clone(restored)),
+                false => Some(Arc::new(operator_state::renumbered(restored, graph)?)),
+            }
+        }
+        Some(restored) => Some(Arc::new(operator_state::renumbered(restored, graph)?)),
+        None => None,
+    };
 
     // Every source's splits, planned before any output is touched, so a
     // restore that does not fit this run's input fails first. Planning
@@ -213,7 +226,7 @@ pub async fn run(
                 return Ok(JobResult::stopped_at_start(started, restored_from));
             }
         };
-        if let Some(restored) = &options.restore {
+        if let Some(restored) = &restore {
             let positions = positions_for(&restored.manifest, stage.root);
             check_restored_splits(&source.table.name, &splits, &positions)?;
             if restored.manifest.end {
@@ -248,16 +261,14 @@ pub async fn run(
     // A restore first finishes what the checkpoint covered: its staged
     // output is committed, and output staged after it is dropped. A fresh
     // start drops everything earlier runs staged.
-    let staged = options
-        .restore
+    let staged = restore
         .as_ref()
         .map(|r| commits_of(&r.manifest))
         .unwrap_or_default();
     for (name, sink) in &sinks {
         let mine: Vec<_> = staged.iter().filter(|s| &s.sink == name).cloned().collect();
         // The sink's writers then: its stage's subtasks.
-        let writers = options
-            .restore
+        let writers = restore
             .as_ref()
             .and_then(|restored| {
                 let id = graph
@@ -270,7 +281,7 @@ pub async fn run(
             .unwrap_or(0);
         sink.recover(&mine, writers).await?;
     }
-    if let Some(restored) = &options.restore {
+    if let Some(restored) = &restore {
         if restored.manifest.end {
             // Its commit may not have finished: the output is complete.
             commit_all(&sinks).await?;
@@ -336,6 +347,15 @@ pub async fn run(
                 sources,
                 sinks: sinks.iter().cloned().collect(),
                 plan: plan.clone(),
+                operators: graph
+                    .operator_ids()
+                    .into_iter()
+                    .enumerate()
+                    .map(|(n, id)| {
+                        let name = graph.node(n).name();
+                        (n, crate::checkpoint::protocol::OperatorId { id, name })
+                    })
+                    .collect(),
                 base: restored_from.map(|(_, c)| c).unwrap_or_default(),
                 store: options.checkpoint_store.clone(),
                 retained: options.checkpoints_retained,
@@ -359,7 +379,7 @@ pub async fn run(
         let mut reading = Reading::InOrder;
         let mut compute = None;
         let mut gate = None;
-        let restored_positions = match &options.restore {
+        let restored_positions = match &restore {
             Some(restored) => positions_for(&restored.manifest, stage.root),
             None => BTreeMap::new(),
         };
@@ -450,7 +470,7 @@ pub async fn run(
                     acks: acks.clone(),
                     store: store.clone(),
                 });
-            let restore = options.restore.clone();
+            let restore = restore.clone();
             tasks.spawn(async move {
                 if let Some(restored) = &restore {
                     chain.restore(restored)?;
@@ -715,8 +735,9 @@ struct Coordinator {
     sources: usize,
     /// The job's sinks by table name, to commit what checkpoints staged.
     sinks: BTreeMap<String, Arc<dyn crate::connector::Sink>>,
-    /// The graph, recorded in every manifest.
+    /// The graph, recorded in every manifest, and its nodes' stable ids.
     plan: PlanIdentity,
+    operators: BTreeMap<usize, crate::checkpoint::protocol::OperatorId>,
     /// The counts of the checkpoint the run restored: manifests count on.
     base: RowCounts,
     store: Option<Arc<dyn CheckpointStore>>,
@@ -761,6 +782,7 @@ impl Coordinator {
         // is committed by this one.
         manifest.carried.append(&mut known.uncommitted);
         manifest.plan = Some(self.plan.clone());
+        manifest.operators = self.operators.clone();
         manifest.counts += self.base;
         if let Some(store) = &self.store
             && let Err(e) = store.write_manifest(manifest).await

@@ -289,6 +289,61 @@ impl JobGraph {
     }
 }
 
+impl JobGraph {
+    /// Each node's stable id, by node number: a hash of what it does (its
+    /// name, its exact fingerprint, its schema; a source's table and
+    /// columns, a sink's table), and of the ids of its inputs with how they
+    /// reach it. It does not depend on the node's number, on parallelism
+    /// or on nodes that are not upstream of it, so a job file that changes
+    /// elsewhere (another INSERT, another sink) keeps the ids of what did
+    /// not change, and a checkpoint restores each node's state by id.
+    /// Nodes that would have one id (two INSERTs of the same query) are
+    /// told apart by their order.
+    pub fn operator_ids(&self) -> Vec<String> {
+        let mut ids: Vec<Option<String>> = vec![None; self.nodes.len()];
+        let mut seen: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+        for node in &self.nodes {
+            let hash = self.structural_id(node.id, &mut ids);
+            let n = seen.entry(hash.clone()).or_default();
+            *n += 1;
+            ids[node.id] = Some(match *n {
+                1 => hash,
+                n => format!("{hash}-{n}"),
+            });
+        }
+        ids.into_iter().map(Option::unwrap_or_default).collect()
+    }
+
+    fn structural_id(&self, id: NodeId, ids: &mut Vec<Option<String>>) -> String {
+        let node = self.node(id);
+        let mut text = format!("{} ", node.name());
+        match &node.kind {
+            NodeKind::Operator(op) => text.push_str(&op.fingerprint()),
+            NodeKind::Source(s) => text.push_str(&format!("{:?}", s.projection)),
+            NodeKind::Sink(_) => {}
+        }
+        text.push_str(" [");
+        for field in node.schema.fields() {
+            text.push_str(&format!("{}: {}, ", field.name(), field.data_type()));
+        }
+        text.push(']');
+        let mut inputs: Vec<&Edge> = self.inputs(id).collect();
+        inputs.sort_by_key(|e| e.port);
+        for edge in inputs {
+            let from = match ids[edge.from].clone() {
+                Some(from) => from,
+                None => self.structural_id(edge.from, ids),
+            };
+            let partitioning = match &edge.partitioning {
+                hash @ Partitioning::Hash(_) => hash.to_string(),
+                _ => "pointwise".to_string(),
+            };
+            text.push_str(&format!(" <- {from} port {} {partitioning}", edge.port));
+        }
+        format!("{:016x}", fnv1a(text.as_bytes()))
+    }
+}
+
 /// FNV-1a, 64 bits: a hash that is the same in every build and release,
 /// unlike the standard library's.
 fn fnv1a(bytes: &[u8]) -> u64 {
