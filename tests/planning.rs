@@ -122,3 +122,42 @@ fn operator_ids_survive_changes_elsewhere_and_follow_changes_upstream() {
         "the window changed"
     );
 }
+
+/// Two INSERTs of the same query have nodes that do the same with the same
+/// upstream: they are told apart by the tables they end in, so writing the
+/// second one first does not swap their ids (and so their state).
+#[test]
+fn twin_queries_keep_their_ids_by_the_tables_they_write() {
+    let insert = |table: &str| {
+        format!(
+            "INSERT INTO {table} SELECT auction, COUNT(*) FROM TABLE(TUMBLE(TABLE bid, DESCRIPTOR(ts), INTERVAL '10' SECOND))
+             GROUP BY auction, window_start, window_end;"
+        )
+    };
+    let second = "CREATE TABLE p (auction BIGINT, num BIGINT) WITH ('connector' = 'blackhole');";
+    let ids_by_sink = |graph: &JobGraph| -> Vec<(String, String)> {
+        let ids = graph.operator_ids();
+        let mut found: Vec<(String, String)> = graph
+            .nodes
+            .iter()
+            .filter(|n| n.name() == "WindowAggregate")
+            .map(|n| {
+                let sink = graph
+                    .outputs(n.id)
+                    .flat_map(|e| graph.outputs(e.to))
+                    .map(|e| graph.node(e.to).name())
+                    .next()
+                    .unwrap_or_default();
+                (sink, ids[n.id].clone())
+            })
+            .collect();
+        found.sort();
+        found
+    };
+    let o_first = graph(&format!("{second} {} {}", insert("o"), insert("p")));
+    let p_first = graph(&format!("{second} {} {}", insert("p"), insert("o")));
+    assert_eq!(ids_by_sink(&o_first), ids_by_sink(&p_first));
+    let ids = ids_by_sink(&o_first);
+    assert_eq!(ids.len(), 2, "{ids:?}");
+    assert_ne!(ids[0].1, ids[1].1, "{ids:?}");
+}

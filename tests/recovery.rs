@@ -1106,8 +1106,9 @@ fn restoring_a_finished_job_does_nothing() {
 /// A checkpoint restores into a job file that changed elsewhere: here a
 /// second INSERT over another table, written before the first, which
 /// renumbers every node of the job graph. Each node's state is found by its
-/// stable id, so the crashed and restored runs, the last ones with the
-/// changed file, commit an uninterrupted run's rows.
+/// stable id, so the original crashed at a checkpoint and the changed file
+/// restored from it at another parallelism commit an uninterrupted run's
+/// rows.
 #[test]
 fn a_checkpoint_restores_into_a_job_file_changed_elsewhere() {
     let main_runtime = runtime();
@@ -1124,25 +1125,60 @@ fn a_checkpoint_restores_into_a_job_file_changed_elsewhere() {
         &original[..at],
         &original[at..]
     );
-    // The uninterrupted run and the first attempt run the original file;
-    // the attempts after it, the changed one.
-    let calls = std::sync::atomic::AtomicUsize::new(0);
-    let job = |out: &Path, parallelism: usize| {
-        let call = calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let text = match call {
-            0 | 1 => &original,
-            _ => &changed,
-        };
+    let spec = |text: &str, out: &Path, checkpoints: &Path, parallelism: usize| {
         sluice::JobSpec::from_text("tumble.sql", text)
             .with_var("DATA", &data.path().display().to_string())
             .with_var("OUT", &out.display().to_string())
             .with_parallelism(parallelism)
+            .with_checkpoint_interval(Duration::from_millis(3))
+            .with_checkpoint_dir(&checkpoints.display().to_string(), 2)
+            .with_restore(sluice::Restore::Latest)
     };
-    crashes_change_nothing(&main_runtime, "tumble", job);
-    assert!(
-        calls.load(std::sync::atomic::Ordering::Relaxed) > 2,
-        "the changed file ran"
-    );
+    let reference = tempfile::tempdir().expect("tempdir");
+    let unused = tempfile::tempdir().expect("tempdir");
+    main_runtime
+        .block_on(sluice::run(&spec(
+            &original,
+            reference.path(),
+            unused.path(),
+            2,
+        )))
+        .expect("uninterrupted run");
+    let expected = committed_rows(&reference.path().join("tumble"));
+    // The original file crashed once a checkpoint completed (again if it
+    // ended first), then the changed one restored from it.
+    for scenario in 1.. {
+        let out = tempfile::tempdir().expect("tempdir");
+        let checkpoints = tempfile::tempdir().expect("tempdir");
+        let first = spec(&original, out.path(), checkpoints.path(), 2);
+        let crashed = runtime();
+        let ended = crashed.block_on(async {
+            tokio::select! {
+                result = sluice::run(&first) => Some(result),
+                () = async {
+                    while newest_checkpoint(checkpoints.path()) == 0 {
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                } => None,
+            }
+        });
+        crashed.shutdown_timeout(Duration::from_secs(30));
+        if ended.is_some() {
+            assert!(scenario < 5, "the job always ended before a checkpoint");
+            continue;
+        }
+        let result = main_runtime
+            .block_on(sluice::run(&spec(
+                &changed,
+                out.path(),
+                checkpoints.path(),
+                3,
+            )))
+            .expect("the changed file restores");
+        assert!(result.restored_from.is_some(), "it restored a checkpoint");
+        assert_eq!(committed_rows(&out.path().join("tumble")), expected);
+        break;
+    }
 }
 
 /// A checkpoint whose operator changed (here the window's size) is refused,

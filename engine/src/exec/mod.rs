@@ -265,6 +265,19 @@ pub async fn run(
         .as_ref()
         .map(|r| commits_of(&r.manifest))
         .unwrap_or_default();
+    // Output the checkpoint covered must be committed: a sink it staged
+    // for that this job has not would lose it.
+    if let (Some(restored), Some(lost)) = (
+        &restore,
+        staged
+            .iter()
+            .find(|s| !sinks.iter().any(|(name, _)| *name == s.sink)),
+    ) {
+        return Err(SluiceError::config(format!(
+            "checkpoint {} of job `{}` holds output staged for table `{}`, which this job does not write: it would never be committed. Restore with a job that writes `{}`, or start without --restore",
+            restored.manifest.id, graph.name, lost.sink, lost.sink
+        )));
+    }
     for (name, sink) in &sinks {
         let mine: Vec<_> = staged.iter().filter(|s| &s.sink == name).cloned().collect();
         // The sink's writers then: its stage's subtasks.
@@ -276,7 +289,13 @@ pub async fn run(
                     .iter()
                     .position(|n| matches!(&n.kind, NodeKind::Sink(s) if &s.table.name == name))?;
                 let stage = stages.iter().find(|s| s.nodes.contains(&id))?;
-                restored.manifest.parallelism.get(&stage.root).copied()
+                // A stage new here: any subtask count the checkpoint had.
+                restored
+                    .manifest
+                    .parallelism
+                    .get(&stage.root)
+                    .or_else(|| restored.manifest.parallelism.values().max())
+                    .copied()
             })
             .unwrap_or(0);
         sink.recover(&mine, writers).await?;

@@ -35,10 +35,12 @@ pub(super) fn renumbered(restored: &Restored, graph: &JobGraph) -> Result<Restor
         let to = match here.get(&operator.id) {
             Some(&to) => to,
             None => {
-                let holds_state = manifest
-                    .subtasks
-                    .iter()
-                    .any(|s| s.node == node && (!s.state.is_empty() || !s.positions.is_empty()));
+                // State files name their operator; positions, their
+                // source's stage.
+                let holds_state = manifest.subtasks.iter().any(|s| {
+                    s.state.iter().any(|f| f.operator == node)
+                        || (s.node == node && !s.positions.is_empty())
+                });
                 if holds_state {
                     let ours: Vec<String> = graph.nodes.iter().map(|n| n.name()).collect();
                     return Err(SluiceError::config(format!(

@@ -298,20 +298,54 @@ impl JobGraph {
     /// elsewhere (another INSERT, another sink) keeps the ids of what did
     /// not change, and a checkpoint restores each node's state by id.
     /// Nodes that would have one id (two INSERTs of the same query) are
-    /// told apart by their order.
+    /// told apart by the tables they end in, and only where those are the
+    /// same too (a union of two equal branches) by their order.
     pub fn operator_ids(&self) -> Vec<String> {
-        let mut ids: Vec<Option<String>> = vec![None; self.nodes.len()];
-        let mut seen: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+        // What each node is, by what it does and what is upstream.
+        let mut base: Vec<Option<String>> = vec![None; self.nodes.len()];
         for node in &self.nodes {
-            let hash = self.structural_id(node.id, &mut ids);
-            let n = seen.entry(hash.clone()).or_default();
-            *n += 1;
-            ids[node.id] = Some(match *n {
-                1 => hash,
-                n => format!("{hash}-{n}"),
-            });
+            let hash = self.structural_id(node.id, &mut base);
+            base[node.id] = Some(hash);
         }
-        ids.into_iter().map(Option::unwrap_or_default).collect()
+        let base: Vec<String> = base.into_iter().map(Option::unwrap_or_default).collect();
+        let mut count: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+        for hash in &base {
+            *count.entry(hash).or_default() += 1;
+        }
+        let mut seen: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+        self.nodes
+            .iter()
+            .map(|node| {
+                let hash = &base[node.id];
+                let id = match count[hash.as_str()] {
+                    1 => hash.clone(),
+                    _ => format!("{hash}@{}", self.sinks_after(node.id).join(",")),
+                };
+                let n = seen.entry(id.clone()).or_default();
+                *n += 1;
+                match *n {
+                    1 => id,
+                    n => format!("{id}-{n}"),
+                }
+            })
+            .collect()
+    }
+
+    /// The tables of the sinks downstream of `id`, sorted.
+    fn sinks_after(&self, id: NodeId) -> Vec<String> {
+        let mut tables = std::collections::BTreeSet::new();
+        let mut todo = vec![id];
+        let mut seen = std::collections::BTreeSet::new();
+        while let Some(n) = todo.pop() {
+            if !seen.insert(n) {
+                continue;
+            }
+            if let NodeKind::Sink(s) = &self.node(n).kind {
+                tables.insert(s.table.name.clone());
+            }
+            todo.extend(self.outputs(n).map(|e| e.to));
+        }
+        tables.into_iter().collect()
     }
 
     fn structural_id(&self, id: NodeId, ids: &mut Vec<Option<String>>) -> String {
