@@ -75,7 +75,7 @@ fn a_job_crashed_at_checkpoints_and_restored_commits_what_an_uninterrupted_run_d
     let main_runtime = runtime();
     let data = parquet_bids(400_000, 4);
     let queries = std::env::var("SLUICE_RECOVERY_QUERIES")
-        .unwrap_or_else(|_| "tumble,hop,q11,q1".to_string());
+        .unwrap_or_else(|_| "tumble,hop,q11,q1,q8".to_string());
     for query in queries.split(',') {
         let job = |out: &Path, parallelism: usize| {
             sluice::JobSpec::from_file(&repo().join(format!("jobs/sql/nexmark/{query}.sql")))

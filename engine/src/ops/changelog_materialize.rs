@@ -19,14 +19,12 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, AsArray, Int64Array};
-use arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
+use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
-use arrow::row::{RowConverter, SortField};
 
+use super::kept_rows::KeptRows;
 use super::{
     Operator, OperatorContext, OperatorFactory, OperatorState, Output, Port, RestoredState,
-    StateTable,
 };
 use crate::changelog;
 use crate::error::{ExecContext, Result, SluiceError};
@@ -68,21 +66,9 @@ impl OperatorFactory for ChangelogMaterialize {
     }
 
     fn create(&self, context: &OperatorContext) -> Result<Box<dyn Operator>> {
-        let rows = RowConverter::new(
-            self.schema
-                .fields()
-                .iter()
-                .map(|f| SortField::new(f.data_type().clone()))
-                .collect(),
-        )
-        .exec_context(|| "encoding changelog rows".to_string())?;
-        let mut fields: Vec<Arc<Field>> = self.schema.fields().iter().cloned().collect();
-        fields.push(Arc::new(Field::new(COUNT, DataType::Int64, false)));
         Ok(Box::new(ChangelogMaterializeOp {
             table: self.table.clone(),
-            schema: Arc::clone(&self.schema),
-            state_schema: Arc::new(Schema::new(fields)),
-            rows,
+            rows: KeptRows::new(&self.schema, COUNT)?,
             counts: HashMap::new(),
             watermark: BEFORE_TIME,
             sent: false,
@@ -93,9 +79,7 @@ impl OperatorFactory for ChangelogMaterialize {
 
 struct ChangelogMaterializeOp {
     table: String,
-    schema: SchemaRef,
-    state_schema: SchemaRef,
-    rows: RowConverter,
+    rows: KeptRows,
     /// How many times each row stands: added less taken back.
     counts: HashMap<Box<[u8]>, i64>,
     watermark: Millis,
@@ -104,13 +88,6 @@ struct ChangelogMaterializeOp {
 }
 
 impl ChangelogMaterializeOp {
-    fn decode(&self, encoded: &[&[u8]]) -> Result<Vec<ArrayRef>> {
-        let parser = self.rows.parser();
-        self.rows
-            .convert_rows(encoded.iter().map(|r| parser.parse(r)))
-            .exec_context(|| "decoding changelog rows".to_string())
-    }
-
     /// Sends every row standing, once, at the end.
     fn send_table(&mut self, out: &mut Output) -> Result<()> {
         if std::mem::replace(&mut self.sent, true) {
@@ -135,8 +112,8 @@ impl ChangelogMaterializeOp {
         if standing.is_empty() {
             return Ok(());
         }
-        let columns = self.decode(&standing)?;
-        let batch = RecordBatch::try_new(Arc::clone(&self.schema), columns)
+        let columns = self.rows.decode(standing)?;
+        let batch = RecordBatch::try_new(Arc::clone(self.rows.schema()), columns)
             .exec_context(|| "assembling the changelog's table".to_string())?;
         out.batch(batch);
         Ok(())
@@ -149,10 +126,7 @@ impl Operator for ChangelogMaterializeOp {
         let kinds = kinds.ok_or_else(|| {
             SluiceError::Runtime("a changelog came without its row kinds".to_string())
         })?;
-        let encoded = self
-            .rows
-            .convert_columns(data.columns())
-            .exec_context(|| "encoding changelog rows".to_string())?;
+        let encoded = self.rows.encode(data.columns())?;
         for (i, &kind) in kinds.values().iter().enumerate() {
             let step = match changelog::is_retraction_byte(kind) {
                 true => -1,
@@ -180,49 +154,27 @@ impl Operator for ChangelogMaterializeOp {
     }
 
     fn snapshot(&mut self) -> Result<Option<OperatorState>> {
-        let kept: Vec<(&[u8], i64)> = self
+        let kept = self
             .counts
             .iter()
             .filter(|(_, c)| **c != 0)
-            .map(|(r, c)| (&**r, *c))
-            .collect();
-        let mut tables = Vec::new();
-        if !kept.is_empty() {
-            let rows: Vec<&[u8]> = kept.iter().map(|(r, _)| *r).collect();
-            let mut columns = self.decode(&rows)?;
-            columns.push(Arc::new(Int64Array::from_iter_values(
-                kept.iter().map(|(_, c)| *c),
-            )));
-            let batch = RecordBatch::try_new(Arc::clone(&self.state_schema), columns)
-                .exec_context(|| "assembling the changelog's state".to_string())?;
-            tables.push(StateTable {
-                name: ROWS.to_string(),
-                batches: vec![batch],
-                keyed: true,
-            });
-        }
+            .map(|(r, c)| (&**r, *c));
         Ok(Some(OperatorState {
-            tables,
+            tables: self.rows.table(ROWS, kept)?.into_iter().collect(),
             watermark: self.watermark,
         }))
     }
 
     fn restore(&mut self, state: RestoredState) -> Result<()> {
         self.watermark = self.watermark.max(state.watermark);
-        let width = self.schema.fields().len();
-        for batch in state.table(ROWS) {
-            RestoredState::check_layout("ChangelogMaterialize", batch, &self.state_schema)?;
-            let batch = state.owned(batch, &batch.columns()[..width])?;
-            let encoded = self
-                .rows
-                .convert_columns(&batch.columns()[..width])
-                .exec_context(|| "encoding restored changelog rows".to_string())?;
-            let counts = batch.column(width).as_primitive::<Int64Type>();
-            for i in 0..batch.num_rows() {
-                *self
-                    .counts
-                    .entry(encoded.row(i).as_ref().into())
-                    .or_default() += counts.value(i);
+        // Keyed by the whole row.
+        let all: Vec<usize> = (0..self.rows.schema().fields().len()).collect();
+        for (_, rows, counts) in self
+            .rows
+            .restored("ChangelogMaterialize", &state, ROWS, &all)?
+        {
+            for (i, count) in counts.values().iter().enumerate() {
+                *self.counts.entry(rows.row(i).as_ref().into()).or_default() += count;
             }
         }
         Ok(())
@@ -233,7 +185,8 @@ impl Operator for ChangelogMaterializeOp {
 mod tests {
     use super::*;
     use crate::changelog::RowKind;
-    use arrow::array::{Int8Array, StringArray};
+    use arrow::array::{AsArray, Int8Array, Int64Array, StringArray};
+    use arrow::datatypes::{DataType, Field, Int64Type, Schema};
     use std::collections::BTreeMap;
 
     fn schema() -> SchemaRef {

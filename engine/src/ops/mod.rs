@@ -19,6 +19,7 @@ pub mod changelog_materialize;
 pub mod group_aggregate;
 pub mod join;
 pub mod join_side;
+pub mod kept_rows;
 pub mod session;
 pub mod stateless;
 pub mod timer;

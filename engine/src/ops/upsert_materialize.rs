@@ -23,24 +23,25 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, AsArray, Int8Array, Int64Array};
-use arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
+use arrow::array::{ArrayRef, Int8Array};
+use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use arrow::row::{RowConverter, SortField};
 
+use super::kept_rows::KeptRows;
 use super::{
     Operator, OperatorContext, OperatorFactory, OperatorState, Output, Port, RestoredState,
-    StateTable,
 };
 use crate::changelog::{self, RowKind};
 use crate::error::{ExecContext, Result, SluiceError};
 use crate::time::{BEFORE_TIME, Millis};
 
+/// The state table, and its column of each row's place among its key's.
 const ROWS: &str = "rows";
+const POSITION: &str = "__position";
 
 /// A row in arrow's row format.
 type Row = Box<[u8]>;
-const POSITION: &str = "__position";
 
 /// Makes [`UpsertMaterialize`] instances.
 #[derive(Debug)]
@@ -70,24 +71,18 @@ impl OperatorFactory for UpsertMaterialize {
     }
 
     fn create(&self, _context: &OperatorContext) -> Result<Box<dyn Operator>> {
-        let sort_field = |f: &Field| SortField::new(f.data_type().clone());
         let keys = RowConverter::new(
             self.key
                 .iter()
-                .map(|&k| sort_field(self.schema.field(k)))
+                .map(|&k| SortField::new(self.schema.field(k).data_type().clone()))
                 .collect(),
         )
         .exec_context(|| "encoding primary keys".to_string())?;
-        let rows = RowConverter::new(self.schema.fields().iter().map(|f| sort_field(f)).collect())
-            .exec_context(|| "encoding rows".to_string())?;
-        let mut fields: Vec<Arc<Field>> = self.schema.fields().iter().cloned().collect();
-        fields.push(Arc::new(Field::new(POSITION, DataType::Int64, false)));
         Ok(Box::new(UpsertMaterializeOp {
             schema: Arc::clone(&self.schema),
-            state_schema: Arc::new(Schema::new(fields)),
             key: self.key.clone(),
             keys,
-            rows,
+            rows: KeptRows::new(&self.schema, POSITION)?,
             standing: HashMap::new(),
             watermark: BEFORE_TIME,
         }))
@@ -100,23 +95,15 @@ impl OperatorFactory for UpsertMaterialize {
 
 struct UpsertMaterializeOp {
     schema: SchemaRef,
-    state_schema: SchemaRef,
     key: Vec<usize>,
     keys: RowConverter,
-    rows: RowConverter,
+    rows: KeptRows,
     /// Each key's rows standing, oldest first; the last is its value.
     standing: HashMap<Row, Vec<Row>>,
     watermark: Millis,
 }
 
 impl UpsertMaterializeOp {
-    fn decode(&self, rows: &[&[u8]]) -> Result<Vec<ArrayRef>> {
-        let parser = self.rows.parser();
-        self.rows
-            .convert_rows(rows.iter().map(|r| parser.parse(r)))
-            .exec_context(|| "decoding rows".to_string())
-    }
-
     fn key_columns(&self, batch: &RecordBatch) -> Vec<ArrayRef> {
         self.key
             .iter()
@@ -132,10 +119,7 @@ impl Operator for UpsertMaterializeOp {
             .keys
             .convert_columns(&self.key_columns(&data))
             .exec_context(|| "encoding primary keys".to_string())?;
-        let rows = self
-            .rows
-            .convert_columns(data.columns())
-            .exec_context(|| "encoding rows".to_string())?;
+        let rows = self.rows.encode(data.columns())?;
         let mut sent: Vec<(i8, Box<[u8]>)> = Vec::new();
         for i in 0..data.num_rows() {
             let key = keys.row(i);
@@ -174,8 +158,7 @@ impl Operator for UpsertMaterializeOp {
         if sent.is_empty() {
             return Ok(());
         }
-        let encoded: Vec<&[u8]> = sent.iter().map(|(_, r)| &**r).collect();
-        let mut columns = self.decode(&encoded)?;
+        let mut columns = self.rows.decode(sent.iter().map(|(_, r)| &**r))?;
         columns.push(Arc::new(Int8Array::from_iter_values(
             sent.iter().map(|(k, _)| *k),
         )));
@@ -192,53 +175,34 @@ impl Operator for UpsertMaterializeOp {
     }
 
     fn snapshot(&mut self) -> Result<Option<OperatorState>> {
-        let mut rows: Vec<&[u8]> = Vec::new();
-        let mut positions = Vec::new();
-        for standing in self.standing.values() {
-            for (p, row) in standing.iter().enumerate() {
-                rows.push(row);
-                positions.push(p as i64);
-            }
-        }
-        let mut tables = Vec::new();
-        if !rows.is_empty() {
-            let mut columns = self.decode(&rows)?;
-            columns.push(Arc::new(Int64Array::from(positions)));
-            let batch = RecordBatch::try_new(Arc::clone(&self.state_schema), columns)
-                .exec_context(|| "assembling the keys' rows".to_string())?;
-            tables.push(StateTable {
-                name: ROWS.to_string(),
-                batches: vec![batch],
-                keyed: true,
-            });
-        }
+        let rows = self.standing.values().flat_map(|standing| {
+            standing
+                .iter()
+                .enumerate()
+                .map(|(p, row)| (&**row, p as i64))
+        });
         Ok(Some(OperatorState {
-            tables,
+            tables: self.rows.table(ROWS, rows)?.into_iter().collect(),
             watermark: self.watermark,
         }))
     }
 
     fn restore(&mut self, state: RestoredState) -> Result<()> {
         self.watermark = self.watermark.max(state.watermark);
-        let width = self.schema.fields().len();
-        let mut restored: HashMap<Box<[u8]>, Vec<(i64, Row)>> = HashMap::new();
-        for batch in state.table(ROWS) {
-            RestoredState::check_layout("UpsertMaterialize", batch, &self.state_schema)?;
-            let batch = state.owned(batch, &self.key_columns(batch))?;
+        let mut restored: HashMap<Row, Vec<(i64, Row)>> = HashMap::new();
+        for (batch, rows, positions) in
+            self.rows
+                .restored("UpsertMaterialize", &state, ROWS, &self.key)?
+        {
             let keys = self
                 .keys
                 .convert_columns(&self.key_columns(&batch))
                 .exec_context(|| "encoding restored keys".to_string())?;
-            let rows = self
-                .rows
-                .convert_columns(&batch.columns()[..width])
-                .exec_context(|| "encoding restored rows".to_string())?;
-            let positions = batch.column(width).as_primitive::<Int64Type>();
-            for i in 0..batch.num_rows() {
+            for (i, &position) in positions.values().iter().enumerate() {
                 restored
                     .entry(keys.row(i).as_ref().into())
                     .or_default()
-                    .push((positions.value(i), rows.row(i).as_ref().into()));
+                    .push((position, rows.row(i).as_ref().into()));
             }
         }
         for (key, mut rows) in restored {
@@ -258,7 +222,8 @@ impl Operator for UpsertMaterializeOp {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use arrow::array::StringArray;
+    use arrow::array::{AsArray, Int64Array, StringArray};
+    use arrow::datatypes::{DataType, Field, Int64Type, Schema};
     use std::collections::BTreeMap;
 
     fn schema() -> SchemaRef {

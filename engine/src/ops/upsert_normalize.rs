@@ -26,15 +26,15 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, AsArray, Int8Array, Int64Array};
-use arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
+use arrow::array::{ArrayRef, Int8Array};
+use arrow::datatypes::{Field, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use arrow::row::{RowConverter, SortField};
 
+use super::kept_rows::KeptRows;
 use super::timer::{TimeDomain, Timer};
 use super::{
     Operator, OperatorContext, OperatorFactory, OperatorState, Output, Port, RestoredState,
-    StateTable,
 };
 use crate::changelog::{self, RowKind};
 use crate::error::{ExecContext, Result, SluiceError};
@@ -114,18 +114,13 @@ impl OperatorFactory for UpsertNormalize {
                 .collect(),
         )
         .exec_context(|| "encoding upsert keys".to_string())?;
-        let rows = RowConverter::new(self.schema.fields().iter().map(|f| sort_field(f)).collect())
-            .exec_context(|| "encoding upserted rows".to_string())?;
-        let mut fields: Vec<Arc<Field>> = self.schema.fields().iter().cloned().collect();
-        fields.push(Arc::new(Field::new(TOUCHED, DataType::Int64, false)));
         Ok(Box::new(UpsertNormalizeOp {
             schema: Arc::clone(&self.schema),
-            state_schema: Arc::new(Schema::new(fields)),
             key: self.key.clone(),
             at_end: self.at_end,
             ttl: self.ttl,
             keys,
-            rows,
+            rows: KeptRows::new(&self.schema, TOUCHED)?,
             latest: HashMap::new(),
             watermark: BEFORE_TIME,
             sent_at_end: false,
@@ -146,12 +141,11 @@ struct Latest {
 
 struct UpsertNormalizeOp {
     schema: SchemaRef,
-    state_schema: SchemaRef,
     key: Vec<usize>,
     at_end: bool,
     ttl: Option<Millis>,
     keys: RowConverter,
-    rows: RowConverter,
+    rows: KeptRows,
     latest: HashMap<Box<[u8]>, Latest>,
     watermark: Millis,
     sent_at_end: bool,
@@ -181,19 +175,11 @@ impl UpsertNormalizeOp {
             .collect()
     }
 
-    /// The rows of `encoded`, decoded into columns.
-    fn decode(&self, encoded: &[Box<[u8]>]) -> Result<Vec<ArrayRef>> {
-        let parser = self.rows.parser();
-        self.rows
-            .convert_rows(encoded.iter().map(|r| parser.parse(r)))
-            .exec_context(|| "decoding upserted rows".to_string())
-    }
-
     fn send(&self, changes: Changes, with_kinds: bool, out: &mut Output) -> Result<()> {
         if changes.rows.is_empty() {
             return Ok(());
         }
-        let mut columns = self.decode(&changes.rows)?;
+        let mut columns = self.rows.decode(changes.rows.iter().map(|r| &**r))?;
         let schema = match with_kinds {
             true => {
                 columns.push(Arc::new(Int8Array::from(changes.kinds)));
@@ -254,10 +240,7 @@ impl Operator for UpsertNormalizeOp {
             .keys
             .convert_columns(&keys)
             .exec_context(|| "encoding upsert keys".to_string())?;
-        let encoded_rows = self
-            .rows
-            .convert_columns(data.columns())
-            .exec_context(|| "encoding upserted rows".to_string())?;
+        let encoded_rows = self.rows.encode(data.columns())?;
         let key_groups = match self.ttl {
             Some(_) => crate::exec::exchange::key_groups_of_rows(&keys)?,
             None => Vec::new(),
@@ -341,22 +324,9 @@ impl Operator for UpsertNormalizeOp {
     }
 
     fn snapshot(&mut self) -> Result<Option<OperatorState>> {
-        let mut tables = Vec::new();
-        if !self.latest.is_empty() {
-            let rows: Vec<Box<[u8]>> = self.latest.values().map(|l| l.row.clone()).collect();
-            let touched: Vec<Millis> = self.latest.values().map(|l| l.touched).collect();
-            let mut columns = self.decode(&rows)?;
-            columns.push(Arc::new(Int64Array::from(touched)));
-            let batch = RecordBatch::try_new(Arc::clone(&self.state_schema), columns)
-                .exec_context(|| "assembling the upserted rows' state".to_string())?;
-            tables.push(StateTable {
-                name: LATEST.to_string(),
-                batches: vec![batch],
-                keyed: true,
-            });
-        }
+        let held = self.latest.values().map(|l| (&*l.row, l.touched));
         Ok(Some(OperatorState {
-            tables,
+            tables: self.rows.table(LATEST, held)?.into_iter().collect(),
             watermark: self.watermark,
         }))
     }
@@ -364,27 +334,21 @@ impl Operator for UpsertNormalizeOp {
     fn restore(&mut self, state: RestoredState) -> Result<()> {
         self.watermark = self.watermark.max(state.watermark);
         self.timers_to_set = self.ttl.is_some();
-        let width = self.schema.fields().len();
-        for batch in state.table(LATEST) {
-            RestoredState::check_layout("UpsertNormalize", batch, &self.state_schema)?;
-            let keys = self.key_columns(batch);
-            let batch = state.owned(batch, &keys)?;
+        for (batch, rows, touched) in
+            self.rows
+                .restored("UpsertNormalize", &state, LATEST, &self.key)?
+        {
             let keys = self.key_columns(&batch);
             let key_groups = crate::exec::exchange::key_groups_of_rows(&keys)?;
             let encoded_keys = self
                 .keys
                 .convert_columns(&keys)
                 .exec_context(|| "encoding restored upsert keys".to_string())?;
-            let encoded_rows = self
-                .rows
-                .convert_columns(&batch.columns()[..width])
-                .exec_context(|| "encoding restored rows".to_string())?;
-            let touched = batch.column(width).as_primitive::<Int64Type>();
             for (i, &key_group) in key_groups.iter().enumerate() {
                 self.latest.insert(
                     encoded_keys.row(i).as_ref().into(),
                     Latest {
-                        row: encoded_rows.row(i).as_ref().into(),
+                        row: rows.row(i).as_ref().into(),
                         touched: touched.value(i),
                         key_group,
                         timer_set: false,
@@ -399,7 +363,8 @@ impl Operator for UpsertNormalizeOp {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use arrow::array::StringArray;
+    use arrow::array::{AsArray, Int64Array, StringArray};
+    use arrow::datatypes::{DataType, Int64Type, Schema};
     use std::collections::BTreeMap;
 
     fn schema() -> SchemaRef {
