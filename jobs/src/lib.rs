@@ -234,7 +234,16 @@ impl JobSpec {
             functions.extend(library.open(&context)?);
             opened.0.push(Arc::clone(library));
         }
-        let compiled = compile(&job, self.mode, &functions)?;
+        let mut compiled = compile(&job, self.mode, &functions)?;
+        // The run keeps late rows when the parameters say where; the plan
+        // must know it too (its sources then carry whole rows).
+        let late = sluice_connectors::filesystem::LATE_DATA_PATH;
+        if let Some(path) = parameters.get(late) {
+            compiled
+                .settings
+                .entry(late.to_string())
+                .or_insert_with(|| path.clone());
+        }
         Ok((compiled, parameters, opened))
     }
 

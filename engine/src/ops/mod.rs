@@ -20,6 +20,7 @@ pub mod group_aggregate;
 pub mod join;
 pub mod join_side;
 pub mod kept_rows;
+pub mod late_row;
 pub mod session;
 pub mod stateless;
 pub mod timer;

@@ -37,6 +37,9 @@ pub struct SessionAggregate {
     pub gap: Millis,
     pub time_index: usize,
     pub spec: Arc<AggregateSpec>,
+    /// The input column carrying each row as its source read it, which late
+    /// rows are written as ([`crate::ops::late_row`]).
+    pub late_row: Option<usize>,
 }
 
 impl OperatorFactory for SessionAggregate {
@@ -169,7 +172,7 @@ impl Sessions {
             let late = take_record_batch(&batch, &UInt32Array::from(late_rows))
                 .and_then(|b| b.project(&(0..b.num_columns() - 1).collect::<Vec<_>>()))
                 .exec_context(|| "setting late rows aside".to_string())?;
-            out.late(late);
+            out.late(crate::ops::late_row::as_written(late, self.plan.late_row)?);
         }
         if !open_rows.is_empty() {
             let open = take_record_batch(&batch, &UInt32Array::from(open_rows))
@@ -272,7 +275,10 @@ impl Operator for Sessions {
             let untimed = arrow::compute::not(&has_time)
                 .and_then(|m| arrow::compute::filter_record_batch(&batch, &m))
                 .exec_context(|| "setting rows without a time aside".to_string())?;
-            out.late(untimed);
+            out.late(crate::ops::late_row::as_written(
+                untimed,
+                self.plan.late_row,
+            )?);
             arrow::compute::filter_record_batch(&batch, &has_time)
                 .exec_context(|| "setting rows without a time aside".to_string())?
         } else {

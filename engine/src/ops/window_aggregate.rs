@@ -51,6 +51,9 @@ pub struct WindowAggregate {
     pub time_index: Option<usize>,
     pub spec: Arc<AggregateSpec>,
     pub phase: Phase,
+    /// The input column carrying each row as its source read it, which late
+    /// rows are written as ([`crate::ops::late_row`]).
+    pub late_row: Option<usize>,
 }
 
 /// Which part of a (possibly two-phase) aggregation an operator does.
@@ -465,10 +468,9 @@ impl Operator for SlicedWindows {
             }
         }
         if !late.is_empty() {
-            out.late(
-                take_record_batch(&batch, &UInt32Array::from(late))
-                    .exec_context(|| "setting late rows aside".to_string())?,
-            );
+            let late = take_record_batch(&batch, &UInt32Array::from(late))
+                .exec_context(|| "setting late rows aside".to_string())?;
+            out.late(crate::ops::late_row::as_written(late, self.plan.late_row)?);
         }
         for (slice, indices) in by_slice {
             let subset = input.take(&UInt32Array::from(indices))?;

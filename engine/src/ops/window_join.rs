@@ -71,6 +71,10 @@ pub struct WindowJoin {
     /// The joined rows: the left's columns, then the right's (one side's
     /// for a semi or anti join).
     pub schema: SchemaRef,
+    /// Each side's column carrying its rows as their source read them,
+    /// which late rows are written as ([`crate::ops::late_row`]); never
+    /// kept.
+    pub carried: [Option<usize>; 2],
 }
 
 impl OperatorFactory for WindowJoin {
@@ -147,6 +151,7 @@ impl OperatorFactory for WindowJoin {
                 nulls_equal: self.nulls_equal,
                 schemas: self.schemas.clone(),
                 schema: Arc::clone(&self.schema),
+                carried: self.carried,
             },
             converter,
             windows: [BTreeMap::new(), BTreeMap::new()],
@@ -193,6 +198,7 @@ struct WindowJoinPlan {
     nulls_equal: bool,
     schemas: [SchemaRef; 2],
     schema: SchemaRef,
+    carried: [Option<usize>; 2],
 }
 
 struct WindowJoinOp {
@@ -413,9 +419,17 @@ impl Operator for WindowJoinOp {
                 "a window join has two inputs, not a port {port}"
             )));
         }
-        let late = self.keep(port, &batch)?;
+        let carried = self.plan.carried[port];
+        let rows = match carried {
+            Some(row) => batch
+                .project(&(0..row).collect::<Vec<_>>())
+                .exec_context(|| "setting carried rows aside".to_string())?,
+            None => batch.clone(),
+        };
+        let late = self.keep(port, &rows)?;
         if !late.is_empty() {
-            out.late(take_rows(&batch, &UInt32Array::from(late))?);
+            let late = take_rows(&batch, &UInt32Array::from(late))?;
+            out.late(crate::ops::late_row::as_written(late, carried)?);
         }
         Ok(())
     }

@@ -55,6 +55,7 @@ fn factory(kind: WindowJoinKind, with_filter: bool) -> WindowJoin {
         nulls_equal: false,
         schemas: [left, right],
         schema: Arc::new(Schema::new(fields)),
+        carried: [None, None],
     }
 }
 

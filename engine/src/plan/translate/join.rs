@@ -101,6 +101,9 @@ impl Translator<'_> {
         {
             return Ok(planned);
         }
+        // A regular join has no late rows: it reads no carried row.
+        let left = self.without_carried_row(left);
+        let right = self.without_carried_row(right);
         let WindowJoinKind::Join(kind) = window_kind else {
             let (side, what) = match window_kind {
                 WindowJoinKind::Semi(0) => ("LEFT", "SEMI"),

@@ -106,12 +106,16 @@ pub fn translate(
         location: String::new(),
         written: HashMap::new(),
         state_ttl: state_ttl(&job.settings)?,
+        keeps_late_rows: job
+            .settings
+            .contains_key(crate::sql::settings::LATE_DATA_PATH),
     };
     // Every INSERT reading a table shares one source that reads the union of
     // the columns they need.
     let mut needed: HashMap<String, BTreeSet<usize>> = HashMap::new();
+    let mut windowed = BTreeSet::new();
     for insert in &job.inserts {
-        collect_scans(&insert.query, &mut needed);
+        collect_scans(&insert.query, &mut needed, &mut windowed);
     }
     let mut tables: Vec<_> = needed.into_iter().collect();
     tables.sort_by(|a, b| a.0.cmp(&b.0));
@@ -120,11 +124,12 @@ pub fn translate(
             .tables
             .get(&name)
             .ok_or_else(|| SluiceError::plan(format!("table `{name}` is not declared")))?;
-        t.add_source(table, columns)?;
+        let carries_rows = t.keeps_late_rows && windowed.contains(&name);
+        t.add_source(table, columns, carries_rows)?;
     }
     for insert in &job.inserts {
         t.location = insert.location.clone();
-        let planned = t.plan(&insert.query)?;
+        let planned = t.plan(&insert.query, false)?;
         let stream = t.materialize(planned)?;
         let properties = t.properties(stream.node);
         t.add_sink(&insert.sink, stream, &properties, insert.overwrite)?;
@@ -132,8 +137,14 @@ pub fn translate(
     Ok(t.graph)
 }
 
-/// Columns of each table that some scan needs.
-fn collect_scans(plan: &LogicalPlan, needed: &mut HashMap<String, BTreeSet<usize>>) {
+/// Columns of each table that some scan needs, and the tables a window
+/// reads rows of as they were read (through projections and filters only):
+/// those whose rows a late-data output keeps whole.
+fn collect_scans(
+    plan: &LogicalPlan,
+    needed: &mut HashMap<String, BTreeSet<usize>>,
+    windowed: &mut BTreeSet<String>,
+) {
     let _ = plan.apply(|node| {
         if let LogicalPlan::TableScan(scan) = node
             && let Some(table) =
@@ -148,7 +159,24 @@ fn collect_scans(plan: &LogicalPlan, needed: &mut HashMap<String, BTreeSet<usize
         if let LogicalPlan::Extension(ext) = node
             && let Some(tvf) = ext.node.as_any().downcast_ref::<WindowTvf>()
         {
-            collect_scans(&tvf.input, needed);
+            collect_scans(&tvf.input, needed, windowed);
+            let mut below = &tvf.input;
+            loop {
+                match below {
+                    LogicalPlan::Projection(p) => below = &p.input,
+                    LogicalPlan::Filter(f) => below = &f.input,
+                    LogicalPlan::SubqueryAlias(a) => below = &a.input,
+                    LogicalPlan::TableScan(scan) => {
+                        if let Some(table) = (scan.source.as_ref() as &dyn std::any::Any)
+                            .downcast_ref::<DeclaredTable>()
+                        {
+                            windowed.insert(table.0.name.clone());
+                        }
+                        break;
+                    }
+                    _ => break,
+                }
+            }
         }
         Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
     });
@@ -182,6 +210,9 @@ struct Translator<'a> {
     /// `'table.exec.state.ttl'`: how long updating operators keep state no
     /// row touches.
     state_ttl: Option<crate::time::Millis>,
+    /// `'sluice.late-data.path'` is set: windows' late rows are kept as
+    /// their sources read them.
+    keeps_late_rows: bool,
 }
 
 /// The key of Flink's state time-to-live setting.
@@ -258,6 +289,17 @@ impl<'p> Rule<'p> {
             Rule::Aggregate(agg) => vec![agg.input.as_ref()],
             Rule::Union(u) => u.inputs.iter().map(AsRef::as_ref).collect(),
             Rule::Join(j) => vec![j.left.as_ref(), j.right.as_ref()],
+        }
+    }
+
+    /// Whether the rule's inputs are to carry the rows their sources read
+    /// ([`crate::ops::late_row`]), when this node's are (`carried`) or when
+    /// a window's late rows are kept whole.
+    fn inputs_carry_rows(&self, carried: bool, keeps_late_rows: bool) -> bool {
+        match self {
+            Rule::Projection(_) | Rule::Filter(_) | Rule::Alias(_) => carried,
+            Rule::WindowTvf(..) => keeps_late_rows,
+            _ => false,
         }
     }
 
@@ -377,14 +419,19 @@ impl Translator<'_> {
     }
 
     /// Plans `plan` bottom-up: its rule checks it, its inputs are planned,
-    /// and the rule builds it from them.
-    fn plan(&mut self, plan: &LogicalPlan) -> Result<Planned> {
+    /// and the rule builds it from them. Its rows carry the rows their
+    /// sources read when `carry_rows` and a source does.
+    fn plan(&mut self, plan: &LogicalPlan, carry_rows: bool) -> Result<Planned> {
         let rule = Rule::of(plan).map_err(|message| self.error(message))?;
+        let carry_inputs = rule.inputs_carry_rows(carry_rows, self.keeps_late_rows);
         let mut inputs = Vec::new();
         for input in rule.inputs() {
-            let mut planned = self.plan(input)?;
+            let mut planned = self.plan(input, carry_inputs)?;
             if rule.needs_rows() {
-                planned = Planned::Stream(self.materialize(planned)?);
+                planned = Planned::Stream(match rule {
+                    Rule::Join(_) => self.materialize_carrying(planned)?,
+                    _ => self.materialize(planned)?,
+                });
             }
             let properties = self.properties(planned.rows_node());
             inputs.push(Input {
@@ -393,7 +440,7 @@ impl Translator<'_> {
             });
         }
         match rule {
-            Rule::Scan(scan) => self.scan(scan),
+            Rule::Scan(scan) => self.scan(scan, carry_rows),
             Rule::Projection(p) => self.projection(p, one(inputs)?),
             Rule::Filter(f) => self.filter(f, one(inputs)?),
             Rule::Alias(a) => Ok(match one(inputs)?.planned {

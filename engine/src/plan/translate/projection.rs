@@ -59,6 +59,14 @@ impl Translator<'_> {
                 ),
             ));
         }
+        if let Some(row) = self.carried_row(input.node) {
+            exprs.push(Arc::new(
+                datafusion::physical_expr::expressions::Column::new(
+                    crate::ops::late_row::LATE_ROW,
+                    row,
+                ),
+            ));
+        }
         let parallelism = self.graph.node(input.node).parallelism;
         let id = self.add_operator(
             input.node,
@@ -128,15 +136,24 @@ impl Translator<'_> {
                 DFSchema::new_with_metadata(fields, Default::default())
                     .map_err(|e| self.error(crate::sql::df_message(&e)))?,
             );
-            let physical = all
+            let mut physical = all
                 .iter()
                 .map(|e| self.physical(e, &input.schema))
                 .collect::<Result<Vec<_>>>()?;
+            if let Some(row) = self.carried_row(input.node) {
+                physical.push(Arc::new(
+                    datafusion::physical_expr::expressions::Column::new(
+                        crate::ops::late_row::LATE_ROW,
+                        row,
+                    ),
+                ));
+            }
+            let schema = self.physical_schema(new_schema.inner(), input.node);
             let parallelism = self.graph.node(input.node).parallelism;
             let node = self.add_operator(
                 input.node,
-                Arc::new(Project::new(physical, Arc::clone(new_schema.inner()))),
-                Arc::clone(new_schema.inner()),
+                Arc::new(Project::new(physical, Arc::clone(&schema))),
+                schema,
                 Partitioning::Forward,
                 parallelism,
             );

@@ -90,12 +90,53 @@ impl Translator<'_> {
     }
 
     /// The schema a node computing `logical` rows from `input`'s has: with
-    /// the row kinds when `input`'s rows update.
+    /// the row kinds when `input`'s rows update, with the rows as read when
+    /// they carry them.
     pub(super) fn physical_schema(&self, logical: &SchemaRef, input: NodeId) -> SchemaRef {
+        if let Some(row) = self.carried_row(input) {
+            let mut fields: Vec<_> = logical.fields().iter().cloned().collect();
+            fields.push(Arc::new(self.graph.node(input).schema.field(row).clone()));
+            return Arc::new(Schema::new(fields));
+        }
         match self.updates(input) {
             true => crate::changelog::with_row_kind(logical),
             false => Arc::clone(logical),
         }
+    }
+
+    /// `stream` without the rows its source read, if it carries them.
+    pub(super) fn without_carried_row(&mut self, stream: Stream) -> Stream {
+        let Some(row) = self.carried_row(stream.node) else {
+            return stream;
+        };
+        let schema = Arc::clone(&self.graph.node(stream.node).schema);
+        let exprs = (0..row)
+            .map(|i| {
+                Arc::new(datafusion::physical_expr::expressions::Column::new(
+                    schema.field(i).name(),
+                    i,
+                )) as Arc<dyn PhysicalExpr>
+            })
+            .collect();
+        let without = Arc::clone(stream.schema.inner());
+        let parallelism = self.graph.node(stream.node).parallelism;
+        let node = self.add_operator(
+            stream.node,
+            Arc::new(Project::new(exprs, Arc::clone(&without))),
+            without,
+            Partitioning::Forward,
+            parallelism,
+        );
+        Stream {
+            node,
+            schema: stream.schema,
+        }
+    }
+
+    /// The column of `node`'s rows carrying the rows their source read, if
+    /// they carry them ([`crate::ops::late_row`]).
+    pub(super) fn carried_row(&self, node: NodeId) -> Option<usize> {
+        crate::ops::late_row::carried(&self.graph.node(node).schema)
     }
 
     /// The node whose rows start to update upstream of `node` (its updating

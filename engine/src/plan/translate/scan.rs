@@ -4,7 +4,9 @@
 use super::*;
 
 impl Translator<'_> {
-    pub(super) fn scan(&mut self, scan: &logical::TableScan) -> Result<Planned> {
+    /// A scan's rows carry the rows its source read when `carry_rows` asks
+    /// for them and the source carries them; else they never do.
+    pub(super) fn scan(&mut self, scan: &logical::TableScan, carry_rows: bool) -> Result<Planned> {
         let Some(table) =
             (scan.source.as_ref() as &dyn std::any::Any).downcast_ref::<DeclaredTable>()
         else {
@@ -26,7 +28,9 @@ impl Translator<'_> {
             node,
             schema: Arc::clone(&scan.projected_schema),
         };
-        if wanted == read {
+        let carried = self.carried_row(node);
+        let kept = carried.filter(|_| carry_rows);
+        if wanted == read && carried == kept {
             return Ok(Planned::Stream(stream));
         }
         // Select this scan's columns from what the shared source reads.
@@ -58,7 +62,18 @@ impl Translator<'_> {
                 ),
             ));
         }
-        let schema = self.physical_schema(scan.projected_schema.inner(), node);
+        if let Some(row) = kept {
+            exprs.push(Arc::new(
+                datafusion::physical_expr::expressions::Column::new(
+                    crate::ops::late_row::LATE_ROW,
+                    row,
+                ),
+            ));
+        }
+        let schema = match (carried, kept) {
+            (Some(_), None) => Arc::clone(scan.projected_schema.inner()),
+            _ => self.physical_schema(scan.projected_schema.inner(), node),
+        };
         let project = Project::new(exprs, Arc::clone(&schema));
         let id = self.add_operator(
             node,

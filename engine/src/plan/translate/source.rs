@@ -5,15 +5,25 @@
 use super::*;
 
 impl Translator<'_> {
+    /// The source of `table`, reading `columns` (indices into its schema)
+    /// and whatever its key and watermark need. When it `carries_rows`
+    /// (a window reads it and the job keeps late rows), it reads every
+    /// column and carries each row as read ([`crate::ops::late_row`]).
     pub(super) fn add_source(
         &mut self,
         table: &Arc<TableDef>,
         mut columns: BTreeSet<usize>,
+        carries_rows: bool,
     ) -> Result<()> {
         let schema = &table.schema;
         crate::changelog::check_no_reserved_column(&table.name, schema)?;
         let source = self.registry.create_source(table, &self.context)?;
         let changes = source.changes();
+        // Windows read insert-only rows only.
+        let carries_rows = carries_rows && changes == SourceChanges::InsertOnly;
+        if carries_rows {
+            columns.extend(0..schema.fields().len());
+        }
         if changes == SourceChanges::Upsert {
             if table.primary_key.is_empty() {
                 return Err(SluiceError::plan(format!(
@@ -67,8 +77,24 @@ impl Translator<'_> {
             }
             None => None,
         };
-        let (read, read_schema, mut compute) = self.source_columns(table, &projection)?;
+        let (read, read_schema, mut compute) =
+            self.source_columns(table, &projection, carries_rows)?;
         let schema = match changes {
+            SourceChanges::InsertOnly if carries_rows => {
+                let row = compute
+                    .as_ref()
+                    .and_then(|exprs| exprs.last())
+                    .ok_or_else(|| SluiceError::plan("a source carrying rows computes none"))?;
+                let field = arrow::datatypes::Field::new(
+                    crate::ops::late_row::LATE_ROW,
+                    row.data_type(&read_schema)
+                        .map_err(|e| SluiceError::plan(crate::sql::df_message(&e)))?,
+                    false,
+                );
+                let mut fields: Vec<_> = projected.fields().iter().cloned().collect();
+                fields.push(Arc::new(field));
+                Arc::new(Schema::new(fields))
+            }
             SourceChanges::InsertOnly => projected,
             // The row kinds pass through the computed columns. A
             // tombstone's columns outside the key are null.
@@ -190,13 +216,15 @@ impl Translator<'_> {
     }
 
     /// The physical columns to read for the table's columns `projection`,
-    /// their schema, and (when some are computed) the expressions that make
-    /// the projected columns from them.
+    /// their schema, and (when some are computed, or the source
+    /// `carries_rows`) the expressions that make the projected columns
+    /// from them, the row as read last.
     #[allow(clippy::type_complexity)]
     fn source_columns(
         &self,
         table: &TableDef,
         projection: &[usize],
+        carries_rows: bool,
     ) -> Result<(Vec<usize>, SchemaRef, Option<Vec<Arc<dyn PhysicalExpr>>>)> {
         let fail = |e: &dyn std::fmt::Display| {
             SluiceError::plan(format!(
@@ -204,7 +232,7 @@ impl Translator<'_> {
                 table.declared_at, table.name
             ))
         };
-        if table.computed.is_empty() {
+        if table.computed.is_empty() && !carries_rows {
             let schema = table.physical.project(projection).map_err(|e| fail(&e))?;
             return Ok((projection.to_vec(), Arc::new(schema), None));
         }
@@ -227,16 +255,29 @@ impl Translator<'_> {
         let read_schema = Arc::new(table.physical.project(&read).map_err(|e| fail(&e))?);
         let df_schema = DFSchema::try_from_qualified_schema(table.name.as_str(), &read_schema)
             .map_err(|e| fail(&e))?;
+        let column = |name: &str| Expr::Column(Column::new(Some(table.name.as_str()), name));
+        let row = carries_rows.then(|| {
+            datafusion::functions::core::expr_fn::named_struct(
+                read_schema
+                    .fields()
+                    .iter()
+                    .flat_map(|f| {
+                        [
+                            datafusion::prelude::lit(f.name().as_str()),
+                            column(f.name()),
+                        ]
+                    })
+                    .collect(),
+            )
+        });
         let exprs = projection
             .iter()
-            .map(|&i| {
-                let expr = match computed(i) {
-                    Some(expr) => expr.clone(),
-                    None => Expr::Column(Column::new(
-                        Some(table.name.as_str()),
-                        table.schema.field(i).name(),
-                    )),
-                };
+            .map(|&i| match computed(i) {
+                Some(expr) => expr.clone(),
+                None => column(table.schema.field(i).name()),
+            })
+            .chain(row)
+            .map(|expr| {
                 create_physical_expr(
                     &expr,
                     &df_schema,

@@ -78,6 +78,10 @@ impl Translator<'_> {
                 Arc::clone(inputs[1].schema.inner()),
             ],
             schema: Arc::clone(&schema),
+            carried: [
+                self.carried_row(inputs[0].node),
+                self.carried_row(inputs[1].node),
+            ],
         };
         let id = self.add_node(NodeKind::Operator(Arc::new(op)), self.parallelism, schema);
         let [left, right] = partitioning;

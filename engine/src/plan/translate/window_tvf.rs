@@ -102,6 +102,17 @@ impl Translator<'_> {
 
     /// Turns a pending window into rows: `WindowAssign`, then the layout.
     pub(super) fn materialize(&mut self, planned: Planned) -> Result<Stream> {
+        self.assign_windows(planned, false)
+    }
+
+    /// [`Self::materialize`], keeping the rows the window's source read
+    /// when its input carries them, last (a window join's late rows are
+    /// written as them).
+    pub(super) fn materialize_carrying(&mut self, planned: Planned) -> Result<Stream> {
+        self.assign_windows(planned, true)
+    }
+
+    fn assign_windows(&mut self, planned: Planned, carrying: bool) -> Result<Stream> {
         let window = match planned {
             Planned::Stream(s) => return Ok(s),
             Planned::Window(w) => w,
@@ -112,8 +123,12 @@ impl Translator<'_> {
             ));
         }
         let input = &window.input;
-        let width = input.schema.fields().len();
-        let mut fields: Vec<_> = input.schema.inner().fields().iter().cloned().collect();
+        // Rows carried for late data pass the assignment (nothing is late
+        // there), and the layout after it when asked to.
+        let carried = self.carried_row(input.node);
+        let physical = self.physical_schema(input.schema.inner(), input.node);
+        let width = physical.fields().len();
+        let mut fields: Vec<_> = physical.fields().iter().cloned().collect();
         for w in WindowColumn::ALL {
             fields.push(Arc::new(arrow::datatypes::Field::new(
                 w.name(),
@@ -137,7 +152,7 @@ impl Translator<'_> {
             Partitioning::Forward,
             parallelism,
         );
-        let exprs: Vec<Arc<dyn PhysicalExpr>> = window
+        let mut exprs: Vec<Arc<dyn PhysicalExpr>> = window
             .layout
             .iter()
             .map(|c| {
@@ -153,7 +168,20 @@ impl Translator<'_> {
                 )) as Arc<dyn PhysicalExpr>
             })
             .collect();
-        let schema = Arc::clone(window.schema.inner());
+        let schema = match carried.filter(|_| carrying) {
+            Some(row) => {
+                exprs.push(Arc::new(
+                    datafusion::physical_expr::expressions::Column::new(
+                        crate::ops::late_row::LATE_ROW,
+                        row,
+                    ),
+                ));
+                let mut fields: Vec<_> = window.schema.inner().fields().iter().cloned().collect();
+                fields.push(Arc::new(physical.field(row).clone()));
+                Arc::new(Schema::new(fields))
+            }
+            None => Arc::clone(window.schema.inner()),
+        };
         let node = self.add_operator(
             assign,
             Arc::new(Project::new(exprs, Arc::clone(&schema))),
