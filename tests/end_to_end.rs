@@ -99,8 +99,24 @@ fn nexmark_jobs_match_datafusion_from_files_and_topics() {
     let runs = [(Mode::Batch, 1), (Mode::Batch, 2), (Mode::Stream, 2)];
     let mut schemas = std::collections::HashMap::new();
     for query in [
-        "q0", "q1", "q2", "q3", "q5", "q7", "q8", "q11", "q14", "q15", "q16", "q20", "q21", "q22",
-        "tumble", "hop",
+        "q0",
+        "q1",
+        "q2",
+        "q3",
+        "q5",
+        "q5_upstream",
+        "q7",
+        "q8",
+        "q11",
+        "q14",
+        "q15",
+        "q16",
+        "q20",
+        "q21",
+        "q22",
+        "q23",
+        "tumble",
+        "hop",
     ] {
         for (mode, parallelism) in runs {
             let out = tempfile::tempdir().expect("tempdir");

@@ -158,18 +158,11 @@ fn the_join_queries_give_datafusions_answer() {
                GROUP BY A.id, A.category) Q GROUP BY Q.category"
                 .to_string(),
         ),
+        // The shipped q5_upstream runs the upstream q5.
         (
             "q5",
-            // A HOP window of 10 s every 2 s holds a bid in the 5 windows
-            // starting at its 2-second slice and the 4 before it.
-            "WITH windowed AS ( \
-               SELECT B.auction, date_bin(INTERVAL '2 seconds', B.date_time) - S.back AS starttime \
-               FROM bid B CROSS JOIN (VALUES (INTERVAL '0 seconds'), (INTERVAL '2 seconds'), \
-                 (INTERVAL '4 seconds'), (INTERVAL '6 seconds'), (INTERVAL '8 seconds')) AS S(back)), \
-             auction_bids AS (SELECT auction, count(*) AS num, starttime FROM windowed GROUP BY auction, starttime), \
-             max_bids AS (SELECT max(num) AS maxn, starttime FROM auction_bids GROUP BY starttime) \
-             SELECT A.auction, A.num FROM auction_bids A JOIN max_bids M \
-             ON A.starttime = M.starttime AND A.num >= M.maxn"
+            sluice_tests::reference::nexmark("q5_upstream")
+                .expect("q5 reference")
                 .to_string(),
         ),
         // The shipped q7 runs the upstream query too.
@@ -192,13 +185,11 @@ fn the_join_queries_give_datafusions_answer() {
                 .expect("q20 reference")
                 .to_string(),
         ),
+        // The shipped q23 runs the upstream query too.
         (
             "q23",
-            "SELECT B.bidder, B.price, B.channel, B.url, B.extra, \
-               P.id, P.name, P.email_address, P.credit_card, P.city, P.state, P.extra, \
-               A.item_name, A.description, A.initial_bid, A.reserve, A.date_time, A.expires, \
-               A.seller, A.category, A.extra \
-             FROM bid B JOIN person P ON P.id = B.bidder JOIN auction A ON A.seller = B.bidder"
+            sluice_tests::reference::nexmark("q23")
+                .expect("q23 reference")
                 .to_string(),
         ),
     ];

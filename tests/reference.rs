@@ -36,6 +36,25 @@ pub fn nexmark(query: &str) -> Option<&'static str> {
                FROM auction GROUP BY seller, date_bin(INTERVAL '10 seconds', date_time)) A \
              ON P.id = A.seller AND P.starttime = A.starttime"
         }
+        // A HOP window of 10 s every 2 s holds a bid in the 5 windows
+        // starting at its 2-second slice and the 4 before it.
+        "q5_upstream" => {
+            "WITH windowed AS ( \
+               SELECT B.auction, date_bin(INTERVAL '2 seconds', B.date_time) - S.back AS starttime \
+               FROM bid B CROSS JOIN (VALUES (INTERVAL '0 seconds'), (INTERVAL '2 seconds'), \
+                 (INTERVAL '4 seconds'), (INTERVAL '6 seconds'), (INTERVAL '8 seconds')) AS S(back)), \
+             auction_bids AS (SELECT auction, count(*) AS num, starttime FROM windowed GROUP BY auction, starttime), \
+             max_bids AS (SELECT max(num) AS maxn, starttime FROM auction_bids GROUP BY starttime) \
+             SELECT A.auction, A.num FROM auction_bids A JOIN max_bids M \
+             ON A.starttime = M.starttime AND A.num >= M.maxn"
+        }
+        "q23" => {
+            "SELECT B.bidder, B.price, B.channel, B.url, B.extra, \
+               P.id, P.name, P.email_address, P.credit_card, P.city, P.state, P.extra, \
+               A.item_name, A.description, A.initial_bid, A.reserve, A.date_time, A.expires, \
+               A.seller, A.category, A.extra \
+             FROM bid B JOIN person P ON P.id = B.bidder JOIN auction A ON A.seller = B.bidder"
+        }
         "q20" => {
             "SELECT B.auction, B.bidder, B.price, B.channel, B.url, B.date_time, B.extra, \
                A.item_name, A.description, A.initial_bid, A.reserve, A.date_time, A.expires, \
