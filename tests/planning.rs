@@ -161,3 +161,63 @@ fn twin_queries_keep_their_ids_by_the_tables_they_write() {
     assert_eq!(ids.len(), 2, "{ids:?}");
     assert_ne!(ids[0].1, ids[1].1, "{ids:?}");
 }
+
+/// Keeping late rows makes a windowed job's source read every column and
+/// carry each row to the window, but leaves the ids of its operators and
+/// the plan's identity alone: a checkpoint taken with late rows kept
+/// restores into a run without, and the other way round.
+#[test]
+fn keeping_late_rows_leaves_operator_ids_alone() {
+    let job = |late: &str| {
+        let sql = format!(
+            "CREATE TABLE bid (auction BIGINT, bidder BIGINT, extra STRING, ts TIMESTAMP(3),
+               WATERMARK FOR ts AS ts)
+               WITH ('connector' = 'filesystem', 'path' = '/nonexistent', 'format' = 'json');
+             CREATE TABLE o (auction BIGINT, num BIGINT) WITH ('connector' = 'blackhole');
+             CREATE TABLE auctions (auction BIGINT) WITH ('connector' = 'blackhole');
+             {late}
+             INSERT INTO o
+             SELECT auction, COUNT(*)
+             FROM TABLE(TUMBLE(TABLE bid, DESCRIPTOR(ts), INTERVAL '10' SECOND))
+             WHERE bidder > 0
+             GROUP BY auction, window_start, window_end;
+             INSERT INTO auctions SELECT auction FROM bid;"
+        );
+        JobSpec::from_text("plan.sql", &sql)
+            .with_mode(Mode::Stream)
+            .graph()
+            .expect("plan")
+    };
+    let plain = job("");
+    let keeping = job("SET 'sluice.late-data.path' = '/nonexistent/late';");
+    let carries = |graph: &JobGraph| {
+        graph.nodes.iter().any(|n| {
+            matches!(n.kind, NodeKind::Source(_))
+                && n.schema
+                    .fields()
+                    .iter()
+                    .any(|f| f.name() == sluice_engine::ops::late_row::LATE_ROW)
+        })
+    };
+    assert!(
+        carries(&keeping) && !carries(&plain),
+        "only one source carries rows"
+    );
+    // Projections hold no state; every other node keeps its id.
+    let ids = |graph: &JobGraph| {
+        graph
+            .nodes
+            .iter()
+            .zip(graph.operator_ids())
+            .filter(|(n, _)| n.name() != "Project")
+            .map(|(n, id)| format!("{} {id}", n.name()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(ids(&keeping), ids(&plain));
+    assert!(
+        ids(&plain)
+            .iter()
+            .any(|n| n.starts_with("WindowAggregate "))
+    );
+    assert_eq!(keeping.identity().fingerprint, plain.identity().fingerprint);
+}

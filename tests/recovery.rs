@@ -1123,8 +1123,6 @@ fn restoring_a_finished_job_does_nothing() {
 /// rows.
 #[test]
 fn a_checkpoint_restores_into_a_job_file_changed_elsewhere() {
-    let main_runtime = runtime();
-    let data = parquet_bids(400_000, 4);
     let original =
         std::fs::read_to_string(repo().join("jobs/sql/nexmark/tumble.sql")).expect("job file");
     let at = original.find("INSERT INTO").expect("an INSERT");
@@ -1137,6 +1135,33 @@ fn a_checkpoint_restores_into_a_job_file_changed_elsewhere() {
         &original[..at],
         &original[at..]
     );
+    restores_into(&original, &changed);
+}
+
+/// A checkpoint taken without late rows kept restores into the same job
+/// keeping them (its source then reads every column and carries each row
+/// to the window), and commits an uninterrupted run's rows.
+#[test]
+fn a_checkpoint_restores_into_a_run_that_keeps_late_rows() {
+    let original =
+        std::fs::read_to_string(repo().join("jobs/sql/nexmark/tumble.sql")).expect("job file");
+    let late = tempfile::tempdir().expect("tempdir");
+    let at = original.find("CREATE TABLE").expect("a table");
+    let changed = format!(
+        "{}SET 'sluice.late-data.path' = '{}';\n{}",
+        &original[..at],
+        late.path().join("late").display(),
+        &original[at..]
+    );
+    restores_into(&original, &changed);
+}
+
+/// `original` crashed once a checkpoint completed (again if it ended
+/// first), then `changed` restored from it at another parallelism, commits
+/// the rows of an uninterrupted run of `original`.
+fn restores_into(original: &str, changed: &str) {
+    let main_runtime = runtime();
+    let data = parquet_bids(400_000, 4);
     let spec = |text: &str, out: &Path, checkpoints: &Path, parallelism: usize| {
         sluice::JobSpec::from_text("tumble.sql", text)
             .with_var("DATA", &data.path().display().to_string())
@@ -1150,19 +1175,17 @@ fn a_checkpoint_restores_into_a_job_file_changed_elsewhere() {
     let unused = tempfile::tempdir().expect("tempdir");
     main_runtime
         .block_on(sluice::run(&spec(
-            &original,
+            original,
             reference.path(),
             unused.path(),
             2,
         )))
         .expect("uninterrupted run");
     let expected = committed_rows(&reference.path().join("tumble"));
-    // The original file crashed once a checkpoint completed (again if it
-    // ended first), then the changed one restored from it.
     for scenario in 1.. {
         let out = tempfile::tempdir().expect("tempdir");
         let checkpoints = tempfile::tempdir().expect("tempdir");
-        let first = spec(&original, out.path(), checkpoints.path(), 2);
+        let first = spec(original, out.path(), checkpoints.path(), 2);
         let crashed = runtime();
         let ended = crashed.block_on(async {
             tokio::select! {
@@ -1183,7 +1206,7 @@ fn a_checkpoint_restores_into_a_job_file_changed_elsewhere() {
         }
         let result = main_runtime
             .block_on(sluice::run(&spec(
-                &changed,
+                changed,
                 out.path(),
                 checkpoints.path(),
                 3,

@@ -178,14 +178,25 @@ pub fn as_inserts(batch: &RecordBatch) -> Result<RecordBatch> {
     RecordBatch::try_new(schema, columns).exec_context(|| "marking rows as inserts".to_string())
 }
 
-/// Fails when `schema` holds a column of the reserved name.
+/// Fails when `schema` holds a column of a reserved name: the row kinds'
+/// or the carried rows of late data ([`crate::ops::late_row`]).
 pub fn check_no_reserved_column(table: &str, schema: &Schema) -> Result<()> {
-    if schema.fields().iter().any(|f| f.name() == ROW_KIND) {
-        return Err(SluiceError::plan(format!(
-            "table `{table}` has a column `{ROW_KIND}`: that name is reserved for the row kinds of updating streams"
-        )));
+    match schema.fields().iter().find_map(|f| reserved(f.name())) {
+        Some(why) => Err(SluiceError::plan(format!(
+            "table `{table}` has a column {why}"
+        ))),
+        None => Ok(()),
     }
-    Ok(())
+}
+
+/// Why a column may not be named `name`, if it may not.
+pub fn reserved(name: &str) -> Option<String> {
+    let what = match name {
+        ROW_KIND => "the row kinds of updating streams",
+        crate::ops::late_row::LATE_ROW => "the rows a window's late data is written as",
+        _ => return None,
+    };
+    Some(format!("`{name}`: that name is reserved for {what}"))
 }
 
 /// Whether every byte of `kinds` is a Flink row kind.

@@ -620,6 +620,7 @@ mod tests {
                 schema: Arc::new(Schema::empty()),
             }],
             edges: Vec::new(),
+            identity_graph: None,
         };
         let stage = graph.stages().remove(0);
         let context = OperatorContext {

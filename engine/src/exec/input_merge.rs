@@ -235,6 +235,7 @@ mod tests {
                 schema: Arc::new(arrow::datatypes::Schema::empty()),
             }],
             edges: Vec::new(),
+            identity_graph: None,
         };
         let stage = graph.stages().remove(0);
         let context = OperatorContext {

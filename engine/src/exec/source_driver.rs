@@ -461,6 +461,8 @@ impl SplitReader<'_> {
                             (admitted.refused, gate.dead_letters())
                         {
                             let n = rows.num_rows() as u64;
+                            // The same with late rows kept or not.
+                            let rows = crate::ops::late_row::without(rows)?;
                             out.send(&self.names[split], rows, reasons).await?;
                             JobMetrics::add(&self.metrics.records_dead_lettered, n);
                         }

@@ -4,10 +4,11 @@
 //! that a window reads carries each row as it was read, its physical
 //! columns before any computed one, in one more, last, struct column
 //! ([`LATE_ROW`]). Projections and filters between the source and the window
-//! pass it on; the window's keys, aggregates and state never read it. A row
-//! the window sets aside as late is written as that column's fields, so it
-//! can be replayed through the same table; without the column, as the
-//! columns the window reads.
+//! pass it on; the window's keys and aggregates never read it, and only a
+//! session window, which knows a row is late when its session closes, keeps
+//! it in its state. A row the window sets aside as late is written as that
+//! column's fields, so it can be replayed through the same table; without
+//! the column, as the columns the window reads.
 
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::Schema;
@@ -40,6 +41,16 @@ pub fn as_written(late: RecordBatch, column: Option<usize>) -> Result<RecordBatc
         ));
     }
     Ok(RecordBatch::from(carried.clone()))
+}
+
+/// `batch` without its carried rows, if it has them.
+pub fn without(batch: RecordBatch) -> Result<RecordBatch> {
+    match carried(&batch.schema()) {
+        Some(column) => batch
+            .project(&(0..column).collect::<Vec<_>>())
+            .map_err(|e| SluiceError::Runtime(format!("dropping carried rows: {e}"))),
+        None => Ok(batch),
+    }
 }
 
 #[cfg(test)]

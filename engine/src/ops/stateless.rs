@@ -69,9 +69,12 @@ impl Project {
     }
 }
 
+/// The name a [`Project`] is shown and known by.
+pub const PROJECT: &str = "Project";
+
 impl OperatorFactory for Project {
     fn name(&self) -> &str {
-        "Project"
+        PROJECT
     }
 
     fn column_origin(&self, column: usize) -> super::ColumnOrigin {

@@ -71,9 +71,12 @@ pub struct WindowJoin {
     /// The joined rows: the left's columns, then the right's (one side's
     /// for a semi or anti join).
     pub schema: SchemaRef,
-    /// Each side's column carrying its rows as their source read them,
-    /// which late rows are written as ([`crate::ops::late_row`]); never
-    /// kept.
+    /// Each side's column carrying its rows as their source read them
+    /// ([`crate::ops::late_row`]), never kept. Late rows are written as
+    /// them for tumbling windows, where a row is in one window; a row of
+    /// hopping or cumulating windows can be late for one window and join
+    /// in another, so its late copies keep the columns the join reads,
+    /// window bounds among them.
     pub carried: [Option<usize>; 2],
 }
 
@@ -152,6 +155,7 @@ impl OperatorFactory for WindowJoin {
                 schemas: self.schemas.clone(),
                 schema: Arc::clone(&self.schema),
                 carried: self.carried,
+                window: self.window,
             },
             converter,
             windows: [BTreeMap::new(), BTreeMap::new()],
@@ -199,6 +203,7 @@ struct WindowJoinPlan {
     schemas: [SchemaRef; 2],
     schema: SchemaRef,
     carried: [Option<usize>; 2],
+    window: WindowKind,
 }
 
 struct WindowJoinOp {
@@ -428,8 +433,14 @@ impl Operator for WindowJoinOp {
         };
         let late = self.keep(port, &rows)?;
         if !late.is_empty() {
-            let late = take_rows(&batch, &UInt32Array::from(late))?;
-            out.late(crate::ops::late_row::as_written(late, carried)?);
+            let late = UInt32Array::from(late);
+            match self.plan.window {
+                WindowKind::Tumble { .. } => out.late(crate::ops::late_row::as_written(
+                    take_rows(&batch, &late)?,
+                    carried,
+                )?),
+                _ => out.late(take_rows(&rows, &late)?),
+            }
         }
         Ok(())
     }

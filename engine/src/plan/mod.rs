@@ -31,6 +31,11 @@ pub struct JobGraph {
     pub mode: Mode,
     pub nodes: Vec<Node>,
     pub edges: Vec<Edge>,
+    /// When this graph's sources carry rows for late data
+    /// ([`crate::ops::late_row`]): the same job planned without them, which
+    /// gives the operator ids and the plan's identity, so that keeping late
+    /// rows or not never keeps a checkpoint from restoring.
+    pub identity_graph: Option<Box<JobGraph>>,
 }
 
 #[derive(Debug)]
@@ -252,6 +257,9 @@ impl JobGraph {
     /// parallelism is one pointwise edge), so a checkpoint restores at any
     /// parallelism but never into another graph.
     pub fn identity(&self) -> crate::checkpoint::protocol::PlanIdentity {
+        if let Some(base) = &self.identity_graph {
+            return base.identity();
+        }
         let mut text = String::new();
         for node in &self.nodes {
             let details = match &node.kind {
@@ -301,6 +309,35 @@ impl JobGraph {
     /// told apart by the tables they end in, and only where those are the
     /// same too (a union of two equal branches) by their order.
     pub fn operator_ids(&self) -> Vec<String> {
+        let own = self.structural_ids();
+        let Some(base) = &self.identity_graph else {
+            return own;
+        };
+        // Carrying rows adds or widens projections only: every other node
+        // is the next one of the graph planned without them.
+        let projection = |n: &Node| n.name() == crate::ops::stateless::PROJECT;
+        let mut others = base
+            .nodes
+            .iter()
+            .zip(base.structural_ids())
+            .filter(|(n, _)| !projection(n));
+        self.nodes
+            .iter()
+            .zip(own)
+            .map(|(node, own)| {
+                if projection(node) {
+                    return own;
+                }
+                match others.next() {
+                    Some((twin, id)) if twin.name() == node.name() => id,
+                    _ => own,
+                }
+            })
+            .collect()
+    }
+
+    /// [`Self::operator_ids`] of this graph's own structure.
+    fn structural_ids(&self) -> Vec<String> {
         // What each node is, by what it does and what is upstream.
         let mut base: Vec<Option<String>> = vec![None; self.nodes.len()];
         for node in &self.nodes {

@@ -83,6 +83,28 @@ pub fn translate(
     registry: &ConnectorRegistry,
     parallelism: usize,
 ) -> Result<JobGraph> {
+    let keeps_late_rows = job
+        .settings
+        .contains_key(crate::sql::settings::LATE_DATA_PATH);
+    let mut graph = translate_keeping(job, registry, parallelism, keeps_late_rows)?;
+    let carries = graph.nodes.iter().any(|n| {
+        matches!(n.kind, NodeKind::Source(_)) && crate::ops::late_row::carried(&n.schema).is_some()
+    });
+    if carries {
+        let base = translate_keeping(job, registry, parallelism, false)?;
+        graph.identity_graph = Some(Box::new(base));
+    }
+    Ok(graph)
+}
+
+/// [`translate`], with sources carrying rows for windows' late data when
+/// `keeps_late_rows`.
+fn translate_keeping(
+    job: &CompiledJob,
+    registry: &ConnectorRegistry,
+    parallelism: usize,
+    keeps_late_rows: bool,
+) -> Result<JobGraph> {
     let parallelism = parallelism.max(1);
     for table in job.tables.values() {
         registry.check_options(table)?;
@@ -93,6 +115,7 @@ pub fn translate(
             mode: job.mode,
             nodes: Vec::new(),
             edges: Vec::new(),
+            identity_graph: None,
         },
         registry,
         context: ConnectorContext {
@@ -106,9 +129,7 @@ pub fn translate(
         location: String::new(),
         written: HashMap::new(),
         state_ttl: state_ttl(&job.settings)?,
-        keeps_late_rows: job
-            .settings
-            .contains_key(crate::sql::settings::LATE_DATA_PATH),
+        keeps_late_rows,
     };
     // Every INSERT reading a table shares one source that reads the union of
     // the columns they need.
@@ -160,26 +181,38 @@ fn collect_scans(
             && let Some(tvf) = ext.node.as_any().downcast_ref::<WindowTvf>()
         {
             collect_scans(&tvf.input, needed, windowed);
-            let mut below = &tvf.input;
-            loop {
-                match below {
-                    LogicalPlan::Projection(p) => below = &p.input,
-                    LogicalPlan::Filter(f) => below = &f.input,
-                    LogicalPlan::SubqueryAlias(a) => below = &a.input,
-                    LogicalPlan::TableScan(scan) => {
-                        if let Some(table) = (scan.source.as_ref() as &dyn std::any::Any)
-                            .downcast_ref::<DeclaredTable>()
-                        {
-                            windowed.insert(table.0.name.clone());
-                        }
-                        break;
-                    }
-                    _ => break,
-                }
+        }
+        // A window sets rows aside where it is aggregated or joined.
+        let consumed: Vec<&LogicalPlan> = match node {
+            LogicalPlan::Aggregate(agg) => vec![&agg.input],
+            LogicalPlan::Join(join) => vec![&join.left, &join.right],
+            _ => Vec::new(),
+        };
+        for input in consumed {
+            if let LogicalPlan::Extension(ext) = through_rows(input)
+                && let Some(tvf) = ext.node.as_any().downcast_ref::<WindowTvf>()
+                && let LogicalPlan::TableScan(scan) = through_rows(&tvf.input)
+                && let Some(table) =
+                    (scan.source.as_ref() as &dyn std::any::Any).downcast_ref::<DeclaredTable>()
+            {
+                windowed.insert(table.0.name.clone());
             }
         }
         Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
     });
+}
+
+/// The first node below `plan` that is not a projection, filter or alias:
+/// what the rows of `plan` are, row for row.
+fn through_rows(mut plan: &LogicalPlan) -> &LogicalPlan {
+    loop {
+        plan = match plan {
+            LogicalPlan::Projection(p) => &p.input,
+            LogicalPlan::Filter(f) => &f.input,
+            LogicalPlan::SubqueryAlias(a) => &a.input,
+            other => return other,
+        };
+    }
 }
 
 /// Rows with a known layout: the output of `node`, described by `schema`.

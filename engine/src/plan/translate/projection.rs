@@ -2,19 +2,18 @@
 
 use super::*;
 
-/// Refuses a projection naming a column as the row kinds are named.
+/// Refuses a projection naming a column with a reserved name (the row
+/// kinds', or late data's carried rows).
 pub(super) fn check(p: &logical::Projection) -> std::result::Result<(), String> {
-    if p.schema
+    match p
+        .schema
         .fields()
         .iter()
-        .any(|f| f.name() == crate::changelog::ROW_KIND)
+        .find_map(|f| crate::changelog::reserved(f.name()))
     {
-        return Err(format!(
-            "a column may not be named `{}`: that name is reserved for the row kinds of updating streams",
-            crate::changelog::ROW_KIND
-        ));
+        Some(why) => Err(format!("a column may not be named {why}")),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 impl Translator<'_> {
