@@ -39,8 +39,10 @@
 mod consumer;
 mod dead_letters;
 mod decode;
+mod partition_reader;
 mod sink;
 mod source;
+mod split;
 mod transactions;
 mod upsert;
 mod upsert_decode;
