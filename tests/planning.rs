@@ -164,8 +164,8 @@ fn twin_queries_keep_their_ids_by_the_tables_they_write() {
 
 /// Keeping late rows makes a windowed job's source read every column and
 /// carry each row to the window, but leaves the ids of its operators and
-/// the plan's identity alone: a checkpoint taken with late rows kept
-/// restores into a run without, and the other way round.
+/// the plan's identity alone, so that a checkpoint restores whether or not
+/// the run keeps late rows (`tests/recovery.rs` restores one).
 #[test]
 fn keeping_late_rows_leaves_operator_ids_alone() {
     let job = |late: &str| {

@@ -137,11 +137,19 @@ impl Chain {
             entry = vec![*root];
         }
         let pending = exits.iter().map(|_| Vec::new()).collect();
+        // Every subtask of every stage writes late rows of its own: the
+        // stages before this one take the first writer numbers.
         let late_writer = match late_data {
-            Some(sink) => Some(
-                sink.open_writer(context.subtask, context.parallelism)
-                    .await?,
-            ),
+            Some(sink) => {
+                let before: usize = graph
+                    .stages()
+                    .iter()
+                    .filter(|s| s.id < stage.id)
+                    .map(|s| s.parallelism)
+                    .sum();
+                let writers: usize = graph.stages().iter().map(|s| s.parallelism).sum();
+                Some(sink.open_writer(before + context.subtask, writers).await?)
+            }
             None => None,
         };
         Ok(Self {

@@ -4,11 +4,11 @@
 //! that a window reads carries each row as it was read, its physical
 //! columns before any computed one, in one more, last, struct column
 //! ([`LATE_ROW`]). Projections and filters between the source and the window
-//! pass it on; the window's keys and aggregates never read it, and only a
-//! session window, which knows a row is late when its session closes, keeps
-//! it in its state. A row the window sets aside as late is written as that
-//! column's fields, so it can be replayed through the same table; without
-//! the column, as the columns the window reads.
+//! pass it on; the window's keys, aggregates and state never hold it (a
+//! session window, which keeps its open sessions' rows, drops it). A row
+//! the window sets aside as late is written as that column's fields, so it
+//! can be replayed through the same table; without the column, as the
+//! columns the window reads.
 
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::Schema;

@@ -37,9 +37,6 @@ pub struct SessionAggregate {
     pub gap: Millis,
     pub time_index: usize,
     pub spec: Arc<AggregateSpec>,
-    /// The input column carrying each row as its source read it, which late
-    /// rows are written as ([`crate::ops::late_row`]).
-    pub late_row: Option<usize>,
 }
 
 impl OperatorFactory for SessionAggregate {
@@ -172,7 +169,7 @@ impl Sessions {
             let late = take_record_batch(&batch, &UInt32Array::from(late_rows))
                 .and_then(|b| b.project(&(0..b.num_columns() - 1).collect::<Vec<_>>()))
                 .exec_context(|| "setting late rows aside".to_string())?;
-            out.late(crate::ops::late_row::as_written(late, self.plan.late_row)?);
+            out.late(late);
         }
         if !open_rows.is_empty() {
             let open = take_record_batch(&batch, &UInt32Array::from(open_rows))
@@ -267,6 +264,11 @@ impl Operator for Sessions {
     }
 
     fn on_batch(&mut self, _port: Port, batch: RecordBatch, out: &mut Output) -> Result<()> {
+        // Open sessions keep their rows, so rows carried for late data
+        // would be kept twice, and a checkpoint's state would depend on
+        // whether the job keeps late rows: a session's late rows are its
+        // columns ([`crate::ops::late_row`]).
+        let batch = crate::ops::late_row::without(batch)?;
         let times = event_times(batch.column(self.plan.time_index))?;
         // Rows without a time belong to no session.
         let batch = if times.null_count() > 0 {
@@ -275,10 +277,7 @@ impl Operator for Sessions {
             let untimed = arrow::compute::not(&has_time)
                 .and_then(|m| arrow::compute::filter_record_batch(&batch, &m))
                 .exec_context(|| "setting rows without a time aside".to_string())?;
-            out.late(crate::ops::late_row::as_written(
-                untimed,
-                self.plan.late_row,
-            )?);
+            out.late(untimed);
             arrow::compute::filter_record_batch(&batch, &has_time)
                 .exec_context(|| "setting rows without a time aside".to_string())?
         } else {

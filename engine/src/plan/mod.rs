@@ -33,8 +33,8 @@ pub struct JobGraph {
     pub edges: Vec<Edge>,
     /// When this graph's sources carry rows for late data
     /// ([`crate::ops::late_row`]): the same job planned without them, which
-    /// gives the operator ids and the plan's identity, so that keeping late
-    /// rows or not never keeps a checkpoint from restoring.
+    /// gives the operator ids and the plan's identity, so that a checkpoint
+    /// of the job restores whether or not the run keeps late rows.
     pub identity_graph: Option<Box<JobGraph>>,
 }
 
@@ -328,10 +328,8 @@ impl JobGraph {
                 if projection(node) {
                     return own;
                 }
-                match others.next() {
-                    Some((twin, id)) if twin.name() == node.name() => id,
-                    _ => own,
-                }
+                // `translate` checked that the two pair up.
+                others.next().map_or(own, |(_, id)| id)
             })
             .collect()
     }

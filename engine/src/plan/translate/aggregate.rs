@@ -172,7 +172,6 @@ impl Translator<'_> {
                     gap,
                     time_index,
                     spec,
-                    late_row: self.carried_row(input.node),
                 }),
                 Arc::clone(schema.inner()),
                 partitioning,

@@ -92,6 +92,22 @@ pub fn translate(
     });
     if carries {
         let base = translate_keeping(job, registry, parallelism, false)?;
+        // Carrying adds or widens projections only (see
+        // `JobGraph::operator_ids`), so the other nodes pair up in order.
+        let others = |g: &JobGraph| -> Vec<String> {
+            g.nodes
+                .iter()
+                .map(|n| n.name())
+                .filter(|name| name != crate::ops::stateless::PROJECT)
+                .collect()
+        };
+        if others(&graph) != others(&base) {
+            return Err(SluiceError::plan(format!(
+                "keeping late rows changed the job's operators ({:?} against {:?}); this is a bug in Sluice, run without 'sluice.late-data.path' meanwhile",
+                others(&graph),
+                others(&base)
+            )));
+        }
         graph.identity_graph = Some(Box::new(base));
     }
     Ok(graph)
@@ -182,7 +198,8 @@ fn collect_scans(
         {
             collect_scans(&tvf.input, needed, windowed);
         }
-        // A window sets rows aside where it is aggregated or joined.
+        // A window sets rows aside where it is aggregated or joined (a
+        // session window writes its late rows as its columns).
         let consumed: Vec<&LogicalPlan> = match node {
             LogicalPlan::Aggregate(agg) => vec![&agg.input],
             LogicalPlan::Join(join) => vec![&join.left, &join.right],
@@ -191,6 +208,7 @@ fn collect_scans(
         for input in consumed {
             if let LogicalPlan::Extension(ext) = through_rows(input)
                 && let Some(tvf) = ext.node.as_any().downcast_ref::<WindowTvf>()
+                && !matches!(tvf.kind, WindowKind::Session { .. })
                 && let LogicalPlan::TableScan(scan) = through_rows(&tvf.input)
                 && let Some(table) =
                     (scan.source.as_ref() as &dyn std::any::Any).downcast_ref::<DeclaredTable>()
