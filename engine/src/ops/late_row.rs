@@ -43,6 +43,13 @@ pub fn as_written(late: RecordBatch, column: Option<usize>) -> Result<RecordBatc
     Ok(RecordBatch::from(carried.clone()))
 }
 
+/// The carried rows at column `column`, passed on by a projection.
+pub fn column(column: usize) -> std::sync::Arc<dyn datafusion::physical_expr::PhysicalExpr> {
+    std::sync::Arc::new(datafusion::physical_expr::expressions::Column::new(
+        LATE_ROW, column,
+    ))
+}
+
 /// `batch` without its carried rows, if it has them.
 pub fn without(batch: RecordBatch) -> Result<RecordBatch> {
     match carried(&batch.schema()) {

@@ -59,12 +59,7 @@ impl Translator<'_> {
             ));
         }
         if let Some(row) = self.carried_row(input.node) {
-            exprs.push(Arc::new(
-                datafusion::physical_expr::expressions::Column::new(
-                    crate::ops::late_row::LATE_ROW,
-                    row,
-                ),
-            ));
+            exprs.push(crate::ops::late_row::column(row));
         }
         let parallelism = self.graph.node(input.node).parallelism;
         let id = self.add_operator(
@@ -140,12 +135,7 @@ impl Translator<'_> {
                 .map(|e| self.physical(e, &input.schema))
                 .collect::<Result<Vec<_>>>()?;
             if let Some(row) = self.carried_row(input.node) {
-                physical.push(Arc::new(
-                    datafusion::physical_expr::expressions::Column::new(
-                        crate::ops::late_row::LATE_ROW,
-                        row,
-                    ),
-                ));
+                physical.push(crate::ops::late_row::column(row));
             }
             let schema = self.physical_schema(new_schema.inner(), input.node);
             let parallelism = self.graph.node(input.node).parallelism;

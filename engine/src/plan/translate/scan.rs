@@ -63,12 +63,7 @@ impl Translator<'_> {
             ));
         }
         if let Some(row) = kept {
-            exprs.push(Arc::new(
-                datafusion::physical_expr::expressions::Column::new(
-                    crate::ops::late_row::LATE_ROW,
-                    row,
-                ),
-            ));
+            exprs.push(crate::ops::late_row::column(row));
         }
         let schema = match (carried, kept) {
             (Some(_), None) => Arc::clone(scan.projected_schema.inner()),

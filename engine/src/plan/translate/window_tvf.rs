@@ -170,12 +170,7 @@ impl Translator<'_> {
             .collect();
         let schema = match carried.filter(|_| carrying) {
             Some(row) => {
-                exprs.push(Arc::new(
-                    datafusion::physical_expr::expressions::Column::new(
-                        crate::ops::late_row::LATE_ROW,
-                        row,
-                    ),
-                ));
+                exprs.push(crate::ops::late_row::column(row));
                 let mut fields: Vec<_> = window.schema.inner().fields().iter().cloned().collect();
                 fields.push(Arc::new(physical.field(row).clone()));
                 Arc::new(Schema::new(fields))
